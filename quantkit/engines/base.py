@@ -1,0 +1,47 @@
+"""The protocol every inference engine implements. Bench, smoke chat, quality, the interactive
+chat and the server all run on it, so each works for every artifact kind."""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Protocol
+
+
+@dataclass
+class EngineOptions:
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int | None = None  # llama.cpp threads (None: the engine's default)
+    n_gpu_layers: int = 0  # llama.cpp offload; -1 = all
+    n_ctx: int = 4096
+    trust_remote_code: bool = False
+
+
+@dataclass
+class Token:
+    """One generated token: its id and the text it adds (may be '' mid multi-byte character)."""
+
+    id: int
+    text: str
+
+
+class Engine(Protocol):
+    name: str  # transformers | llama.cpp
+    path: Path
+    eos_ids: set[int]  # ids that end a turn (eos, eot, <|im_end|>...)
+
+    def tokenize(self, text: str, add_special: bool = False) -> list[int]: ...
+
+    def detokenize(self, ids: list[int]) -> str: ...
+
+    def chat_prompt(self, messages: list[dict]) -> list[int]:
+        """Token ids of ``messages`` through the artifact's own chat template, with the
+        generation prompt appended."""
+
+    def stream(self, prompt_ids: list[int], max_tokens: int, temperature: float = 0.0,
+               top_p: float = 1.0, seed: int | None = None) -> Iterator[Token]:
+        """Generate after ``prompt_ids``; stops at an eos id (not yielded) or ``max_tokens``."""
+
+    def logits(self, ids: list[int]):
+        """float32 numpy array [len(ids), vocab]: next-token logits at every position
+        (teacher forced, one sequence)."""
+
+    def close(self) -> None: ...
