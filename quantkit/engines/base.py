@@ -13,6 +13,8 @@ class EngineOptions:
     n_gpu_layers: int = 0  # llama.cpp offload; -1 = all
     n_ctx: int = 4096
     trust_remote_code: bool = False
+    allow_pickle: bool = False  # transformers: load .bin (pickle) weights when no safetensors exist
+    dtype: str | None = None  # transformers: torch dtype name; None = float32 on CPU, the checkpoint's on CUDA
 
 
 @dataclass
@@ -27,6 +29,11 @@ class Engine(Protocol):
     name: str  # transformers | llama.cpp
     path: Path
     eos_ids: set[int]  # ids that end a turn (eos, eot, <|im_end|>...)
+    special_tokens: set[str]  # texts of control tokens (for template-leak checks)
+    device: str  # where it runs: cpu | cuda
+    threads: int  # compute threads in use
+    n_params: int | None  # parameter count (None when unknown)
+    weights_bytes: int  # bytes of weight files loaded (read per decoded token, roughly)
 
     def tokenize(self, text: str, add_special: bool = False) -> list[int]: ...
 
@@ -43,5 +50,12 @@ class Engine(Protocol):
     def logits(self, ids: list[int]):
         """float32 numpy array [len(ids), vocab]: next-token logits at every position
         (teacher forced, one sequence)."""
+
+    def reset(self) -> None:
+        """Forget the running context (KV cache) that ``forward`` appends to."""
+
+    def forward(self, ids: list[int]):
+        """Append ``ids`` to the running context and return the float32 numpy logits [vocab] of
+        the last position; returns only when the device is done (timing-safe)."""
 
     def close(self) -> None: ...

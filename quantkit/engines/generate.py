@@ -1,0 +1,60 @@
+"""The generation loop and next-token choice shared by the engines (greedy, or temperature +
+top-p with a seeded RNG), written once over the protocol's reset/forward/detokenize."""
+
+import numpy as np
+
+# Control-token texts of common chat templates; engines add their own tokenizer's list.
+COMMON_SPECIAL = {"<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|start_header_id|>",
+                  "<|end_header_id|>", "<|begin_of_text|>", "<start_of_turn>", "<end_of_turn>",
+                  "<|end|>", "<|user|>", "<|assistant|>", "<|system|>", "[INST]", "[/INST]", "</s>"}
+# End-of-turn tokens looked up by text when the config does not list them all.
+END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<end_of_turn>", "<|end|>", "<|eom_id|>")
+
+
+class Sampler:
+    def __init__(self, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None):
+        self.temperature = temperature
+        self.top_p = top_p
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, logits: np.ndarray) -> int:
+        if self.temperature <= 0:
+            return int(np.argmax(logits))
+        scaled = logits.astype(np.float64) / self.temperature
+        probs = np.exp(scaled - scaled.max())
+        probs /= probs.sum()
+        if self.top_p < 1.0:
+            order = np.argsort(-probs)
+            keep = np.cumsum(probs[order]) - probs[order] < self.top_p  # always keeps the first
+            mask = np.zeros_like(probs, dtype=bool)
+            mask[order[keep]] = True
+            probs = np.where(mask, probs, 0.0)
+            probs /= probs.sum()
+        return int(self.rng.choice(len(probs), p=probs))
+
+
+def stream_tokens(engine, prompt_ids: list[int], max_tokens: int, temperature: float = 0.0,
+                  top_p: float = 1.0, seed: int | None = None):
+    """Yield Token(id, text) after ``prompt_ids`` until an eos id (not yielded) or ``max_tokens``.
+    Text is decoded incrementally so a multi-byte character is emitted once it is complete."""
+    from quantkit.engines.base import Token
+
+    sample = Sampler(temperature, top_p, seed)
+    engine.reset()
+    logits = engine.forward(list(prompt_ids))
+    ids: list[int] = []
+    prefix, read = 0, 0  # decode a small window so each delta is exact (as TGI does)
+    for step in range(max_tokens):
+        token = sample(logits)
+        if token in engine.eos_ids:
+            return
+        ids.append(token)
+        before = engine.detokenize(ids[prefix:read])
+        after = engine.detokenize(ids[prefix:])
+        text = ""
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            text = after[len(before):]
+            prefix, read = read, len(ids)
+        yield Token(token, text)
+        if step + 1 < max_tokens:
+            logits = engine.forward([token])

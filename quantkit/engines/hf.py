@@ -1,0 +1,121 @@
+"""The transformers engine: any HF folder transformers loads (full precision, compressed-tensors
+AWQ, bitsandbytes NF4/int8), driven by a plain forward loop over a KV cache so that prefill,
+decode and teacher-forced logits are measured on the same code path."""
+
+import logging
+import warnings
+from pathlib import Path
+
+from quantkit.engines.base import EngineOptions
+from quantkit.engines.generate import COMMON_SPECIAL, END_OF_TURN, stream_tokens
+from quantkit.errors import EngineError, InputError, missing_extra
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+
+
+class TransformersEngine:
+    name = "transformers"
+
+    def __init__(self, path: Path, options: EngineOptions):
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError:
+            raise missing_extra("transformers", "all") from None
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise InputError(f"{self.path} is not a model folder", hint="the transformers engine loads HF folders")
+        self.options = options
+        self.torch = torch
+        self.device = resolve_device(options.device, torch)
+        if options.threads:
+            torch.set_num_threads(options.threads)
+        self.threads = torch.get_num_threads()
+        has_safetensors = any(self.path.glob("*.safetensors"))
+        if not has_safetensors and not options.allow_pickle:
+            raise InputError(f"{self.path} has no .safetensors weights",
+                             hint="pickle weights can run code on load; pass --allow-pickle if you trust them")
+        # bf16/fp16 matmuls are slow on CPUs without native support: compute in float32 there.
+        dtype = options.dtype or ("float32" if self.device == "cpu" else "auto")
+        logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # int8 warns on every matmul
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=options.trust_remote_code)
+            self.model = AutoModelForCausalLM.from_pretrained(
+                self.path, dtype=dtype if dtype == "auto" else getattr(torch, dtype),
+                device_map=self.device, trust_remote_code=options.trust_remote_code,
+                use_safetensors=has_safetensors or None,
+            )
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise EngineError(f"transformers could not load {self.path}: {exc}") from exc
+        self.model.eval()
+        self.eos_ids = self._eos_ids()
+        self.special_tokens = set(self.tokenizer.all_special_tokens) | COMMON_SPECIAL
+        self.special_tokens |= {t.content for t in getattr(self.tokenizer, "added_tokens_decoder", {}).values()
+                                if getattr(t, "special", False)}
+        self.n_params = sum(p.numel() for p in self.model.parameters()) or None
+        self.weights_bytes = sum(p.stat().st_size for p in self.path.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+        self._cache = None
+
+    def _eos_ids(self) -> set[int]:
+        ids: set[int] = set()
+        for source in (self.model.config, getattr(self.model, "generation_config", None), self.tokenizer):
+            value = getattr(source, "eos_token_id", None) if source is not None else None
+            ids |= set(value) if isinstance(value, (list, tuple, set)) else ({value} if value is not None else set())
+        vocab = self.tokenizer.get_vocab()
+        ids |= {vocab[text] for text in END_OF_TURN if text in vocab}
+        return ids
+
+    def tokenize(self, text: str, add_special: bool = False) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=add_special)["input_ids"])
+
+    def detokenize(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False)
+
+    def chat_prompt(self, messages: list[dict]) -> list[int]:
+        if not self.tokenizer.chat_template:
+            raise InputError(f"{self.path} has no chat template", hint="add chat_template.jinja to the folder")
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        # The template already writes any BOS it wants; adding specials again would double it.
+        return self.tokenize(text, add_special=False)
+
+    def stream(self, prompt_ids, max_tokens, temperature=0.0, top_p=1.0, seed=None):
+        return stream_tokens(self, prompt_ids, max_tokens, temperature, top_p, seed)
+
+    def reset(self) -> None:
+        self._cache = None
+
+    def forward(self, ids: list[int]):
+        torch = self.torch
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            input_ids = torch.tensor([ids], device=self.device)
+            out = self.model(input_ids=input_ids, past_key_values=self._cache, use_cache=True)
+            self._cache = out.past_key_values
+            return out.logits[0, -1].float().cpu().numpy()  # .cpu() waits for the GPU
+
+    def logits(self, ids: list[int]):
+        torch = self.torch
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=False)
+            return out.logits[0].float().cpu().numpy()
+
+    def synchronize(self) -> None:
+        if self.device == "cuda":
+            self.torch.cuda.synchronize()
+
+    def close(self) -> None:
+        self._cache = None
+        self.model = None
+        if self.device == "cuda":
+            self.torch.cuda.empty_cache()
+
+
+def resolve_device(device: str, torch) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda asked for, but torch sees no CUDA GPU", hint="use --device cpu")
+    if device not in ("cpu", "cuda"):
+        raise InputError(f"unknown device {device!r}", hint="choose auto, cpu or cuda")
+    return device

@@ -1,0 +1,144 @@
+"""The llama.cpp engine (llama-cpp-python): a .gguf file, or an artifact folder holding one.
+
+It drives the context with llama-cpp-python's own batch/decode objects (as ``Llama.eval`` does) so
+that the running context and the teacher-forced logits of every position share one code path;
+``Llama.eval`` keeps logits of all positions only with ``logits_all``, which costs n_ctx x vocab
+floats for the whole session."""
+
+import ctypes
+import os
+import weakref
+from pathlib import Path
+
+from quantkit.engines.base import EngineOptions
+from quantkit.engines.generate import COMMON_SPECIAL, stream_tokens
+from quantkit.errors import EngineError, InputError, missing_extra
+
+
+def find_gguf(path: Path) -> Path:
+    """The .gguf file of ``path``: the file itself, the manifest's choice, or the folder's only one."""
+    if path.is_file():
+        return path
+    from quantkit.artifact import read_manifest
+
+    manifest = read_manifest(path) or {}
+    named = manifest.get("gguf_file") or manifest.get("settings", {}).get("gguf_file")
+    if named and (path / named).is_file():
+        return path / named
+    files = sorted(path.glob("*.gguf"))
+    if len(files) == 1:
+        return files[0]
+    if not files:
+        raise InputError(f"{path} holds no .gguf file")
+    raise InputError(f"{path} holds {len(files)} .gguf files", hint="pass the one to use: " + ", ".join(f.name for f in files))
+
+
+class LlamaCppEngine:
+    name = "llama.cpp"
+
+    def __init__(self, path: Path, options: EngineOptions):
+        try:
+            import llama_cpp
+            import numpy as np
+        except ImportError:
+            raise missing_extra("llama-cpp-python", "gguf") from None
+        self.llama_cpp, self.np = llama_cpp, np
+        self.path = Path(path)
+        self.file = find_gguf(self.path)
+        self.options = options
+        if options.device == "cuda" and not llama_cpp.llama_supports_gpu_offload():
+            raise InputError("--device cuda asked for, but this llama-cpp-python build has no GPU support",
+                             hint="reinstall it with CMAKE_ARGS=-DGGML_CUDA=on, or use --device cpu")
+        gpu_layers = options.n_gpu_layers if options.device != "cpu" else 0
+        self.device = "cuda" if gpu_layers and llama_cpp.llama_supports_gpu_offload() else "cpu"
+        self.threads = options.threads or max(1, (os.cpu_count() or 2) // 2)
+        try:
+            self.llm = llama_cpp.Llama(
+                model_path=str(self.file), n_ctx=options.n_ctx, n_batch=512, n_threads=self.threads,
+                n_threads_batch=self.threads, n_gpu_layers=gpu_layers, logits_all=False, verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise EngineError(f"llama.cpp could not load {self.file}: {exc}") from exc
+        # Free the model before interpreter shutdown: Llama.__del__ at exit fails on torn-down globals.
+        self._free = weakref.finalize(self, self.llm.close)
+        self.n_vocab = self.llm.n_vocab()
+        self.n_params = self.llm._model.n_params() or None
+        self.weights_bytes = self.file.stat().st_size
+        vocab = self.llm._model.vocab
+        self.eos_ids = {i for i in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(vocab, i)}
+        control = {i for i in range(self.n_vocab)
+                   if llama_cpp.llama_vocab_get_attr(vocab, i) & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL}
+        self.special_tokens = {self.llm._model.token_get_text(i) for i in control | self.eos_ids} | COMMON_SPECIAL
+        self.special_tokens.discard("")
+        self._n_past = 0
+        self._template = self._chat_template()
+
+    def _chat_template(self):
+        text = self.llm.metadata.get("tokenizer.chat_template")
+        side = (self.path if self.path.is_dir() else self.path.parent) / "chat_template.jinja"
+        if not text and side.is_file():
+            text = side.read_text()
+        if not text:
+            return None
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        piece = self.llm._model.token_get_text
+        return Jinja2ChatFormatter(text, eos_token=piece(self.llm.token_eos()), bos_token=piece(self.llm.token_bos()))
+
+    def tokenize(self, text: str, add_special: bool = False) -> list[int]:
+        # special=True: control tokens written in the text (a rendered chat template) stay single ids.
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=True)
+
+    def detokenize(self, ids: list[int]) -> str:
+        return self.llm.detokenize(list(ids), special=True).decode("utf-8", errors="replace")
+
+    def chat_prompt(self, messages: list[dict]) -> list[int]:
+        if self._template is None:
+            raise InputError(f"{self.file.name} has no chat template", hint="the GGUF's tokenizer.chat_template is empty")
+        return self.tokenize(self._template(messages=messages).prompt, add_special=False)
+
+    def stream(self, prompt_ids, max_tokens, temperature=0.0, top_p=1.0, seed=None):
+        return stream_tokens(self, prompt_ids, max_tokens, temperature, top_p, seed)
+
+    def reset(self) -> None:
+        self.llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+        self._n_past = 0
+
+    def _decode(self, ids: list[int], all_logits: bool):
+        """Run ``ids`` after the current context in n_batch chunks; return their logits rows."""
+        np = self.np
+        if self._n_past + len(ids) > self.llm.n_ctx():
+            raise InputError(f"{self._n_past + len(ids)} tokens exceed the context of {self.llm.n_ctx()}",
+                             hint="use a shorter prompt or a larger n_ctx")
+        rows = []
+        step = self.llm.n_batch
+        for start in range(0, len(ids), step):
+            chunk = ids[start:start + step]
+            self.llm._batch.set_batch(batch=chunk, n_past=self._n_past, logits_all=all_logits)
+            try:
+                self.llm._ctx.decode(self.llm._batch)
+            except RuntimeError as exc:
+                raise EngineError(f"llama.cpp decode failed: {exc}") from exc
+            self._n_past += len(chunk)
+            n_out = len(chunk) if all_logits else 1
+            pointer = self.llm._ctx.get_logits()
+            rows.append(np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)),
+                                              shape=(n_out, self.n_vocab)).copy())
+        return rows
+
+    def forward(self, ids: list[int]):
+        return self._decode(list(ids), all_logits=False)[-1][-1]
+
+    def logits(self, ids: list[int]):
+        self.reset()
+        try:
+            return self.np.concatenate(self._decode(list(ids), all_logits=True))
+        finally:
+            self.reset()
+
+    def synchronize(self) -> None:
+        pass  # llama_decode returns when the logits are ready
+
+    def close(self) -> None:
+        if getattr(self, "_free", None) is not None:
+            self._free()
