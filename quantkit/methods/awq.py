@@ -1,18 +1,235 @@
-"""Placeholder: being implemented."""
+"""AWQ: 4-bit weight-only, activation-aware, asymmetric group quantization.
 
-from quantkit.errors import QuantizeError
+Default format ``compressed-tensors`` (llm-compressor's AWQModifier + a W4A16 asymmetric group
+scheme, ``oneshot`` on local calibration text): what vLLM and transformers load natively.
+``--format autoawq`` writes the classic AWQ GEMM layout through gptqmodel (awq_autoawq.py).
+"""
+
+import contextlib
+import importlib.util
+import re
+from pathlib import Path
+
+from quantkit import calibration
+from quantkit.errors import DependencyError, InputError, PreflightError, QuantizeError, missing_extra
+from quantkit.methods.base import MethodResult, QuantizeOptions
+from quantkit.modelinfo import config_dtype, text_config
+
+FORMATS = ("compressed-tensors", "autoawq")
+BITS = (4,)  # W4A16 is what AWQ kernels (vLLM, classic GEMM) exist for
+DEFAULT_GROUP = 128
+FALLBACK_GROUPS = (128, 64, 32)  # tried in order when --group-size is not given
+DEFAULT_SAMPLES, DEFAULT_SEQ_LEN = 64, 256  # ~15 min for SmolLM2-135M on 2 CPU cores
+ALWAYS_IGNORED = ["lm_head"]
+SAVE_DTYPES = ("bfloat16", "float16")
 
 
 class AwqMethod:
     name = "awq"
-    summary = "awq"
+    summary = "4-bit AWQ via llm-compressor (vLLM/transformers)"
     extra = "awq"
 
-    def supports(self, config):
+    def supports(self, config: dict) -> str | None:
+        archs = config.get("architectures") or []
+        if not any(a.endswith(("ForCausalLM", "ForConditionalGeneration")) for a in archs):
+            return f"AWQ needs a generative decoder model, not {archs or 'an unknown architecture'}"
+        if not text_config(config).get("hidden_size"):
+            return "config.json has no hidden_size, so AWQ's layer widths cannot be checked"
         return None
 
-    def check(self, model_dir, config, options):
-        raise QuantizeError("method awq is not implemented yet")
+    def check(self, model_dir: Path, config: dict, options: QuantizeOptions) -> None:
+        fmt = options.format or FORMATS[0]
+        if fmt not in FORMATS:
+            raise InputError(f"awq has no format {fmt!r}", hint=f"choose --format {' or '.join(FORMATS)}")
+        if options.bits not in (None, *BITS):
+            raise InputError(f"awq supports only {'/'.join(map(str, BITS))}-bit weights, not {options.bits}",
+                             hint="drop --bits, or use --method int8 for 8-bit weights")
+        if (reason := self.supports(config)) is not None:
+            raise PreflightError(reason)
+        group_size(config, options)  # raises with a working size when the asked one does not divide
+        if options.calib_samples is not None and options.calib_samples < 1:
+            raise InputError("--calib-samples must be at least 1")
+        if options.calib_seq_len is not None and options.calib_seq_len < 8:
+            raise InputError("--calib-seq-len must be at least 8")
+        calibration.read_records(options.calib)  # a missing, empty or malformed file fails now
+        if fmt == "autoawq":
+            from quantkit.methods.awq_autoawq import check_dependencies
 
-    def quantize(self, model_dir, out_dir, options):
-        raise QuantizeError("method awq is not implemented yet")
+            check_dependencies(options)
+        elif importlib.util.find_spec("llmcompressor") is None:
+            raise missing_extra("llmcompressor", self.extra)
+        if options.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise PreflightError("--device cuda asked but torch sees no CUDA device", hint="use --device cpu")
+
+    def quantize(self, model_dir: Path, out_dir: Path, options: QuantizeOptions) -> MethodResult:
+        from quantkit.modelinfo import load_config
+
+        config = load_config(model_dir)
+        group = group_size(config, options)
+        if (options.format or FORMATS[0]) == "autoawq":
+            from quantkit.methods.awq_autoawq import quantize_autoawq
+
+            return quantize_autoawq(model_dir, out_dir, options, group)
+        return quantize_compressed_tensors(model_dir, out_dir, options, group, config)
+
+
+def layer_widths(config: dict) -> dict[str, int]:
+    """Input width of each quantized Linear of a Llama-shaped block (what AWQ groups run along)."""
+    cfg = text_config(config)
+    hidden = cfg["hidden_size"]
+    heads = cfg.get("num_attention_heads") or 1
+    attn_out = heads * (cfg.get("head_dim") or hidden // heads)
+    inter = cfg.get("intermediate_size") or 4 * hidden
+    return {"self_attn.q_proj": hidden, "self_attn.k_proj": hidden, "self_attn.v_proj": hidden,
+            "self_attn.o_proj": attn_out, "mlp.gate_proj": hidden, "mlp.up_proj": hidden,
+            "mlp.down_proj": inter}
+
+
+def is_ignored(name: str, patterns: list[str]) -> bool:
+    """llm-compressor's matching: 're:REGEX' matches the full name, else the name's end."""
+    for pattern in patterns:
+        if pattern.startswith("re:"):
+            if re.match(pattern[3:], name):
+                return True
+        elif name == pattern or name.endswith("." + pattern):
+            return True
+    return False
+
+
+def group_size(config: dict, options: QuantizeOptions) -> int:
+    """The group size to use; refuse one that does not divide every quantized layer's input width.
+    Without --group-size, the default 128 falls back to 64/32 (SmolLM2's 576 needs 64)."""
+    widths = {name: w for name, w in layer_widths(config).items()
+              if not is_ignored(f"model.layers.0.{name}", options.ignore)}
+    if not widths:
+        raise InputError("--ignore leaves no layer to quantize", hint="ignore fewer modules")
+    fits = [g for g in FALLBACK_GROUPS if all(w % g == 0 for w in widths.values())]
+    if options.group_size is None:
+        if not fits:
+            raise PreflightError(f"no AWQ group size in {FALLBACK_GROUPS} divides the layer widths {sorted(set(widths.values()))}",
+                                 hint="pass a --group-size that divides them")
+        return fits[0]
+    if options.group_size < 1:
+        raise InputError(f"--group-size must be positive, not {options.group_size}")
+    bad = {name: w for name, w in widths.items() if w % options.group_size}
+    if bad:
+        name, width = next(iter(bad.items()))
+        hint = f"use --group-size {fits[0]}" if fits else "choose a size that divides every layer width"
+        raise PreflightError(f"--group-size {options.group_size} does not divide the input width {width} of {name}",
+                             hint=hint)
+    return options.group_size
+
+
+def resolve_device(options: QuantizeOptions) -> str:
+    import torch
+
+    if options.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return options.device
+
+
+def save_dtype(options: QuantizeOptions, config: dict) -> str:
+    """Non-quantized tensors are saved in 16 bits: the asked dtype, else the checkpoint's, else bf16."""
+    for candidate in (options.dtype, config_dtype(config)):
+        if candidate in SAVE_DTYPES:
+            return candidate
+    return "bfloat16"
+
+
+@contextlib.contextmanager
+def cpu_only_pin_memory_guard():
+    """llm-compressor 0.14's AWQ pins cached activations for faster host-to-GPU copies; on a torch
+    without any accelerator pin_memory raises "Cannot access accelerator device", so make it a
+    no-op there (and only there: with a GPU, pinning is kept)."""
+    import torch
+
+    if torch.cuda.is_available():
+        yield
+        return
+    from llmcompressor.pipelines.cache import IntermediatesCache
+
+    original = IntermediatesCache.pin_memory
+    IntermediatesCache.pin_memory = lambda self, *args, **kwargs: None
+    try:
+        yield
+    finally:
+        IntermediatesCache.pin_memory = original
+
+
+def calibration_set(model_dir: Path, options: QuantizeOptions, tokenizer):
+    return calibration.build(tokenizer, options.calib, options.calib_samples or DEFAULT_SAMPLES,
+                             options.calib_seq_len or DEFAULT_SEQ_LEN)
+
+
+def settings_record(options: QuantizeOptions, group: int, fmt: str, device: str, calib_dtype: str,
+                    saved_dtype: str) -> dict:
+    return {"format": fmt, "bits": 4, "group_size": group, "symmetric": False,
+            "ignore": ALWAYS_IGNORED + list(options.ignore),
+            "calib_samples": options.calib_samples or DEFAULT_SAMPLES,
+            "calib_seq_len": options.calib_seq_len or DEFAULT_SEQ_LEN,
+            "device": device, "calibration_dtype": calib_dtype, "save_dtype": saved_dtype}
+
+
+def quantize_compressed_tensors(model_dir: Path, out_dir: Path, options: QuantizeOptions, group: int,
+                                config: dict) -> MethodResult:
+    try:
+        import torch
+        from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
+        from datasets import Dataset
+        from llmcompressor import oneshot
+        from llmcompressor.modifiers.quantization import QuantizationModifier
+        from llmcompressor.modifiers.transform.awq import AWQModifier
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as exc:
+        raise DependencyError(f"llm-compressor cannot be imported: {exc}", hint="pip install 'quantkit[awq]'") from exc
+
+    device = resolve_device(options)
+    # fp16 matmuls on CPU are ~100x slower than fp32; on a GPU calibrate in 16 bits.
+    calib_dtype = "float32" if device == "cpu" else save_dtype(options, config)
+    saved = save_dtype(options, config)
+    trust = options.trust_remote_code
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust)
+    calib = calibration_set(model_dir, options, tokenizer)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, calib_dtype),
+                                                 trust_remote_code=trust)
+    if device == "cuda":
+        model.to("cuda")
+    scheme = QuantizationScheme(targets=["Linear"], weights=QuantizationArgs(
+        num_bits=4, type="int", symmetric=False, strategy="group", group_size=group, dynamic=False))
+    recipe = [AWQModifier(duo_scaling=True),
+              QuantizationModifier(config_groups={"group_0": scheme}, targets=["Linear"],
+                                   ignore=ALWAYS_IGNORED + list(options.ignore))]
+    dataset = Dataset.from_dict({"text": calib.samples})
+    try:
+        with cpu_only_pin_memory_guard():
+            oneshot(model=model, tokenizer=tokenizer, dataset=dataset, recipe=recipe,
+                    max_seq_length=calib.seq_len, num_calibration_samples=len(calib.samples),
+                    shuffle_calibration_samples=False, trust_remote_code_model=trust)
+    except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise QuantizeError(f"llm-compressor AWQ failed: {exc}") from exc
+    model.to(getattr(torch, saved))
+    model.save_pretrained(out_dir, save_compressed=True)
+    tokenizer.save_pretrained(out_dir)
+    return MethodResult(
+        format="compressed-tensors", engine="transformers",
+        settings=settings_record(options, group, "compressed-tensors", device, calib_dtype, saved),
+        extra={"calibration": calib.record()},
+        usage=USAGE_COMPRESSED,
+    )
+
+
+USAGE_COMPRESSED = """\
+Weights are 4-bit AWQ in the [compressed-tensors](https://github.com/neuralmagic/compressed-tensors)
+`pack-quantized` format (`pip install compressed-tensors`).
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+model = AutoModelForCausalLM.from_pretrained("PATH")
+tokenizer = AutoTokenizer.from_pretrained("PATH")
+```
+
+vLLM: `vllm serve PATH`
+"""
