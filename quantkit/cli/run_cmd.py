@@ -1,0 +1,39 @@
+from pathlib import Path
+
+import click
+
+
+@click.command("run", epilog="""\b
+Examples:
+  quantkit run recipes/smollm2-135m-instruct.yaml
+  quantkit run smollm2-135m-instruct --only nf4 --out runs/smollm2
+  quantkit run qwen2.5-7b-instruct --dry-run
+  quantkit run recipes/llama-3.1-8b-instruct.yaml --force""")
+@click.argument("recipe")
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder (default ./runs/RECIPE-NAME); rerunning into it resumes.")
+@click.option("--only", multiple=True, metavar="NAME", help="Run only this artifact of the recipe (repeatable).")
+@click.option("--force", is_flag=True, help="Redo every stage, even those whose outputs are up to date.")
+@click.option("--dry-run", is_flag=True, help="Print the plan with memory/disk/time estimates and exit.")
+def command(recipe, out, only, force, dry_run):
+    """Run RECIPE (a YAML file or a shipped recipe's name): model, every artifact, bench, smoke
+    chat, quality, gates, report.
+
+    Resumable: stages whose outputs match the recipe are skipped. Exit code 0 when every artifact
+    passed, 3 when only gates failed, 1 when a stage failed. Prints the report's path last."""
+    from quantkit.pipeline import run
+    from quantkit.recipe import load_recipe
+
+    parsed = load_recipe(recipe)
+    summary = run(parsed, out or Path("runs") / parsed.name, only=list(only) or None, force=force, dry_run=dry_run)
+    from quantkit.cli.render_run import plan_table, summary_table
+
+    if dry_run:
+        plan_table(summary.plan)
+    else:
+        summary_table(summary)
+    if summary.error:
+        click.echo(f"error: {summary.error}", err=True)
+    if summary.report:
+        click.echo(str(summary.report))
+    click.get_current_context().exit(summary.exit_code)

@@ -1,0 +1,329 @@
+"""``run(recipe)``: model -> every artifact -> bench (speed, smoke chat, quality) -> gates -> report.
+
+Resumable by stage. Each finished stage leaves a record in ``OUT/stages/`` holding the hash of
+the settings that produced it; a rerun skips a stage whose output exists and whose record matches,
+so changing one artifact's setting redoes that artifact only, and a bench setting redoes benches
+only. Gates and the report are recomputed every time (they are instant). One artifact failing
+does not stop the others; the summary, ``results.json`` and the report say which failed and why.
+
+Layout of OUT: ``artifacts/NAME/`` (the quantize output), ``bench/NAME.json``, ``stages/*.json``,
+``results.json``, ``report.md`` (+ plots).
+"""
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from quantkit.errors import GateFailed, QuantkitError
+from quantkit.recipe import ArtifactSpec, Gates, Recipe, settings_key
+
+Echo = Callable[[str], None]
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+@dataclass
+class ArtifactOutcome:
+    name: str
+    method: str
+    status: str = "pending"  # passed | gate_failed | failed
+    path: str | None = None
+    failed_stage: str | None = None
+    error: str | None = None
+    gate_failures: list[str] = field(default_factory=list)
+    stages: dict[str, str] = field(default_factory=dict)  # stage -> done | skipped | failed
+    results: list[dict] = field(default_factory=list)  # one bench result per target (GGUF type)
+
+
+@dataclass
+class RunSummary:
+    recipe: str
+    out_dir: Path
+    artifacts: list[ArtifactOutcome] = field(default_factory=list)
+    plan: list = field(default_factory=list)  # dry run: PlanRow list
+    report: Path | None = None
+    error: str | None = None  # a failure before any artifact (e.g. the model stage)
+
+    @property
+    def failed(self) -> list[ArtifactOutcome]:
+        return [a for a in self.artifacts if a.status != "passed"]
+
+    @property
+    def exit_code(self) -> int:
+        """0 all passed; 3 (GateFailed) when only gates failed; 1 when a stage failed."""
+        if self.error or any(a.status == "failed" for a in self.artifacts):
+            return 1
+        if any(a.status == "gate_failed" for a in self.artifacts):
+            return GateFailed.exit_code
+        return 0
+
+
+# --- stage records ---------------------------------------------------------------------------
+
+class Stages:
+    """The ``stages/`` folder: one JSON record per finished stage."""
+
+    def __init__(self, out_dir: Path):
+        self.folder = out_dir / "stages"
+
+    def matches(self, stage: str, key: str) -> dict | None:
+        path = self.folder / f"{stage}.json"
+        if not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            return None
+        return record if record.get("key") == key else None
+
+    def record(self, stage: str, key: str, settings: dict, **extra) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_json(self.folder / f"{stage}.json", {"key": key, "settings": settings, **extra})
+
+    def forget(self, stage: str) -> None:
+        (self.folder / f"{stage}.json").unlink(missing_ok=True)
+
+
+def write_json(path: Path, data) -> None:
+    """Write JSON through a temp file + rename, so a killed run never leaves half a record."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def model_settings(recipe: Recipe) -> dict:
+    m = recipe.model
+    return {"id": m.id, "source": m.source, "revision": m.revision}
+
+
+def quantize_settings(recipe: Recipe, spec: ArtifactSpec) -> dict:
+    return {"model": model_settings(recipe), "trust_remote_code": recipe.model.trust_remote_code,
+            **spec.quantize_settings()}
+
+
+def bench_settings(recipe: Recipe, spec: ArtifactSpec) -> dict:
+    return {"quantize": settings_key(quantize_settings(recipe, spec)), **asdict(recipe.bench)}
+
+
+# --- the stages ------------------------------------------------------------------------------
+
+def stage_model(recipe: Recipe, stages: Stages, force: bool, echo: Echo) -> Path:
+    """Resolve the model to a local folder (download / materialize, both cached by their own code)."""
+    from quantkit.modelref import resolve_model
+
+    settings = model_settings(recipe)
+    key = settings_key(settings)
+    record = None if force else stages.matches("model", key)
+    if record and Path(record["path"]).is_dir():
+        echo(f"[model] {recipe.model.id}: skipped (up to date: {record['path']})")
+        return Path(record["path"])
+    echo(f"[model] {recipe.model.id}: resolving...")
+    started = time.time()
+    path = resolve_model(recipe.model.id, source=recipe.model.source, revision=recipe.model.revision)
+    stages.record("model", key, settings, path=str(path), seconds=round(time.time() - started, 1))
+    echo(f"[model] {recipe.model.id}: done in {time.time() - started:.0f}s ({path})")
+    return path
+
+
+def quantize_options(recipe: Recipe, spec: ArtifactSpec):
+    from quantkit.methods import QuantizeOptions
+
+    values = spec.quantize_settings()
+    values.pop("method")
+    values["calib"] = spec.calib
+    return QuantizeOptions(trust_remote_code=recipe.model.trust_remote_code, **values)
+
+
+def stage_quantize(recipe: Recipe, spec: ArtifactSpec, model_dir: Path, out_dir: Path, stages: Stages,
+                   force: bool, echo: Echo) -> tuple[Path, bool]:
+    """The artifact folder, and whether it was (re)built."""
+    from quantkit.artifact import MANIFEST
+    from quantkit.quantize import quantize
+
+    settings = quantize_settings(recipe, spec)
+    key = settings_key(settings)
+    final = out_dir / "artifacts" / spec.name
+    stage = f"{spec.name}.quantize"
+    if not force and stages.matches(stage, key) and (final / MANIFEST).is_file():
+        echo(f"[quantize {spec.name}] skipped (up to date: {final})")
+        return final, False
+    stages.forget(stage)
+    echo(f"[quantize {spec.name}] {spec.method}...")
+    started = time.time()
+    quantize(model_dir, spec.method, final, quantize_options(recipe, spec), overwrite=True)
+    stages.record(stage, key, settings, artifact=str(final), seconds=round(time.time() - started, 1))
+    echo(f"[quantize {spec.name}] done in {time.time() - started:.0f}s")
+    return final, True
+
+
+def bench_targets(spec: ArtifactSpec, artifact: Path) -> list[tuple[str, Path]]:
+    """What to bench: the folder, or each .gguf file when one entry made several GGUF types."""
+    ggufs = sorted(artifact.glob("*.gguf"))
+    if len(ggufs) > 1:
+        return [(f"{spec.name}/{path.stem}", path) for path in ggufs]
+    return [(spec.name, artifact)]
+
+
+def bench_one(target: Path, base: Path, recipe: Recipe) -> dict:
+    """The seam to the bench module: one artifact (folder or .gguf) -> its results dict.
+    Orchestration tests replace this to keep the pipeline's own logic fast to test."""
+    from dataclasses import fields
+
+    from quantkit.bench import BenchOptions, bench
+
+    wanted = asdict(recipe.bench)
+    known = {f.name for f in fields(BenchOptions)}
+    options = BenchOptions(**{k: v for k, v in wanted.items() if k in known and v is not None})
+    return bench(target, base=base, options=options).to_dict()
+
+
+def stage_bench(recipe: Recipe, spec: ArtifactSpec, artifact: Path, model_dir: Path, out_dir: Path,
+                stages: Stages, force: bool, echo: Echo) -> list[dict]:
+    settings = bench_settings(recipe, spec)
+    key = settings_key(settings)
+    stage = f"{spec.name}.bench"
+    file = out_dir / "bench" / f"{spec.name}.json"
+    if not force and stages.matches(stage, key) and file.is_file():
+        echo(f"[bench {spec.name}] skipped (up to date: {file})")
+        return json.loads(file.read_text())
+    stages.forget(stage)
+    results = []
+    for label, target in bench_targets(spec, artifact):
+        echo(f"[bench {label}] speed, smoke chat, quality...")
+        started = time.time()
+        result = bench_one(target, model_dir, recipe)
+        results.append({"name": label, "artifact": str(target), **result})
+        echo(f"[bench {label}] done in {time.time() - started:.0f}s")
+    file.parent.mkdir(parents=True, exist_ok=True)
+    write_json(file, results)
+    stages.record(stage, key, settings, results=str(file))
+    return results
+
+
+def get_metric(result: dict, dotted: str):
+    """``quality.kld_mean`` from a nested or a flat results dict."""
+    if dotted in result:
+        return result[dotted]
+    value = result
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def check_gates(result: dict, gates: Gates) -> list[str]:
+    """Why ``result`` fails ``gates`` (empty: it passes). A gated metric that is missing fails."""
+    failures = []
+    if gates.smoke and get_metric(result, "smoke.passed") is not True:
+        failures.append("smoke chat did not pass")
+    limits = (("quality.top1_agreement", gates.top1_min, ">="), ("quality.kld_mean", gates.kld_max, "<="),
+              ("quality.ppl_ratio", gates.ppl_ratio_max, "<="))
+    for metric, limit, op in limits:
+        if limit is None:
+            continue
+        value = get_metric(result, metric)
+        if value is None:
+            failures.append(f"{metric} was not measured (gate {op} {limit})")
+        elif (op == ">=" and value < limit) or (op == "<=" and value > limit):
+            failures.append(f"{metric} = {value:.4g}, gate {op} {limit}")
+    return failures
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+def select(recipe: Recipe, only: str | list[str] | None) -> list[ArtifactSpec]:
+    if not only:
+        return list(recipe.artifacts)
+    names = [only] if isinstance(only, str) else list(only)
+    return [recipe.artifact(name) for name in names]
+
+
+def run_artifact(recipe, spec, model_dir, out_dir, stages, force, echo) -> ArtifactOutcome:
+    outcome = ArtifactOutcome(spec.name, spec.method)
+    stage = "quantize"
+    try:
+        artifact, rebuilt = stage_quantize(recipe, spec, model_dir, out_dir, stages, force, echo)
+        outcome.path, outcome.stages["quantize"] = str(artifact), "done" if rebuilt else "skipped"
+        stage = "bench"
+        before = stages.matches(f"{spec.name}.bench", settings_key(bench_settings(recipe, spec)))
+        outcome.results = stage_bench(recipe, spec, artifact, model_dir, out_dir, stages, force or rebuilt, echo)
+        outcome.stages["bench"] = "skipped" if before and not (force or rebuilt) else "done"
+    except Exception as exc:  # one artifact failing must not stop the others
+        outcome.status, outcome.failed_stage = "failed", stage
+        outcome.stages[stage] = "failed"
+        outcome.error = str(exc) if isinstance(exc, QuantkitError) else f"{type(exc).__name__}: {exc}"
+        echo(f"[{stage} {spec.name}] FAILED: {outcome.error}")
+        return outcome
+    for result in outcome.results:
+        outcome.gate_failures += [f"{result['name']}: {why}" for why in check_gates(result, spec.gates)]
+    outcome.status = "gate_failed" if outcome.gate_failures else "passed"
+    verdict = "passed" if not outcome.gate_failures else "FAILED: " + "; ".join(outcome.gate_failures)
+    echo(f"[gates {spec.name}] {verdict}")
+    return outcome
+
+
+def run(recipe: Recipe, out_dir: Path | str, only: str | list[str] | None = None, force: bool = False,
+        dry_run: bool = False, echo: Echo = _stderr) -> RunSummary:
+    """Run ``recipe`` into ``out_dir``; returns the summary (its ``exit_code`` says how it went)."""
+    out_dir = Path(out_dir).expanduser().resolve()
+    specs = select(recipe, only)
+    summary = RunSummary(recipe.name, out_dir)
+    if dry_run:
+        from quantkit.runplan import blocked, plan
+
+        summary.plan = plan(recipe, specs, out_dir, force)
+        if blocked(summary.plan):
+            summary.error = "preflight: " + "; ".join(f"{row.artifact}: {row.note}" for row in blocked(summary.plan))
+        return summary
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stages = Stages(out_dir)
+    started = time.time()
+    try:
+        model_dir = stage_model(recipe, stages, force, echo)
+    except QuantkitError as exc:
+        summary.error = f"model stage failed: {exc}"
+        summary.artifacts = [ArtifactOutcome(s.name, s.method, "failed", failed_stage="model", error=str(exc)) for s in specs]
+        echo(f"[model] FAILED: {exc}")
+    else:
+        for spec in specs:
+            summary.artifacts.append(run_artifact(recipe, spec, model_dir, out_dir, stages, force, echo))
+    finish(recipe, summary, time.time() - started, echo)
+    return summary
+
+
+def finish(recipe: Recipe, summary: RunSummary, seconds: float, echo: Echo) -> None:
+    """results.json, then the Markdown report with plots and the model cards' results."""
+    data = {
+        "recipe": recipe.name,
+        "recipe_file": str(recipe.path) if recipe.path else None,
+        "model": recipe.model.id,
+        "passed": summary.exit_code == 0,
+        "exit_code": summary.exit_code,
+        "error": summary.error,
+        "seconds": round(seconds, 1),
+        "artifacts": [asdict(a) for a in summary.artifacts],
+    }
+    write_json(summary.out_dir / "results.json", data)
+    try:
+        from quantkit.runreport import write_run_report
+
+        summary.report = write_run_report(summary, recipe)
+        echo(f"[report] {summary.report}")
+    except Exception as exc:  # the results are safe in results.json; say why the report is not
+        summary.error = summary.error or f"report failed: {exc}"
+        echo(f"[report] FAILED: {exc}")
+
+
+def raise_for(summary: RunSummary) -> None:
+    """For Python callers who prefer an exception to an exit code."""
+    if summary.exit_code == GateFailed.exit_code:
+        raise GateFailed(f"{len(summary.failed)} artifact(s) failed their gates", hint=str(summary.report))
+    if summary.exit_code:
+        raise QuantkitError(summary.error or f"{len(summary.failed)} artifact(s) failed", hint=str(summary.report))
