@@ -1,0 +1,68 @@
+from pathlib import Path
+
+import click
+
+from quantkit.engines import ENGINES
+
+
+def engine_flags(func):
+    """The engine options chat and serve share."""
+    for decorator in reversed([
+        click.option("--engine", type=click.Choice(list(ENGINES)), help="Engine (default: from the artifact)."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+        click.option("--threads", type=int, help="CPU threads for the engine."),
+        click.option("--n-gpu-layers", type=int, default=0, show_default=True, help="llama.cpp: layers on the GPU (-1 = all)."),
+        click.option("--n-ctx", type=int, default=4096, show_default=True, help="Context length in tokens."),
+        click.option("--trust-remote-code", is_flag=True, help="Allow the model's own Python code to run."),
+    ]):
+        func = decorator(func)
+    return func
+
+
+def artifact_path(spec: str) -> Path:
+    """A .gguf file as it is; anything else through resolve_model (folder, bundled:NAME, hub id)."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path.resolve()
+    from quantkit.modelref import resolve_model
+
+    return resolve_model(spec)
+
+
+def engine_options(device, threads, n_gpu_layers, n_ctx, trust_remote_code):
+    from quantkit.engines import EngineOptions
+
+    return EngineOptions(device=device, threads=threads, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx,
+                         trust_remote_code=trust_remote_code)
+
+
+@click.command("chat", epilog="""\b
+Examples:
+  quantkit chat bundled:smollm2-135m-instruct
+  quantkit chat ./smollm2-135m-instruct-gguf/model-Q4_K_M.gguf --system "Answer briefly."
+  quantkit chat ./smollm2-135m-instruct-nf4 --max-tokens 512 --temperature 0
+
+\b
+In the chat: an empty line or a line '!!!' sends; /clear (or clear) forgets the history;
+/save FILE writes the conversation as JSON; /quit (or quit) leaves; Ctrl-C stops a reply.""")
+@click.argument("artifact")
+@click.option("--system", help="System prompt.")
+@click.option("--max-tokens", type=click.IntRange(1), default=256, show_default=True, help="Most tokens per reply.")
+@click.option("--temperature", type=click.FloatRange(0, 2), default=0.7, show_default=True, help="0 = greedy.")
+@click.option("--top-p", type=click.FloatRange(0, 1), default=0.9, show_default=True)
+@click.option("--seed", type=int, help="Sampling seed (repeatable replies).")
+@engine_flags
+def command(artifact, system, max_tokens, temperature, top_p, seed, engine, device, threads, n_gpu_layers,
+            n_ctx, trust_remote_code):
+    """Chat with ARTIFACT (an artifact folder, a .gguf file, a model folder or bundled:NAME)."""
+    from quantkit.chat import ChatSettings, chat_loop
+    from quantkit.engines import load_engine
+
+    path = artifact_path(artifact)
+    click.echo(f"loading {path} ...", err=True)
+    runner = load_engine(path, engine_options(device, threads, n_gpu_layers, n_ctx, trust_remote_code), engine)
+    try:
+        chat_loop(runner, ChatSettings(system=system, max_tokens=max_tokens, temperature=temperature,
+                                       top_p=top_p, seed=seed))
+    finally:
+        runner.close()

@@ -1,0 +1,124 @@
+"""One thread that owns an engine (engines are not thread-safe) and runs requests from a bounded
+first-come-first-served queue, handing tokens back to the asyncio server as they come."""
+
+import asyncio
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+from quantkit.engines.base import Engine
+
+
+class QueueFull(Exception):
+    """The server already holds as many waiting requests as it allows."""
+
+
+class RequestRejected(Exception):
+    """The request cannot run (e.g. the prompt does not fit the context)."""
+
+    def __init__(self, message: str, code: str, param: str | None = None):
+        super().__init__(message)
+        self.message, self.code, self.param = message, code, param
+
+
+@dataclass
+class Job:
+    """One generation: ``messages`` (chat) or ``prompt`` (completion), tokenized on the worker."""
+
+    messages: list[dict] | None = None
+    prompt: str | None = None
+    max_tokens: int | None = None  # None: as many as the context leaves
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    events: asyncio.Queue | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class EngineWorker:
+    """Events a job receives, in order: ("start", prompt_tokens, max_tokens), ("token", Token)...,
+    ("end", completion_tokens, finish_reason); or one ("error", exception) instead."""
+
+    def __init__(self, engine: Engine, n_ctx: int, max_tokens_limit: int, queue_size: int):
+        self.engine = engine
+        self.n_ctx = n_ctx
+        self.max_tokens_limit = max_tokens_limit
+        self.queue_size = queue_size
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self.running = 0
+        self.counters = {"prompt_tokens": 0, "completion_tokens": 0, "cancelled": 0, "rejected_full": 0}
+        self._thread = threading.Thread(target=self._serve, name="quantkit-engine", daemon=True)
+        self._thread.start()
+
+    @property
+    def waiting(self) -> int:
+        return self._queue.qsize()
+
+    def submit(self, job: Job) -> asyncio.Queue:
+        """Queue ``job`` (from the event loop); raises QueueFull when no place is left."""
+        job.loop = asyncio.get_running_loop()
+        job.events = asyncio.Queue()
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            self.counters["rejected_full"] += 1
+            raise QueueFull() from None
+        return job.events
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def _emit(self, job: Job, *event) -> None:
+        try:
+            job.loop.call_soon_threadsafe(job.events.put_nowait, event)
+        except RuntimeError:  # the event loop is gone (server shutting down)
+            job.cancel.set()
+
+    def _serve(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            if job.cancel.is_set():  # its client left while it waited
+                self.counters["cancelled"] += 1
+                continue
+            self.running = 1
+            try:
+                self._run(job)
+            except Exception as exc:  # one bad request must never stop the worker
+                self._emit(job, "error", exc)
+            finally:
+                self.running = 0
+
+    def _run(self, job: Job) -> None:
+        engine = self.engine
+        if job.messages is not None:
+            ids = engine.chat_prompt(job.messages)
+        else:
+            ids = engine.tokenize(job.prompt, add_special=True)
+        room = self.n_ctx - len(ids)
+        if room < 1:
+            raise RequestRejected(
+                f"the prompt has {len(ids)} tokens; this server's context is {self.n_ctx} tokens",
+                code="context_length_exceeded", param="messages" if job.messages is not None else "prompt")
+        max_tokens = min(job.max_tokens or self.max_tokens_limit, self.max_tokens_limit, room)
+        self._emit(job, "start", len(ids), max_tokens)
+        self.counters["prompt_tokens"] += len(ids)
+        count = 0
+        tokens = engine.stream(ids, max_tokens, temperature=job.temperature, top_p=job.top_p, seed=job.seed)
+        try:
+            for token in tokens:
+                count += 1
+                self._emit(job, "token", token)
+                if job.cancel.is_set():  # client gone or a stop string matched
+                    break
+        finally:
+            close = getattr(tokens, "close", None)
+            if close:
+                close()
+            self.counters["completion_tokens"] += count
+        self._emit(job, "end", count, "length" if count >= max_tokens else "stop")
