@@ -97,8 +97,9 @@ def read_message(inp: TextIO, out: TextIO, prompt: str = ">>> ", more: str = "..
 
 
 def is_command(line: str) -> bool:
-    word = line.strip().split(" ", 1)[0].lower()
-    return word in ("quit", "exit", "clear") or (word.startswith("/") and len(word) > 1)
+    """'/word ...', or the seed loop's bare words alone on a line ('clear the table' is a message)."""
+    text = line.strip().lower()
+    return text in ("quit", "exit", "clear") or (text.startswith("/") and len(text) > 1 and text[1].isalpha())
 
 
 def chat_loop(engine: Engine, settings: ChatSettings | None = None, inp: TextIO | None = None,
