@@ -262,7 +262,7 @@ def _artifact(ctx, node, key, gates: Gates) -> ArtifactSpec:
         raise ctx.fail(*where("gguf_types"), "a gguf artifact needs at least one type", hint="e.g. gguf_types: [Q4_K_M]")
     if len(set(spec.gguf_types)) != len(spec.gguf_types):
         raise ctx.fail(*where("gguf_types"), "a type is listed twice")
-    return spec
+    return spec, nodes
 
 
 def parse_recipe(text: str, file: Path | str = "<recipe>") -> Recipe:
@@ -292,15 +292,16 @@ def parse_recipe(text: str, file: Path | str = "<recipe>") -> Recipe:
     if model.source == "modelscope" and model.id.startswith("bundled:"):
         raise ctx.fail(top["model"][1], "model.source", "a bundled model comes from no hub")
     gates = _gates(ctx, top["gates"][1], "gates", Gates()) if "gates" in top else Gates()
-    bench = BenchSettings()
+    bench, bench_nodes = BenchSettings(), {}
     if "bench" in top:
-        bench, _ = _section(ctx, top["bench"][1], "bench", BENCH_KEYS, BenchSettings)
+        bench, bench_nodes = _section(ctx, top["bench"][1], "bench", BENCH_KEYS, BenchSettings)
     art_node = top["artifacts"][1]
     if not isinstance(art_node, yaml.SequenceNode) or not art_node.value:
         raise ctx.fail(art_node, "artifacts", "expected a non-empty list of artifacts")
-    artifacts, seen = [], set()
+    artifacts, device_nodes, seen = [], [], set()
     for i, item in enumerate(art_node.value):
-        spec = _artifact(ctx, item, f"artifacts[{i}]", gates)
+        spec, nodes = _artifact(ctx, item, f"artifacts[{i}]", gates)
+        device_nodes.append(nodes.get("device", item))
         if spec.name in seen:
             raise ctx.fail(item, f"artifacts[{i}].name", f"artifact name {spec.name!r} is used twice")
         seen.add(spec.name)
@@ -309,10 +310,10 @@ def parse_recipe(text: str, file: Path | str = "<recipe>") -> Recipe:
     if runner == "cpu":
         for i, spec in enumerate(artifacts):
             if spec.device == "cuda":
-                raise ctx.fail(art_node.value[i], f"artifacts[{i}].device", "device cuda in a recipe whose runner is cpu",
+                raise ctx.fail(device_nodes[i], f"artifacts[{i}].device", "device cuda in a recipe whose runner is cpu",
                                hint="set runner: gpu")
         if bench.device == "cuda":
-            raise ctx.fail(top["bench"][1], "bench.device", "device cuda in a recipe whose runner is cpu", hint="set runner: gpu")
+            raise ctx.fail(bench_nodes["device"], "bench.device", "device cuda in a recipe whose runner is cpu", hint="set runner: gpu")
     description = _typed(ctx, top["description"][1], "description", "str") if "description" in top else ""
     return Recipe(name=name, model=model, artifacts=artifacts, description=description, runner=runner,
                   bench=bench, path=file)

@@ -1,0 +1,236 @@
+"""Strict recipe parsing: every key, every kind of error (file, line and key in the message),
+the shipped recipes and the CI matrix."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from quantkit.errors import InputError
+from quantkit.recipe import (ARTIFACT_KEYS, BENCH_KEYS, GATE_KEYS, MODEL_KEYS, RecipeError, ci_matrix,
+                             load_recipe, parse_recipe, recipes_dir, shipped_recipes)
+
+REPO = Path(__file__).resolve().parents[1]
+# The method that reads each artifact key, so a valid value of it is accepted.
+METHOD_FOR = {"format": "awq", "bits": "awq", "group_size": "awq", "calib": "awq", "calib_samples": "awq",
+              "calib_seq_len": "awq", "quant_type": "nf4", "double_quant": "nf4", "int8_threshold": "int8",
+              "gguf_types": "gguf"}
+WRONG = {"str": "5", "str?": "[a, b]", "int": '"many"', "int?": '"many"', "float": '"high"', "float?": '"high"',
+         "bool": '"maybe"', "path?": "7", "list[str]": "just-one", "gates": "5"}
+EXPECT = {"str": "expected str", "str?": "expected a single value", "int": "expected int", "int?": "expected int",
+          "float": "expected float", "float?": "expected float", "bool": "expected bool", "path?": "expected path",
+          "list[str]": "expected a list of strings", "gates": "expected a mapping"}
+
+
+def recipe_text(top="", model="", bench="", gates="", artifact="", method="nf4", name="a", gguf=""):
+    bench, gates = bench or "  new_tokens: 8\n", gates or "  smoke: true\n"
+    return (f"name: test\n{top}model:\n  id: some/model\n{model}bench:\n{bench}"
+            f"gates:\n{gates}artifacts:\n  - name: {name}\n    method: {method}\n{gguf}{artifact}")
+
+
+def write(tmp_path, text, name="recipe.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def error_of(path: Path) -> RecipeError:
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    return info.value
+
+
+def line_of(text: str, fragment: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines(), 1) if fragment in line)
+
+
+def assert_error(path: Path, text: str, fragment: str, key: str, problem: str):
+    err = error_of(path)
+    expected = f"{path.resolve()}:{line_of(text, fragment)}: {key}: "
+    assert str(err).startswith(expected), (str(err), expected)
+    assert problem in str(err)
+
+
+def test_minimal_recipe_and_defaults(tmp_path):
+    recipe = load_recipe(write(tmp_path, recipe_text()))
+    assert recipe.name == "test" and recipe.runner == "cpu" and recipe.model.source == "hf"
+    assert recipe.bench.new_tokens == 8 and recipe.bench.repetitions == 5
+    assert recipe.artifacts[0].method == "nf4" and recipe.artifacts[0].gates.smoke is True
+    assert recipe.path == (tmp_path / "recipe.yaml").resolve()
+
+
+def section_args(section: str, key: str, value: str) -> dict:
+    if section == "artifact":
+        method = METHOD_FOR.get(key, "nf4")
+        args = {"method": method, "gguf": "    gguf_types: [Q8_0]\n" if method == "gguf" and key != "gguf_types" else ""}
+        if key in ("name", "method"):  # replace rather than repeat
+            return {**args, key: value}
+        return {**args, "artifact": f"    {key}: {value}\n"}
+    if section == "artifact_gates":
+        return {"artifact": f"    gates:\n      {key}: {value}\n"}
+    indent = "" if section == "top" else "  "
+    return {section: f"{indent}{key}: {value}\n"}
+
+
+KEYPATH = {"model": "model.{}", "bench": "bench.{}", "gates": "gates.{}", "artifact": "artifacts[0].{}",
+           "artifact_gates": "artifacts[0].gates.{}", "top": "{}"}
+TABLES = {"model": MODEL_KEYS, "bench": BENCH_KEYS, "gates": GATE_KEYS, "artifact": ARTIFACT_KEYS,
+          "artifact_gates": GATE_KEYS}
+WRONG_CASES = [(section, key, kind) for section, table in TABLES.items() for key, (kind, _) in table.items()
+               if not (section == "model" and key == "id")]
+
+
+@pytest.mark.parametrize("section", list(KEYPATH))
+def test_unknown_key_names_file_line_and_key(tmp_path, section):
+    text = recipe_text(**section_args(section, "bogus_setting", "1"))
+    assert_error(write(tmp_path, text), text, "bogus_setting", KEYPATH[section].format("bogus_setting"), "unknown key")
+
+
+def test_unknown_key_suggests_the_close_one(tmp_path):
+    text = recipe_text(artifact="    group-size: 64\n", method="awq")
+    err = error_of(write(tmp_path, text))
+    assert "did you mean 'group_size'" in str(err)
+
+
+@pytest.mark.parametrize("section,key,kind", WRONG_CASES, ids=[f"{s}.{k}" for s, k, _ in WRONG_CASES])
+def test_wrong_type_for_every_key(tmp_path, section, key, kind):
+    fragment_value = WRONG[kind]
+    text = recipe_text(**section_args(section, key, fragment_value))
+    fragment = f"{key}: {fragment_value}"
+    assert_error(write(tmp_path, text), text, fragment, KEYPATH[section].format(key), EXPECT[kind])
+
+
+@pytest.mark.parametrize("text_args,fragment,key,problem", [
+    ({"method": "magic"}, "method: magic", "artifacts[0].method", "unknown method 'magic'"),
+    ({"name": "Bad Name"}, "name: Bad Name", "artifacts[0].name", "must be lower case"),
+    ({"artifact": "    format: autoawq\n"}, "format: autoawq", "artifacts[0].format", "only the awq method"),
+    ({"method": "awq", "artifact": "    format: exl2\n"}, "format: exl2", "artifacts[0].format", "not one of"),
+    ({"method": "awq", "artifact": "    bits: 8\n"}, "bits: 8", "artifacts[0].bits", "not 8"),
+    ({"method": "awq", "artifact": "    group_size: 0\n"}, "group_size: 0", "artifacts[0].group_size", "must be positive"),
+    ({"method": "gguf"}, "- name: a", "artifacts[0].gguf_types", "needs at least one type"),
+    ({"method": "gguf", "artifact": "    gguf_types: [Q4_K_M, Q4_K_M]\n"}, "gguf_types:", "artifacts[0].gguf_types", "listed twice"),
+    ({"method": "gguf", "artifact": "    gguf_types: [Q9_X]\n"}, "gguf_types:", "artifacts[0].gguf_types[0]", "'Q9_X' is not one of"),
+    ({"method": "int8", "artifact": "    double_quant: false\n"}, "double_quant", "artifacts[0].double_quant", "only the nf4 method"),
+    ({"artifact": "    dtype: float8\n"}, "dtype: float8", "artifacts[0].dtype", "not one of"),
+    ({"artifact": "    device: cuda\n"}, "device: cuda", "artifacts[0].device", "runner is cpu"),
+    ({"bench": "  device: cuda\n"}, "device: cuda", "bench.device", "runner is cpu"),
+    ({"bench": "  repetitions: -1\n"}, "repetitions", "bench.repetitions", "must be positive"),
+    ({"gates": "  top1_min: 1.5\n"}, "top1_min", "gates.top1_min", "outside"),
+    ({"gates": "  ppl_ratio_max: 0.5\n"}, "ppl_ratio_max", "gates.ppl_ratio_max", "outside"),
+    ({"artifact": "    gates: {kld_max: -1}\n"}, "kld_max", "artifacts[0].gates.kld_max", "outside"),
+    ({"model": "  source: modelscope\n", "top": "runner: gpu\n"}, None, None, None),  # valid: a hub id on ModelScope
+    ({"model": "  source: github\n"}, "source: github", "model.source", "not one of hf, modelscope"),
+    ({"top": "runner: tpu\n"}, "runner: tpu", "runner", "not one of cpu, gpu"),
+    ({"model": "  id: x/y\n"}, "id: x/y", "model.id", "key given twice"),
+])
+def test_impossible_settings(tmp_path, text_args, fragment, key, problem):
+    text = recipe_text(**text_args)
+    path = write(tmp_path, text)
+    if fragment is None:
+        assert load_recipe(path).model.source == "modelscope"
+        return
+    assert_error(path, text, fragment, key, problem)
+
+
+def test_duplicate_artifact_names(tmp_path):
+    text = recipe_text() + "  - name: a\n    method: int8\n"
+    path = write(tmp_path, text)
+    err = error_of(path)
+    assert str(err).startswith(f"{path.resolve()}:11: artifacts[1].name: ")
+    assert "used twice" in str(err)
+
+
+@pytest.mark.parametrize("text,line,key,problem", [
+    ("", 1, "recipe", "empty"),
+    ("model:\n  id: x/y\nartifacts:\n  - {name: a, method: nf4}\n", 1, "name", "required key is missing"),
+    ("name: t\nmodel:\n  source: hf\nartifacts:\n  - {name: a, method: nf4}\n", 3, "model.id", "required key is missing"),
+    ("name: t\nmodel: {id: x/y}\nartifacts:\n  - {name: a}\n", 4, "artifacts[0].method", "required key is missing"),
+    ("name: t\nmodel: {id: x/y}\nartifacts: []\n", 3, "artifacts", "non-empty list"),
+    ("name: t\nmodel: [x]\nartifacts: []\n", 2, "model", "expected a mapping"),
+    ("- just\n- a list\n", 1, "recipe", "expected a mapping"),
+    ("name: t\nmodel: {id: x/y}\nmodel: {id: x/z}\nartifacts: [{name: a, method: nf4}]\n", 3, "model", "key given twice"),
+    ("name: t\nmodel: {id: bundled:x, source: modelscope}\nartifacts: [{name: a, method: nf4}]\n", 2, "model.source", "bundled"),
+])
+def test_structural_errors(tmp_path, text, line, key, problem):
+    path = write(tmp_path, text)
+    err = error_of(path)
+    assert str(err).startswith(f"{path.resolve()}:{line}: {key}: "), str(err)
+    assert problem in str(err)
+
+
+def test_invalid_yaml_names_file_and_line(tmp_path):
+    path = write(tmp_path, "name: t\nmodel: {id: x\nartifacts: []\n")
+    err = error_of(path)
+    assert re.match(rf"{re.escape(str(path.resolve()))}:\d+: not valid YAML", str(err)), str(err)
+
+
+def test_relative_paths_resolve_against_the_recipe_file(tmp_path):
+    text = recipe_text(model="  local_config: configs/c.json\n", method="awq", artifact="    calib: data/calib.txt\n")
+    recipe = load_recipe(write(tmp_path, text))
+    assert recipe.model.local_config == (tmp_path / "configs" / "c.json").resolve()
+    assert recipe.artifacts[0].calib == (tmp_path / "data" / "calib.txt").resolve()
+
+
+def test_gates_merge_recipe_defaults_with_artifact_overrides(tmp_path):
+    text = recipe_text(gates="  top1_min: 0.7\n  kld_max: 0.5\n", artifact="    gates: {kld_max: 0.1}\n")
+    gates = load_recipe(write(tmp_path, text)).artifacts[0].gates
+    assert (gates.smoke, gates.top1_min, gates.kld_max) == (True, 0.7, 0.1)
+
+
+def test_unknown_recipe_name_is_an_input_error():
+    with pytest.raises(InputError, match="quantkit recipes"):
+        load_recipe("no-such-recipe")
+
+
+def test_shipped_recipes_are_the_repo_folder_and_all_parse():
+    shipped = shipped_recipes()
+    assert set(shipped) == {p.stem for p in (REPO / "recipes").glob("*.yaml")}
+    assert recipes_dir().resolve() == (REPO / "recipes").resolve()
+    expected = {"smollm2-135m-instruct", "qwen2.5-7b-instruct", "qwen2.5-7b-instruct-modelscope",
+                "llama-3.1-8b-instruct", "yi-34b-chat-awq", "baichuan2-13b-chat-nf4"}
+    assert expected <= set(shipped)
+    for name in shipped:
+        recipe = load_recipe(name)
+        assert recipe.name == name, "a recipe's name is its file name"
+    smol = load_recipe("smollm2-135m-instruct")
+    assert smol.runner == "cpu" and smol.model.id == "bundled:smollm2-135m-instruct"
+    assert {(a.method, a.format) for a in smol.artifacts} >= {("awq", None), ("awq", "autoawq"), ("nf4", None), ("int8", None), ("gguf", None)}
+    assert next(a for a in smol.artifacts if a.method == "gguf").gguf_types == ["Q8_0", "Q4_K_M"]
+    assert all(a.group_size == 64 for a in smol.artifacts if a.method == "awq")  # 576 = 9 x 64
+    yi = load_recipe("yi-34b-chat-awq").artifacts[0]
+    assert yi.method == "awq" and yi.ignore == ["re:.*down_proj"]
+    baichuan = load_recipe("baichuan2-13b-chat-nf4")
+    assert baichuan.artifacts[0].double_quant is True and baichuan.model.trust_remote_code is True
+    ms = load_recipe("qwen2.5-7b-instruct-modelscope").model
+    assert (ms.id, ms.source) == ("qwen/Qwen2.5-7B-Instruct", "modelscope")
+
+
+def test_matrix_json_shape():
+    result = subprocess.run([sys.executable, "-m", "quantkit", "recipes", "--matrix"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    matrix = json.loads(result.stdout)
+    assert set(matrix) == {"include"} and matrix["include"]
+    for job in matrix["include"]:
+        assert set(job) == {"recipe", "artifact", "runner", "method"}
+        assert job["runner"] in ("cpu", "gpu")
+        load_recipe(job["recipe"]).artifact(job["artifact"])  # every job names a real artifact
+    pairs = [(j["recipe"], j["artifact"]) for j in matrix["include"]]
+    assert len(pairs) == len(set(pairs))
+    assert sum(len(load_recipe(n).artifacts) for n in shipped_recipes()) == len(pairs)
+    cpu = ci_matrix("cpu")["include"]
+    assert cpu and all(j["runner"] == "cpu" for j in cpu)
+    assert {j["recipe"] for j in cpu} == {"smollm2-135m-instruct"}
+
+
+def test_recipes_lists_names_on_stdout():
+    result = subprocess.run([sys.executable, "-m", "quantkit", "recipes"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == list(shipped_recipes())
+
+
+def test_parse_recipe_from_text_uses_given_file_name():
+    with pytest.raises(RecipeError, match=r"^inline\.yaml:1: bogus: unknown key"):
+        parse_recipe("bogus: 1\n", "inline.yaml")
