@@ -8,6 +8,7 @@ scheme, ``oneshot`` on local calibration text): what vLLM and transformers load 
 import contextlib
 import importlib.util
 import re
+import sys
 from pathlib import Path
 
 from quantkit import calibration
@@ -30,22 +31,24 @@ class AwqMethod:
     extra = "awq"
 
     def supports(self, config: dict) -> str | None:
-        archs = config.get("architectures") or []
-        if not any(a.endswith(("ForCausalLM", "ForConditionalGeneration")) for a in archs):
-            return f"AWQ needs a generative decoder model, not {archs or 'an unknown architecture'}"
+        from quantkit.preflight import causal_lm_reason
+
+        if (reason := causal_lm_reason(config)) is not None:
+            return reason
         if not text_config(config).get("hidden_size"):
             return "config.json has no hidden_size, so AWQ's layer widths cannot be checked"
         return None
 
     def check(self, model_dir: Path, config: dict, options: QuantizeOptions) -> None:
+        from quantkit import preflight
+
         fmt = options.format or FORMATS[0]
         if fmt not in FORMATS:
             raise InputError(f"awq has no format {fmt!r}", hint=f"choose --format {' or '.join(FORMATS)}")
-        if options.bits not in (None, *BITS):
-            raise InputError(f"awq supports only {'/'.join(map(str, BITS))}-bit weights, not {options.bits}",
-                             hint="drop --bits, or use --method int8 for 8-bit weights")
+        preflight.require_bits(self.name, options.bits, BITS)
         if (reason := self.supports(config)) is not None:
             raise PreflightError(reason)
+        preflight.require_trusted_code(config, options.trust_remote_code)
         group_size(config, options)  # raises with a working size when the asked one does not divide
         if options.calib_samples is not None and options.calib_samples < 1:
             raise InputError("--calib-samples must be at least 1")
@@ -58,22 +61,25 @@ class AwqMethod:
             check_dependencies(options)
         elif importlib.util.find_spec("llmcompressor") is None:
             raise missing_extra("llmcompressor", self.extra)
-        if options.device == "cuda":
-            import torch
-
-            if not torch.cuda.is_available():
-                raise PreflightError("--device cuda asked but torch sees no CUDA device", hint="use --device cpu")
+        device = preflight.resolve_device(options.device)
+        # CPU calibration holds the model in float32 plus cached activations and the saved copy.
+        if device == "cpu" and fmt == "compressed-tensors":
+            preflight.check_memory(config, "float32", 2.0, options.force)
+        else:
+            preflight.check_memory(config, "bfloat16", 2.0, options.force)
 
     def quantize(self, model_dir: Path, out_dir: Path, options: QuantizeOptions) -> MethodResult:
         from quantkit.modelinfo import load_config
 
         config = load_config(model_dir)
         group = group_size(config, options)
-        if (options.format or FORMATS[0]) == "autoawq":
-            from quantkit.methods.awq_autoawq import quantize_autoawq
+        # The libraries print progress to stdout; the CLI's stdout is kept for the artifact path.
+        with contextlib.redirect_stdout(sys.stderr):
+            if (options.format or FORMATS[0]) == "autoawq":
+                from quantkit.methods.awq_autoawq import quantize_autoawq
 
-            return quantize_autoawq(model_dir, out_dir, options, group)
-        return quantize_compressed_tensors(model_dir, out_dir, options, group, config)
+                return quantize_autoawq(model_dir, out_dir, options, group)
+            return quantize_compressed_tensors(model_dir, out_dir, options, group, config)
 
 
 def layer_widths(config: dict) -> dict[str, int]:
@@ -124,11 +130,9 @@ def group_size(config: dict, options: QuantizeOptions) -> int:
 
 
 def resolve_device(options: QuantizeOptions) -> str:
-    import torch
+    from quantkit.preflight import resolve_device as resolve
 
-    if options.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return options.device
+    return resolve(options.device)
 
 
 def save_dtype(options: QuantizeOptions, config: dict) -> str:
