@@ -23,7 +23,7 @@ Examples:
 @click.option("--bits", type=int, help="Weight bits (awq: 4).")
 @click.option("--group-size", type=int, help="Quantization group size (awq: 128; must divide layer widths).")
 @click.option("--ignore", multiple=True, help="Module name or 're:PATTERN' to leave unquantized (repeatable).")
-@click.option("--calib", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Calibration text (.txt or .jsonl).")
+@click.option("--calib", type=click.Path(path_type=Path), help="Calibration text (.txt or .jsonl).")  # checked by the method: one-line error
 @click.option("--calib-samples", type=int, help="Number of calibration samples.")
 @click.option("--calib-seq-len", type=int, help="Tokens per calibration sample.")
 @click.option("--format", "fmt", help="Output format where a method has several (awq: compressed-tensors|autoawq).")
