@@ -1,0 +1,250 @@
+"""AWQ end to end: compressed-tensors (llm-compressor) and the classic AutoAWQ GEMM layout
+(gptqmodel), reloaded with plain transformers in a fresh process that never imports quantkit."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FEW = ["--calib-samples", "8", "--calib-seq-len", "64"]  # enough to exercise calibration, fast
+
+# Runs in a fresh interpreter: plain transformers/safetensors only. Prints one JSON line.
+RELOAD = r"""
+import json, sys, torch
+from safetensors import safe_open
+from transformers import AutoModelForCausalLM, AutoTokenizer
+art, probe = sys.argv[1], sys.argv[2]
+torch.manual_seed(0)
+config = json.load(open(f"{art}/config.json"))
+tensors = {}
+with safe_open(f"{art}/model.safetensors", "pt") as fh:
+    for key in fh.keys():
+        t = fh.get_tensor(key)
+        tensors[key] = [str(t.dtype).replace("torch.", ""), list(t.shape)]
+model = AutoModelForCausalLM.from_pretrained(art)
+tok = AutoTokenizer.from_pretrained(art)
+mods = {name: model.get_submodule(name) for name in ("model.layers.0.self_attn.q_proj", "model.layers.0.mlp.down_proj")}
+out = model.generate(**tok("The weather today is", return_tensors="pt"), max_new_tokens=6, do_sample=False,
+                     min_new_tokens=6)
+report = {"quantkit_imported": "quantkit" in sys.modules, "qc": config.get("quantization_config"),
+          "tensors": tensors, "new_tokens": out.shape[1] - len(tok("The weather today is")["input_ids"]),
+          "classes": {n: type(m).__name__ for n, m in mods.items()},
+          "bits": {n: getattr(getattr(getattr(m, "quantization_scheme", None), "weights", None), "num_bits", None)
+                   for n, m in mods.items()}}
+if probe == "unpack":  # independent plain-PyTorch unpacking of AutoAWQ's qweight/qzeros/scales
+    name = "model.layers.0.self_attn.q_proj"
+    with safe_open(f"{art}/model.safetensors", "pt") as fh:
+        qw, qz, sc = (fh.get_tensor(f"{name}.{k}") for k in ("qweight", "qzeros", "scales"))
+    order = [0, 2, 4, 6, 1, 3, 5, 7]  # nibble i of each int32 holds column order[i] of its 8
+    def unpack(q):
+        nibbles = (q.unsqueeze(-1) >> torch.arange(0, 32, 4, dtype=torch.int32)) & 0xF
+        cols = torch.empty_like(nibbles)
+        cols[..., order] = nibbles
+        return cols.reshape(q.shape[0], -1)
+    group = config["quantization_config"]["group_size"]
+    w = (unpack(qw) - unpack(qz).repeat_interleave(group, 0)).float() * sc.float().repeat_interleave(group, 0)
+    x = torch.randn(4, w.shape[0])
+    layer = mods[name]
+    ref = x @ w + (layer.bias.float() if getattr(layer, "bias", None) is not None else 0)
+    got = layer(x.to(model.dtype)).float()
+    report["unpack_max_rel_err"] = ((ref - got).abs().max() / ref.abs().max()).item()
+print(json.dumps(report))
+"""
+
+
+def reload_fresh(artifact: Path, probe: str = "") -> dict:
+    """Load ``artifact`` in a new interpreter that has no quantkit on its path."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", RELOAD, str(artifact), probe or "-"], capture_output=True,
+                          text=True, env=env, cwd=artifact.parent, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def quantkit_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "quantkit", "quantize", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=1200)
+
+
+@pytest.fixture(scope="module")
+def ct_llama(tiny_llama, tmp_path_factory) -> Path:
+    """compressed-tensors AWQ of the tiny Llama through the CLI (the last stdout line is the folder)."""
+    out = tmp_path_factory.mktemp("awq") / "llama-awq"
+    proc = quantkit_cli(str(tiny_llama), "--method", "awq", "-o", str(out), *FEW)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == str(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ct_qwen2(tiny_qwen2, tmp_path_factory) -> Path:
+    """compressed-tensors AWQ of the tiny Qwen2 through the Python API, down_proj left alone."""
+    from quantkit.methods import QuantizeOptions
+    from quantkit.quantize import quantize
+
+    out = tmp_path_factory.mktemp("awq") / "qwen2-awq"
+    options = QuantizeOptions(group_size=64, ignore=["re:.*down_proj"], calib_samples=8, calib_seq_len=64)
+    return quantize(tiny_qwen2, "awq", out, options)
+
+
+@pytest.fixture(scope="module")
+def autoawq_qwen2(tiny_qwen2, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("awq") / "qwen2-autoawq"
+    proc = quantkit_cli(str(tiny_qwen2), "--method", "awq", "--format", "autoawq", "--ignore", "re:.*down_proj",
+                        "-o", str(out), *FEW)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def test_compressed_tensors_llama_reloads_with_plain_transformers(ct_llama):
+    r = reload_fresh(ct_llama)
+    assert r["quantkit_imported"] is False
+    qc = r["qc"]
+    assert qc["quant_method"] == "compressed-tensors" and qc["format"] == "pack-quantized"
+    weights = qc["config_groups"]["group_0"]["weights"]
+    assert (weights["num_bits"], weights["group_size"], weights["symmetric"], weights["strategy"]) == (4, 128, False, "group")
+    assert "lm_head" in qc["ignore"]
+    t = r["tensors"]
+    # 8 int4 values per int32 along the input width; one scale and zero point per group of 128
+    assert t["model.layers.0.self_attn.q_proj.weight_packed"] == ["int32", [128, 16]]
+    assert t["model.layers.0.mlp.down_proj.weight_packed"] == ["int32", [128, 32]]
+    assert t["model.layers.0.mlp.down_proj.weight_scale"] == ["bfloat16", [128, 2]]
+    assert t["model.embed_tokens.weight"][0] == "bfloat16" and t["lm_head.weight"][0] == "bfloat16"
+    assert r["bits"] == {"model.layers.0.self_attn.q_proj": 4, "model.layers.0.mlp.down_proj": 4}
+    assert r["new_tokens"] == 6
+
+
+def test_compressed_tensors_qwen2_ignore_keeps_down_proj_dense(ct_qwen2):
+    r = reload_fresh(ct_qwen2)
+    assert r["qc"]["config_groups"]["group_0"]["weights"]["group_size"] == 64
+    assert "re:.*down_proj" in r["qc"]["ignore"]
+    t = r["tensors"]
+    assert t["model.layers.0.self_attn.q_proj.weight_packed"] == ["int32", [128, 16]]
+    assert t["model.layers.0.self_attn.q_proj.bias"][0] == "bfloat16"  # Qwen2's qkv biases kept
+    assert t["model.layers.1.mlp.down_proj.weight"] == ["bfloat16", [128, 256]]
+    assert not any(k.startswith("model.layers.1.mlp.down_proj.weight_") for k in t)
+    assert r["bits"]["model.layers.0.mlp.down_proj"] is None and r["bits"]["model.layers.0.self_attn.q_proj"] == 4
+    assert r["new_tokens"] == 6
+
+
+def test_manifest_records_calibration_and_settings(ct_llama, ct_qwen2):
+    from quantkit.artifact import verify
+    from quantkit.calibration import DEFAULT_NAME
+
+    for artifact, group in ((ct_llama, 128), (ct_qwen2, 64)):
+        verify(artifact)
+        m = json.loads((artifact / "quantkit.json").read_text())
+        assert (m["method"], m["format"], m["engine"]) == ("awq", "compressed-tensors", "transformers")
+        s = m["settings"]
+        assert (s["bits"], s["group_size"], s["calib_samples"], s["calib_seq_len"]) == (4, group, 8, 64)
+        assert s["calibration_dtype"] == "float32" and s["save_dtype"] == "bfloat16"
+        cal = m["calibration"]
+        assert cal["source"] == DEFAULT_NAME and cal["samples"] == 8 and cal["seq_len"] == 64
+        assert len(cal["sha256"]) == 64 and cal["chat_samples"] == 4
+        assert m["versions"]["llmcompressor"] == "0.14.0.1"
+        assert "quantized_by: quantkit" in (artifact / "README.md").read_text()
+    # same calibration settings and data: the same hash, whatever the model (same tokenizer)
+    hashes = {json.loads((a / "quantkit.json").read_text())["calibration"]["sha256"] for a in (ct_llama, ct_qwen2)}
+    assert len(hashes) == 1
+
+
+def test_autoawq_format_matches_an_independent_unpacking(autoawq_qwen2):
+    r = reload_fresh(autoawq_qwen2, probe="unpack")
+    assert r["quantkit_imported"] is False
+    qc = r["qc"]
+    assert (qc["quant_method"], qc["version"], qc["bits"], qc["group_size"], qc["zero_point"]) == ("awq", "gemm", 4, 128, True)
+    assert qc["modules_to_not_convert"] == ["model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj"]
+    t = r["tensors"]
+    # classic GEMM layout: qweight [in, out/8], qzeros [in/group, out/8], scales [in/group, out]
+    assert t["model.layers.0.self_attn.q_proj.qweight"] == ["int32", [128, 16]]
+    assert t["model.layers.0.self_attn.q_proj.qzeros"] == ["int32", [1, 16]]
+    assert t["model.layers.0.self_attn.q_proj.scales"] == ["bfloat16", [1, 128]]
+    assert t["model.layers.0.mlp.down_proj.weight"] == ["bfloat16", [128, 256]]
+    assert "Awq" in r["classes"]["model.layers.0.self_attn.q_proj"]
+    assert r["classes"]["model.layers.0.mlp.down_proj"] == "Linear"
+    assert r["unpack_max_rel_err"] < 0.02  # bf16 rounding only
+    assert r["new_tokens"] == 6
+    m = json.loads((autoawq_qwen2 / "quantkit.json").read_text())
+    assert m["format"] == "autoawq" and m["settings"]["version"] == "gemm" and m["calibration"]["samples"] == 8
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--group-size", "48"], "--group-size 48 does not divide the input width 128"),
+    (["--bits", "8"], "cannot make 8-bit weights"),
+    (["--format", "gguf"], "awq has no format 'gguf'"),
+    (["--calib", "{tmp}/missing.txt"], "does not exist"),
+    (["--calib", "{tmp}/empty.txt"], "holds no text"),
+    (["--calib", "{tmp}/bad.jsonl"], "bad.jsonl:2 is not valid JSON"),
+])
+def test_bad_inputs_fail_in_one_line_leaving_nothing(tiny_llama, tmp_path, args, message):
+    (tmp_path / "empty.txt").write_text("\n\n")
+    (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\nnot json\n')
+    out = tmp_path / "out"
+    args = [a.format(tmp=tmp_path) for a in args]
+    proc = quantkit_cli(str(tiny_llama), "--method", "awq", "-o", str(out), *args, cwd=tmp_path)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "empty.txt"]
+
+
+def test_smollm2_default_group_size_128_is_refused_with_a_fix(smollm2, tmp_path):
+    from quantkit.errors import PreflightError
+    from quantkit.methods import QuantizeOptions
+    from quantkit.quantize import quantize
+
+    with pytest.raises(PreflightError) as err:
+        quantize(smollm2, "awq", tmp_path / "x", QuantizeOptions(group_size=128))
+    assert "does not divide the input width 576" in str(err.value) and "--group-size 64" in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+# Fresh process again: base vs quantized logits over a fixed text, and a chat answer.
+QUALITY = r"""
+import json, sys, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+base_dir, art = sys.argv[1], sys.argv[2]
+torch.set_num_threads(2)
+tok = AutoTokenizer.from_pretrained(art)
+text = ("The history of the printing press begins in the fifteenth century. Before it, books were copied by "
+        "hand, which made them rare and expensive. Movable type changed that: a page could be set once and "
+        "printed many times, so ideas travelled faster than ever before across Europe and beyond.")
+ids = tok(text, return_tensors="pt")["input_ids"]
+def logits(path):
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    with torch.no_grad():
+        return model(ids).logits[0].float(), model
+base, _ = logits(base_dir)
+quant, model = logits(art)
+cos = torch.nn.functional.cosine_similarity(base, quant, dim=-1).mean().item()
+top1 = (base.argmax(-1) == quant.argmax(-1)).float().mean().item()
+chat = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                               add_generation_prompt=True, return_tensors="pt", return_dict=True)
+out = model.generate(**chat, max_new_tokens=24, do_sample=False)
+answer = tok.decode(out[0, chat["input_ids"].shape[1]:], skip_special_tokens=True)
+print(json.dumps({"cos": cos, "top1": top1, "answer": answer, "quantkit": "quantkit" in sys.modules}))
+"""
+
+
+@pytest.mark.slow
+def test_smollm2_awq_stays_close_to_base_and_chats(smollm2, tmp_path):
+    out = tmp_path / "smollm2-awq"
+    proc = quantkit_cli(str(smollm2), "--method", "awq", "--group-size", "64", "--calib-samples", "16",
+                        "--calib-seq-len", "64", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    q = subprocess.run([sys.executable, "-c", QUALITY, str(smollm2), str(out)], capture_output=True, text=True,
+                       env=env, cwd=tmp_path, timeout=600)
+    assert q.returncode == 0, q.stderr[-3000:]
+    r = json.loads(q.stdout.strip().splitlines()[-1])
+    assert r["quantkit"] is False
+    assert r["cos"] > 0.9, r
+    assert r["top1"] > 0.7, r
+    assert "Paris" in r["answer"], r
+    m = json.loads((out / "quantkit.json").read_text())
+    assert m["settings"]["group_size"] == 64 and m["calibration"]["samples"] == 16
+    assert m["bits_per_weight"] < 8  # 4-bit layers + bf16 embeddings (SmolLM2 ties them)
