@@ -1,3 +1,4 @@
+import sys
 from pathlib import Path
 
 import click
@@ -36,4 +37,7 @@ def command(recipe, out, only, force, dry_run):
         click.echo(f"error: {summary.error}", err=True)
     if summary.report:
         click.echo(str(summary.report))
-    click.get_current_context().exit(summary.exit_code)
+    if summary.exit_code:
+        # SystemExit, not ctx.exit(): main() runs click with standalone_mode=False, which turns
+        # ctx.exit(n) into a return value that would be lost.
+        sys.exit(summary.exit_code)
