@@ -30,6 +30,10 @@ PREFLIGHT_FILES = ("config.json", "tokenizer_config.json")
 REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
+class HubUnreachable(DownloadError):
+    """The hub did not answer at all (offline, wrong endpoint): an earlier download may still do."""
+
+
 @dataclass
 class RemoteFile:
     """One file as the hub lists it (``sha256`` for LFS / ModelScope, ``git_sha1`` for small HF files)."""
@@ -64,6 +68,7 @@ class DownloadResult:
     repo_id: str = ""
     revision: str | None = None
     dry_run: bool = False
+    offline: bool = False  # the hub was unreachable; this is a verified earlier download
     skipped_pickle: list[str] = field(default_factory=list)
 
 
@@ -90,7 +95,13 @@ def download(repo_id: str, *, source: str = "hf", revision: str | None = None,
     endpoint = (endpoint or os.environ.get(hub.ENDPOINT_ENV) or hub.DEFAULT_ENDPOINT).rstrip("/")
     revision = revision or hub.DEFAULT_REVISION
     with hub.endpoint_set(endpoint):
-        listing = hub.listing(repo_id, revision, token, endpoint)
+        try:
+            listing = hub.listing(repo_id, revision, token, endpoint)
+        except HubUnreachable:
+            earlier = None if dry_run else offline_copy(hub, repo_id, source, revision, local_dir)
+            if earlier is None:
+                raise
+            return earlier
         for remote in listing.files:
             check_name(remote.name)
         selected, skipped = select(listing.files, include, exclude, allow_pickle, f"{repo_id}@{revision}")
@@ -121,6 +132,31 @@ def download(repo_id: str, *, source: str = "hf", revision: str | None = None,
         stale.unlink(missing_ok=True)
     write_source_manifest(result, endpoint)
     return result
+
+
+def offline_copy(hub, repo_id: str, source: str, revision: str, local_dir) -> DownloadResult | None:
+    """With the hub unreachable, a verified earlier download of the same revision is the answer
+    (as huggingface_hub does from its cache). Its manifest proves it complete."""
+    if local_dir:
+        candidates = [Path(local_dir).expanduser().resolve()]
+    else:
+        candidates = sorted(hub.cache_folder(repo_id, "x").parent.glob("*"))
+    found = []
+    for folder in candidates:
+        with contextlib.suppress(OSError, ValueError):
+            data = json.loads((folder / SOURCE_MANIFEST).read_text())
+            if (data.get("source"), data.get("repo_id")) == (source, repo_id) and revision in (data.get("revision"), data.get("commit")):
+                found.append((data.get("downloaded_at", ""), folder, data))
+    if not found:
+        return None
+    from quantkit.modelinfo import describe
+
+    _, folder, data = max(found)
+    files = [FileRecord(row["path"], row["size"], row.get("sha256")) for row in data["files"]]
+    info = describe(folder) if (folder / "config.json").is_file() else None
+    return DownloadResult(path=folder, files=files, total_bytes=data.get("total_bytes", 0), commit=data.get("commit"),
+                          info=info, source=source, repo_id=repo_id, revision=revision, offline=True,
+                          skipped_pickle=data.get("skipped_pickle", []))
 
 
 def _bundled(spec: str, on_preflight) -> DownloadResult:

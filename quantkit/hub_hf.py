@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from quantkit.errors import DownloadError
-from quantkit.hub import Listing, RemoteFile
+from quantkit.hub import HubUnreachable, Listing, RemoteFile
 
 NAME = "hf"
 DEFAULT_REVISION = "main"
@@ -148,7 +148,7 @@ def auth_error(repo_id: str, endpoint: str) -> DownloadError:
 
 
 def unreachable(endpoint: str) -> DownloadError:
-    return DownloadError(f"cannot reach {endpoint}",
+    return HubUnreachable(f"cannot reach {endpoint}",
                          hint="check the network, or use a mirror with --endpoint / HF_ENDPOINT")
 
 

@@ -1,5 +1,8 @@
 """The ModelScope side of ``quantkit.hub.download``: list a revision with its HubApi, fetch with
-``modelscope.snapshot_download`` pinned to the resolved commit, map its exceptions."""
+modelscope's ``snapshot_download`` pinned to the resolved commit, map its exceptions.
+
+modelscope 1.40 is a shim over the ``modelscope_hub`` package; quantkit calls that directly
+because ``import modelscope`` imports torch."""
 
 import contextlib
 import os
@@ -7,7 +10,7 @@ import re
 from pathlib import Path
 
 from quantkit.errors import DownloadError, IntegrityError
-from quantkit.hub import Listing, RemoteFile
+from quantkit.hub import HubUnreachable, Listing, RemoteFile
 
 NAME = "modelscope"
 DEFAULT_REVISION = "master"
@@ -61,13 +64,17 @@ def listing(repo_id: str, revision: str, token: str | None, endpoint: str) -> Li
 def cache_folder(repo_id: str, commit: str) -> Path:
     """Where snapshot_download puts a commit with no --local-dir (it names the folder after the
     revision string it was given, which quantkit makes the commit)."""
-    base = os.environ.get("MODELSCOPE_CACHE") or Path.home() / ".cache" / "modelscope" / "hub"
-    return Path(base) / "models" / repo_id.replace("/", "--") / "snapshots" / commit
+    from modelscope_hub.config import get_default_config  # MODELSCOPE_CACHE or ~/.cache/modelscope
+
+    return Path(get_default_config().cache_dir) / "models" / repo_id.replace("/", "--") / "snapshots" / commit
 
 
 def fetch(repo_id: str, commit: str, names: list[str], local_dir: Path | None, token: str | None,
           endpoint: str, progress: bool) -> Path:
-    from modelscope import snapshot_download
+    try:  # what modelscope.snapshot_download delegates to, without `import modelscope` (4 s, torch)
+        from modelscope_hub.compat.snapshot_download import snapshot_download
+    except ImportError:
+        from modelscope import snapshot_download
 
     with errors_mapped(repo_id, commit, endpoint, stage="fetch"):
         path = snapshot_download(repo_id, revision=commit, allow_patterns=names, token=token,
@@ -115,7 +122,7 @@ def errors_mapped(repo_id: str, revision: str, endpoint: str, stage: str):
         raise DownloadError(f"{endpoint} answered HTTP {status} for {repo_id}") from exc
     except (ms.NetworkError, requests.ConnectionError, ConnectionError) as exc:
         if stage == "repo":
-            raise DownloadError(f"cannot reach {endpoint}",
+            raise HubUnreachable(f"cannot reach {endpoint}",
                                 hint="check the network, or use --endpoint / MODELSCOPE_ENDPOINT") from exc
         raise interrupted(repo_id, exc) from exc
     except (ms.HubError, requests.RequestException, OSError) as exc:

@@ -152,6 +152,21 @@ def test_network_unreachable(source, tmp_path):
 
 
 @pytest.mark.parametrize("source", SOURCES)
+def test_unreachable_hub_falls_back_to_a_verified_copy(fake_hub, source, tmp_path):
+    first = fetch(fake_hub, source, tmp_path, revision="v1.0")
+    again = download(REPO, source=source, revision="v1.0", endpoint=dead_endpoint(),
+                     local_dir=tmp_path / "out", progress=False)
+    assert again.offline and again.path == first.path and again.commit == first.commit
+    assert again.files == first.files
+    cached = download(REPO, source=source, endpoint=fake_hub.url, progress=False)  # into the cache
+    offline = download(REPO, source=source, endpoint=dead_endpoint(), progress=False)
+    assert offline.offline and offline.path == cached.path
+    (first.path / SOURCE_MANIFEST).unlink()  # not verified: no fallback
+    with pytest.raises(DownloadError, match="cannot reach"):
+        download(REPO, source=source, revision="v1.0", endpoint=dead_endpoint(), local_dir=tmp_path / "out")
+
+
+@pytest.mark.parametrize("source", SOURCES)
 def test_token_from_argument_and_environment(fake_hub, source, tmp_path, monkeypatch):
     result = fetch(fake_hub, source, tmp_path, repo="acme/gated", token=TOKEN)
     assert (result.path / "model.safetensors").is_file()

@@ -27,6 +27,9 @@ def command(repo_id, source, revision, include, exclude, local_dir, token, endpo
     result = download(repo_id, source=source, revision=revision, include=list(include), exclude=list(exclude),
                       local_dir=local_dir, token=token, endpoint=endpoint, dry_run=dry_run,
                       allow_pickle=allow_pickle, on_preflight=show_preflight)
+    if result.offline:
+        click.echo(f"warning: the hub is unreachable; using the verified copy of {result.repo_id}@{result.revision} "
+                   f"(commit {result.commit})", err=True)
     if dry_run:
         from quantkit.modelinfo import human_size
 
