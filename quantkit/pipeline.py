@@ -39,6 +39,7 @@ class ArtifactOutcome:
     gate_failures: list[str] = field(default_factory=list)
     stages: dict[str, str] = field(default_factory=dict)  # stage -> done | skipped | failed
     results: list[dict] = field(default_factory=list)  # one bench result per target (GGUF type)
+    seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall time when it was built
 
 
 @dataclass
@@ -193,7 +194,7 @@ def stage_bench(recipe: Recipe, spec: ArtifactSpec, artifact: Path, model_dir: P
         echo(f"[bench {spec.name}] skipped (up to date: {file})")
         return json.loads(file.read_text())
     stages.forget(stage)
-    results = []
+    results, started_all = [], time.time()
     for label, target in bench_targets(spec, artifact):
         echo(f"[bench {label}] speed, smoke chat, quality...")
         started = time.time()
@@ -202,7 +203,7 @@ def stage_bench(recipe: Recipe, spec: ArtifactSpec, artifact: Path, model_dir: P
         echo(f"[bench {label}] done in {time.time() - started:.0f}s")
     file.parent.mkdir(parents=True, exist_ok=True)
     write_json(file, results)
-    stages.record(stage, key, settings, results=str(file))
+    stages.record(stage, key, settings, results=str(file), seconds=round(time.time() - started_all, 1))
     return results
 
 
@@ -261,6 +262,9 @@ def run_artifact(recipe, spec, model_dir, out_dir, stages, force, echo) -> Artif
         outcome.error = str(exc) if isinstance(exc, QuantkitError) else f"{type(exc).__name__}: {exc}"
         echo(f"[{stage} {spec.name}] FAILED: {outcome.error}")
         return outcome
+    for stage in ("quantize", "bench"):
+        record = json.loads((stages.folder / f"{spec.name}.{stage}.json").read_text())
+        outcome.seconds[stage] = record.get("seconds")
     for result in outcome.results:
         outcome.gate_failures += [f"{result['name']}: {why}" for why in check_gates(result, spec.gates)]
     outcome.status = "gate_failed" if outcome.gate_failures else "passed"
