@@ -185,14 +185,15 @@ def bench_one(target: Path, base: Path, recipe: Recipe) -> dict:
 
 
 def stage_bench(recipe: Recipe, spec: ArtifactSpec, artifact: Path, model_dir: Path, out_dir: Path,
-                stages: Stages, force: bool, echo: Echo) -> list[dict]:
+                stages: Stages, force: bool, echo: Echo) -> tuple[list[dict], bool]:
+    """The bench results of every target, and whether they were measured now."""
     settings = bench_settings(recipe, spec)
     key = settings_key(settings)
     stage = f"{spec.name}.bench"
     file = out_dir / "bench" / f"{spec.name}.json"
     if not force and stages.matches(stage, key) and file.is_file():
         echo(f"[bench {spec.name}] skipped (up to date: {file})")
-        return json.loads(file.read_text())
+        return json.loads(file.read_text()), False
     stages.forget(stage)
     results, started_all = [], time.time()
     for label, target in bench_targets(spec, artifact):
@@ -204,7 +205,7 @@ def stage_bench(recipe: Recipe, spec: ArtifactSpec, artifact: Path, model_dir: P
     file.parent.mkdir(parents=True, exist_ok=True)
     write_json(file, results)
     stages.record(stage, key, settings, results=str(file), seconds=round(time.time() - started_all, 1))
-    return results
+    return results, True
 
 
 def get_metric(result: dict, dotted: str):
@@ -253,9 +254,8 @@ def run_artifact(recipe, spec, model_dir, out_dir, stages, force, echo) -> Artif
         artifact, rebuilt = stage_quantize(recipe, spec, model_dir, out_dir, stages, force, echo)
         outcome.path, outcome.stages["quantize"] = str(artifact), "done" if rebuilt else "skipped"
         stage = "bench"
-        before = stages.matches(f"{spec.name}.bench", settings_key(bench_settings(recipe, spec)))
-        outcome.results = stage_bench(recipe, spec, artifact, model_dir, out_dir, stages, force or rebuilt, echo)
-        outcome.stages["bench"] = "skipped" if before and not (force or rebuilt) else "done"
+        outcome.results, measured = stage_bench(recipe, spec, artifact, model_dir, out_dir, stages, force or rebuilt, echo)
+        outcome.stages["bench"] = "done" if measured else "skipped"
     except Exception as exc:  # one artifact failing must not stop the others
         outcome.status, outcome.failed_stage = "failed", stage
         outcome.stages[stage] = "failed"

@@ -314,6 +314,15 @@ def parse_recipe(text: str, file: Path | str = "<recipe>") -> Recipe:
                                hint="set runner: gpu")
         if bench.device == "cuda":
             raise ctx.fail(bench_nodes["device"], "bench.device", "device cuda in a recipe whose runner is cpu", hint="set runner: gpu")
+    # A gate on something the bench is told not to measure could never pass.
+    for i, spec in enumerate(artifacts):
+        if spec.gates.smoke and not bench.smoke:
+            raise ctx.fail(bench_nodes["smoke"], "bench.smoke", f"artifact {spec.name} gates on the smoke chat",
+                           hint="set gates: {smoke: false} or measure it")
+        quality_gates = (spec.gates.top1_min, spec.gates.kld_max, spec.gates.ppl_ratio_max)
+        if not bench.quality and any(v is not None for v in quality_gates):
+            raise ctx.fail(bench_nodes["quality"], "bench.quality", f"artifact {spec.name} has quality gates",
+                           hint="drop its top1_min/kld_max/ppl_ratio_max or measure quality")
     description = _typed(ctx, top["description"][1], "description", "str") if "description" in top else ""
     return Recipe(name=name, model=model, artifacts=artifacts, description=description, runner=runner,
                   bench=bench, path=file)

@@ -121,6 +121,8 @@ def test_wrong_type_for_every_key(tmp_path, section, key, kind):
     ({"gates": "  top1_min: 1.5\n"}, "top1_min", "gates.top1_min", "outside"),
     ({"gates": "  ppl_ratio_max: 0.5\n"}, "ppl_ratio_max", "gates.ppl_ratio_max", "outside"),
     ({"artifact": "    gates: {kld_max: -1}\n"}, "kld_max", "artifacts[0].gates.kld_max", "outside"),
+    ({"bench": "  smoke: false\n"}, "smoke: false", "bench.smoke", "gates on the smoke chat"),
+    ({"bench": "  quality: false\n", "gates": "  kld_max: 0.1\n"}, "quality: false", "bench.quality", "quality gates"),
     ({"model": "  source: modelscope\n", "top": "runner: gpu\n"}, None, None, None),  # valid: a hub id on ModelScope
     ({"model": "  source: github\n"}, "source: github", "model.source", "not one of hf, modelscope"),
     ({"top": "runner: tpu\n"}, "runner: tpu", "runner", "not one of cpu, gpu"),
