@@ -167,7 +167,8 @@ def bench_targets(spec: ArtifactSpec, artifact: Path) -> list[tuple[str, Path]]:
     """What to bench: the folder, or each .gguf file when one entry made several GGUF types."""
     ggufs = sorted(artifact.glob("*.gguf"))
     if len(ggufs) > 1:
-        return [(f"{spec.name}/{path.stem}", path) for path in ggufs]
+        # The gguf method names its files NAME-TYPE.gguf: label each by its type.
+        return [(f"{spec.name}/{path.stem.rsplit('-', 1)[-1]}", path) for path in ggufs]
     return [(spec.name, artifact)]
 
 
