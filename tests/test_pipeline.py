@@ -258,3 +258,12 @@ def test_smollm2_recipe_end_to_end(tmp_path, smollm2):
     report = (tmp_path / "run" / "report.md").read_text()
     assert all(name in report for name in rows)
     print(f"smollm2 recipe end to end: {time.time() - started:.0f}s")
+
+
+def test_one_gguf_entry_is_benched_once_per_type(tmp_path):
+    spec = load_recipe("smollm2-135m-instruct").artifact("gguf")
+    for name in ("smollm2-Q8_0.gguf", "smollm2-Q4_K_M.gguf"):
+        (tmp_path / name).write_bytes(b"")
+    assert [label for label, _ in pipeline.bench_targets(spec, tmp_path)] == ["gguf/Q4_K_M", "gguf/Q8_0"]
+    (tmp_path / "smollm2-Q4_K_M.gguf").unlink()
+    assert pipeline.bench_targets(spec, tmp_path) == [("gguf", tmp_path)]
