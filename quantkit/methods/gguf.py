@@ -1,18 +1,184 @@
-"""Placeholder: being implemented."""
+"""GGUF through llama.cpp itself: its converter (F16/BF16, once) and its quantizer (each other
+type from that file), with the fidelity checks of ``gguf_checks`` and, on request, an Ollama
+Modelfile. Options used: ``gguf_types``, ``llama_cpp_dir``, ``ollama``, ``force``."""
 
-from quantkit.errors import QuantizeError
+import shutil
+import sys
+from pathlib import Path
+
+from quantkit.errors import InputError
+from quantkit.methods.base import MethodResult, QuantizeOptions
+
+DEFAULT_TYPE = "Q4_K_M"
 
 
 class GgufMethod:
     name = "gguf"
-    summary = "gguf"
+    summary = "GGUF via llama.cpp's converter and quantizer (Q8_0, Q4_K_M, ...)"
     extra = "gguf"
 
-    def supports(self, config):
+    def supports(self, config: dict) -> str | None:
+        """Judged against the converter's list only when it is already unpacked (no download here)."""
+        from quantkit.llamacpp_tools import DIST, cached_converter, supported_architectures
+
+        converter = cached_converter()
+        archs = config.get("architectures") or []
+        if converter is None or not archs:
+            return None if archs else "config.json names no architecture"
+        if archs[0] not in supported_architectures(converter):
+            return f"{DIST}'s llama.cpp converter does not support {archs[0]}"
         return None
 
-    def check(self, model_dir, config, options):
-        raise QuantizeError("method gguf is not implemented yet")
+    def check(self, model_dir: Path, config: dict, options: QuantizeOptions) -> None:
+        from quantkit import gguf_checks
+        from quantkit.llamacpp_tools import find_converter, installed_version
+        from quantkit.preflight import check_memory
 
-    def quantize(self, model_dir, out_dir, options):
-        raise QuantizeError("method gguf is not implemented yet")
+        gguf_types(options)
+        installed_version()  # llama-cpp-python runs the quantizer and the checks
+        check_memory(config, "float16", 1.2, force=options.force)  # lazy converter: about one copy
+        gguf_checks.preflight(find_converter(options.llama_cpp_dir), model_dir, config)
+
+    def quantize(self, model_dir: Path, out_dir: Path, options: QuantizeOptions) -> MethodResult:
+        from quantkit import gguf_checks
+        from quantkit.llamacpp_tools import CONVERTER_TYPES, convert, converter_view, find_converter, installed_version, quantize_file
+
+        types = gguf_types(options)
+        converter = find_converter(options.llama_cpp_dir)
+        name = artifact_stem(model_dir)
+        files, fallbacks = {}, {}
+        # Quantized types start from F16 (BF16 if that is asked for and F16 is not): one conversion.
+        base = "F16" if "F16" in types or "BF16" not in types else "BF16"
+        with_base = [t for t in CONVERTER_TYPES if t in types] or [base]
+        scratch = out_dir / ".work"
+        scratch.mkdir()
+        source, fixes = converter_view(model_dir, scratch)
+        converter_args = {}
+        for ftype in dict.fromkeys([base, *with_base]):
+            target = (out_dir if ftype in types else scratch) / f"{name}-{ftype}.gguf"
+            converter_args[ftype] = convert(converter, source, target, outtype=ftype)
+            if ftype in types:
+                files[ftype] = target
+        base_file = files.get(base) or scratch / f"{name}-{base}.gguf"
+        for ftype in types:
+            if ftype not in CONVERTER_TYPES:
+                files[ftype] = out_dir / f"{name}-{ftype}.gguf"
+                fallbacks[ftype] = quantize_file(base_file, files[ftype], ftype)
+        shutil.rmtree(scratch)
+        ordered = {t: files[t] for t in types}
+        checks = gguf_checks.verify(model_dir, ordered)
+        per_file = {t: file_record(path, fallbacks.get(t, [])) for t, path in ordered.items()}
+        extra = {
+            "library_name": "gguf",
+            "tags": ["gguf", "llama.cpp", *types],
+            "gguf_file": ordered[types[0]].name,
+            "llama_cpp": {"commit": converter.commit, "converter": converter.origin,
+                          "llama_cpp_python": installed_version()},
+            "converter_args": converter_args,
+            "converter_input_fixes": fixes,
+            "gguf_files": per_file,
+            "checks": checks,
+        }
+        for ftype, result in checks.items():
+            if not result.get("smoke_chat", {}).get("stopped_by_itself", True):
+                print(f"quantkit: warning: the {ftype} smoke chat did not stop within its token budget", file=sys.stderr)
+        if options.ollama:
+            extra["ollama"] = write_modelfiles(out_dir, ordered, model_dir, checks[types[0]]["metadata"])
+        return MethodResult(
+            format="gguf", engine="llama.cpp",
+            settings={"gguf_types": types, "base_type": base},
+            extra=extra, usage=usage(ordered, options.ollama, name),
+        )
+
+
+def gguf_types(options: QuantizeOptions) -> list[str]:
+    from quantkit.llamacpp_tools import FTYPES
+
+    types = list(dict.fromkeys(t.upper() for t in options.gguf_types)) or [DEFAULT_TYPE]
+    unknown = [t for t in types if t not in FTYPES]
+    if unknown:
+        raise InputError(f"unknown GGUF type {', '.join(unknown)}", hint=f"choose from {', '.join(FTYPES)}")
+    return types
+
+
+def artifact_stem(model_dir: Path) -> str:
+    """NAME in NAME-Q4_K_M.gguf: the source repo's name when known, else the folder's."""
+    import json
+
+    from quantkit.artifact import SOURCE_MANIFEST
+
+    source = model_dir / SOURCE_MANIFEST
+    if source.is_file():
+        repo = json.loads(source.read_text()).get("repo_id")
+        if repo:
+            return repo.rsplit("/", 1)[-1]
+    return model_dir.name
+
+
+def file_record(path: Path, fallbacks: list[dict]) -> dict:
+    """Size, bits per weight and tensor types of one GGUF file, read back with gguf.GGUFReader;
+    the fallback tensors llama.cpp logged, with the type the file really holds."""
+    from collections import Counter
+
+    from gguf import GGUFReader
+
+    reader = GGUFReader(path)
+    kinds = {t.name: t.tensor_type.name for t in reader.tensors}
+    n_params = sum(int(t.n_elements) for t in reader.tensors)
+    size = path.stat().st_size
+    for row in fallbacks:
+        row["in_file"] = kinds.get(row["tensor"])
+    return {"file": path.name, "size_bytes": size, "n_params": n_params,
+            "bits_per_weight": round(size * 8 / n_params, 3) if n_params else None,
+            "tensor_types": dict(Counter(kinds.values()).most_common()),
+            "n_tensors": len(kinds), "n_fallback": len(fallbacks), "fallback_tensors": fallbacks}
+
+
+def write_modelfiles(out_dir: Path, files: dict[str, Path], model_dir: Path, metadata: dict) -> dict:
+    """``Modelfile`` for the first type, ``Modelfile.TYPE`` for the others."""
+    from quantkit.gguf_checks import hf_tokenizer
+    from quantkit.ollama import MODELFILE, write_modelfile
+
+    tokenizer = hf_tokenizer(model_dir)
+    if not tokenizer.chat_template:
+        raise InputError("the model has no chat template to translate into an Ollama TEMPLATE",
+                         hint="leave out --ollama, or add a chat template to the model folder")
+    stops = [s for s in (metadata.get("end_of_turn"), metadata.get("eot_token"), metadata.get("eos_token")) if s]
+    written = {}
+    for i, (ftype, path) in enumerate(files.items()):
+        name = MODELFILE if i == 0 else f"{MODELFILE}.{ftype}"
+        write_modelfile(out_dir, path.name, tokenizer.chat_template, stops,
+                        bos=tokenizer.bos_token or "", eos=tokenizer.eos_token or "", name=name)
+        written[ftype] = name
+    return {"modelfiles": written, "stop": list(dict.fromkeys(stops))}
+
+
+def usage(files: dict[str, Path], ollama: bool, name: str) -> str:
+    first = next(iter(files.values())).name
+    listing = "\n".join(f"- `{path.name}` ({ftype})" for ftype, path in files.items())
+    ollama_text = (f"```bash\nollama create {name.lower()} -f Modelfile\nollama run {name.lower()}\n```"
+                   if ollama else "Rerun `quantkit quantize` with `--ollama` to get a Modelfile.")
+    return f"""Files:
+
+{listing}
+
+llama.cpp:
+
+```bash
+llama-cli -m {first} -cnv
+llama-server -m {first} --host 127.0.0.1 --port 8080
+```
+
+llama-cpp-python (the chat template travels inside the file):
+
+```python
+from llama_cpp import Llama
+
+llm = Llama(model_path="{first}", n_ctx=4096)
+print(llm.create_chat_completion(messages=[{{"role": "user", "content": "Hello!"}}])["choices"][0]["message"]["content"])
+```
+
+Ollama:
+
+{ollama_text}
+"""
