@@ -35,7 +35,8 @@ class FakeRepo:
     commits: dict[str, dict[str, bytes]] = field(default_factory=dict)  # sha -> {path: bytes}
     branches: dict[str, str] = field(default_factory=dict)  # name -> sha
     tags: dict[str, str] = field(default_factory=dict)
-    token: str | None = None  # when set, requests without "Bearer <token>" get 401
+    token: str | None = None  # when set, files need "Bearer <token>" (a gated repo) ...
+    private: bool = False  # ... and so does every API call, which then says RepoNotFound (as the hub does)
 
     def resolve(self, rev: str) -> str | None:
         if rev in self.commits:
@@ -66,11 +67,11 @@ class FakeHub:
         self._server.server_close()
 
     def commit(self, repo_id: str, files: dict[str, bytes], branches=("main", "master"),
-               tags=(), token: str | None = None) -> str:
+               tags=(), token: str | None = None, private: bool = False) -> str:
         """Add a commit holding exactly ``files``; point ``branches`` and ``tags`` at it."""
         repo = self.repos.setdefault(repo_id, FakeRepo())
         if token is not None:
-            repo.token = token
+            repo.token, repo.private = token, private
         digest = hashlib.sha1(repo_id.encode())
         for name in sorted(files):
             digest.update(name.encode() + b"\0" + files[name])
@@ -136,12 +137,13 @@ def _make_handler(hub: FakeHub):
                 return self._hf_resolve(f"{segments[0]}/{segments[1]}", unquote(segments[3]), path, head)
             self._send(404, b"not found", head=head)
 
-        def _lookup_hf(self, repo_id, rev, head):
+        def _lookup_hf(self, repo_id, rev, head, api=False):
             repo = hub.repos.get(repo_id)
-            if repo is None:
-                self._hf_error(404, "RepoNotFound", f"Repository Not Found for url: {self.path}", head)
+            if repo is None or (repo.private and not self._authorized(repo)):
+                status = 401 if repo is not None else 404
+                self._hf_error(status, "RepoNotFound", f"Repository Not Found for url: {self.path}", head)
                 return None, None
-            if not self._authorized(repo):
+            if not api and not self._authorized(repo):
                 self._hf_error(401, "GatedRepo", f"Access to model {repo_id} is restricted.", head)
                 return None, None
             sha = repo.resolve(rev)
@@ -152,7 +154,7 @@ def _make_handler(hub: FakeHub):
 
         # -- Hugging Face ----------------------------------------------------------------------
         def _hf_api(self, repo_id, kind, rev, head):
-            repo, sha = self._lookup_hf(repo_id, rev, head)
+            repo, sha = self._lookup_hf(repo_id, rev, head, api=True)  # a gated repo's listing is public
             if repo is None:
                 return
             files = repo.commits[sha]
@@ -301,6 +303,7 @@ def fake_hub_session():
     hub.commit("acme/pickle-only", {"config.json": files["main"]["config.json"],
                                     "pytorch_model.bin": b"\x80\x04pickle" * 100})
     hub.commit("acme/gated", tiny_llama_files(layers=1), token=TOKEN)
+    hub.commit("acme/private", tiny_llama_files(layers=1), token=TOKEN, private=True)
     hub.commit("acme/evil", {"config.json": b"{}", "../escape.txt": b"outside"})
     yield Fixtures(hub=hub, url=hub.url, commits=commits, files=files)
     hub.stop()

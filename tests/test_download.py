@@ -128,6 +128,7 @@ BAD_INPUTS = {
     "unknown repo": Case("acme/nope", {}, DownloadError, "not found"),
     "unknown revision": Case(REPO, {"revision": "no-such-branch"}, DownloadError, "revision 'no-such-branch' not found"),
     "gated without token": Case("acme/gated", {}, DownloadError, "needs authentication"),
+    "private without token": Case("acme/private", {}, DownloadError, "--token"),
     "no file matched": Case(REPO, {"include": ["*.gguf"]}, InputError, "no file of"),
     "not a repo id": Case("../etc", {}, InputError, "not a hub repo id"),
     "unknown source": Case(REPO, {"source": "gitlab"}, InputError, "unknown source"),
@@ -172,6 +173,8 @@ def test_token_from_argument_and_environment(fake_hub, source, tmp_path, monkeyp
     assert (result.path / "model.safetensors").is_file()
     monkeypatch.setenv({"hf": "HF_TOKEN", "modelscope": "MODELSCOPE_API_TOKEN"}[source], TOKEN)
     result = fetch(fake_hub, source, tmp_path, repo="acme/gated", local_dir=tmp_path / "env")
+    assert (result.path / SOURCE_MANIFEST).is_file()
+    result = fetch(fake_hub, source, tmp_path, repo="acme/private", local_dir=tmp_path / "private")
     assert (result.path / SOURCE_MANIFEST).is_file()
 
 
