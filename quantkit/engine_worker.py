@@ -47,7 +47,9 @@ class EngineWorker:
         self.n_ctx = n_ctx
         self.max_tokens_limit = max_tokens_limit
         self.queue_size = queue_size
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._admitted = 0  # running + waiting; released before a job's last event goes out
         self.running = 0
         self.counters = {"prompt_tokens": 0, "completion_tokens": 0, "cancelled": 0, "rejected_full": 0}
         self._thread = threading.Thread(target=self._serve, name="quantkit-engine", daemon=True)
@@ -55,18 +57,23 @@ class EngineWorker:
 
     @property
     def waiting(self) -> int:
-        return self._queue.qsize()
+        return max(0, self._admitted - self.running)
 
     def submit(self, job: Job) -> asyncio.Queue:
-        """Queue ``job`` (from the event loop); raises QueueFull when no place is left."""
+        """Queue ``job`` (from the event loop); raises QueueFull when ``queue_size`` already wait."""
         job.loop = asyncio.get_running_loop()
         job.events = asyncio.Queue()
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
-            self.counters["rejected_full"] += 1
-            raise QueueFull() from None
+        with self._lock:
+            if self._admitted > self.queue_size:
+                self.counters["rejected_full"] += 1
+                raise QueueFull()
+            self._admitted += 1
+        self._queue.put_nowait(job)
         return job.events
+
+    def _release(self) -> None:
+        with self._lock:
+            self._admitted -= 1
 
     def stop(self) -> None:
         self._queue.put(None)
@@ -85,16 +92,19 @@ class EngineWorker:
                 return
             if job.cancel.is_set():  # its client left while it waited
                 self.counters["cancelled"] += 1
+                self._release()
                 continue
             self.running = 1
             try:
-                self._run(job)
+                last = self._run(job)
             except Exception as exc:  # one bad request must never stop the worker
-                self._emit(job, "error", exc)
-            finally:
-                self.running = 0
+                last = ("error", exc)
+            self.running = 0
+            # Free the place before the client hears "done", so its next request finds room.
+            self._release()
+            self._emit(job, *last)
 
-    def _run(self, job: Job) -> None:
+    def _run(self, job: Job) -> tuple:
         engine = self.engine
         if job.messages is not None:
             ids = engine.chat_prompt(job.messages)
@@ -121,4 +131,4 @@ class EngineWorker:
             if close:
                 close()
             self.counters["completion_tokens"] += count
-        self._emit(job, "end", count, "length" if count >= max_tokens else "stop")
+        return ("end", count, "length" if count >= max_tokens else "stop")
