@@ -13,11 +13,13 @@ from quantkit.errors import InputError
 class EngineEntry:
     target: str  # "module:Class"
     summary: str
+    imports: tuple[str, ...] = ()  # heavy libraries it loads (bench imports them before timing load)
 
 
 ENGINES: dict[str, EngineEntry] = {
-    "transformers": EngineEntry("quantkit.engines.hf:TransformersEngine", "PyTorch via transformers (HF folders: fp, AWQ, bitsandbytes)"),
-    "llama.cpp": EngineEntry("quantkit.engines.llamacpp:LlamaCppEngine", "llama.cpp via llama-cpp-python (GGUF)"),
+    "transformers": EngineEntry("quantkit.engines.hf:TransformersEngine", "PyTorch via transformers (HF folders: fp, AWQ, bitsandbytes)",
+                                ("torch", "transformers")),
+    "llama.cpp": EngineEntry("quantkit.engines.llamacpp:LlamaCppEngine", "llama.cpp via llama-cpp-python (GGUF)", ("llama_cpp",)),
 }
 
 

@@ -1,0 +1,274 @@
+"""``bench()``: load time, memory, prefill/decode speed, latency percentiles, achieved bandwidth,
+smoke chat, quality against the base and the gates, for any artifact, over the engine protocol.
+Returns dataclasses and prints nothing (the CLI renders them).
+
+Definitions follow the anchors (llama-bench, optimum-benchmark): prompt tokens are fixed (the
+evaluation text's tokens, cycled), tokenization and sampling are outside the timed regions, each
+repetition runs after ``warmup`` untimed ones, results are mean and sample stddev.
+- prefill (pp): P prompt tokens into an empty context, one forward; TTFT = that time (the first
+  token's logits are ready when it returns).
+- decode (tg): N tokens fed one at a time into an empty context, every step timed (llama-bench's
+  tg: depth 0); per-token latency percentiles are over all timed steps of all repetitions.
+- peak RSS: sampled every 10 ms, separately during load and during the timed runs.
+- achieved bandwidth: weight bytes (all read once per decoded token) x decode tokens/s.
+"""
+
+import importlib
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from quantkit.artifact import library_versions, read_manifest
+from quantkit.engines import ENGINES, EngineOptions, engine_for, load_engine
+from quantkit.errors import InputError
+from quantkit.memory import PeakRSS, cuda_memory
+from quantkit.quality import QualityOptions, eval_text
+from quantkit.smoke import SmokeOptions
+
+VERSIONED = ("torch", "transformers", "accelerate", "llama-cpp-python", "bitsandbytes", "compressed-tensors",
+             "gptqmodel", "numpy")
+
+
+@dataclass
+class BenchOptions:
+    prompt_tokens: int = 512
+    gen_tokens: int = 128
+    repetitions: int = 5
+    warmup: int = 1
+    device: str = "auto"
+    threads: int | None = None
+    n_gpu_layers: int = 0  # llama.cpp; -1 = all
+    smoke: bool = True
+    quality: bool = True
+    gates: dict = field(default_factory=dict)  # Gates field -> threshold override
+    smoke_options: SmokeOptions = field(default_factory=SmokeOptions)
+    quality_options: QualityOptions = field(default_factory=QualityOptions)
+    bandwidth: bool = True  # measure (once, cached) the machine's copy bandwidth
+
+
+@dataclass
+class Stat:
+    mean: float
+    std: float
+
+    @classmethod
+    def of(cls, values: list[float], digits: int = 2) -> "Stat":
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        return cls(round(statistics.fmean(values), digits), round(std, digits))
+
+
+@dataclass
+class BenchResult:
+    artifact: str
+    engine: str
+    method: str | None
+    bits: int
+    size_bytes: int
+    weights_bytes: int
+    bits_per_weight: float | None
+    n_params: int | None
+    prompt_tokens: int
+    gen_tokens: int
+    repetitions: int
+    load_s: float
+    load_peak_rss_mb: float
+    peak_rss_mb: float  # during the timed prefill/decode runs
+    prefill: Stat  # tokens/s
+    decode: Stat  # tokens/s
+    ttft: Stat  # ms
+    decode_latency_ms: dict  # p50/p90/p99 of one decode step
+    bandwidth: dict
+    cuda: dict
+    environment: dict
+    base: str | None = None
+    smoke: dict | None = None
+    quality: dict | None = None
+    gates: dict = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict:
+        """The documented JSON (docs/bench.md): flat headline numbers, nested details."""
+        data = asdict(self)
+        for key, unit in (("prefill", "prefill_tokens_per_s"), ("decode", "decode_tokens_per_s"), ("ttft", "ttft_ms")):
+            stat = data.pop(key)
+            data[unit], data[f"{unit}_std"] = stat["mean"], stat["std"]
+        data["passed"] = self.passed
+        return {"schema": 1, "kind": "bench", **data}
+
+
+def artifact_path(artifact: str | Path) -> Path:
+    from quantkit.bundled import is_bundled
+    from quantkit.modelref import resolve_model
+
+    if is_bundled(str(artifact)):
+        return resolve_model(artifact)
+    path = Path(artifact).expanduser()
+    if not path.exists():
+        raise InputError(f"{path} does not exist", hint="give an artifact folder, a model folder or a .gguf file")
+    return path.resolve()
+
+
+def default_base(manifest: dict | None) -> Path | None:
+    """The model the artifact was made from, as recorded in its manifest."""
+    source = (manifest or {}).get("source") or {}
+    if source.get("path") and Path(source["path"]).is_dir():
+        return Path(source["path"])
+    if source.get("model"):
+        from quantkit.modelref import resolve_model
+
+        return resolve_model(source["model"])
+    return None
+
+
+def size_on_disk(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def environment(engine) -> dict:
+    from quantkit.bandwidth import machine_key
+
+    env = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": machine_key().split("|")[1],
+        "cpu_count": os.cpu_count(),
+        "threads": engine.threads,
+        "device": engine.device,
+        "gpu": None,
+        "versions": library_versions(*VERSIONED),
+    }
+    if engine.device == "cuda":
+        import torch
+
+        env["gpu"] = torch.cuda.get_device_name()
+    return env
+
+
+def timed_runs(engine, prompt: list[int], options: BenchOptions):
+    """Prefill and decode timings of every repetition (warm-up runs discarded)."""
+    sync = getattr(engine, "synchronize", lambda: None)
+    prefill_s, decode_s, steps = [], [], []
+    for rep in range(options.warmup + options.repetitions):
+        engine.reset()
+        sync()
+        started = time.perf_counter()
+        engine.forward(prompt)
+        sync()
+        prefill = time.perf_counter() - started
+        engine.reset()
+        rep_steps = []
+        for i in range(options.gen_tokens):
+            started = time.perf_counter()
+            engine.forward([prompt[i % len(prompt)]])
+            sync()
+            rep_steps.append(time.perf_counter() - started)
+        if rep >= options.warmup:
+            prefill_s.append(prefill)
+            decode_s.append(sum(rep_steps))
+            steps += rep_steps
+    engine.reset()
+    return prefill_s, decode_s, steps
+
+
+def percentiles_ms(steps: list[float]) -> dict:
+    import numpy as np
+
+    values = np.asarray(steps) * 1e3
+    return {f"p{q}": round(float(np.percentile(values, q)), 3) for q in (50, 90, 99)}
+
+
+def bandwidth_record(engine, decode_tps: float, measure: bool) -> dict:
+    achieved = engine.weights_bytes * decode_tps / 1e9
+    record = {"weights_bytes_per_token": engine.weights_bytes, "achieved_gbps": round(achieved, 2),
+              "copy_gbps": None, "fraction": None}
+    if measure:
+        from quantkit import bandwidth
+
+        copy = bandwidth.measure_cuda_copy_gbps() if engine.device == "cuda" else bandwidth.copy_bandwidth_gbps()
+        if copy:
+            record.update(copy_gbps=copy, fraction=round(achieved / copy, 3))
+    return record
+
+
+def bench(artifact: str | Path, *, base: str | Path | None = None, options: BenchOptions | None = None,
+          on_step=None) -> BenchResult:
+    """Benchmark and validate ``artifact`` (artifact folder, HF folder, .gguf file or bundled:NAME).
+    ``on_step(name)`` is called as each long step starts (for progress displays)."""
+    from quantkit.gates import artifact_bits, check, gates_for
+
+    options = options or BenchOptions()
+    if options.prompt_tokens < 1 or options.gen_tokens < 1 or options.repetitions < 1:
+        raise InputError("prompt tokens, generated tokens and repetitions must be at least 1")
+    step = on_step or (lambda name: None)
+    path = artifact_path(artifact)
+    manifest = read_manifest(path)
+    notes = []
+    if base is None and options.quality:
+        base = default_base(manifest)
+        if base is None:
+            notes.append("quality skipped: no base model recorded in quantkit.json; pass --base")
+    elif base is not None:
+        from quantkit.modelref import resolve_model
+
+        base = resolve_model(base)
+    engine_options = EngineOptions(device=options.device, threads=options.threads, n_gpu_layers=options.n_gpu_layers,
+                                   n_ctx=max(4096, options.prompt_tokens + options.gen_tokens + 8))
+    name = engine_for(path)
+    for module in ENGINES[name].imports:  # library import time is not model load time
+        importlib.import_module(module)
+    step("load")
+    with PeakRSS() as load_peak:
+        engine = load_engine(path, engine_options, engine=name)
+    try:
+        prompt = (engine.tokenize(eval_text(options.quality_options)) or [0])
+        prompt = (prompt * (options.prompt_tokens // len(prompt) + 1))[: options.prompt_tokens]
+        step("speed")
+        if engine.device == "cuda":
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+        with PeakRSS() as run_peak:
+            prefill_s, decode_s, steps = timed_runs(engine, prompt, options)
+        cuda = cuda_memory() if engine.device == "cuda" else {}
+        decode = Stat.of([options.gen_tokens / s for s in decode_s])
+        smoke = quality = None
+        if options.smoke:
+            step("smoke")
+            from quantkit.smoke import smoke_chat
+
+            smoke = smoke_chat(engine, options.smoke_options).to_dict()
+        if options.quality and base is not None:
+            step("quality")
+            from quantkit.quality import evaluate
+
+            quality = evaluate(engine, base, options.quality_options,
+                               EngineOptions(device=options.device, threads=options.threads)).to_dict()
+        size = int((manifest or {}).get("size_bytes") or size_on_disk(path))
+        bpw = (manifest or {}).get("bits_per_weight") or (
+            round(engine.weights_bytes * 8 / engine.n_params, 3) if engine.n_params else None)
+        bits = artifact_bits(manifest, getattr(engine, "file", path).name, bpw)
+        gates = gates_for(bits, options.gates)
+        result = BenchResult(
+            artifact=str(path), engine=engine.name, method=(manifest or {}).get("method"), bits=bits,
+            size_bytes=size, weights_bytes=engine.weights_bytes, bits_per_weight=bpw, n_params=engine.n_params,
+            prompt_tokens=options.prompt_tokens, gen_tokens=options.gen_tokens, repetitions=options.repetitions,
+            load_s=round(load_peak.seconds, 3), load_peak_rss_mb=load_peak.mb, peak_rss_mb=run_peak.mb,
+            prefill=Stat.of([options.prompt_tokens / s for s in prefill_s]), decode=decode,
+            ttft=Stat.of([s * 1e3 for s in prefill_s]), decode_latency_ms=percentiles_ms(steps),
+            bandwidth=bandwidth_record(engine, decode.mean, options.bandwidth), cuda=cuda,
+            environment=environment(engine), base=str(base) if base else None, smoke=smoke, quality=quality,
+            gates={"bits": bits, **gates.to_dict()}, failures=check(gates, smoke, quality), notes=notes,
+        )
+    finally:
+        engine.close()
+    return result

@@ -1,0 +1,90 @@
+"""Validation gates: the smoke chat must pass and quality must stay within thresholds chosen per
+bit width from measured data (docs/gates.md). Every threshold can be overridden."""
+
+import re
+from dataclasses import asdict, dataclass, replace
+
+
+@dataclass(frozen=True)
+class Gates:
+    kld_mean_max: float
+    kld_p99_max: float
+    top1_min: float  # share of positions whose top token matches the base's
+    ppl_ratio_max: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# Measured on SmolLM2-135M-Instruct (docs/gates.md): small models lose more than large ones at
+# the same width, so these leave headroom for good artifacts of small models while a zeroed layer,
+# a swapped tokenizer or a broken conversion (KLD > 1, top-1 < 50 %) fails clearly.
+DEFAULT_GATES: dict[int, Gates] = {
+    16: Gates(kld_mean_max=0.01, kld_p99_max=0.15, top1_min=0.93, ppl_ratio_max=1.03),
+    8: Gates(kld_mean_max=0.02, kld_p99_max=0.3, top1_min=0.92, ppl_ratio_max=1.05),
+    6: Gates(kld_mean_max=0.05, kld_p99_max=0.6, top1_min=0.88, ppl_ratio_max=1.10),
+    5: Gates(kld_mean_max=0.10, kld_p99_max=1.0, top1_min=0.85, ppl_ratio_max=1.15),
+    4: Gates(kld_mean_max=0.25, kld_p99_max=2.5, top1_min=0.78, ppl_ratio_max=1.40),
+    3: Gates(kld_mean_max=0.50, kld_p99_max=5.0, top1_min=0.65, ppl_ratio_max=2.0),
+    2: Gates(kld_mean_max=1.00, kld_p99_max=9.0, top1_min=0.50, ppl_ratio_max=3.5),
+}
+METHOD_BITS = {"int8": 8, "nf4": 4, "awq": 4}
+GGUF_TYPE = re.compile(r"(?:^|[^A-Za-z0-9])(I?Q(\d)_[A-Z0-9_]*|BF16|F16|F32)(?:[^A-Za-z0-9]|$)", re.IGNORECASE)
+
+
+def bits_from_name(name: str) -> int | None:
+    """Bits of a GGUF type named in a file name or setting: Q4_K_M -> 4, Q8_0 -> 8, F16 -> 16."""
+    match = GGUF_TYPE.search(name)
+    if not match:
+        return None
+    kind = match.group(1).upper()
+    return 16 if kind in ("F16", "BF16") else 32 if kind == "F32" else int(match.group(2))
+
+
+def artifact_bits(manifest: dict | None, file_name: str = "", bits_per_weight: float | None = None) -> int:
+    """The nominal weight width of an artifact, for choosing its gates."""
+    manifest = manifest or {}
+    settings = manifest.get("settings", {})
+    if isinstance(settings.get("bits"), int):
+        return settings["bits"]
+    for value in (file_name, str(settings.get("gguf_type", "")), " ".join(map(str, settings.get("gguf_types", []) or []))):
+        if value and (bits := bits_from_name(value)):
+            return min(bits, 16)
+    if manifest.get("method") in METHOD_BITS:
+        return METHOD_BITS[manifest["method"]]
+    if bits_per_weight:
+        for bits in (16, 8, 6, 5, 4, 3):
+            if bits_per_weight >= bits * 0.9:  # whole-file bpw is a little above the nominal width
+                return bits
+        return 2
+    return 16  # a plain checkpoint
+
+
+def gates_for(bits: int, overrides: dict | None = None) -> Gates:
+    """The default gates of the nearest width at or below ``bits``, with ``overrides`` applied."""
+    width = max((w for w in DEFAULT_GATES if w <= bits), default=2)
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    unknown = set(given) - set(Gates.__dataclass_fields__)
+    if unknown:
+        from quantkit.errors import InputError
+
+        raise InputError(f"unknown gate(s): {', '.join(sorted(unknown))}", hint=f"use {', '.join(Gates.__dataclass_fields__)}")
+    return replace(DEFAULT_GATES[width], **given)
+
+
+def check(gates: Gates, smoke: dict | None, quality: dict | None) -> list[str]:
+    """Every gate that failed, as one readable line each (empty: all passed)."""
+    failures = []
+    if smoke is not None and not smoke.get("passed"):
+        failures += [f"smoke: {f}" for f in smoke.get("failures", [])] or ["smoke: failed"]
+    if quality is not None:
+        failures += [f"quality: {f}" for f in quality.get("failures", [])]
+        if quality.get("tokenizer_parity") and quality.get("kld_mean") is not None:
+            limits = (
+                ("kld_mean", quality["kld_mean"] > gates.kld_mean_max, f"> {gates.kld_mean_max}"),
+                ("kld_p99", quality["kld_p99"] > gates.kld_p99_max, f"> {gates.kld_p99_max}"),
+                ("top1_agreement", quality["top1_agreement"] < gates.top1_min, f"< {gates.top1_min}"),
+                ("ppl_ratio", quality["ppl_ratio"] > gates.ppl_ratio_max, f"> {gates.ppl_ratio_max}"),
+            )
+            failures += [f"quality: {name} {quality[name]} {limit}" for name, failed, limit in limits if failed]
+    return failures
