@@ -2,19 +2,27 @@
 manifest and the model card that every method shares. The method does only its library call."""
 
 import json
+import shutil
 import time
 from pathlib import Path
 
 from quantkit.artifact import SOURCE_MANIFEST, bits_per_weight, library_versions, write_manifest, write_model_card
 from quantkit.atomic import atomic_dir, check_output
+from quantkit.errors import PreflightError
 from quantkit.memory import PeakRSS
 from quantkit.methods import QuantizeOptions, get_method
 from quantkit.modelinfo import describe, load_config
 from quantkit.modelref import model_name, resolve_model
+from quantkit.preflight import check_device
 
 VERSIONED = ("torch", "transformers", "accelerate", "safetensors", "huggingface_hub", "llmcompressor",
              "compressed-tensors", "gptqmodel", "bitsandbytes", "llama-cpp-python", "gguf")
 WEIGHT_SUFFIXES = (".safetensors", ".gguf")
+# What a transformers artifact needs besides weights and config (tokenizer_config.json may hold
+# an older-style chat template; newer checkpoints keep it in chat_template.jinja).
+SUPPORT_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                 "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json",
+                 "generation_config.json")
 
 
 def default_output(model: str | Path, method: str, options: QuantizeOptions) -> Path:
@@ -31,9 +39,14 @@ def quantize(model: str | Path, method: str, out: str | Path | None = None,
     impl = get_method(method)
     final = Path(out).expanduser().resolve() if out else default_output(model, method, options)
     check_output(final, overwrite)  # refuse before downloading or loading anything
+    check_device(options.device)
     model_dir = resolve_model(model, source=source, revision=revision)
     config = load_config(model_dir)
     info = describe(config=config, with_support=False)
+    reason = impl.supports(config)
+    if reason:
+        raise PreflightError(f"{method} cannot quantize {info.architecture}: {reason}",
+                             hint=f"`quantkit inspect {model}` lists the methods that can")
     impl.check(model_dir, config, options)
     with atomic_dir(final, overwrite=overwrite) as staging:
         started = time.time()
@@ -57,6 +70,18 @@ def quantize(model: str | Path, method: str, out: str | Path | None = None,
         manifest = write_manifest(staging, manifest)
         write_model_card(staging, manifest, result.usage)
     return final
+
+
+def copy_support_files(model_dir: Path, out_dir: Path) -> list[str]:
+    """Copy tokenizer, chat template and generation config from the source folder, keeping any
+    file the method already wrote; return the names copied. For methods that save weights only."""
+    copied = []
+    for name in SUPPORT_FILES:
+        src, dst = Path(model_dir) / name, Path(out_dir) / name
+        if src.is_file() and not dst.exists():
+            shutil.copyfile(src, dst)
+            copied.append(name)
+    return copied
 
 
 def source_record(spec: str | Path, model_dir: Path) -> dict:
