@@ -1,0 +1,160 @@
+"""What ``quantize`` does whatever the method: preflight and bad inputs. Each bad input fails with
+one line on stderr (through the real CLI entry point) and leaves nothing behind."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from quantkit import preflight
+from quantkit.atomic import PARTIAL_MARK
+from quantkit.cli import main
+from quantkit.errors import InputError, PreflightError
+from quantkit.methods import QuantizeOptions
+from quantkit.quantize import copy_support_files, quantize
+
+# A Llama-3.1-405B-shaped config.json: ~400B parameters, far beyond this machine's RAM.
+HUGE = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 16384,
+        "intermediate_size": 53248, "num_hidden_layers": 126, "num_attention_heads": 128,
+        "num_key_value_heads": 8, "vocab_size": 128256, "torch_dtype": "bfloat16"}
+
+
+def fake_model(folder, config: dict | None):
+    folder.mkdir()
+    if config is not None:
+        (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def fails_in_one_line(capsys, root, *args) -> str:
+    """Run the CLI in-process; assert a non-zero exit, one stderr line, and no new files in ``root``."""
+    before = sorted(root.rglob("*"))
+    with pytest.raises(SystemExit) as exc:
+        main(["quantize", *map(str, args)])
+    err = capsys.readouterr().err
+    assert exc.value.code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    assert sorted(root.rglob("*")) == before
+    return lines[0]
+
+
+def test_unknown_method(tiny_llama, tmp_path, capsys):
+    with pytest.raises(InputError, match="unknown method 'nope'.*nf4"):
+        quantize(tiny_llama, "nope", tmp_path / "out")
+    with pytest.raises(SystemExit) as exc:  # click rejects it before quantkit runs (usage error)
+        main(["quantize", str(tiny_llama), "--method", "nope", "-o", str(tmp_path / "out")])
+    assert exc.value.code == 2 and "nope" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_needs_overwrite(tiny_llama, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    line = fails_in_one_line(capsys, tmp_path, tiny_llama, "--method", "nf4", "-o", out)
+    assert "already exists" in line and "--overwrite" in line
+    assert (out / "keep.txt").read_text() == "mine"
+    quantize(tiny_llama, "nf4", out, overwrite=True)  # replaced as a whole, atomically
+    assert not (out / "keep.txt").exists() and (out / "quantkit.json").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_folder_without_config(tmp_path, capsys):
+    model = fake_model(tmp_path / "empty", None)
+    line = fails_in_one_line(capsys, tmp_path, model, "--method", "int8", "-o", tmp_path / "out")
+    assert "config.json" in line
+
+
+def test_unsupported_architecture(tmp_path, capsys):
+    model = fake_model(tmp_path / "bert", {"architectures": ["BertForMaskedLM"], "model_type": "bert"})
+    line = fails_in_one_line(capsys, tmp_path, model, "--method", "nf4", "-o", tmp_path / "out")
+    assert "BertForMaskedLM" in line and "causal" in line
+
+
+def test_causal_lm_reasons():
+    assert preflight.causal_lm_reason({"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2"}) is None
+    assert "no architecture" in preflight.causal_lm_reason({"model_type": "llama"})
+    unknown = {"architectures": ["MadeUpForCausalLM"], "model_type": "made_up"}
+    assert "no implementation" in preflight.causal_lm_reason(unknown)
+    custom = {**unknown, "auto_map": {"AutoModelForCausalLM": "modeling_made_up.MadeUpForCausalLM"}}
+    assert preflight.causal_lm_reason(custom) is None
+    with pytest.raises(PreflightError, match="own code"):
+        preflight.require_trusted_code(custom, trust_remote_code=False)
+    preflight.require_trusted_code(custom, trust_remote_code=True)
+
+
+@pytest.mark.parametrize("method, bits", [("nf4", 3), ("nf4", 8), ("int8", 4)])
+def test_bits_the_method_lacks(tiny_llama, tmp_path, capsys, method, bits):
+    line = fails_in_one_line(capsys, tmp_path, tiny_llama, "--method", method, "--bits", bits, "-o", tmp_path / "out")
+    assert f"cannot make {bits}-bit" in line and "--bits" in line
+
+
+def test_option_the_method_does_not_use(tiny_llama, tmp_path, capsys):
+    line = fails_in_one_line(capsys, tmp_path, tiny_llama, "--method", "nf4", "--group-size", 64, "-o", tmp_path / "out")
+    assert "does not use --group-size" in line
+
+
+def test_not_enough_ram(tmp_path, capsys):
+    model = fake_model(tmp_path / "huge", HUGE)
+    line = fails_in_one_line(capsys, tmp_path, model, "--method", "nf4", "-o", tmp_path / "out")
+    assert "RAM" in line and "--force" in line
+    # --force skips the check (the estimate is still returned): ~400B params x 2 bytes x 2.
+    need = preflight.check_memory(HUGE, None, 2.0, force=True)
+    assert 1.4e12 < need < 1.8e12
+    with pytest.raises(PreflightError):
+        preflight.check_memory(HUGE, None, 2.0)
+
+
+def test_device_resolution_and_cuda_refusal(tiny_llama, tmp_path, capsys):
+    import torch
+
+    has_cuda = torch.cuda.is_available()
+    assert preflight.resolve_device("auto") == ("cuda" if has_cuda else "cpu")
+    assert preflight.resolve_device("cpu") == "cpu"
+    with pytest.raises(InputError):
+        preflight.check_device("tpu")
+    if has_cuda:
+        assert preflight.resolve_device("cuda") == "cuda"
+        preflight.require_cuda("awq")
+    else:
+        line = fails_in_one_line(capsys, tmp_path, tiny_llama, "--method", "int8", "--device", "cuda", "-o", tmp_path / "out")
+        assert "CUDA" in line
+        with pytest.raises(PreflightError, match="needs a CUDA GPU"):
+            preflight.require_cuda("awq")
+
+
+def test_require_bits():
+    preflight.require_bits("awq", None, (4,))
+    preflight.require_bits("awq", 4, (4,))
+    with pytest.raises(InputError, match="--bits 4"):
+        preflight.require_bits("awq", 2, (4,))
+
+
+def test_copy_support_files_keeps_what_the_method_wrote(tiny_qwen2, tmp_path):
+    (tmp_path / "generation_config.json").write_text("{}")
+    copied = copy_support_files(tiny_qwen2, tmp_path)
+    assert {"tokenizer.json", "tokenizer_config.json", "chat_template.jinja"} <= set(copied)
+    assert "generation_config.json" not in copied and (tmp_path / "generation_config.json").read_text() == "{}"
+    assert (tmp_path / "tokenizer.json").read_bytes() == (tiny_qwen2 / "tokenizer.json").read_bytes()
+
+
+def test_killed_run_leaves_no_finished_looking_folder(tiny_llama, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "quantkit", "quantize", str(tiny_llama), "--method", "nf4",
+                             "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob(f".out{PARTIAL_MARK}*")):
+        assert proc.poll() is None, "quantize finished before it could be killed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # mid-run: the staging folder exists, the artifact does not
+    proc.wait()
+    assert not out.exists()
+    assert all(PARTIAL_MARK in p.name for p in tmp_path.iterdir())
+    quantize(tiny_llama, "nf4", out)  # a rerun completes and sweeps the stale staging folder
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert (out / "quantkit.json").is_file()
