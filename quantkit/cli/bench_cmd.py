@@ -1,0 +1,113 @@
+import click
+
+
+@click.command("bench", epilog="""\b
+Examples:
+  quantkit bench ./smollm2-135m-instruct-gguf --json bench.json
+  quantkit bench model.Q4_K_M.gguf --base bundled:smollm2-135m-instruct --threads 2
+  quantkit bench ./smollm2-135m-instruct-nf4 -p 128 -n 32 --repetitions 3 --no-smoke
+  quantkit bench ./qwen-awq --device cuda --max-kld 0.1 --min-top1 0.85""")
+@click.argument("artifact", required=False)
+@click.option("--base", help="Base model to compare with (folder, bundled:NAME or hub id); default: the source in quantkit.json.")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Write the result as JSON to this file.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--threads", type=int, help="Compute threads (llama.cpp n_threads, torch threads).")
+@click.option("--n-gpu-layers", type=int, default=0, show_default=True, help="llama.cpp layers to offload (-1: all).")
+@click.option("-p", "--prompt-tokens", type=int, default=512, show_default=True, help="Prefill length (pp).")
+@click.option("-n", "--gen-tokens", type=int, default=128, show_default=True, help="Decode length (tg).")
+@click.option("--repetitions", type=int, default=5, show_default=True)
+@click.option("--warmup", type=int, default=1, show_default=True)
+@click.option("--no-smoke", is_flag=True, help="Skip the smoke chat.")
+@click.option("--no-quality", is_flag=True, help="Skip the comparison with the base model.")
+@click.option("--eval-tokens", type=int, default=1024, show_default=True, help="Tokens of the evaluation text (chunks of 512).")
+@click.option("--max-kld", type=float, help="Gate: highest mean KL divergence (default per bit width).")
+@click.option("--max-kld-p99", type=float, help="Gate: highest 99th-percentile KL divergence.")
+@click.option("--min-top1", type=float, help="Gate: lowest same-top-token share, 0-1.")
+@click.option("--max-ppl-ratio", type=float, help="Gate: highest perplexity ratio to the base.")
+def command(artifact, base, json_file, device, threads, n_gpu_layers, prompt_tokens, gen_tokens, repetitions,
+            warmup, no_smoke, no_quality, eval_tokens, max_kld, max_kld_p99, min_top1, max_ppl_ratio):
+    """Benchmark ARTIFACT: load time, memory, prefill/decode speed, latency, bandwidth, smoke chat
+    and quality against its base model; exits 3 when a gate fails.
+
+    ARTIFACT is a quantkit artifact folder, a Hugging Face model folder or a .gguf file."""
+    if not artifact:
+        raise click.UsageError("give an ARTIFACT to benchmark")
+    from quantkit.bench import BenchOptions, bench
+    from quantkit.errors import GateFailed
+    from quantkit.quality import QualityOptions
+
+    options = BenchOptions(
+        prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, repetitions=repetitions, warmup=warmup, device=device,
+        threads=threads, n_gpu_layers=n_gpu_layers, smoke=not no_smoke, quality=not no_quality,
+        gates={"kld_mean_max": max_kld, "kld_p99_max": max_kld_p99, "top1_min": min_top1, "ppl_ratio_max": max_ppl_ratio},
+        quality_options=QualityOptions(max_tokens=eval_tokens),
+    )
+    from quantkit.cli.render import console
+
+    with console.status("loading") as status:
+        result = bench(artifact, base=base, options=options,
+                       on_step=lambda step: status.update(STEP_TEXT.get(step, step)))
+    data = result.to_dict()
+    render(data)
+    if json_file:
+        write_json(json_file, data)
+        click.echo(json_file)
+    if not result.passed:
+        raise GateFailed(f"{len(result.failures)} gate(s) failed: {result.failures[0]}",
+                         hint="see the table; thresholds: --max-kld, --min-top1, --max-ppl-ratio, --max-kld-p99")
+
+
+STEP_TEXT = {"load": "loading the model", "speed": "timing prefill and decode", "smoke": "smoke chat (3 turns)",
+             "quality": "quality against the base model"}
+
+
+def write_json(path, data) -> None:
+    import json
+    import os
+    from pathlib import Path
+
+    file = Path(path)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    partial = file.with_name(f".{file.name}.partial")
+    partial.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    os.replace(partial, file)
+
+
+def render(data: dict) -> None:
+    from rich.markup import escape
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    from quantkit.cli.render import console
+
+    table = Table(title=f"quantkit bench: {data['artifact']}", show_header=False, title_justify="left")
+    add = table.add_row
+    add("engine / bits", f"{data['engine']} / {data['bits']} (bpw {data['bits_per_weight']})")
+    add("size", f"{data['size_bytes'] / 2**20:.1f} MiB")
+    add("load", f"{data['load_s']:.2f} s, peak RSS {data['load_peak_rss_mb']} MB")
+    add(f"pp{data['prompt_tokens']}", f"{data['prefill_tokens_per_s']:.1f} ± {data['prefill_tokens_per_s_std']:.1f} tok/s")
+    add(f"tg{data['gen_tokens']}", f"{data['decode_tokens_per_s']:.1f} ± {data['decode_tokens_per_s_std']:.1f} tok/s")
+    add("TTFT", f"{data['ttft_ms']:.1f} ± {data['ttft_ms_std']:.1f} ms")
+    add("decode latency", " / ".join(f"{k} {v:.1f} ms" for k, v in data["decode_latency_ms"].items()))
+    add("peak RSS (runs)", f"{data['peak_rss_mb']} MB")
+    bw = data["bandwidth"]
+    add("bandwidth", f"{bw['achieved_gbps']} GB/s" + (f" = {bw['fraction']:.0%} of copy {bw['copy_gbps']} GB/s" if bw["fraction"] else ""))
+    for key, value in data["cuda"].items():
+        add(key, str(value))
+    if data["smoke"]:
+        add("smoke chat", "[green]pass[/]" if data["smoke"]["passed"] else "[red]FAIL[/]")
+    q = data["quality"]
+    if q and q.get("kld_mean") is not None:
+        add("PPL / base", f"{q['ppl']} / {q['base_ppl']} (ratio {q['ppl_ratio']})")
+        add("KLD mean / p99", f"{q['kld_mean']} / {q['kld_p99']}")
+        add("same top token", f"{q['top1_agreement']:.1%}")
+        add("RMS Δp", f"{q['rms_dp']:.2%}")
+    elif q:
+        add("quality", "[red]tokenizer differs from the base[/]")
+    for note in data["notes"]:
+        add("note", escape(note))
+    add("gates", "[green]passed[/]" if data["passed"] else "[red]" + escape("\n".join(data["failures"])) + "[/]")
+    if data["smoke"]:
+        console.print(Panel(Text(data["smoke"]["transcript"]), title="smoke chat transcript"))
+    console.print(table)

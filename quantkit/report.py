@@ -1,0 +1,128 @@
+"""Reports from bench results (the dicts of ``BenchResult.to_dict()``): a Markdown summary with PNG
+plots (size vs decode tokens/s, size vs KLD), the merged JSON, and each artifact's model card
+results section."""
+
+import json
+from pathlib import Path
+
+from quantkit.artifact import CARD, fill_card_results
+from quantkit.atomic import atomic_dir
+from quantkit.errors import InputError
+
+REPORT = "report.md"
+COLUMNS = ("artifact", "engine", "bits", "size", "bpw", "pp tok/s", "tg tok/s", "TTFT ms", "peak RSS MB",
+           "KLD mean", "top-1", "PPL ratio", "smoke", "passed")
+
+
+def load_results(paths: list[str | Path]) -> list[dict]:
+    """Bench results from JSON files and folders (searched for ``*.json`` holding kind=bench)."""
+    results = []
+    for path in map(Path, paths):
+        files = sorted(path.rglob("*.json")) if path.is_dir() else [path]
+        if not path.exists():
+            raise InputError(f"{path} does not exist")
+        for file in files:
+            try:
+                data = json.loads(file.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                if path.is_dir():
+                    continue  # other JSON in a results folder is not ours
+                raise InputError(f"{file} is not valid JSON: {exc}") from exc
+            items = data if isinstance(data, list) else [data]
+            results += [item for item in items if isinstance(item, dict) and item.get("kind") == "bench"]
+    if not results:
+        raise InputError("no bench results found", hint="write them with: quantkit bench ARTIFACT --json FILE")
+    return results
+
+
+def fmt(value, digits: int = 2, scale: float = 1.0, suffix: str = "") -> str:
+    return "-" if value is None else f"{value * scale:.{digits}f}{suffix}"
+
+
+def row(result: dict) -> list[str]:
+    quality, smoke = result.get("quality") or {}, result.get("smoke")
+    return [
+        Path(result["artifact"]).name, result["engine"], str(result.get("bits", "-")),
+        fmt(result["size_bytes"] / 2**20, 1, suffix=" MiB"), fmt(result.get("bits_per_weight")),
+        f"{fmt(result['prefill_tokens_per_s'], 1)} ± {fmt(result['prefill_tokens_per_s_std'], 1)}",
+        f"{fmt(result['decode_tokens_per_s'], 1)} ± {fmt(result['decode_tokens_per_s_std'], 1)}",
+        fmt(result["ttft_ms"], 1), fmt(result["peak_rss_mb"], 0), fmt(quality.get("kld_mean"), 4),
+        fmt(quality.get("top1_agreement"), 1, 100, "%"), fmt(quality.get("ppl_ratio"), 3),
+        "-" if smoke is None else ("pass" if smoke["passed"] else "FAIL"),
+        "yes" if result["passed"] else "**no**",
+    ]
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row(r)) + " |" for r in results]
+    return "\n".join(lines)
+
+
+def results_markdown(result: dict) -> str:
+    """One artifact's results, for its model card."""
+    env = result.get("environment", {})
+    lines = [table([result]), "",
+             f"Measured with `quantkit bench` on {env.get('cpu', '?')} ({env.get('device', '?')}, "
+             f"{env.get('threads', '?')} threads): pp{result['prompt_tokens']} / tg{result['gen_tokens']}, "
+             f"{result['repetitions']} repetitions; quality teacher-forced against `{result.get('base') or 'no base'}`."]
+    if result.get("failures"):
+        lines += ["", "Gate failures:", *[f"- {f}" for f in result["failures"]]]
+    return "\n".join(lines)
+
+
+def plot(results: list[dict], y_key, y_label: str, file: Path, log_y: bool = False) -> bool:
+    """Scatter of size (MiB) against one metric; False when no result has it."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    points = [(r["size_bytes"] / 2**20, y_key(r), Path(r["artifact"]).name) for r in results]
+    points = [p for p in points if p[1] is not None]
+    if not points:
+        return False
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    ax.scatter([p[0] for p in points], [p[1] for p in points])
+    for x, y, label in points:
+        ax.annotate(label, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    ax.set_xlabel("size on disk (MiB)")
+    ax.set_ylabel(y_label)
+    if log_y and all(p[1] > 0 for p in points):
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(file)
+    plt.close(fig)
+    return True
+
+
+def write_report(results: list[dict], out_dir: str | Path, fill_cards: bool = True) -> Path:
+    """Write report.md, results.json and the plots into ``out_dir``; fill each artifact's card.
+    Returns the path of report.md."""
+    if not results:
+        raise InputError("no results to report")
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir, overwrite=True) as staging:
+        (staging / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+        plots = []
+        if plot(results, lambda r: r["decode_tokens_per_s"], "decode tokens/s", staging / "size_vs_decode.png"):
+            plots.append(("Size vs decode speed", "size_vs_decode.png"))
+        if plot(results, lambda r: (r.get("quality") or {}).get("kld_mean"), "mean KLD vs base (log)",
+                staging / "size_vs_kld.png", log_y=True):
+            plots.append(("Size vs KL divergence", "size_vs_kld.png"))
+        parts = ["# quantkit report", "", table(results), ""]
+        parts += [f"![{title}]({name})\n" for title, name in plots]
+        for result in results:
+            parts += [f"## {Path(result['artifact']).name}", ""]
+            if result.get("failures"):
+                parts += ["Gate failures:", *[f"- {f}" for f in result["failures"]], ""]
+            if result.get("smoke"):
+                parts += ["Smoke chat transcript:", "", "```text", result["smoke"].get("transcript", ""), "```", ""]
+        (staging / REPORT).write_text("\n".join(parts))
+    if fill_cards:
+        for result in results:
+            folder = Path(result["artifact"])
+            if folder.is_dir() and (folder / CARD).is_file():
+                fill_card_results(folder, results_markdown(result))
+    return out_dir.resolve() / REPORT
