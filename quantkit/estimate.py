@@ -107,7 +107,7 @@ def bench_cost(config: dict, spec, bench, device: str) -> Cost:
     types = spec.gguf_types or [None]
     per_target = artifact_bytes(config, spec.method, spec.group_size, types[:1] if types[0] else [])
     decode_tps = DECODE_BANDWIDTH[device] / max(per_target, 1)
-    one = (bench.new_tokens / decode_tps + bench.prompt_tokens / (decode_tps * 8)) * (bench.repetitions + 1)
+    one = (bench.gen_tokens / decode_tps + bench.prompt_tokens / (decode_tps * 8)) * (bench.repetitions + 1)
     quality = 2 * (bench.quality_tokens or 4096) / (decode_tps * 8) if bench.quality else 0.0
     load = per_target / DISK_BYTES_PER_S
     kv_and_runtime = 600 * 2**20

@@ -175,13 +175,14 @@ def bench_targets(spec: ArtifactSpec, artifact: Path) -> list[tuple[str, Path]]:
 def bench_one(target: Path, base: Path, recipe: Recipe) -> dict:
     """The seam to the bench module: one artifact (folder or .gguf) -> its results dict.
     Orchestration tests replace this to keep the pipeline's own logic fast to test."""
-    from dataclasses import fields
-
     from quantkit.bench import BenchOptions, bench
+    from quantkit.quality import QualityOptions
 
-    wanted = asdict(recipe.bench)
-    known = {f.name for f in fields(BenchOptions)}
-    options = BenchOptions(**{k: v for k, v in wanted.items() if k in known and v is not None})
+    b = recipe.bench
+    quality = QualityOptions(max_tokens=b.quality_tokens) if b.quality_tokens else QualityOptions()
+    options = BenchOptions(prompt_tokens=b.prompt_tokens, gen_tokens=b.gen_tokens, repetitions=b.repetitions,
+                           warmup=b.warmup, device=b.device, threads=b.threads, n_gpu_layers=b.n_gpu_layers,
+                           smoke=b.smoke, quality=b.quality, quality_options=quality)
     return bench(target, base=base, options=options).to_dict()
 
 
@@ -222,21 +223,13 @@ def get_metric(result: dict, dotted: str):
 
 
 def check_gates(result: dict, gates: Gates) -> list[str]:
-    """Why ``result`` fails ``gates`` (empty: it passes). A gated metric that is missing fails."""
-    failures = []
-    if gates.smoke and get_metric(result, "smoke.passed") is not True:
-        failures.append("smoke chat did not pass")
-    limits = (("quality.top1_agreement", gates.top1_min, ">="), ("quality.kld_mean", gates.kld_max, "<="),
-              ("quality.ppl_ratio", gates.ppl_ratio_max, "<="))
-    for metric, limit, op in limits:
-        if limit is None:
-            continue
-        value = get_metric(result, metric)
-        if value is None:
-            failures.append(f"{metric} was not measured (gate {op} {limit})")
-        elif (op == ">=" and value < limit) or (op == "<=" and value > limit):
-            failures.append(f"{metric} = {value:.4g}, gate {op} {limit}")
-    return failures
+    """Why ``result`` fails ``gates`` (empty: it passes), by quantkit.gates' rules: its defaults for
+    the artifact's bit width, with the recipe's thresholds applied. Computed from the stored
+    smoke/quality results, so changing a threshold re-gates without measuring again."""
+    from quantkit.gates import check, gates_for
+
+    thresholds = gates_for(int(result.get("bits") or 16), gates.overrides())
+    return check(thresholds, result.get("smoke") if gates.smoke else None, result.get("quality"))
 
 
 # --- the run ---------------------------------------------------------------------------------

@@ -41,19 +41,26 @@ class ModelSpec:
 
 @dataclass
 class Gates:
-    """Thresholds an artifact must meet; None leaves a metric ungated."""
+    """What an artifact must meet. A threshold left None takes quantkit.gates' default for the
+    artifact's bit width (measured, docs/gates.md); smoke false reports the chat without gating it."""
 
     smoke: bool = True
     top1_min: float | None = None
-    kld_max: float | None = None
+    kld_mean_max: float | None = None
+    kld_p99_max: float | None = None
     ppl_ratio_max: float | None = None
+
+    def overrides(self) -> dict:
+        """The thresholds given, in quantkit.gates' names."""
+        return {k: v for k, v in asdict(self).items() if k != "smoke" and v is not None}
 
 
 @dataclass
 class BenchSettings:
     prompt_tokens: int = 512  # pp{P}
-    new_tokens: int = 128  # tg{N}
+    gen_tokens: int = 128  # tg{N}
     repetitions: int = 5
+    warmup: int = 1
     threads: int | None = None
     device: str = "auto"
     n_gpu_layers: int = 0
@@ -189,9 +196,10 @@ def _positive(ctx, node, key, value):
 # key -> (type, choices, extra check)
 MODEL_KEYS = {"id": ("str", None), "source": ("str", SOURCES), "revision": ("str?", None),
               "trust_remote_code": ("bool", None), "local_config": ("path?", None)}
-GATE_KEYS = {"smoke": ("bool", None), "top1_min": ("float?", None), "kld_max": ("float?", None),
-             "ppl_ratio_max": ("float?", None)}
-BENCH_KEYS = {"prompt_tokens": ("int", None), "new_tokens": ("int", None), "repetitions": ("int", None),
+GATE_KEYS = {"smoke": ("bool", None), "top1_min": ("float?", None), "kld_mean_max": ("float?", None),
+             "kld_p99_max": ("float?", None), "ppl_ratio_max": ("float?", None)}
+BENCH_KEYS = {"prompt_tokens": ("int", None), "gen_tokens": ("int", None), "repetitions": ("int", None),
+              "warmup": ("int", None),
               "threads": ("int?", None), "device": ("str", DEVICES), "n_gpu_layers": ("int", None),
               "smoke": ("bool", None), "quality": ("bool", None), "quality_tokens": ("int?", None)}
 ARTIFACT_KEYS = {"name": ("str", None), "method": ("str", None), "format": ("str?", None),
@@ -201,7 +209,7 @@ ARTIFACT_KEYS = {"name": ("str", None), "method": ("str", None), "format": ("str
                  "double_quant": ("bool", None), "int8_threshold": ("float", None),
                  "gguf_types": ("list[str]", GGUF_TYPES), "gates": ("gates", None)}
 TOP_KEYS = ("name", "description", "runner", "model", "artifacts", "bench", "gates")
-POSITIVE = ("prompt_tokens", "new_tokens", "repetitions", "threads", "quality_tokens", "bits",
+POSITIVE = ("prompt_tokens", "gen_tokens", "repetitions", "threads", "quality_tokens", "bits",
             "group_size", "calib_samples", "calib_seq_len")
 
 
@@ -218,6 +226,8 @@ def _section(ctx, node, key, table, cls, defaults=None):
         value = _typed(ctx, value_node, where, kind, choices)
         if name in POSITIVE:
             _positive(ctx, value_node, where, value)
+        if name == "warmup" and value < 0:
+            raise ctx.fail(value_node, where, f"must be 0 or more, got {value}")
         values[name] = value
         nodes[name] = value_node
     missing = [n for n, f in cls.__dataclass_fields__.items()
@@ -229,7 +239,8 @@ def _section(ctx, node, key, table, cls, defaults=None):
 
 def _gates(ctx, node, key, base: Gates) -> Gates:
     gates, nodes = _section(ctx, node, key, GATE_KEYS, Gates, asdict(base))
-    checks = {"top1_min": (0.0, 1.0), "kld_max": (0.0, float("inf")), "ppl_ratio_max": (1.0, float("inf"))}
+    checks = {"top1_min": (0.0, 1.0), "kld_mean_max": (0.0, float("inf")), "kld_p99_max": (0.0, float("inf")),
+              "ppl_ratio_max": (1.0, float("inf"))}
     for name, (low, high) in checks.items():
         value = getattr(gates, name)
         if name in nodes and value is not None and not low <= value <= high:
@@ -319,10 +330,9 @@ def parse_recipe(text: str, file: Path | str = "<recipe>") -> Recipe:
         if spec.gates.smoke and not bench.smoke:
             raise ctx.fail(bench_nodes["smoke"], "bench.smoke", f"artifact {spec.name} gates on the smoke chat",
                            hint="set gates: {smoke: false} or measure it")
-        quality_gates = (spec.gates.top1_min, spec.gates.kld_max, spec.gates.ppl_ratio_max)
-        if not bench.quality and any(v is not None for v in quality_gates):
+        if not bench.quality and spec.gates.overrides():
             raise ctx.fail(bench_nodes["quality"], "bench.quality", f"artifact {spec.name} has quality gates",
-                           hint="drop its top1_min/kld_max/ppl_ratio_max or measure quality")
+                           hint="drop its quality thresholds or measure quality")
     description = _typed(ctx, top["description"][1], "description", "str") if "description" in top else ""
     return Recipe(name=name, model=model, artifacts=artifacts, description=description, runner=runner,
                   bench=bench, path=file)

@@ -70,7 +70,7 @@ def plan(recipe: Recipe, specs: list[ArtifactSpec], out_dir: Path, force: bool) 
                             quantize_cost(config, spec, device_of(recipe, spec)) if config else None, q_note))
         rows.append(PlanRow("bench", spec.name, b_action,
                             bench_cost(config, spec, recipe.bench, device_of(recipe)) if config else None,
-                            f"pp{recipe.bench.prompt_tokens} tg{recipe.bench.new_tokens} x{recipe.bench.repetitions}"))
+                            f"pp{recipe.bench.prompt_tokens} tg{recipe.bench.gen_tokens} x{recipe.bench.repetitions}"))
     return rows
 
 

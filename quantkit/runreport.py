@@ -1,38 +1,19 @@
 """The report of a recipe run: which artifacts passed, which failed and why, then the bench
-tables and plots that ``quantkit.report`` draws from the results, and each model card filled."""
+tables, plots and transcripts that ``quantkit.report`` writes from the results, and each
+artifact's model card filled with its results."""
 
+import re
 from pathlib import Path
 
 from quantkit.recipe import Recipe
 
 STATUS = {"passed": "passed", "gate_failed": "FAILED gates", "failed": "FAILED", "pending": "not run"}
-COLUMNS = (("size MB", "size_bytes", 1 / 2**20), ("decode tok/s", "decode_tokens_per_s", 1),
-           ("prefill tok/s", "prefill_tokens_per_s", 1), ("top-1", "quality.top1_agreement", 1),
-           ("KLD", "quality.kld_mean", 1), ("PPL ratio", "quality.ppl_ratio", 1), ("smoke", "smoke.passed", None))
-
-
-def cell(result: dict, key: str, scale) -> str:
-    from quantkit.pipeline import get_metric
-
-    value = get_metric(result, key)
-    if value is None:
-        return "-"
-    if scale is None or isinstance(value, bool):
-        return "pass" if value is True else "fail" if value is False else str(value)
-    return f"{value * scale:.3g}" if isinstance(value, (int, float)) else str(value)
-
-
-def results_table(results: list[dict]) -> str:
-    head = "| artifact | " + " | ".join(c[0] for c in COLUMNS) + " |"
-    rows = [head, "|" + "---|" * (len(COLUMNS) + 1)]
-    for result in results:
-        rows.append(f"| {result['name']} | " + " | ".join(cell(result, k, s) for _, k, s in COLUMNS) + " |")
-    return "\n".join(rows)
+BENCH_DIR = "bench-report"  # quantkit.report's own folder inside the run folder
 
 
 def status_section(summary, recipe: Recipe) -> str:
-    lines = [f"# quantkit run: {recipe.name}", "", f"Model: `{recipe.model.id}`" +
-             (f" ({recipe.model.source})" if recipe.model.source != "hf" else ""), ""]
+    source = f" ({recipe.model.source})" if recipe.model.source != "hf" else ""
+    lines = [f"# quantkit run: {recipe.name}", "", f"Model: `{recipe.model.id}`{source}", ""]
     if summary.error:
         lines += [f"**Error:** {summary.error}", ""]
     lines += ["| artifact | method | status | stages | why |", "|---|---|---|---|---|"]
@@ -44,27 +25,24 @@ def status_section(summary, recipe: Recipe) -> str:
 
 
 def bench_section(rows: list[dict], out_dir: Path) -> str:
-    """The report module's Markdown and plots when it can draw them; otherwise our own table."""
+    """quantkit.report's Markdown, its title demoted and its plot links pointing into its folder."""
     if not rows:
         return ""
-    try:
-        from quantkit.report import write_report
+    from quantkit.report import write_report
 
-        path = Path(write_report(rows, out_dir / "bench-report"))
-        text = path.read_text()
-        # Its plots sit beside its Markdown; keep the links working from report.md.
-        rel = path.parent.relative_to(out_dir).as_posix()
-        return text.replace("](", f"]({rel}/").replace(f"]({rel}/http", "](http")
-    except ImportError:
-        return "## Results\n\n" + results_table(rows) + "\n"
+    text = Path(write_report(rows, out_dir / BENCH_DIR, fill_cards=False)).read_text()
+    text = re.sub(r"^# .*$", "## Benchmarks", text, count=1, flags=re.M)
+    return re.sub(r"!\[([^\]]*)\]\(([^)/:]+\.png)\)", rf"![\1]({BENCH_DIR}/\2)", text)
 
 
 def fill_cards(summary) -> None:
+    """Each artifact folder's card gets its results (both rows for a GGUF folder of two types)."""
     from quantkit.artifact import CARD, fill_card_results
+    from quantkit.report import results_markdown
 
     for a in summary.artifacts:
         if a.path and a.results and (Path(a.path) / CARD).is_file():
-            fill_card_results(Path(a.path), results_table(a.results))
+            fill_card_results(Path(a.path), "\n\n".join(results_markdown(r) for r in a.results))
 
 
 def write_run_report(summary, recipe: Recipe) -> Path:

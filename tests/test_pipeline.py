@@ -22,9 +22,15 @@ from quantkit.recipe import load_recipe, shipped_recipes
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"
-GOOD = {"size_bytes": 1000, "decode_tokens_per_s": 50.0, "prefill_tokens_per_s": 400.0,
-        "smoke": {"passed": True}, "quality": {"kld_mean": 0.01, "top1_agreement": 0.97, "ppl_ratio": 1.01},
-        "passed": True}
+# The shape of quantkit.bench's BenchResult.to_dict(), as much as the pipeline and report read.
+GOOD = {"schema": 1, "kind": "bench", "engine": "transformers", "bits": 4, "size_bytes": 1000, "bits_per_weight": 4.5,
+        "prompt_tokens": 8, "gen_tokens": 4, "repetitions": 1, "peak_rss_mb": 100.0, "ttft_ms": 2.0, "ttft_ms_std": 0.1,
+        "decode_tokens_per_s": 50.0, "decode_tokens_per_s_std": 1.0, "prefill_tokens_per_s": 400.0,
+        "prefill_tokens_per_s_std": 5.0, "environment": {"cpu": "test", "device": "cpu", "threads": 1},
+        "smoke": {"passed": True, "failures": [], "transcript": "user: hi"},
+        "quality": {"tokenizer_parity": True, "kld_mean": 0.01, "kld_p99": 0.1, "top1_agreement": 0.97,
+                    "ppl_ratio": 1.01, "failures": []},
+        "failures": [], "passed": True}
 # A subprocess with the same canned bench, for the tests that kill a run.
 FAKE_BENCH_MAIN = (
     "import sys, json; import quantkit.pipeline as p\n"
@@ -33,7 +39,7 @@ FAKE_BENCH_MAIN = (
 )
 
 
-def write_recipe(folder: Path, model: Path, artifacts: str, bench: str = "new_tokens: 4", gates: str = "smoke: true",
+def write_recipe(folder: Path, model: Path, artifacts: str, bench: str = "gen_tokens: 4", gates: str = "smoke: true",
                  name: str = "tiny") -> Path:
     path = folder / f"{name}.yaml"
     path.write_text(f"name: {name}\nmodel:\n  id: {model}\nbench:\n  {bench}\n  device: cpu\ngates:\n  {gates}\n"
@@ -85,7 +91,7 @@ def test_run_resume_and_changed_settings(tmp_path, tiny_llama, fake_bench):
     for name, method in (("nf4", "nf4"), ("int8", "int8")):
         assert read_manifest(out / "artifacts" / name)["method"] == method
         card = (out / "artifacts" / name / "README.md").read_text()
-        assert "decode tok/s" in card and "Not benchmarked yet" not in card  # the card's results were filled
+        assert "tg tok/s" in card and "Not benchmarked yet" not in card  # the card's results were filled
     results = json.loads((out / "results.json").read_text())
     assert results["passed"] is True and [a["name"] for a in results["artifacts"]] == ["nf4", "int8"]
     assert results["artifacts"][0]["results"][0]["quality"]["kld_mean"] == 0.01
@@ -102,31 +108,31 @@ def test_run_resume_and_changed_settings(tmp_path, tiny_llama, fake_bench):
     assert (out / "artifacts" / "nf4" / MANIFEST).stat().st_mtime_ns == before
 
     # A bench setting redoes the benches only.
-    recipe = write_recipe(tmp_path, tiny_llama, TWO, bench="new_tokens: 6")
+    recipe = write_recipe(tmp_path, tiny_llama, TWO, bench="gen_tokens: 6")
     summary, log = run(recipe, out)
     assert [a.stages for a in summary.artifacts] == [{"quantize": "skipped", "bench": "done"}] * 2
     assert len(fake_bench.targets) == 4
 
     # One artifact's setting redoes that artifact only.
     changed = TWO.replace("method: nf4\n", "method: nf4\n  double_quant: false\n")
-    recipe = write_recipe(tmp_path, tiny_llama, changed, bench="new_tokens: 6")
+    recipe = write_recipe(tmp_path, tiny_llama, changed, bench="gen_tokens: 6")
     summary, log = run(recipe, out)
     assert [a.stages for a in summary.artifacts] == [{"quantize": "done", "bench": "done"},
                                                     {"quantize": "skipped", "bench": "skipped"}]
     assert read_manifest(out / "artifacts" / "nf4")["settings"].get("double_quant") in (False, None)
 
     # Gates are recomputed from the stored results without redoing anything; a failed gate exits 3.
-    recipe = write_recipe(tmp_path, tiny_llama, changed, bench="new_tokens: 6", gates="top1_min: 0.99")
+    recipe = write_recipe(tmp_path, tiny_llama, changed, bench="gen_tokens: 6", gates="top1_min: 0.99")
     summary, log = run(recipe, out)
     assert summary.exit_code == 3
     assert all(a.status == "gate_failed" for a in summary.artifacts)
     assert all(a.stages == {"quantize": "skipped", "bench": "skipped"} for a in summary.artifacts)
-    assert "quality.top1_agreement = 0.97, gate >= 0.99" in summary.artifacts[0].gate_failures[0]
+    assert "top1_agreement 0.97 < 0.99" in summary.artifacts[0].gate_failures[0]
     # --force redoes every stage.
     fake_bench.result = {**GOOD, "quality": {**GOOD["quality"], "top1_agreement": 0.5}}
     summary, _ = run(recipe, out, force=True)
     assert all(a.stages == {"quantize": "done", "bench": "done"} for a in summary.artifacts)
-    assert "quality.top1_agreement = 0.5, gate >= 0.99" in summary.artifacts[0].gate_failures[0]
+    assert "top1_agreement 0.5 < 0.99" in summary.artifacts[0].gate_failures[0]
     assert "FAILED gates" in (out / "report.md").read_text()
 
 
@@ -233,7 +239,7 @@ def test_dry_run_shows_what_a_rerun_would_skip(tmp_path, tiny_llama, fake_bench)
 def test_end_to_end_with_real_bench(tmp_path, tiny_llama):
     """Every stage for real on the tiny Llama (random weights: its smoke chat is not gated)."""
     recipe = write_recipe(tmp_path, tiny_llama, "- name: nf4\n  method: nf4\n  device: cpu\n",
-                          bench="new_tokens: 4\n  prompt_tokens: 8\n  repetitions: 1\n  threads: 1\n  quality_tokens: 64",
+                          bench="gen_tokens: 4\n  prompt_tokens: 8\n  repetitions: 1\n  threads: 1\n  quality_tokens: 64",
                           gates="smoke: false")
     out = tmp_path / "out"
     summary, log = run(recipe, out)

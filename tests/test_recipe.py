@@ -26,7 +26,7 @@ EXPECT = {"str": "expected str", "str?": "expected a single value", "int": "expe
 
 
 def recipe_text(top="", model="", bench="", gates="", artifact="", method="nf4", name="a", gguf=""):
-    bench, gates = bench or "  new_tokens: 8\n", gates or "  smoke: true\n"
+    bench, gates = bench or "  gen_tokens: 8\n", gates or "  smoke: true\n"
     return (f"name: test\n{top}model:\n  id: some/model\n{model}bench:\n{bench}"
             f"gates:\n{gates}artifacts:\n  - name: {name}\n    method: {method}\n{gguf}{artifact}")
 
@@ -57,7 +57,7 @@ def assert_error(path: Path, text: str, fragment: str, key: str, problem: str):
 def test_minimal_recipe_and_defaults(tmp_path):
     recipe = load_recipe(write(tmp_path, recipe_text()))
     assert recipe.name == "test" and recipe.runner == "cpu" and recipe.model.source == "hf"
-    assert recipe.bench.new_tokens == 8 and recipe.bench.repetitions == 5
+    assert recipe.bench.gen_tokens == 8 and recipe.bench.repetitions == 5
     assert recipe.artifacts[0].method == "nf4" and recipe.artifacts[0].gates.smoke is True
     assert recipe.path == (tmp_path / "recipe.yaml").resolve()
 
@@ -120,9 +120,9 @@ def test_wrong_type_for_every_key(tmp_path, section, key, kind):
     ({"bench": "  repetitions: -1\n"}, "repetitions", "bench.repetitions", "must be positive"),
     ({"gates": "  top1_min: 1.5\n"}, "top1_min", "gates.top1_min", "outside"),
     ({"gates": "  ppl_ratio_max: 0.5\n"}, "ppl_ratio_max", "gates.ppl_ratio_max", "outside"),
-    ({"artifact": "    gates: {kld_max: -1}\n"}, "kld_max", "artifacts[0].gates.kld_max", "outside"),
+    ({"artifact": "    gates: {kld_mean_max: -1}\n"}, "kld_mean_max", "artifacts[0].gates.kld_mean_max", "outside"),
     ({"bench": "  smoke: false\n"}, "smoke: false", "bench.smoke", "gates on the smoke chat"),
-    ({"bench": "  quality: false\n", "gates": "  kld_max: 0.1\n"}, "quality: false", "bench.quality", "quality gates"),
+    ({"bench": "  quality: false\n", "gates": "  kld_mean_max: 0.1\n"}, "quality: false", "bench.quality", "quality gates"),
     ({"model": "  source: modelscope\n", "top": "runner: gpu\n"}, None, None, None),  # valid: a hub id on ModelScope
     ({"model": "  source: github\n"}, "source: github", "model.source", "not one of hf, modelscope"),
     ({"top": "runner: tpu\n"}, "runner: tpu", "runner", "not one of cpu, gpu"),
@@ -177,9 +177,9 @@ def test_relative_paths_resolve_against_the_recipe_file(tmp_path):
 
 
 def test_gates_merge_recipe_defaults_with_artifact_overrides(tmp_path):
-    text = recipe_text(gates="  top1_min: 0.7\n  kld_max: 0.5\n", artifact="    gates: {kld_max: 0.1}\n")
+    text = recipe_text(gates="  top1_min: 0.7\n  kld_mean_max: 0.5\n", artifact="    gates: {kld_mean_max: 0.1}\n")
     gates = load_recipe(write(tmp_path, text)).artifacts[0].gates
-    assert (gates.smoke, gates.top1_min, gates.kld_max) == (True, 0.7, 0.1)
+    assert (gates.smoke, gates.top1_min, gates.kld_mean_max) == (True, 0.7, 0.1)
 
 
 def test_unknown_recipe_name_is_an_input_error():
