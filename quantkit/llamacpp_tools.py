@@ -253,7 +253,7 @@ def convert(converter: Converter, model_dir: Path, outfile: Path, outtype: str =
     run_converter(converter, args, echo=echo)
     if not outfile.is_file():
         raise QuantizeError(f"{SCRIPT} reported success but wrote no {outfile.name}")
-    return [SCRIPT, *args[1:]]  # the model path is recorded elsewhere in the manifest
+    return [SCRIPT, "MODEL_DIR", "--outfile", outfile.name, *args[3:]]  # paths of this run mean nothing later
 
 
 FALLBACK_LINE = re.compile(r"(\S+)\s+- ncols\s+(\d+) not divisible by (\d+) \(required for type\s+(\w+)\)"

@@ -69,6 +69,13 @@ def chat_format(template: str, bos: str = "", eos: str = "") -> ChatFormat:
         head, first = "", []
     if head.count(SYS) != 1:
         head, first = "", []
+        try:
+            merged = SYS in render([system_msg, user_msg])
+        except InputError:
+            merged = False
+        if merged:  # used, but not as a message of its own (glued into the first user turn)
+            raise InputError("cannot translate this chat template for Ollama: the system message is not wrapped on its own",
+                             hint="write the Modelfile TEMPLATE by hand")
     with_user = render([*first, user_msg])
     with_gen = render([*first, user_msg], gen=True)
     with_assistant = render([*first, user_msg, assistant_msg])

@@ -1,0 +1,140 @@
+"""The Ollama Modelfile: the Go TEMPLATE is measured from the Jinja chat template, so the tests
+render conversations both ways and demand the same text; `ollama create` runs where the binary is."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from quantkit.errors import InputError
+from quantkit.ollama import chat_format, go_template, modelfile_text, render, render_template, write_modelfile
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "Hi"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+     {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Two\nlines"}],
+]
+LLAMA3 = (
+    "{{ bos_token }}{% for message in messages %}<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n"
+    "{{ message['content'] | trim }}<|eot_id|>{% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+# Mistral-style: the system prompt is glued into the first user turn, which Ollama's per-message
+# template cannot express.
+MERGED_SYSTEM = (
+    "{% for m in messages %}{% if m['role'] == 'user' %}[INST] {% if loop.index == 2 %}{{ messages[0]['content'] }} "
+    "{% endif %}{{ m['content'] }} [/INST]{% elif m['role'] == 'assistant' %}{{ m['content'] }}</s>{% endif %}{% endfor %}"
+)
+
+
+@pytest.fixture(scope="module")
+def smollm2_template(smollm2) -> str:
+    return json.loads((smollm2 / "tokenizer_config.json").read_text()).get("chat_template") \
+        or (smollm2 / "chat_template.jinja").read_text()
+
+
+def test_chatml_pieces_and_default_system(smollm2_template):
+    fmt = chat_format(smollm2_template)
+    assert fmt.user == ("<|im_start|>user\n", "<|im_end|>\n")
+    assert fmt.assistant == ("<|im_start|>assistant\n", "<|im_end|>\n")
+    assert fmt.generation_prompt == "<|im_start|>assistant\n"
+    assert fmt.default_system.startswith("You are a helpful AI assistant named SmolLM")
+
+
+@pytest.mark.parametrize("conversation", CONVERSATIONS)
+def test_translated_template_renders_like_the_jinja_one(smollm2_template, conversation):
+    fmt = chat_format(smollm2_template)
+    expected = render_template(smollm2_template, conversation, True)
+    if conversation[0]["role"] != "system":  # Ollama injects the Modelfile's SYSTEM as a message
+        conversation = [{"role": "system", "content": fmt.default_system}, *conversation]
+    assert render(fmt, conversation) == expected
+
+
+def test_bos_written_by_the_template_is_left_to_the_runtime():
+    fmt = chat_format(LLAMA3, bos="<|begin_of_text|>")
+    assert fmt.system == ("<|start_header_id|>system<|end_header_id|>\n\n", "<|eot_id|>")
+    assert fmt.default_system is None
+    expected = render_template(LLAMA3, CONVERSATIONS[1], True, bos="<|begin_of_text|>")
+    assert "<|begin_of_text|>" + render(fmt, CONVERSATIONS[1]) == expected
+
+
+def test_templates_that_merge_roles_are_refused():
+    with pytest.raises(InputError, match="cannot translate this chat template"):
+        chat_format(MERGED_SYSTEM)
+
+
+def test_modelfile_text(smollm2_template):
+    fmt = chat_format(smollm2_template)
+    text = modelfile_text("m-Q4_K_M.gguf", fmt, ["<|im_end|>", "<|im_start|>", "<|im_end|>"])
+    commands = parse_modelfile(text)
+    assert commands["FROM"] == ["./m-Q4_K_M.gguf"]
+    assert commands["PARAMETER"] == ['stop "<|im_end|>"', 'stop "<|im_start|>"']
+    assert commands["SYSTEM"] == [fmt.default_system]
+    template = commands["TEMPLATE"][0]
+    assert template == go_template(fmt)
+    assert template.startswith("{{ range $i, $_ := .Messages }}") and "{{-" not in template
+    assert template.count("{{ if") + template.count("{{ range") == template.count("{{ end }}")
+    assert '{{ else if eq .Role "user" }}<|im_start|>user\n{{ .Content }}<|im_end|>\n' in template
+
+
+def test_literal_braces_cannot_open_go_actions():
+    template = "{% for m in messages %}{{ '{{' }}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    assert '{{ "{{" }}user: {{ .Content }}' in go_template(chat_format(template))
+
+
+def parse_modelfile(text: str) -> dict[str, list[str]]:
+    """Ollama's Modelfile grammar as far as quantkit writes it: COMMAND value, values in triple quotes may span lines."""
+    commands: dict[str, list[str]] = {}
+    rest = text
+    while rest.strip():
+        line, _, rest = rest.partition("\n")
+        if not line.strip() or line.startswith("#"):
+            continue
+        command, _, value = line.partition(" ")
+        if value.startswith('"""'):
+            body = value[3:] + "\n" + rest
+            value, _, rest = body.partition('"""')
+            rest = rest.lstrip("\n")
+        commands.setdefault(command, []).append(value)
+    return commands
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_ollama_create_accepts_the_modelfile_where_ollama_exists(smollm2_template, tmp_path):
+    """Always checks the file's syntax; runs `ollama create` too when the binary is installed
+    (it is not on the machine these tests were written on), on the bundled SmolLM2 GGUF."""
+    from quantkit.bundled import DEFAULT, bundled_gguf
+
+    gguf = tmp_path / "smollm2.gguf"
+    gguf.symlink_to(bundled_gguf(DEFAULT))
+    path = write_modelfile(tmp_path, gguf.name, smollm2_template, ["<|im_end|>"])
+    assert set(parse_modelfile(path.read_text())) == {"FROM", "TEMPLATE", "SYSTEM", "PARAMETER"}
+    binary = shutil.which("ollama")
+    if binary is None:
+        return
+    host = f"127.0.0.1:{free_port()}"
+    env = {**os.environ, "OLLAMA_HOST": host, "OLLAMA_MODELS": str(tmp_path / "models")}
+    server = subprocess.Popen([binary, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if subprocess.run([binary, "list"], env=env, capture_output=True).returncode == 0:
+                break
+            time.sleep(0.2)
+        created = subprocess.run([binary, "create", "quantkit-test", "-f", str(path)], env=env, capture_output=True,
+                                 text=True, cwd=tmp_path, timeout=300)
+        assert created.returncode == 0, created.stderr
+        shown = subprocess.run([binary, "show", "quantkit-test", "--template"], env=env, capture_output=True, text=True)
+        assert "<|im_start|>user" in shown.stdout
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -1,0 +1,249 @@
+"""GGUF export through llama.cpp's own converter and quantizer: real models, real llama.cpp.
+
+The artifacts are built once per module; each is then loaded by plain llama-cpp-python in a fresh
+interpreter that never imports quantkit, as a user would."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from quantkit.errors import InputError, PreflightError, QuantizeError
+from quantkit.methods import QuantizeOptions
+from quantkit.quantize import quantize
+
+TYPES = ["Q8_0", "Q4_K_M"]
+
+# Runs without quantkit: llama-cpp-python loads each file and chats through the embedded template.
+PLAIN_LLAMA_CPP = r"""
+import json, sys
+import llama_cpp
+from gguf import GGUFReader
+out = {}
+for path in sys.argv[1:]:
+    llm = llama_cpp.Llama(model_path=path, n_ctx=512, n_threads=2, seed=0, verbose=False)
+    reply = llm.create_chat_completion(messages=[{"role": "user", "content": "What is the capital of France?"}],
+                                       max_tokens=48, temperature=0.0)["choices"][0]
+    llm.close()
+    fields = GGUFReader(path).fields
+    out[path] = {"reply": reply["message"]["content"], "finish": reply["finish_reason"],
+                 "template": fields["tokenizer.chat_template"].contents(),
+                 "eos": fields["tokenizer.ggml.eos_token_id"].contents()}
+out["quantkit_imported"] = any(m.startswith("quantkit") for m in sys.modules)
+print(json.dumps(out))
+"""
+
+
+def plain_llama_cpp(files: list[Path]) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", PLAIN_LLAMA_CPP, *map(str, files)], capture_output=True, text=True,
+                          cwd="/", env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def quantkit_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "quantkit", *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def smollm2_gguf(smollm2, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("gguf") / "smollm2-gguf"
+    return quantize(str(smollm2), "gguf", out, QuantizeOptions(gguf_types=TYPES, ollama=True))
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tiny_llama, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("gguf") / "tiny-gguf"
+    proc = quantkit_cli("quantize", str(tiny_llama), "--method", "gguf", "--gguf-type", "q8_0",
+                        "--gguf-type", "Q4_K_M", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == str(out)
+    assert "INFO:hf-to-gguf" in proc.stderr  # the converter's progress was streamed
+    return out
+
+
+def check_artifact(folder: Path, stem: str, source: Path) -> dict:
+    """What every GGUF artifact must hold; returns its manifest."""
+    from transformers import AutoTokenizer
+
+    manifest = json.loads((folder / "quantkit.json").read_text())
+    assert manifest["method"] == "gguf" and manifest["format"] == "gguf" and manifest["engine"] == "llama.cpp"
+    assert manifest["settings"]["gguf_types"] == TYPES
+    assert len(manifest["llama_cpp"]["commit"]) == 40
+    names = sorted(p.name for p in folder.iterdir())
+    assert [n for n in names if n.endswith(".gguf")] == sorted(f"{stem}-{t}.gguf" for t in TYPES)
+    assert not [n for n in names if n.startswith(".")], names  # no scratch F16 or work folder left
+    assert not list(folder.parent.glob(f".{folder.name}.partial-*"))
+    assert manifest["gguf_file"] == f"{stem}-Q8_0.gguf"
+    files = manifest["gguf_files"]
+    for gguf_type in TYPES:
+        record = files[gguf_type]
+        assert record["size_bytes"] == (folder / record["file"]).stat().st_size
+        assert manifest["checks"][gguf_type]["token_parity"]["identical"] is True
+        assert manifest["checks"][gguf_type]["metadata"]["end_of_turn"] == "<|im_end|>"
+        assert "<|im_end|>" in manifest["checks"][gguf_type]["metadata"]["stop_tokens"]
+    assert 8.0 < files["Q8_0"]["bits_per_weight"] < 9.0
+    assert files["Q4_K_M"]["bits_per_weight"] < files["Q8_0"]["bits_per_weight"]
+    assert files["Q8_0"]["n_fallback"] == 0
+    fallbacks = files["Q4_K_M"]["fallback_tensors"]
+    assert fallbacks and files["Q4_K_M"]["n_fallback"] == len(fallbacks)
+    for row in fallbacks:  # llama.cpp's log and the file itself agree
+        assert row["cols"] % 256 != 0 and row["in_file"] == row["used"] != row["required"]
+    card = (folder / "README.md").read_text()
+    for word in ("llama-cli", "llama-server", "llama_cpp import Llama", "ollama create", "library_name: gguf"):
+        assert word in card
+
+    plain = plain_llama_cpp([folder / files[t]["file"] for t in TYPES])
+    assert plain.pop("quantkit_imported") is False
+    template = AutoTokenizer.from_pretrained(source).chat_template
+    for result in plain.values():
+        assert result["template"] == template and result["reply"].strip()
+    manifest["plain"] = {t: plain[str(folder / files[t]["file"])] for t in TYPES}
+    return manifest
+
+
+@pytest.mark.slow
+def test_smollm2_q8_and_q4_chat_in_plain_llama_cpp(smollm2_gguf, smollm2):
+    manifest = check_artifact(smollm2_gguf, "SmolLM2-135M-Instruct", smollm2)
+    assert "Paris" in manifest["plain"]["Q8_0"]["reply"]
+    assert manifest["plain"]["Q8_0"]["finish"] == "stop"
+    smoke = manifest["checks"]["Q8_0"]["smoke_chat"]
+    assert "Paris" in smoke["reply"] and smoke["stopped_by_itself"] is True
+    # SmolLM2's widths (576) are not multiples of 256: most tensors fall back at Q4_K_M.
+    assert manifest["gguf_files"]["Q4_K_M"]["n_fallback"] > 100
+    assert (smollm2_gguf / "Modelfile").read_text().startswith("# Written by quantkit")
+    assert "FROM ./SmolLM2-135M-Instruct-Q8_0.gguf" in (smollm2_gguf / "Modelfile").read_text()
+    assert "FROM ./SmolLM2-135M-Instruct-Q4_K_M.gguf" in (smollm2_gguf / "Modelfile.Q4_K_M").read_text()
+
+
+@pytest.mark.slow
+def test_tiny_llama_through_the_cli(tiny_gguf, tiny_llama):
+    manifest = check_artifact(tiny_gguf, "tiny-llama", tiny_llama)
+    assert manifest["converter_args"]["F16"][:4] == ["convert_hf_to_gguf.py", "MODEL_DIR", "--outfile", "tiny-llama-F16.gguf"]
+    assert not (tiny_gguf / "Modelfile").exists()  # only with --ollama
+
+
+@pytest.mark.slow
+def test_token_parity_names_the_first_differing_string(tiny_gguf, fresh_bpe_model):
+    from quantkit.gguf_checks import hf_tokenizer, token_parity
+
+    with pytest.raises(QuantizeError, match="token parity failed .* on 'Hello world'"):
+        token_parity(tiny_gguf / "tiny-llama-Q8_0.gguf", hf_tokenizer(fresh_bpe_model))
+
+
+def model_copy(source: Path, dest: Path, **config_changes) -> Path:
+    """A model folder sharing ``source``'s files, with config.json changed."""
+    dest.mkdir()
+    for entry in source.iterdir():
+        if entry.name != "config.json":
+            (dest / entry.name).symlink_to(entry)
+    config = json.loads((source / "config.json").read_text())
+    config.update(config_changes)
+    (dest / "config.json").write_text(json.dumps(config))
+    return dest
+
+
+@pytest.fixture
+def fresh_bpe_model(tiny_llama, tmp_path) -> Path:
+    """tiny_llama with a ByteLevel BPE tokenizer freshly trained by `tokenizers` (no known hash)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    folder = tmp_path / "fresh-bpe"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors", "generation_config.json"):
+        (folder / name).symlink_to(tiny_llama / name)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = ["the quick brown fox jumps over the lazy dog " * 4, "hello world, 12345 tokens", "def f(x): return x"]
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>").save_pretrained(folder)
+    return folder
+
+
+def assert_one_line_failure(proc: subprocess.CompletedProcess, out: Path, *words: str) -> None:
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr[-2000:]
+    for word in words:
+        assert word in lines[0]
+    assert not out.exists() and not list(out.parent.glob(f".{out.name}*"))
+
+
+def test_architecture_the_converter_lacks_fails_in_one_line(tiny_llama, tmp_path):
+    model = model_copy(tiny_llama, tmp_path / "odd", architectures=["NoSuchModelForCausalLM"])
+    out = tmp_path / "out"
+    proc = quantkit_cli("quantize", str(model), "--method", "gguf", "--gguf-type", "Q8_0", "-o", str(out))
+    assert_one_line_failure(proc, out, "does not support architecture NoSuchModelForCausalLM")
+
+
+def test_unrecognized_pre_tokenizer_fails_in_one_line(fresh_bpe_model, tmp_path):
+    out = tmp_path / "out"
+    proc = quantkit_cli("quantize", str(fresh_bpe_model), "--method", "gguf", "-o", str(out))
+    assert_one_line_failure(proc, out, "pre-tokenizer was not recognized")
+
+
+def test_converter_failures_keep_their_key_line():
+    from quantkit.llamacpp_tools import converter_error, key_line
+
+    trace = ["INFO:hf-to-gguf:Loading model: x", "Traceback (most recent call last):", '  File "x.py", line 1',
+             "NotImplementedError: BPE pre-tokenizer was not recognized - update get_vocab_base_pre()",
+             "WARNING:hf-to-gguf:** chkhsh:  " + "ab" * 32]
+    assert key_line("\n".join(trace)).startswith("NotImplementedError: BPE pre-tokenizer")
+    error = converter_error(trace)
+    assert isinstance(error, PreflightError) and "abababab" in str(error) and "\n" not in str(error)
+    error = converter_error(["INFO:x", "ERROR:hf-to-gguf:Model FooForCausalLM is not supported"])
+    assert isinstance(error, PreflightError) and "Model FooForCausalLM is not supported" in str(error)
+    error = converter_error(["RuntimeError: out of disk"])
+    assert isinstance(error, QuantizeError) and "out of disk" in str(error)
+
+
+def test_converter_comes_from_the_installed_version_or_a_checkout(tmp_path, monkeypatch):
+    from importlib import metadata
+
+    from quantkit.llamacpp_tools import find_converter, supported_architectures
+
+    vendored = find_converter()
+    assert vendored.script.is_file() and (vendored.root / "gguf-py" / "gguf").is_dir()
+    assert metadata.version("llama-cpp-python") in vendored.origin and len(vendored.commit) == 40
+    assert {"LlamaForCausalLM", "Qwen2ForCausalLM"} <= supported_architectures(vendored)
+    monkeypatch.setenv("LLAMA_CPP_DIR", str(vendored.root))
+    assert find_converter().root == vendored.root
+    with pytest.raises(InputError, match="no convert_hf_to_gguf.py"):
+        find_converter(tmp_path)
+
+
+def test_converter_view_turns_off_byte_fallback_only_for_byte_level_bpe(tiny_llama, tmp_path):
+    from quantkit.llamacpp_tools import converter_view
+
+    tokenizer = json.loads((tiny_llama / "tokenizer.json").read_text())
+    view, fixes = converter_view(tiny_llama, tmp_path)
+    if tokenizer["model"].get("byte_fallback"):  # what transformers writes for a GGUF-born checkpoint
+        assert fixes and json.loads((view / "tokenizer.json").read_text())["model"]["byte_fallback"] is False
+        assert (view / "model.safetensors").resolve() == (tiny_llama / "model.safetensors").resolve()
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    tokenizer["model"]["byte_fallback"] = False
+    (plain / "tokenizer.json").write_text(json.dumps(tokenizer))
+    assert converter_view(plain, tmp_path / "scratch") == (plain, [])
+
+
+def test_unknown_gguf_type_is_an_input_error(tiny_llama):
+    from quantkit.methods.gguf import gguf_types
+
+    assert gguf_types(QuantizeOptions()) == ["Q4_K_M"]
+    assert gguf_types(QuantizeOptions(gguf_types=["q8_0", "Q8_0", "F16"])) == ["Q8_0", "F16"]
+    with pytest.raises(InputError, match="unknown GGUF type Q1_X"):
+        gguf_types(QuantizeOptions(gguf_types=["Q1_X"]))
+
+
+def test_help_lists_gguf_types():
+    proc = quantkit_cli("quantize", "--help")
+    assert proc.returncode == 0 and "Q4_K_M" in proc.stdout and "--llama-cpp-dir" in proc.stdout
