@@ -93,6 +93,7 @@ class EngineWorker:
             if job.cancel.is_set():  # its client left while it waited
                 self.counters["cancelled"] += 1
                 self._release()
+                self._emit(job, "error", RequestRejected("the client went away", code="cancelled"))
                 continue
             self.running = 1
             try:

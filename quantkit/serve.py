@@ -85,6 +85,15 @@ async def _pieces(events: asyncio.Queue, job: Job, stops: list[str]):
             raise _api_error(event[1])
 
 
+async def _cancel_on_disconnect(receive, job: Job) -> None:
+    """Once the body is read, the next ASGI message is the client's disconnect."""
+    while not job.cancel.is_set():
+        if (await receive())["type"] == "http.disconnect":
+            job.cancel.set()
+            return
+        await asyncio.sleep(0.05)  # never spin, whatever the server hands us
+
+
 def _api_error(exc: Exception) -> APIError:
     if isinstance(exc, RequestRejected):
         return APIError(400, exc.message, code=exc.code, param=exc.param)
@@ -172,12 +181,25 @@ def create_app(engine, options: ServeOptions | None = None):
             raise _api_error(event[1])
         return events, event[1]
 
-    async def respond(body: dict, job: Job, kind: str):
+    async def respond(request: Request, body: dict, job: Job, kind: str):
         """Run ``job``; a JSON completion, or an SSE stream of chunks when asked."""
         stops = stops_from(body)
         stream = field(body, "stream", bool, False)
         usage_in_stream = bool(field(body, "stream_options", dict, {}).get("include_usage"))
-        events, prompt_tokens = await start(job)
+        # A client that leaves while its request waits or runs frees the engine (the SSE
+        # response watches for that itself once it starts).
+        watcher = asyncio.create_task(_cancel_on_disconnect(request.receive, job))
+        try:
+            events, prompt_tokens = await start(job)
+            if not stream:
+                texts, count, finish = [], 0, "stop"
+                try:
+                    async for text, count, finish in _pieces(events, job, stops):
+                        texts.append(text or "")
+                finally:
+                    job.cancel.set()
+        finally:
+            watcher.cancel()
         chat = kind == "chat"
         ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         head = {"id": ident, "object": "chat.completion" if chat else "text_completion",
@@ -187,12 +209,6 @@ def create_app(engine, options: ServeOptions | None = None):
             return {"prompt_tokens": prompt_tokens, "completion_tokens": count, "total_tokens": prompt_tokens + count}
 
         if not stream:
-            texts, count, finish = [], 0, "stop"
-            try:
-                async for text, count, finish in _pieces(events, job, stops):
-                    texts.append(text or "")
-            finally:
-                job.cancel.set()
             text = "".join(texts)
             choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
                       if chat else {"index": 0, "text": text, "logprobs": None, "finish_reason": finish})
@@ -227,7 +243,7 @@ def create_app(engine, options: ServeOptions | None = None):
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         body = await read_json(request)
-        return await respond(body, job_from(body, options.max_tokens_limit, messages=messages_from(body)), "chat")
+        return await respond(request, body, job_from(body, options.max_tokens_limit, messages=messages_from(body)), "chat")
 
     @app.post("/v1/completions")
     async def completions(request: Request):
@@ -237,7 +253,7 @@ def create_app(engine, options: ServeOptions | None = None):
             prompt = prompt[0]
         if not isinstance(prompt, str):
             raise APIError(400, "'prompt' must be a string", code="invalid_type", param="prompt")
-        return await respond(body, job_from(body, options.max_tokens_limit, prompt=prompt), "completion")
+        return await respond(request, body, job_from(body, options.max_tokens_limit, prompt=prompt), "completion")
 
     @app.post("/")
     async def simple(request: Request):
@@ -249,7 +265,7 @@ def create_app(engine, options: ServeOptions | None = None):
             raise APIError(400, "'prompt' must be a non-empty string", code="invalid_type", param="prompt")
         job = job_from({**body, "temperature": body.get("temperature", 0.0)}, options.max_tokens_limit,
                    messages=[{"role": "user", "content": prompt}])
-        answer = json.loads((await respond({}, job, "chat")).body)
+        answer = json.loads((await respond(request, {}, job, "chat")).body)
         return {"response": answer["choices"][0]["message"]["content"], "status": 200,
                 "time": round(time.perf_counter() - started, 3)}
 

@@ -153,9 +153,10 @@ def generated_total(server):
 
 @pytest.mark.slow
 def test_client_disconnect_mid_stream_frees_the_engine(server, client):
+    # Greedy, this prompt runs the full 256 tokens (checked); a client that leaves must cut it short.
     before = generated_total(server)
     body = {"model": MODEL, "messages": [{"role": "user", "content": "Write a long story about a dragon."}],
-            "max_tokens": 256, "stream": True}
+            "max_tokens": 256, "temperature": 0, "stream": True}
     with httpx.stream("POST", f"{server}/v1/chat/completions", json=body, headers=auth(), timeout=60) as response:
         assert response.status_code == 200
         lines = response.iter_lines()
@@ -163,6 +164,13 @@ def test_client_disconnect_mid_stream_frees_the_engine(server, client):
         assert len(got) >= 3
     wait_idle(server, timeout=30)
     assert generated_total(server) - before < 100  # the worker stopped long before 256 tokens
+    # the same for a non-streamed request whose client gives up (here: a read timeout)
+    before = generated_total(server)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server}/v1/chat/completions", json={**body, "stream": False}, headers=auth(),
+                   timeout=httpx.Timeout(30, read=1.5))
+    wait_idle(server, timeout=30)
+    assert generated_total(server) - before < 100
     reply = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=12, temperature=0)
     assert "Paris" in reply.choices[0].message.content
 
