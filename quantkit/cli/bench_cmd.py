@@ -1,12 +1,15 @@
 import click
 
+from quantkit.cli.bench_url import url_options
+
 
 @click.command("bench", epilog="""\b
 Examples:
   quantkit bench ./smollm2-135m-instruct-gguf --json bench.json
   quantkit bench model.Q4_K_M.gguf --base bundled:smollm2-135m-instruct --threads 2
   quantkit bench ./smollm2-135m-instruct-nf4 -p 128 -n 32 --repetitions 3 --no-smoke
-  quantkit bench ./qwen-awq --device cuda --max-kld 0.1 --min-top1 0.85""")
+  quantkit bench ./qwen-awq --device cuda --max-kld 0.1 --min-top1 0.85
+  quantkit bench --url http://127.0.0.1:8000 -c 1 -c 4 -c 16 --json serve.json""")
 @click.argument("artifact", required=False)
 @click.option("--base", help="Base model to compare with (folder, bundled:NAME or hub id); default: the source in quantkit.json.")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Write the result as JSON to this file.")
@@ -24,14 +27,19 @@ Examples:
 @click.option("--max-kld-p99", type=float, help="Gate: highest 99th-percentile KL divergence.")
 @click.option("--min-top1", type=float, help="Gate: lowest same-top-token share, 0-1.")
 @click.option("--max-ppl-ratio", type=float, help="Gate: highest perplexity ratio to the base.")
+@url_options
 def command(artifact, base, json_file, device, threads, n_gpu_layers, prompt_tokens, gen_tokens, repetitions,
-            warmup, no_smoke, no_quality, eval_tokens, max_kld, max_kld_p99, min_top1, max_ppl_ratio):
+            warmup, no_smoke, no_quality, eval_tokens, max_kld, max_kld_p99, min_top1, max_ppl_ratio, url, **load):
     """Benchmark ARTIFACT: load time, memory, prefill/decode speed, latency, bandwidth, smoke chat
     and quality against its base model; exits 3 when a gate fails.
 
     ARTIFACT is a quantkit artifact folder, a Hugging Face model folder or a .gguf file."""
+    if url:  # a serving load test (quantkit.loadtest) instead of an artifact benchmark
+        from quantkit.cli import bench_url
+
+        return bench_url.run(url, json_file=json_file, **load)
     if not artifact:
-        raise click.UsageError("give an ARTIFACT to benchmark")
+        raise click.UsageError("give an ARTIFACT to benchmark (or --url URL)")
     from quantkit.bench import BenchOptions, bench
     from quantkit.errors import GateFailed
     from quantkit.quality import QualityOptions
