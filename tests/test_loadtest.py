@@ -59,3 +59,23 @@ def test_load_test_counts_errors_and_rate(gguf_server):
     assert any("HTTP 429" in message for message in burst.error_messages)
     paced = load_test(gguf_server, request_rate=[5.0], num_requests=3, max_tokens=4, api_key=KEY)[0]
     assert paced.request_rate == 5.0 and paced.concurrency is None and paced.completed + paced.errors == 3
+
+
+@pytest.mark.slow
+def test_bench_url_cli_writes_json(gguf_server, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "serve.json"
+    done = subprocess.run([sys.executable, "-m", "quantkit", "bench", "--url", gguf_server, "-c", "1", "-c", "2",
+                           "--num-requests", "2", "--max-tokens", "4", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "QUANTKIT_API_KEY": KEY})
+    assert done.returncode == 0, done.stderr
+    data = json.loads(out.read_text())
+    assert [r["concurrency"] for r in data["results"]] == [1, 2]
+    assert all(r["completed"] == 2 and r["ttft_ms"]["median"] > 0 for r in data["results"])
+    assert "TTFT" in done.stderr  # the table
+    failed = subprocess.run([sys.executable, "-m", "quantkit", "bench", "--url", gguf_server, "--model", "x",
+                             "--num-requests", "1", "--api-key", "wrong"], capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 1 and "every request failed" in failed.stderr and "401" in failed.stderr
