@@ -97,7 +97,7 @@ def bits_per_weight(size_bytes: int, n_params: int | None) -> float | None:
     return round(size_bytes * 8 / n_params, 3)
 
 
-def write_model_card(folder: Path, manifest: dict, usage: str, results: str = "") -> None:
+def write_model_card(folder: Path, manifest: dict, usage: str, results: str = "", title: str | None = None) -> None:
     """A model card in the Hub's format: YAML header, how to load it, and a results section
     between markers that ``quantkit report`` fills in later."""
     source = manifest.get("source", {})
@@ -115,7 +115,7 @@ def write_model_card(folder: Path, manifest: dict, usage: str, results: str = ""
     ]
     settings = "\n".join(f"- `{k}`: `{v}`" for k, v in manifest.get("settings", {}).items())
     body = f"""
-# {folder.name}
+# {title or folder.name}
 
 {method.upper()} quantization of [{base}](https://huggingface.co/{base}) made with
 [quantkit](https://github.com/quantkit/quantkit) {manifest.get('quantkit_version', __version__)}.

@@ -68,7 +68,7 @@ def quantize(model: str | Path, method: str, out: str | Path | None = None,
             **result.extra,
         }
         manifest = write_manifest(staging, manifest)
-        write_model_card(staging, manifest, result.usage)
+        write_model_card(staging, manifest, result.usage, title=final.name)  # staging has a temp name
     return final
 
 
