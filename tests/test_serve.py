@@ -227,3 +227,75 @@ def test_gguf_server_streams_with_openai_client(tmp_path):
         assert json.loads(httpx.get(f"{url}/health").text)["engine"] == "llama.cpp"
     finally:
         stop_server(proc)
+
+
+# The page's own script, run in Node with a minimal DOM (no browser here: Debian's chromium is not
+# installed), against the live server: streaming, the API key field, and history on the next turn.
+PAGE_HARNESS = r"""
+const [base, key] = process.argv.slice(2);
+const elements = {};
+function el(id) {
+  const e = {id, value: "", disabled: false, children: [], dataset: {}, className: "", handlers: {}, updates: 0,
+    classList: {items: [], add(c) { this.items.push(c); }},
+    addEventListener(type, f) { this.handlers[type] = f; }, appendChild(c) { this.children.push(c); },
+    scrollIntoView() {}, set innerHTML(v) { this.children = []; },
+    requestSubmit() { this.handlers.submit({preventDefault() {}}); }};
+  let text = "";
+  Object.defineProperty(e, "textContent", {get: () => text, set: (v) => { text = v; e.updates += 1; }});
+  return e;
+}
+for (const id of ["model", "system", "max-tokens", "api-key", "clear", "log", "form", "input", "send", "stop"]) elements[id] = el(id);
+globalThis.document = {getElementById: (id) => elements[id], createElement: () => el(null)};
+globalThis.localStorage = {store: {}, getItem(k) { return this.store[k] ?? null; }, setItem(k, v) { this.store[k] = v; }};
+const bodies = [];
+const realFetch = fetch;
+globalThis.fetch = (path, options) => { bodies.push(JSON.parse(options.body)); return realFetch(base + path, options); };
+"""
+PAGE_DRIVER = r"""
+(async () => {
+  elements.model.textContent = process.argv[4];
+  elements["api-key"].value = key;
+  elements.system.value = "You are a helpful assistant.";
+  elements["max-tokens"].value = "16";
+  const turn = async (text, index) => {
+    elements.input.value = text;
+    elements.form.requestSubmit();
+    const deadline = Date.now() + 120000;
+    while (!(elements.log.children[index] && elements.log.children[index].dataset.done) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  await turn("What is the capital of France?", 1);
+  await turn("And of Italy?", 3);
+  console.log(JSON.stringify({
+    bubbles: elements.log.children.map((c) => ({cls: c.className, text: c.textContent, updates: c.updates, errors: c.classList.items})),
+    requests: bodies.map((b) => ({n: b.messages.length, stream: b.stream, model: b.model, max_tokens: b.max_tokens})),
+    storedKey: localStorage.getItem("quantkit-api-key")}));
+})();
+"""
+
+
+@pytest.mark.slow
+def test_web_page_script_streams_a_chat(server, client, tmp_path):
+    import re
+    import shutil
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed (the page's script runs in Node with a stub DOM)")
+    html = httpx.get(server + "/").text
+    script = re.search(r"<script>(.*)</script>", html, re.S).group(1)
+    harness = tmp_path / "page.js"
+    harness.write_text(PAGE_HARNESS + script + PAGE_DRIVER)
+    done = subprocess.run([node, str(harness), server, KEY, MODEL], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    bubbles = result["bubbles"]
+    assert [b["cls"] for b in bubbles] == ["msg user", "msg assistant"] * 2
+    assert "Paris" in bubbles[1]["text"] and not bubbles[1]["errors"]
+    assert bubbles[1]["updates"] > 3  # the reply appeared piece by piece
+    assert bubbles[3]["text"] and not bubbles[3]["errors"]
+    # the second request carried the whole conversation: system, user, assistant, user
+    assert result["requests"] == [{"n": 2, "stream": True, "model": MODEL, "max_tokens": 16},
+                                  {"n": 4, "stream": True, "model": MODEL, "max_tokens": 16}]
+    assert result["storedKey"] == KEY
