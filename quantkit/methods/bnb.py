@@ -101,7 +101,8 @@ print(tokenizer.decode(model.generate(**inputs, max_new_tokens=32)[0]))
             raise QuantizeError(f"bitsandbytes {self.name} failed: {exc}") from exc
         copy_support_files(model_dir, out_dir)
         for path in out_dir.iterdir():
-            path.chmod(0o644)  # save_pretrained writes weights through a private temp file
+            if path.is_file():
+                path.chmod(0o644)  # save_pretrained writes weights through a private temp file
         layers = sum(type(m).__name__ == self.layer_type for m in model.modules())
         if layers == 0:
             raise QuantizeError(f"bitsandbytes {self.name} quantized no layer of {model_dir}")
