@@ -225,11 +225,15 @@ def get_metric(result: dict, dotted: str):
 def check_gates(result: dict, gates: Gates) -> list[str]:
     """Why ``result`` fails ``gates`` (empty: it passes), by quantkit.gates' rules: its defaults for
     the artifact's bit width, with the recipe's thresholds applied. Computed from the stored
-    smoke/quality results, so changing a threshold re-gates without measuring again."""
+    smoke/quality results, so changing a threshold re-gates without measuring again. The result's
+    own verdict (``failures``, ``passed``, ``gates``) is replaced so the report shows the recipe's."""
     from quantkit.gates import check, gates_for
 
     thresholds = gates_for(int(result.get("bits") or 16), gates.overrides())
-    return check(thresholds, result.get("smoke") if gates.smoke else None, result.get("quality"))
+    failures = check(thresholds, result.get("smoke") if gates.smoke else None, result.get("quality"))
+    result.update(failures=failures, passed=not failures,
+                  gates={"bits": result.get("bits"), "smoke": gates.smoke, **thresholds.to_dict()})
+    return failures
 
 
 # --- the run ---------------------------------------------------------------------------------

@@ -248,7 +248,11 @@ def test_end_to_end_with_real_bench(tmp_path, tiny_llama):
     for key in ("decode_tokens_per_s", "prefill_tokens_per_s", "size_bytes"):
         assert pipeline.get_metric(result, key), key
     assert pipeline.get_metric(result, "quality.kld_mean") is not None
-    assert (out / "report.md").is_file()
+    # Random weights babble: the smoke chat ran and failed, but this recipe does not gate on it.
+    assert result["smoke"]["passed"] is False and result["passed"] is True and result["gates"]["smoke"] is False
+    report = (out / "report.md").read_text()
+    assert "## Benchmarks" in report and "(bench-report/size_vs_decode.png)" in report
+    assert (out / "bench-report" / "size_vs_decode.png").stat().st_size > 1000
 
 
 @pytest.mark.slow
