@@ -26,7 +26,8 @@ def field(body: dict, name: str, kind: type, default=None, lo=None, hi=None):
     if not ok:
         raise APIError(400, f"'{name}' must be of type {kind.__name__}", code="invalid_type", param=name)
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise APIError(400, f"'{name}' must be between {lo} and {hi}, got {value}", code="invalid_value", param=name)
+        bounds = " and ".join(f"{word} {bound}" for word, bound in (("at least", lo), ("at most", hi)) if bound is not None)
+        raise APIError(400, f"'{name}' must be {bounds}, got {value}", code="invalid_value", param=name)
     return value
 
 
@@ -74,7 +75,13 @@ def job_from(body: dict, limit: int, **what) -> Job:
     if field(body, "n", int, 1) != 1:
         raise APIError(400, "only n=1 is supported", param="n")
     return Job(max_tokens=max_tokens, temperature=field(body, "temperature", float, 1.0, 0, 2),
-               top_p=field(body, "top_p", float, 1.0, 0, 1), seed=field(body, "seed", int), **what)
+               top_p=field(body, "top_p", float, 1.0, 0, 1), seed=seed_from(body), **what)
+
+
+def seed_from(body: dict) -> int | None:
+    """A negative seed means "random", as llama-server reads -1."""
+    seed = field(body, "seed", int, None, hi=2**64 - 1)
+    return None if seed is None or seed < 0 else seed
 
 
 class StopMatcher:

@@ -5,6 +5,7 @@ single engine thread (quantkit.engine_worker); bad requests get OpenAI-shaped JS
 
 import asyncio
 import hmac
+import html
 import json
 import os
 import socket
@@ -94,6 +95,10 @@ async def _cancel_on_disconnect(receive, job: Job) -> None:
         await asyncio.sleep(0.05)  # never spin, whatever the server hands us
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")  # NaN/Infinity would slip past every range check
+
+
 def _api_error(exc: Exception) -> APIError:
     if isinstance(exc, RequestRejected):
         return APIError(400, exc.message, code=exc.code, param=exc.param)
@@ -115,8 +120,7 @@ def create_app(engine, options: ServeOptions | None = None):
     options = options or ServeOptions()
     api_key = options.api_key if options.api_key is not None else os.environ.get(API_KEY_ENV) or None
     model = options.model_name or served_name(engine)
-    n_ctx = getattr(engine, "n_ctx", None) or options.n_ctx
-    worker = EngineWorker(engine, n_ctx, options.max_tokens_limit, options.queue_size)
+    worker = EngineWorker(engine, options.n_ctx, options.max_tokens_limit, options.queue_size)
     statuses: Counter = Counter()
     app = FastAPI(title="quantkit serve", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.worker = worker
@@ -155,7 +159,7 @@ def create_app(engine, options: ServeOptions | None = None):
             if len(raw) > options.max_body_bytes:
                 raise too_big
         try:
-            body = json.loads(raw)
+            body = json.loads(raw, parse_constant=_no_constant)
         except (ValueError, UnicodeDecodeError):
             raise APIError(400, "the request body is not valid JSON", code="invalid_json") from None
         if not isinstance(body, dict):
@@ -307,7 +311,7 @@ def create_app(engine, options: ServeOptions | None = None):
     @app.get("/", response_class=HTMLResponse)
     async def page():
         return HTMLResponse(resources.files("quantkit").joinpath("data/chat.html").read_text()
-                            .replace("{{MODEL}}", model))
+                            .replace("{{MODEL}}", html.escape(model)))
 
     return app
 
