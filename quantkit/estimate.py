@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from quantkit.modelinfo import DTYPE_BYTES, config_dtype, estimate_params, text_config
+from quantkit.preflight import LIBRARY_ALLOWANCE_BYTES
 
 DOWNLOAD_BYTES_PER_S = 50e6  # a typical hub download
 DISK_BYTES_PER_S = 300e6  # reading/writing checkpoints
@@ -20,6 +21,8 @@ DISK_BYTES_PER_S = 300e6  # reading/writing checkpoints
 AWQ_S_PER_B_PER_KTOK = {"cpu": 400.0, "cuda": 0.25}
 GGUF_QUANTIZE_S_PER_B = 40.0  # llama.cpp's quantizer, per type
 DECODE_BANDWIDTH = {"cpu": 10e9, "cuda": 1.5e12}  # bytes/s actually achieved in batch-1 decode
+HF_CPU_DECODE_CAP = 20.0  # tok/s: transformers' decode loop on CPU is Python-bound (FACTS)
+SMOKE_TOKENS = 3 * 128  # three turns of the smoke chat, a typical reply length each
 GGUF_BITS = {"F16": 16, "BF16": 16, "Q8_0": 8.5, "Q6_K": 6.56, "Q5_K_M": 5.69, "Q5_K_S": 5.54, "Q5_0": 5.5,
              "Q4_K_M": 4.85, "Q4_K_S": 4.58, "Q4_0": 4.5, "Q3_K_M": 3.91, "Q2_K": 3.35}
 # Peak RAM of quantizing, as a multiple of the checkpoint's size (quantize-at-load peaks above it).
@@ -91,7 +94,7 @@ def download_cost(config: dict, local: bool) -> Cost:
 def quantize_cost(config: dict, spec, device: str) -> Cost:
     size, n_b = checkpoint_bytes(config), estimate_params(config) / 1e9
     out = artifact_bytes(config, spec.method, spec.group_size, spec.gguf_types)
-    memory = int(size * PEAK_FACTOR[spec.method])
+    memory = int(size * PEAK_FACTOR[spec.method]) + LIBRARY_ALLOWANCE_BYTES
     seconds = size / DISK_BYTES_PER_S * 2
     if spec.method == "awq":
         ktok = (spec.calib_samples or 128) * (spec.calib_seq_len or 512) / 1000
@@ -107,8 +110,10 @@ def bench_cost(config: dict, spec, bench, device: str) -> Cost:
     types = spec.gguf_types or [None]
     per_target = artifact_bytes(config, spec.method, spec.group_size, types[:1] if types[0] else [])
     decode_tps = DECODE_BANDWIDTH[device] / max(per_target, 1)
-    one = (bench.gen_tokens / decode_tps + bench.prompt_tokens / (decode_tps * 8)) * (bench.repetitions + 1)
-    quality = 2 * (bench.quality_tokens or 4096) / (decode_tps * 8) if bench.quality else 0.0
+    if device == "cpu" and spec.method != "gguf":
+        decode_tps = min(decode_tps, HF_CPU_DECODE_CAP)
+    one = (bench.gen_tokens / decode_tps + bench.prompt_tokens / (decode_tps * 8)) * (bench.repetitions + bench.warmup)
+    quality = 2 * (bench.quality_tokens or 1024) / (decode_tps * 8) if bench.quality else 0.0
+    smoke = SMOKE_TOKENS / decode_tps if bench.smoke else 0.0
     load = per_target / DISK_BYTES_PER_S
-    kv_and_runtime = 600 * 2**20
-    return Cost(per_target + kv_and_runtime, 0, (one + quality + load) * len(types))
+    return Cost(per_target + LIBRARY_ALLOWANCE_BYTES, 0, (one + quality + smoke + load) * len(types))
