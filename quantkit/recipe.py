@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from quantkit.errors import InputError
+from quantkit.llamacpp_tools import FTYPES  # a table only: that module imports no llama_cpp at top
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
 RUNNERS = ("cpu", "gpu")
@@ -22,7 +23,7 @@ SOURCES = ("hf", "modelscope")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 AWQ_FORMATS = ("compressed-tensors", "autoawq")
-GGUF_TYPES = ("F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q5_0", "Q4_K_M", "Q4_K_S", "Q4_0", "Q3_K_M", "Q2_K")
+GGUF_TYPES = tuple(FTYPES)  # the types quantkit's llama.cpp tooling can write
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 
@@ -193,7 +194,7 @@ def _positive(ctx, node, key, value):
     return value
 
 
-# key -> (type, choices, extra check)
+# key -> (type, choices); the dataclasses above hold the defaults
 MODEL_KEYS = {"id": ("str", None), "source": ("str", SOURCES), "revision": ("str?", None),
               "trust_remote_code": ("bool", None), "local_config": ("path?", None)}
 GATE_KEYS = {"smoke": ("bool", None), "top1_min": ("float?", None), "kld_mean_max": ("float?", None),
@@ -248,7 +249,7 @@ def _gates(ctx, node, key, base: Gates) -> Gates:
     return gates
 
 
-def _artifact(ctx, node, key, gates: Gates) -> ArtifactSpec:
+def _artifact(ctx, node, key, gates: Gates) -> tuple[ArtifactSpec, dict]:
     from quantkit.methods import METHODS
 
     spec, nodes = _section(ctx, node, key, ARTIFACT_KEYS, ArtifactSpec, {"gates": gates})
