@@ -95,14 +95,33 @@ def layer_widths(config: dict) -> dict[str, int]:
 
 
 def is_ignored(name: str, patterns: list[str]) -> bool:
-    """llm-compressor's matching: 're:REGEX' matches the full name, else the name's end."""
-    for pattern in patterns:
-        if pattern.startswith("re:"):
-            if re.match(pattern[3:], name):
-                return True
-        elif name == pattern or name.endswith("." + pattern):
-            return True
-    return False
+    """Whether --ignore patterns ('re:REGEX' from the start, or a plain name's last parts) hit ``name``."""
+    return any(matches(name, as_regex(p)) for p in patterns)
+
+
+def as_regex(pattern: str) -> str:
+    """A plain module name as the 're:' pattern that matches it anywhere (compressed-tensors
+    matches plain names only against the full name)."""
+    return pattern if pattern.startswith("re:") else rf"re:(.*\.)?{re.escape(pattern)}$"
+
+
+def awq_mappings(model, ignore: list[str]):
+    """llm-compressor's AWQ mappings for this model minus those whose balance layers are all
+    ignored: 0.14.0.1 divides by zero smoothing into a layer left unquantized (e.g. up_proj ->
+    down_proj with down_proj ignored, the seed use case); such a mapping has nothing to balance."""
+    from llmcompressor.modifiers.transform.awq import get_layer_mappings_from_model
+
+    names = [name for name, _ in model.named_modules()]
+    kept = []
+    for mapping in get_layer_mappings_from_model(model):
+        balanced = [n for n in names if any(matches(n, p) for p in mapping.balance_layers)]
+        if not balanced or not all(is_ignored(n, ignore) for n in balanced):
+            kept.append(mapping)
+    return kept
+
+
+def matches(name: str, pattern: str) -> bool:
+    return re.match(pattern[3:], name) is not None if pattern.startswith("re:") else name == pattern
 
 
 def group_size(config: dict, options: QuantizeOptions) -> int:
@@ -203,9 +222,9 @@ def quantize_compressed_tensors(model_dir: Path, out_dir: Path, options: Quantiz
         model.to("cuda")
     scheme = QuantizationScheme(targets=["Linear"], weights=QuantizationArgs(
         num_bits=4, type="int", symmetric=False, strategy="group", group_size=group, dynamic=False))
-    recipe = [AWQModifier(duo_scaling=True),
-              QuantizationModifier(config_groups={"group_0": scheme}, targets=["Linear"],
-                                   ignore=ALWAYS_IGNORED + list(options.ignore))]
+    ignore = ALWAYS_IGNORED + [as_regex(p) for p in options.ignore]
+    recipe = [AWQModifier(duo_scaling=True, mappings=awq_mappings(model, ignore)),
+              QuantizationModifier(config_groups={"group_0": scheme}, targets=["Linear"], ignore=ignore)]
     dataset = Dataset.from_dict({"text": calib.samples})
     try:
         with cpu_only_pin_memory_guard():
