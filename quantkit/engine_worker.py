@@ -1,10 +1,12 @@
 """One thread that owns an engine (engines are not thread-safe) and runs requests from a bounded
-first-come-first-served queue, handing tokens back to the asyncio server as they come."""
+queue, handing tokens back to the asyncio server as they come. The queue is fair between clients:
+the next request comes from the client served least recently, so one busy client cannot starve
+the others; one client's requests run in arrival order."""
 
 import asyncio
-import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from quantkit.engines.base import Engine
@@ -32,6 +34,7 @@ class Job:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int | None = None
+    client: str = "-"  # who asked (the server uses the peer address): the unit of fairness
     cancel: threading.Event = field(default_factory=threading.Event)
     events: asyncio.Queue | None = None
     loop: asyncio.AbstractEventLoop | None = None
@@ -47,8 +50,11 @@ class EngineWorker:
         self.n_ctx = n_ctx
         self.max_tokens_limit = max_tokens_limit
         self.queue_size = queue_size
-        self._queue: queue.Queue = queue.Queue()
-        self._lock = threading.Lock()
+        self._ready = threading.Condition()
+        self._lanes: dict[str, deque] = {}  # client -> its waiting jobs, oldest first
+        self._last_served: dict[str, int] = {}  # client -> sequence number of its last job
+        self._served = 0
+        self._stopping = False
         self._admitted = 0  # running + waiting; released before a job's last event goes out
         self.running = 0
         self.counters = {"prompt_tokens": 0, "completion_tokens": 0, "cancelled": 0, "rejected_full": 0}
@@ -63,20 +69,40 @@ class EngineWorker:
         """Queue ``job`` (from the event loop); raises QueueFull when ``queue_size`` already wait."""
         job.loop = asyncio.get_running_loop()
         job.events = asyncio.Queue()
-        with self._lock:
+        with self._ready:
             if self._admitted > self.queue_size:
                 self.counters["rejected_full"] += 1
                 raise QueueFull()
             self._admitted += 1
-        self._queue.put_nowait(job)
+            self._lanes.setdefault(job.client, deque()).append(job)
+            self._ready.notify()
         return job.events
 
+    def _next(self) -> Job | None:
+        """The oldest job of the client served least recently (never-served clients first)."""
+        with self._ready:
+            while not self._lanes and not self._stopping:
+                self._ready.wait()
+            if self._stopping:
+                return None
+            client = min(self._lanes, key=lambda c: (self._last_served.get(c, -1), self._lanes[c][0].enqueued))
+            job = self._lanes[client].popleft()
+            if not self._lanes[client]:
+                del self._lanes[client]
+            self._served += 1
+            if len(self._last_served) > 10_000:  # forget idle clients; they simply count as new
+                self._last_served = {c: n for c, n in self._last_served.items() if c in self._lanes}
+            self._last_served[client] = self._served
+            return job
+
     def _release(self) -> None:
-        with self._lock:
+        with self._ready:
             self._admitted -= 1
 
     def stop(self) -> None:
-        self._queue.put(None)
+        with self._ready:
+            self._stopping = True
+            self._ready.notify()
         self._thread.join(timeout=10)
 
     def _emit(self, job: Job, *event) -> None:
@@ -87,7 +113,7 @@ class EngineWorker:
 
     def _serve(self) -> None:
         while True:
-            job = self._queue.get()
+            job = self._next()
             if job is None:
                 return
             if job.cancel.is_set():  # its client left while it waited

@@ -170,7 +170,8 @@ def create_app(engine, options: ServeOptions | None = None):
                            code="model_not_found", param="model")
         return body
 
-    async def start(job: Job):
+    async def start(request: Request, job: Job):
+        job.client = request.client.host if request.client else "-"
         try:
             events = worker.submit(job)
         except QueueFull:
@@ -194,7 +195,7 @@ def create_app(engine, options: ServeOptions | None = None):
         # response watches for that itself once it starts).
         watcher = asyncio.create_task(_cancel_on_disconnect(request.receive, job))
         try:
-            events, prompt_tokens = await start(job)
+            events, prompt_tokens = await start(request, job)
             if not stream:
                 texts, count, finish = [], 0, "stop"
                 try:

@@ -304,3 +304,40 @@ def test_web_page_script_streams_a_chat(server, client, tmp_path):
     assert result["requests"] == [{"n": 2, "stream": True, "model": MODEL, "max_tokens": 16},
                                   {"n": 4, "stream": True, "model": MODEL, "max_tokens": 16}]
     assert result["storedKey"] == KEY
+
+
+@pytest.mark.slow
+def test_engine_queue_is_fair_between_clients():
+    """A client with many waiting requests does not starve the others (real llama.cpp engine)."""
+    import asyncio
+
+    from quantkit.bundled import bundled_gguf
+    from quantkit.engine_worker import EngineWorker, Job
+    from quantkit.engines import EngineOptions, load_engine
+
+    engine = load_engine(bundled_gguf("bundled:smollm2-135m-instruct"), EngineOptions(threads=1, n_ctx=512))
+    worker = EngineWorker(engine, n_ctx=512, max_tokens_limit=16, queue_size=8)
+    order = []
+
+    async def run(name, client):
+        events = worker.submit(Job(prompt="Once upon a time", max_tokens=16, temperature=0, client=client))
+        while True:
+            event = await events.get()
+            if event[0] == "start":
+                order.append(name)
+            if event[0] in ("end", "error"):
+                return event[0]
+
+    async def main():
+        first = asyncio.create_task(run("a1", "A"))
+        while not order:  # a1 is generating: everything below waits in the queue
+            await asyncio.sleep(0.005)
+        rest = [run(name, client) for name, client in [("a2", "A"), ("a3", "A"), ("b1", "B"), ("c1", "C"), ("b2", "B")]]
+        return await asyncio.gather(first, *rest)
+
+    try:
+        assert asyncio.run(main()) == ["end"] * 6
+    finally:
+        worker.stop()
+        engine.close()
+    assert order == ["a1", "b1", "c1", "a2", "b2", "a3"]  # FIFO would be a1 a2 a3 b1 c1 b2
