@@ -1,6 +1,6 @@
 """Time per stage of a recipe run (default: the SmolLM2 recipe, every method, on this CPU).
 
-    python benchmarks/pipeline.py [RECIPE] [--out DIR]
+    python benchmarks/pipeline.py [RECIPE] [--out DIR] [--only NAME ...] [--force]
 
 Runs ``quantkit.pipeline.run`` (resumable: pass --force to time a cold run into an existing
 folder) and prints the wall time of the model stage and of each artifact's quantize and bench.
@@ -20,9 +20,10 @@ def main() -> None:
     parser.add_argument("recipe", nargs="?", default="smollm2-135m-instruct")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-pipeline"))
     parser.add_argument("--force", action="store_true")
+    parser.add_argument("--only", action="append", help="time only this artifact (repeatable)")
     args = parser.parse_args()
     started = time.time()
-    summary = run(load_recipe(args.recipe), args.out, force=args.force)
+    summary = run(load_recipe(args.recipe), args.out, only=args.only, force=args.force)
     total = time.time() - started
     model = json.loads((summary.out_dir / "stages" / "model.json").read_text()) if (summary.out_dir / "stages" / "model.json").is_file() else {}
     print(f"{'stage':<28}{'seconds':>10}  status")
