@@ -46,6 +46,9 @@ class AwqMethod:
         if fmt not in FORMATS:
             raise InputError(f"awq has no format {fmt!r}", hint=f"choose --format {' or '.join(FORMATS)}")
         preflight.require_bits(self.name, options.bits, BITS)
+        for flag, value in {"--quant-type": options.quant_type, "--gguf-type": options.gguf_types}.items():
+            if value:
+                raise InputError(f"method awq does not use {flag}", hint=f"leave {flag} out")
         if (reason := self.supports(config)) is not None:
             raise PreflightError(reason)
         preflight.require_trusted_code(config, options.trust_remote_code)
@@ -187,6 +190,17 @@ def calibration_set(model_dir: Path, options: QuantizeOptions, tokenizer):
                              options.calib_seq_len or DEFAULT_SEQ_LEN)
 
 
+def finish_folder(model_dir: Path, out_dir: Path) -> None:
+    """Support files the libraries did not write (generation config, chat template), and normal
+    permissions: safetensors writes weights through a private (0600) temp file."""
+    from quantkit.quantize import copy_support_files
+
+    copy_support_files(model_dir, out_dir)
+    for path in Path(out_dir).iterdir():
+        if path.is_file():
+            path.chmod(0o644)
+
+
 def settings_record(options: QuantizeOptions, group: int, fmt: str, device: str, calib_dtype: str,
                     saved_dtype: str) -> dict:
     return {"format": fmt, "bits": 4, "group_size": group, "symmetric": False,
@@ -236,6 +250,7 @@ def quantize_compressed_tensors(model_dir: Path, out_dir: Path, options: Quantiz
     model.to(getattr(torch, saved))
     model.save_pretrained(out_dir, save_compressed=True)
     tokenizer.save_pretrained(out_dir)
+    finish_folder(model_dir, out_dir)
     return MethodResult(
         format="compressed-tensors", engine="transformers",
         settings=settings_record(options, group, "compressed-tensors", device, calib_dtype, saved),

@@ -33,7 +33,8 @@ def gptqmodel_pattern(pattern: str) -> str:
 
 
 def quantize_autoawq(model_dir: Path, out_dir: Path, options: QuantizeOptions, group: int) -> MethodResult:
-    from quantkit.methods.awq import calibration_set, is_ignored, resolve_device, settings_record
+    from quantkit.methods.awq import (calibration_set, finish_folder, is_ignored, resolve_device,
+                                      settings_record)
 
     # gptqmodel starts one packing worker per core by default; more than the cores only thrash.
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(min(2, os.cpu_count() or 1)))
@@ -67,6 +68,7 @@ def quantize_autoawq(model_dir: Path, out_dir: Path, options: QuantizeOptions, g
         raise QuantizeError(f"gptqmodel AWQ failed: {exc}") from exc
     tokenizer.save_pretrained(out_dir)
     mark_unconverted(out_dir, skipped)
+    finish_folder(model_dir, out_dir)
     return MethodResult(
         format="autoawq", engine="transformers",
         settings={**settings_record(options, group, "autoawq", device, dtype, dtype), "version": "gemm"},
