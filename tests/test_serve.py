@@ -249,7 +249,7 @@ function el(id) {
   Object.defineProperty(e, "textContent", {get: () => text, set: (v) => { text = v; e.updates += 1; }});
   return e;
 }
-for (const id of ["model", "system", "max-tokens", "api-key", "clear", "log", "form", "input", "send", "stop"]) elements[id] = el(id);
+for (const id of ["model", "system", "max-tokens", "temperature", "api-key", "clear", "log", "form", "input", "send", "stop"]) elements[id] = el(id);
 globalThis.document = {getElementById: (id) => elements[id], createElement: () => el(null)};
 globalThis.localStorage = {store: {}, getItem(k) { return this.store[k] ?? null; }, setItem(k, v) { this.store[k] = v; }};
 const bodies = [];
@@ -262,6 +262,7 @@ PAGE_DRIVER = r"""
   elements["api-key"].value = key;
   elements.system.value = "You are a helpful assistant.";
   elements["max-tokens"].value = "16";
+  elements.temperature.value = "0";
   const turn = async (text, index) => {
     elements.input.value = text;
     elements.form.requestSubmit();
@@ -274,7 +275,8 @@ PAGE_DRIVER = r"""
   await turn("And of Italy?", 3);
   console.log(JSON.stringify({
     bubbles: elements.log.children.map((c) => ({cls: c.className, text: c.textContent, updates: c.updates, errors: c.classList.items})),
-    requests: bodies.map((b) => ({n: b.messages.length, stream: b.stream, model: b.model, max_tokens: b.max_tokens})),
+    requests: bodies.map((b) => ({n: b.messages.length, stream: b.stream, model: b.model, max_tokens: b.max_tokens,
+                                  temperature: b.temperature})),
     storedKey: localStorage.getItem("quantkit-api-key")}));
 })();
 """
@@ -301,8 +303,8 @@ def test_web_page_script_streams_a_chat(server, client, tmp_path):
     assert bubbles[1]["updates"] > 3  # the reply appeared piece by piece
     assert bubbles[3]["text"] and not bubbles[3]["errors"]
     # the second request carried the whole conversation: system, user, assistant, user
-    assert result["requests"] == [{"n": 2, "stream": True, "model": MODEL, "max_tokens": 16},
-                                  {"n": 4, "stream": True, "model": MODEL, "max_tokens": 16}]
+    sent = {"stream": True, "model": MODEL, "max_tokens": 16, "temperature": 0}
+    assert result["requests"] == [{"n": 2, **sent}, {"n": 4, **sent}]
     assert result["storedKey"] == KEY
 
 
