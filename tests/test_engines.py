@@ -1,0 +1,113 @@
+"""Both engines on the same model: SmolLM2 as an HF folder (transformers) and its bundled GGUF
+(llama.cpp). They must read text alike, render the same chat prompt, stop at end-of-turn and give
+teacher-forced logits that agree with their own incremental forward path."""
+
+import numpy as np
+import pytest
+
+from quantkit.bundled import bundled_gguf
+from quantkit.engines import EngineOptions, engine_for, load_engine
+from quantkit.engines.generate import Sampler
+from quantkit.errors import InputError
+
+TEXT = "Hello world! The lighthouse keeper wrote 3 pages. def f(x): return x * 2  # 你好"
+QUESTION = [{"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture(scope="module")
+def hf(smollm2):
+    engine = load_engine(smollm2, EngineOptions(threads=1))
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def gguf():
+    engine = load_engine(bundled_gguf("bundled:smollm2-135m-instruct"), EngineOptions(threads=1))
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(params=["hf", "gguf"])
+def engine(request):
+    return request.getfixturevalue(request.param)
+
+
+def test_engine_chosen_from_path(smollm2):
+    assert engine_for(smollm2) == "transformers"
+    assert engine_for(bundled_gguf("bundled:smollm2-135m-instruct")) == "llama.cpp"
+
+
+def test_engines_tokenize_plain_text_alike(hf, gguf):
+    ids = hf.tokenize(TEXT)
+    assert ids == gguf.tokenize(TEXT)
+    assert hf.detokenize(ids) == gguf.detokenize(ids) == TEXT
+
+
+def test_engines_render_the_same_chat_prompt(hf, gguf):
+    ids = hf.chat_prompt(QUESTION)
+    assert ids == gguf.chat_prompt(QUESTION)
+    text = hf.detokenize(ids)
+    assert text.endswith("<|im_start|>assistant\n") and "capital of France" in text
+
+
+def test_stream_stops_at_end_of_turn(engine):
+    tokens = list(engine.stream(engine.chat_prompt(QUESTION), max_tokens=64))
+    text = "".join(t.text for t in tokens)
+    assert 0 < len(tokens) < 64, text  # stopped by itself
+    assert not ({t.id for t in tokens} & engine.eos_ids)  # the end-of-turn token is not yielded
+    assert "<|im_end|>" not in text and "Paris" in text
+    assert text == engine.detokenize([t.id for t in tokens])  # incremental text adds up
+
+
+def test_stream_respects_max_tokens_and_seed(engine):
+    prompt = engine.chat_prompt([{"role": "user", "content": "Tell me a story."}])
+    first = [t.id for t in engine.stream(prompt, max_tokens=4, temperature=0.9, seed=7)]
+    again = [t.id for t in engine.stream(prompt, max_tokens=4, temperature=0.9, seed=7)]
+    assert first == again and len(first) == 4
+
+
+def test_logits_match_forward_path(engine):
+    ids = engine.tokenize(TEXT)
+    full = engine.logits(ids)
+    assert full.shape == (len(ids), 49152) and full.dtype == np.float32
+    engine.reset()
+    engine.forward(ids[:-3])
+    step = [engine.forward([i]) for i in ids[-3:]]
+    np.testing.assert_allclose(np.stack(step), full[-3:], atol=0.2, rtol=0.02)
+
+
+def test_engines_agree_on_next_tokens(hf, gguf):
+    ids = hf.tokenize(TEXT * 3)
+    a, b = hf.logits(ids).argmax(-1), gguf.logits(ids).argmax(-1)
+    assert (a == b).mean() > 0.8  # the same weights (Q4_1, dequantized for transformers)
+
+
+def test_engines_report_what_bench_needs(engine):
+    assert engine.n_params and 1.3e8 < engine.n_params < 1.4e8
+    assert engine.weights_bytes > 5e7 and engine.threads == 1 and engine.device == "cpu"
+    assert "<|im_start|>" in engine.special_tokens and engine.eos_ids
+
+
+def test_sampler_greedy_and_top_p():
+    logits = np.array([0.0, 5.0, 4.9, -3.0], dtype=np.float32)
+    assert Sampler()(logits) == 1
+    narrow = Sampler(temperature=1.0, top_p=0.01, seed=0)
+    assert {narrow(logits) for _ in range(20)} == {1}  # top-p keeps only the best token
+
+
+def test_pickle_only_folder_refused(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "llama", "architectures": ["LlamaForCausalLM"]}')
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not really")
+    with pytest.raises(InputError, match="allow-pickle"):
+        load_engine(tmp_path, EngineOptions())
+
+
+def test_folder_with_several_ggufs_needs_a_choice(tmp_path):
+    from quantkit.engines.llamacpp import find_gguf
+
+    for name in ("m-Q8_0.gguf", "m-Q4_K_M.gguf"):
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(InputError, match="2 .gguf files"):
+        find_gguf(tmp_path)

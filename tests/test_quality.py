@@ -1,0 +1,135 @@
+"""Quality against the base: the KL arithmetic, the GGUF-vs-HF comparison across engines, the
+base-logits cache, and broken artifacts (a zeroed linear layer, a swapped tokenizer) failing the
+gates, through the library and the CLI (exit code 3)."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from quantkit.bundled import bundled_gguf
+from quantkit.cli import main
+from quantkit.engines import EngineOptions, load_engine
+from quantkit.gates import artifact_bits, check, gates_for
+from quantkit.quality import QualityOptions, evaluate, kld_topk, log_softmax
+
+SMALL = QualityOptions(max_tokens=256, ctx=256)  # one chunk, 127 scored positions
+ENGINE = EngineOptions(threads=1)
+
+
+def copy_model(src, dst, skip=()):
+    """A copy of an HF folder with the weights symlinked (cheap), minus ``skip``."""
+    dst.mkdir(parents=True)
+    for file in src.iterdir():
+        if file.name in skip:
+            continue
+        if file.suffix == ".safetensors":
+            os.symlink(file, dst / file.name)
+        else:
+            shutil.copy(file, dst / file.name)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def zeroed_layer(smollm2, tmp_path_factory):
+    """SmolLM2 with one linear layer's weights zeroed (the first MLP's down projection)."""
+    from safetensors.torch import load_file, save_file
+
+    dst = copy_model(smollm2, tmp_path_factory.mktemp("broken") / "zeroed", skip=("model.safetensors",))
+    tensors = load_file(smollm2 / "model.safetensors")
+    tensors["model.layers.0.mlp.down_proj.weight"].zero_()
+    save_file(tensors, dst / "model.safetensors", metadata={"format": "pt"})
+    return dst
+
+
+@pytest.fixture(scope="module")
+def swapped_tokenizer(smollm2, tmp_path_factory):
+    """SmolLM2 whose tokenizer.json is another model's (a small BPE trained here)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from quantkit.quality import eval_text
+
+    dst = copy_model(smollm2, tmp_path_factory.mktemp("broken") / "swapped", skip=("tokenizer.json",))
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([eval_text(QualityOptions())], trainer)
+    tok.save(str(dst / "tokenizer.json"))
+    return dst
+
+
+def test_kld_topk_matches_exact_kl():
+    rng = np.random.default_rng(0)
+    p, q = log_softmax(rng.normal(size=(4, 50)) * 3), log_softmax(rng.normal(size=(4, 50)) * 3)
+    exact = (np.exp(p) * (p - q)).sum(-1)
+    idx = np.argsort(-p, axis=-1)
+    full = kld_topk(idx, np.take_along_axis(p, idx, -1), q)
+    np.testing.assert_allclose(full, exact, rtol=1e-4)  # k = vocab: exact
+    top = kld_topk(idx[:, :10], np.take_along_axis(p, idx[:, :10], -1), q)
+    assert (top <= exact + 1e-6).all() and (top > 0).all()  # fewer tokens: a lower bound
+    assert kld_topk(idx, np.take_along_axis(p, idx, -1), p).max() < 1e-6
+
+
+def test_gguf_against_its_hf_base_across_engines(smollm2):
+    engine = load_engine(bundled_gguf("bundled:smollm2-135m-instruct"), ENGINE)
+    try:
+        first = evaluate(engine, smollm2, SMALL, ENGINE)
+        again = evaluate(engine, smollm2, SMALL, ENGINE)
+    finally:
+        engine.close()
+    assert first.tokenizer_parity and first.tokens_scored == 127 and not first.failures
+    # The same Q4_1 weights, dequantized for transformers: differences are llama.cpp's arithmetic.
+    assert 0 < first.kld_mean < 0.02 and first.top1_agreement > 0.9 and 0.97 < first.ppl_ratio < 1.05
+    assert 1 < first.base_ppl < 100 and first.kld_p99 >= first.kld_median and 0 < first.rms_dp < 0.05
+    assert again.base_cached and again.kld_mean == first.kld_mean  # base logits came from the cache
+    assert check(gates_for(4), None, first.to_dict()) == []
+
+
+def test_zeroed_layer_fails_the_quality_gate(smollm2, zeroed_layer):
+    engine = load_engine(zeroed_layer, ENGINE)
+    try:
+        result = evaluate(engine, smollm2, SMALL, ENGINE)
+    finally:
+        engine.close()
+    assert result.tokenizer_parity and result.kld_mean > 1 and result.top1_agreement < 0.5
+    failures = check(gates_for(16), None, result.to_dict())
+    assert any("kld_mean" in f for f in failures) and any("top1_agreement" in f for f in failures)
+
+
+def test_swapped_tokenizer_fails_parity(smollm2, swapped_tokenizer):
+    engine = load_engine(swapped_tokenizer, ENGINE)
+    try:
+        result = evaluate(engine, smollm2, SMALL, ENGINE)
+    finally:
+        engine.close()
+    assert not result.tokenizer_parity and result.kld_mean is None
+    assert any("tokenizer" in f for f in check(gates_for(16), None, result.to_dict()))
+
+
+def test_cli_exits_3_on_a_broken_artifact(smollm2, zeroed_layer, tmp_path, capsys):
+    out = tmp_path / "zeroed.json"
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", str(zeroed_layer), "--base", str(smollm2), "--no-smoke", "-p", "16", "-n", "4",
+              "--repetitions", "1", "--warmup", "0", "--threads", "1", "--eval-tokens", "256", "--json", str(out)])
+    assert exit_.value.code == 3
+    assert "gate(s) failed" in capsys.readouterr().err
+    import json
+
+    data = json.loads(out.read_text())
+    assert data["passed"] is False and data["quality"]["kld_mean"] > 1 and data["bits"] == 16
+
+
+def test_bits_and_gate_overrides():
+    assert artifact_bits({"method": "gguf", "settings": {"gguf_types": ["Q4_K_M"]}}) == 4
+    assert artifact_bits(None, "SmolLM2-Q8_0.gguf") == 8
+    assert artifact_bits({"method": "nf4", "settings": {}}) == 4
+    assert artifact_bits({"method": "awq", "settings": {"bits": 4}}) == 4
+    assert artifact_bits(None, "model", bits_per_weight=16.0) == 16
+    assert gates_for(5).kld_mean_max == gates_for(5, {"kld_mean_max": None}).kld_mean_max
+    assert gates_for(4, {"top1_min": 0.5}).top1_min == 0.5
+    assert gates_for(8).kld_mean_max < gates_for(4).kld_mean_max < gates_for(2).kld_mean_max
+    with pytest.raises(Exception, match="unknown gate"):
+        gates_for(4, {"kld_max": 1})

@@ -1,0 +1,71 @@
+"""Reports from bench results: Markdown with the table and transcripts, two PNG plots, merged JSON,
+and the artifact's model card results section filled in (no model needed: results are built
+from BenchResult itself so the keys are the real ones)."""
+
+import json
+
+import pytest
+
+from quantkit.artifact import RESULTS_BEGIN, write_model_card
+from quantkit.bench import BenchResult, Stat
+from quantkit.errors import InputError
+from quantkit.report import load_results, write_report
+
+
+def result(artifact, size, tps, kld, passed=True) -> dict:
+    return BenchResult(
+        artifact=str(artifact), engine="llama.cpp", method="gguf", bits=4, size_bytes=size, weights_bytes=size,
+        bits_per_weight=4.8, n_params=135_000_000, prompt_tokens=512, gen_tokens=128, repetitions=5, load_s=0.5,
+        load_peak_rss_mb=300.0, peak_rss_mb=320.0, prefill=Stat(400.0, 5.0), decode=Stat(tps, 1.0),
+        ttft=Stat(1280.0, 10.0), decode_latency_ms={"p50": 10.0, "p90": 12.0, "p99": 15.0},
+        bandwidth={"weights_bytes_per_token": size, "achieved_gbps": 1.0, "copy_gbps": 8.0, "fraction": 0.125},
+        cuda={}, environment={"cpu": "test CPU", "device": "cpu", "threads": 2},
+        smoke={"passed": passed, "failures": [], "transcript": "[user] 你好\n[assistant] Hello!"},
+        quality={"kld_mean": kld, "top1_agreement": 0.9, "ppl_ratio": 1.05, "tokenizer_parity": True},
+        failures=[] if passed else ["smoke: turn 1: empty reply"],
+    ).to_dict()
+
+
+@pytest.fixture
+def artifact(tmp_path):
+    folder = tmp_path / "smollm2-gguf"
+    folder.mkdir()
+    write_model_card(folder, {"method": "gguf", "source": {"repo_id": "HuggingFaceTB/SmolLM2-135M-Instruct"}}, "use it")
+    return folder
+
+
+def test_write_report_markdown_plots_and_card(artifact, tmp_path):
+    results = [result(artifact, 100 * 2**20, 60.0, 0.05), result(tmp_path / "q2.gguf", 60 * 2**20, 80.0, 0.4, passed=False)]
+    report = write_report(results, tmp_path / "out")
+    text = report.read_text()
+    assert report.name == "report.md" and "| smollm2-gguf |" in text and "60.0 ± 1.0" in text
+    assert "**no**" in text and "smoke: turn 1: empty reply" in text and "你好" in text
+    for png in ("size_vs_decode.png", "size_vs_kld.png"):
+        data = (report.parent / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+        assert f"]({png})" in text
+    assert len(json.loads((report.parent / "results.json").read_text())) == 2
+    card = (artifact / "README.md").read_text()
+    assert RESULTS_BEGIN in card and "Not benchmarked yet" not in card and "60.0 ± 1.0" in card
+
+
+def test_report_cli_from_folder_of_json(artifact, tmp_path):
+    from click.testing import CliRunner
+
+    from quantkit.cli import cli
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "a.json").write_text(json.dumps(result(artifact, 2**20, 50.0, 0.01)))
+    (runs / "other.json").write_text('{"kind": "something else"}')
+    out = tmp_path / "rep"
+    res = CliRunner().invoke(cli, ["report", str(runs), "-o", str(out), "--no-cards"])
+    assert res.exit_code == 0, res.output
+    assert res.output.strip().endswith("report.md") and (out / "report.md").is_file()
+    assert "Not benchmarked yet" in (artifact / "README.md").read_text()  # --no-cards
+
+
+def test_no_results_is_an_error(tmp_path):
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(InputError, match="no bench results"):
+        load_results([tmp_path])
