@@ -19,14 +19,14 @@ class GgufMethod:
 
     def supports(self, config: dict) -> str | None:
         """Judged against the converter's list only when it is already unpacked (no download here)."""
-        from quantkit.llamacpp_tools import DIST, cached_converter, supported_architectures
+        from quantkit.llamacpp_tools import cached_converter, supported_architectures
 
         converter = cached_converter()
         archs = config.get("architectures") or []
         if converter is None or not archs:
             return None if archs else "config.json names no architecture"
         if archs[0] not in supported_architectures(converter):
-            return f"{DIST}'s llama.cpp converter does not support {archs[0]}"
+            return f"llama.cpp's converter ({converter.origin}) does not support architecture {archs[0]}"
         return None
 
     def check(self, model_dir: Path, config: dict, options: QuantizeOptions) -> None:
@@ -156,8 +156,11 @@ def write_modelfiles(out_dir: Path, files: dict[str, Path], model_dir: Path, met
 def usage(files: dict[str, Path], ollama: bool, name: str) -> str:
     first = next(iter(files.values())).name
     listing = "\n".join(f"- `{path.name}` ({ftype})" for ftype, path in files.items())
-    ollama_text = (f"```bash\nollama create {name.lower()} -f Modelfile\nollama run {name.lower()}\n```"
-                   if ollama else "Rerun `quantkit quantize` with `--ollama` to get a Modelfile.")
+    if ollama:
+        ollama_text = f"```bash\nollama create {name.lower()} -f Modelfile\nollama run {name.lower()}\n```"
+    else:  # Ollama guesses the template from the file; `--ollama` writes it out with the stop tokens
+        ollama_text = (f"```bash\necho 'FROM ./{first}' > Modelfile\nollama create {name.lower()} -f Modelfile\n```\n\n"
+                       "`quantkit quantize ... --ollama` writes a Modelfile with the chat template and stop tokens.")
     return f"""Files:
 
 {listing}
