@@ -24,19 +24,9 @@ def decode_rate(times: list[float]) -> float:
     return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
 
 
-def direct(path, threads: int, max_tokens: int, runs: int) -> float:
-    from quantkit.engines import EngineOptions, load_engine
-
-    engine = load_engine(path, EngineOptions(threads=threads))
-    try:
-        ids = engine.chat_prompt(MESSAGES)
-        rates = []
-        for _ in range(runs):
-            times = [time.perf_counter() for _ in engine.stream(ids, max_tokens, temperature=0.0)]
-            rates.append(decode_rate(times))
-        return max(rates)
-    finally:
-        engine.close()
+def direct(engine, max_tokens: int) -> float:
+    ids = engine.chat_prompt(MESSAGES)
+    return decode_rate([time.perf_counter() for _ in engine.stream(ids, max_tokens, temperature=0.0)])
 
 
 def start_server(path, threads: int):
@@ -53,17 +43,14 @@ def start_server(path, threads: int):
     return proc, line[0].split()[1]
 
 
-def served(url: str, max_tokens: int, runs: int) -> float:
+def served(url: str, max_tokens: int) -> float:
     body = {"messages": MESSAGES, "max_tokens": max_tokens, "temperature": 0, "stream": True}
-    rates = []
-    for _ in range(runs):
-        times = []
-        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=600) as response:
-            for line in response.iter_lines():
-                if line.startswith("data: {") and '"content"' in line and '"content": ""' not in line:
-                    times.append(time.perf_counter())
-        rates.append(decode_rate(times))
-    return max(rates)
+    times = []
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=600) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: {") and '"content"' in line and '"content": ""' not in line:
+                times.append(time.perf_counter())
+    return decode_rate(times)
 
 
 def main() -> None:
@@ -71,7 +58,7 @@ def main() -> None:
     parser.add_argument("--gguf", action="store_true", help="Use the bundled GGUF through llama.cpp.")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--runs", type=int, default=3, help="Best of N single-stream runs.")
+    parser.add_argument("--runs", type=int, default=5, help="Best of N single-stream runs (alternating).")
     parser.add_argument("--levels", default="1,4,16", help="Concurrency levels for the throughput part.")
     parser.add_argument("--json", dest="json_out", help="Also write the results here.")
     args = parser.parse_args()
@@ -81,10 +68,18 @@ def main() -> None:
 
     spec = "bundled:smollm2-135m-instruct"
     path = bundled_gguf(spec) if args.gguf else materialize(spec)
-    engine_rate = direct(path, args.threads, args.max_tokens, args.runs)
+    from quantkit.engines import EngineOptions, load_engine
+
+    engine = load_engine(path, EngineOptions(threads=args.threads))
     proc, url = start_server(path, args.threads)
     try:
-        server_rate = served(url, args.max_tokens, args.runs)
+        # Alternate the two so a busy machine's drift hits both alike; best of N each.
+        engine_rates, server_rates = [], []
+        for _ in range(args.runs):
+            engine_rates.append(direct(engine, args.max_tokens))
+            server_rates.append(served(url, args.max_tokens))
+        engine.close()
+        engine_rate, server_rate = max(engine_rates), max(server_rates)
         levels = [int(x) for x in args.levels.split(",")]
         loads = [load_test(url, concurrency=[c], num_requests=max(8, c), max_tokens=32)[0] for c in levels]
     finally:
