@@ -13,7 +13,6 @@ import re
 import subprocess
 import sys
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -295,8 +294,3 @@ def quantize_file(src: Path, dst: Path, gguf_type: str, nthread: int = 0, echo: 
                             f"{key_line(''.join(log))}")
     return [{"tensor": m[1], "cols": int(m[2]), "required": m[4].upper(), "used": m[5].upper()}
             for m in FALLBACK_LINE.finditer("".join(log))]
-
-
-def temp_gguf_dir(parent: Path) -> tempfile.TemporaryDirectory:
-    """A scratch folder on the output's filesystem for intermediate GGUF files."""
-    return tempfile.TemporaryDirectory(prefix=".gguf-work-", dir=parent)
