@@ -14,7 +14,7 @@ TURNS = (
     "```python\ndef average(numbers):\n    total = 0\n    for n in numbers:\n        total += n\n"
     "    return total / len(numbers) + 1\n```",
     "Now write the corrected function.",
-    "你好！请用一句话介绍你自己。",
+    "你好！你是谁？",
 )
 NGRAM = 4  # tokens per n-gram for the repetition check
 
