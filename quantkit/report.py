@@ -121,8 +121,20 @@ def write_report(results: list[dict], out_dir: str | Path, fill_cards: bool = Tr
                 parts += ["Smoke chat transcript:", "", "```text", result["smoke"].get("transcript", ""), "```", ""]
         (staging / REPORT).write_text("\n".join(parts))
     if fill_cards:
-        for result in results:
-            folder = Path(result["artifact"])
-            if folder.is_dir() and (folder / CARD).is_file():
-                fill_card_results(folder, results_markdown(result))
+        for folder, rows in card_folders(results).items():
+            fill_card_results(folder, "\n\n".join(results_markdown(r) for r in rows))
     return out_dir.resolve() / REPORT
+
+
+def card_folders(results: list[dict]) -> dict[Path, list[dict]]:
+    """Artifact folders with a model card -> their results (a multi-type GGUF folder gets one
+    row per .gguf file benched)."""
+    from quantkit.artifact import MANIFEST
+
+    folders: dict[Path, list[dict]] = {}
+    for result in results:
+        path = Path(result["artifact"])
+        folder = path if path.is_dir() else path.parent if (path.parent / MANIFEST).is_file() else None
+        if folder is not None and (folder / CARD).is_file():
+            folders.setdefault(folder, []).append(result)
+    return folders

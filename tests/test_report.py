@@ -69,3 +69,11 @@ def test_no_results_is_an_error(tmp_path):
     (tmp_path / "x.json").write_text("{}")
     with pytest.raises(InputError, match="no bench results"):
         load_results([tmp_path])
+
+
+def test_multi_gguf_folder_card_gets_a_row_per_file(artifact, tmp_path):
+    (artifact / "quantkit.json").write_text('{"method": "gguf"}')
+    results = [result(artifact / f"m-{t}.gguf", 2**20 * s, 50.0, 0.01) for t, s in (("Q8_0", 140), ("Q4_K_M", 100))]
+    write_report(results, tmp_path / "out")
+    card = (artifact / "README.md").read_text()
+    assert "| m-Q8_0.gguf |" in card and "| m-Q4_K_M.gguf |" in card
