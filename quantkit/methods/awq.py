@@ -21,6 +21,7 @@ BITS = (4,)  # W4A16 is what AWQ kernels (vLLM, classic GEMM) exist for
 DEFAULT_GROUP = 128
 FALLBACK_GROUPS = (128, 64, 32)  # tried in order when --group-size is not given
 DEFAULT_SAMPLES, DEFAULT_SEQ_LEN = 64, 256  # ~15 min for SmolLM2-135M on 2 CPU cores
+CALIB_BATCH = 8
 ALWAYS_IGNORED = ["lm_head"]
 SAVE_DTYPES = ("bfloat16", "float16")
 
@@ -201,6 +202,13 @@ def finish_folder(model_dir: Path, out_dir: Path) -> None:
             path.chmod(0o644)
 
 
+def calib_batch_size(calib) -> int:
+    """Samples per forward pass. AWQ's grid search runs every cached batch through each block
+    ~80 times; on CPU one call per short sample is overhead-bound, batches of 8 cut that several
+    fold. Samples are packed to at least seq_len tokens, so the truncating collator cuts nothing."""
+    return max(1, min(CALIB_BATCH, len(calib.samples)))
+
+
 def settings_record(options: QuantizeOptions, group: int, fmt: str, device: str, calib_dtype: str,
                     saved_dtype: str) -> dict:
     return {"format": fmt, "bits": 4, "group_size": group, "symmetric": False,
@@ -244,7 +252,8 @@ def quantize_compressed_tensors(model_dir: Path, out_dir: Path, options: Quantiz
         with cpu_only_pin_memory_guard():
             oneshot(model=model, tokenizer=tokenizer, dataset=dataset, recipe=recipe,
                     max_seq_length=calib.seq_len, num_calibration_samples=len(calib.samples),
-                    shuffle_calibration_samples=False, trust_remote_code_model=trust)
+                    shuffle_calibration_samples=False, trust_remote_code_model=trust,
+                    batch_size=calib_batch_size(calib))
     except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise QuantizeError(f"llm-compressor AWQ failed: {exc}") from exc
     model.to(getattr(torch, saved))
