@@ -253,12 +253,13 @@ def bench(artifact: str | Path, *, base: str | Path | None = None, options: Benc
 
             quality = evaluate(engine, base, options.quality_options,
                                EngineOptions(device=options.device, threads=options.threads)).to_dict()
-        # A .gguf inside a multi-type artifact: the manifest's totals are the folder's, not this file's.
-        whole = manifest if manifest and path.is_dir() else {}
-        size = int(whole.get("size_bytes") or size_on_disk(path))
+        # One .gguf of a multi-type artifact: the manifest's totals are the folder's, not this file's.
+        target = getattr(engine, "file", path)
+        whole = manifest if manifest and target.is_dir() else {}
+        size = int(whole.get("size_bytes") or size_on_disk(target))
         bpw = whole.get("bits_per_weight") or (
             round(engine.weights_bytes * 8 / engine.n_params, 3) if engine.n_params else None)
-        bits = artifact_bits(manifest, getattr(engine, "file", path).name, bpw)
+        bits = artifact_bits(manifest, target.name, bpw)
         gates = gates_for(bits, options.gates)
         result = BenchResult(
             artifact=str(path), engine=engine.name, method=(manifest or {}).get("method"), bits=bits,

@@ -38,6 +38,9 @@ class TransformersEngine:
         # bf16/fp16 matmuls are slow on CPUs without native support: compute in float32 there.
         dtype = options.dtype or ("float32" if self.device == "cpu" else "auto")
         logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # int8 warns on every matmul
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # callers show their own progress
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=options.trust_remote_code)
             self.model = AutoModelForCausalLM.from_pretrained(
