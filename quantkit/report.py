@@ -39,10 +39,15 @@ def fmt(value, digits: int = 2, scale: float = 1.0, suffix: str = "") -> str:
     return "-" if value is None else f"{value * scale:.{digits}f}{suffix}"
 
 
+def label(result: dict) -> str:
+    """A recipe's name for the artifact when the pipeline gave one, else its file/folder name."""
+    return str(result.get("name") or Path(result.get("artifact", "?")).name)
+
+
 def row(result: dict) -> list[str]:
     quality, smoke = result.get("quality") or {}, result.get("smoke")
     return [
-        Path(result["artifact"]).name, result["engine"], str(result.get("bits", "-")),
+        label(result), result["engine"], str(result.get("bits", "-")),
         fmt(result["size_bytes"] / 2**20, 1, suffix=" MiB"), fmt(result.get("bits_per_weight")),
         f"{fmt(result['prefill_tokens_per_s'], 1)} ± {fmt(result['prefill_tokens_per_s_std'], 1)}",
         f"{fmt(result['decode_tokens_per_s'], 1)} ± {fmt(result['decode_tokens_per_s_std'], 1)}",
@@ -78,7 +83,7 @@ def plot(results: list[dict], y_key, y_label: str, file: Path, log_y: bool = Fal
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    points = [(r["size_bytes"] / 2**20, y_key(r), Path(r["artifact"]).name) for r in results]
+    points = [(r["size_bytes"] / 2**20, y_key(r), label(r)) for r in results]
     points = [p for p in points if p[1] is not None]
     if not points:
         return False
@@ -114,7 +119,7 @@ def write_report(results: list[dict], out_dir: str | Path, fill_cards: bool = Tr
         parts = ["# quantkit report", "", table(results), ""]
         parts += [f"![{title}]({name})\n" for title, name in plots]
         for result in results:
-            parts += [f"## {Path(result['artifact']).name}", ""]
+            parts += [f"## {label(result)}", ""]
             if result.get("failures"):
                 parts += ["Gate failures:", *[f"- {f}" for f in result["failures"]], ""]
             if result.get("smoke"):
@@ -133,7 +138,7 @@ def card_folders(results: list[dict]) -> dict[Path, list[dict]]:
 
     folders: dict[Path, list[dict]] = {}
     for result in results:
-        path = Path(result["artifact"])
+        path = Path(result.get("artifact", ""))
         folder = path if path.is_dir() else path.parent if (path.parent / MANIFEST).is_file() else None
         if folder is not None and (folder / CARD).is_file():
             folders.setdefault(folder, []).append(result)
