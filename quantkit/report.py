@@ -89,8 +89,8 @@ def plot(results: list[dict], y_key, y_label: str, file: Path, log_y: bool = Fal
         return False
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
     ax.scatter([p[0] for p in points], [p[1] for p in points])
-    for x, y, label in points:
-        ax.annotate(label, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    for x, y, text in points:
+        ax.annotate(text, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
     ax.set_xlabel("size on disk (MiB)")
     ax.set_ylabel(y_label)
     if log_y and all(p[1] > 0 for p in points):
