@@ -29,8 +29,9 @@ sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode
 
 def run_measured(cmd: list[str], env: dict | None = None) -> dict:
     """Wall seconds and peak RSS (MiB) of ``cmd`` and all its descendants."""
+    log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: llama.cpp's log would fill a pipe and block
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True, env=env)
     root, peak = psutil.Process(proc.pid), 0
     while proc.poll() is None:
         total = 0
@@ -45,7 +46,8 @@ def run_measured(cmd: list[str], env: dict | None = None) -> dict:
         peak = max(peak, total)
         time.sleep(0.01)
     wall = time.perf_counter() - started
-    stderr = proc.stderr.read()
+    log.seek(0)
+    stderr = log.read()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:3])} failed:\n{stderr[-3000:]}")
     return {"wall_s": round(wall, 2), "peak_rss_mb": round(peak / 2**20, 1)}

@@ -42,7 +42,8 @@ SMOKE_PROMPT = "What is the capital of France?"
 
 
 def default_threads() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
+    """Half the cores, at most 4: on a small busy machine more threads make llama.cpp erratic."""
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
 def preflight(converter: Converter, model_dir: Path, config: dict) -> None:
@@ -170,8 +171,9 @@ def parity_error(gguf_path: Path, text: str, hf_ids: list[int], ours: list[int])
         hint="llama.cpp would not see the prompts the model was trained on; the converter or tokenizer needs fixing")
 
 
-def read_metadata(gguf_path: Path) -> dict:
-    """Tokenizer and template fields of a GGUF file, read with the PyPI gguf package."""
+def read_gguf(gguf_path: Path) -> tuple[dict, dict[str, str], int]:
+    """Tokenizer/template fields, tensor types and parameter count of a GGUF file, read once
+    with the PyPI gguf package (parsing a file costs seconds: its vocabulary is a long array)."""
     from gguf import GGUFReader
 
     reader = GGUFReader(gguf_path)
@@ -184,7 +186,8 @@ def read_metadata(gguf_path: Path) -> dict:
         token_id = meta.get(f"tokenizer.ggml.{key}_token_id")
         if tokens is not None and token_id is not None and token_id < len(tokens.data):
             meta[f"{key}_token"] = bytes(tokens.parts[tokens.data[token_id]]).decode("utf-8", "replace")
-    return meta
+    tensors = {t.name: t.tensor_type.name for t in reader.tensors}
+    return meta, tensors, sum(int(t.n_elements) for t in reader.tensors)
 
 
 def end_of_turn(template: str, bos: str = "", eos: str = "") -> str | None:
@@ -200,9 +203,8 @@ def end_of_turn(template: str, bos: str = "", eos: str = "") -> str | None:
     return tail.strip() or None
 
 
-def check_metadata(gguf_path: Path, tokenizer) -> dict:
+def check_metadata(gguf_path: Path, tokenizer, meta: dict) -> dict:
     """The GGUF carries the HF chat template, and the template's end-of-turn token stops llama.cpp."""
-    meta = read_metadata(gguf_path)
     template = tokenizer.chat_template
     if template and meta.get("tokenizer.chat_template") != template:
         raise QuantizeError(f"{gguf_path.name} does not carry the model's chat template",
@@ -248,12 +250,15 @@ def smoke_chat(gguf_path: Path, n_threads: int | None = None, max_tokens: int = 
 
 
 def check_files(model_dir: Path, files: dict[str, Path], smoke: bool = True, n_threads: int | None = None) -> dict:
-    """All checks on each GGUF file, in this process (``verify`` runs it isolated)."""
+    """All checks on each GGUF file, in this process (``verify`` runs it isolated); also returns
+    each file's tensor types and parameter count, for the manifest."""
     tokenizer = hf_tokenizer(model_dir)
     results = {}
     for gguf_type, path in files.items():
         print(f"quantkit: checking {path.name}: token parity, metadata" + (", smoke chat" if smoke else ""), file=sys.stderr)
-        results[gguf_type] = {"token_parity": token_parity(path, tokenizer), "metadata": check_metadata(path, tokenizer)}
+        meta, tensors, n_params = read_gguf(path)
+        results[gguf_type] = {"tensors": tensors, "n_params": n_params, "token_parity": token_parity(path, tokenizer),
+                              "metadata": check_metadata(path, tokenizer, meta)}
         if smoke:
             results[gguf_type]["smoke_chat"] = smoke_chat(path, n_threads)
     return results

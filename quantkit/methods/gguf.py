@@ -67,7 +67,7 @@ class GgufMethod:
         shutil.rmtree(scratch)
         ordered = {t: files[t] for t in types}
         checks = gguf_checks.verify(model_dir, ordered)
-        per_file = {t: file_record(path, fallbacks.get(t, [])) for t, path in ordered.items()}
+        per_file = {t: file_record(path, fallbacks.get(t, []), checks[t]) for t, path in ordered.items()}
         extra = {
             "library_name": "gguf",
             "tags": ["gguf", "llama.cpp", *types],
@@ -115,16 +115,12 @@ def artifact_stem(model_dir: Path) -> str:
     return model_dir.name
 
 
-def file_record(path: Path, fallbacks: list[dict]) -> dict:
-    """Size, bits per weight and tensor types of one GGUF file, read back with gguf.GGUFReader;
-    the fallback tensors llama.cpp logged, with the type the file really holds."""
+def file_record(path: Path, fallbacks: list[dict], check: dict) -> dict:
+    """Size, bits per weight and tensor types of one GGUF file (as the checks read it back with
+    gguf.GGUFReader); the fallback tensors llama.cpp logged, with the type the file really holds."""
     from collections import Counter
 
-    from gguf import GGUFReader
-
-    reader = GGUFReader(path)
-    kinds = {t.name: t.tensor_type.name for t in reader.tensors}
-    n_params = sum(int(t.n_elements) for t in reader.tensors)
+    kinds, n_params = check.pop("tensors"), check.pop("n_params")
     size = path.stat().st_size
     for row in fallbacks:
         row["in_file"] = kinds.get(row["tensor"])
