@@ -34,6 +34,7 @@ def assert_sane(data: dict) -> None:
     assert bw["achieved_gbps"] > 0 and bw["copy_gbps"] > 0 and 0 < bw["fraction"] < 2
 
 
+@pytest.mark.slow
 def test_bench_gguf_against_hf_base(smollm2, tmp_path):
     gguf = bundled_gguf("bundled:smollm2-135m-instruct")
     steps = []
@@ -49,6 +50,7 @@ def test_bench_gguf_against_hf_base(smollm2, tmp_path):
     json.dumps(data)  # serializable as is
 
 
+@pytest.mark.slow
 def test_bench_hf_folder_cli_json(smollm2, tmp_path, capsys):
     from quantkit.cli import main
 

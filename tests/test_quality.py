@@ -73,6 +73,7 @@ def test_kld_topk_matches_exact_kl():
     assert kld_topk(idx, np.take_along_axis(p, idx, -1), p).max() < 1e-6
 
 
+@pytest.mark.slow
 def test_gguf_against_its_hf_base_across_engines(smollm2):
     engine = load_engine(bundled_gguf("bundled:smollm2-135m-instruct"), ENGINE)
     try:
@@ -88,6 +89,7 @@ def test_gguf_against_its_hf_base_across_engines(smollm2):
     assert check(gates_for(4), None, first.to_dict()) == []
 
 
+@pytest.mark.slow
 def test_zeroed_layer_fails_the_quality_gate(smollm2, zeroed_layer):
     engine = load_engine(zeroed_layer, ENGINE)
     try:
@@ -109,6 +111,7 @@ def test_swapped_tokenizer_fails_parity(smollm2, swapped_tokenizer):
     assert any("tokenizer" in f for f in check(gates_for(16), None, result.to_dict()))
 
 
+@pytest.mark.slow
 def test_cli_exits_3_on_a_broken_artifact(smollm2, zeroed_layer, tmp_path, capsys):
     out = tmp_path / "zeroed.json"
     with pytest.raises(SystemExit) as exit_:

@@ -25,6 +25,7 @@ def test_conversation_has_the_required_turns():
     assert any("```python" in t for t in TURNS) and any("你好" in t for t in TURNS)
 
 
+@pytest.mark.slow
 def test_good_gguf_passes_with_transcript():
     engine = load_engine(bundled_gguf("bundled:smollm2-135m-instruct"), EngineOptions(threads=1))
     try:
@@ -39,6 +40,7 @@ def test_good_gguf_passes_with_transcript():
     assert "average" in result.turns[1].reply  # the follow-up used the previous answer
 
 
+@pytest.mark.slow
 def test_wrong_chat_template_fails(smollm2, tmp_path):
     broken = tmp_path / "wrong-template"
     broken.mkdir()
