@@ -147,11 +147,18 @@ def environment(engine) -> dict:
         "gpu": None,
         "versions": library_versions(*VERSIONED),
     }
-    if engine.device == "cuda":
-        import torch
-
+    if engine.device == "cuda" and (torch := cuda_torch()):
         env["gpu"] = torch.cuda.get_device_name()
     return env
+
+
+def cuda_torch():
+    """torch when it sees a CUDA GPU, else None (llama.cpp may run on a GPU beside a CPU-only torch)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch if torch.cuda.is_available() else None
 
 
 def timed_runs(engine, prompt: list[int], options: BenchOptions):
@@ -194,7 +201,10 @@ def bandwidth_record(engine, decode_tps: float, measure: bool) -> dict:
     if measure:
         from quantkit import bandwidth
 
-        copy = bandwidth.measure_cuda_copy_gbps() if engine.device == "cuda" else bandwidth.copy_bandwidth_gbps()
+        if engine.device == "cuda":
+            copy = bandwidth.measure_cuda_copy_gbps() if cuda_torch() else None
+        else:
+            copy = bandwidth.copy_bandwidth_gbps()
         if copy:
             record.update(copy_gbps=copy, fraction=round(achieved / copy, 3))
     return record
@@ -233,9 +243,7 @@ def bench(artifact: str | Path, *, base: str | Path | None = None, options: Benc
         prompt = (engine.tokenize(eval_text(options.quality_options)) or [0])
         prompt = (prompt * (options.prompt_tokens // len(prompt) + 1))[: options.prompt_tokens]
         step("speed")
-        if engine.device == "cuda":
-            import torch
-
+        if engine.device == "cuda" and (torch := cuda_torch()):
             torch.cuda.reset_peak_memory_stats()
         with PeakRSS() as run_peak:
             prefill_s, decode_s, steps = timed_runs(engine, prompt, options)
