@@ -5,6 +5,7 @@ transformers dequantizes into an ordinary HF checkpoint, cached under the quantk
 package; on a connected machine ``HuggingFaceTB/SmolLM2-135M-Instruct`` is the original.
 """
 
+import fcntl
 import json
 import shutil
 import time
@@ -67,13 +68,35 @@ def bundled_gguf(spec: str) -> Path:
     return path
 
 
+# Bumped whenever materialize() changes what it writes, so cached folders are rebuilt.
+MATERIALIZE_VERSION = 2
+
+
 def materialize(spec: str, dtype: str = "bfloat16") -> Path:
     """An HF checkpoint folder for a bundled model, built once and cached."""
+    name, _ = bundled_entry(spec)
+    final = cache_dir("bundled") / name
+    if is_current(final):
+        return final
+    # Two processes (parallel tests, a pipeline and a bench) may ask at once: build once.
+    with open(cache_dir("bundled") / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not is_current(final):
+            build(spec, final, dtype)
+    return final
+
+
+def is_current(folder: Path) -> bool:
+    try:
+        source = json.loads((folder / SOURCE_MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return source.get("materialize_version") == MATERIALIZE_VERSION
+
+
+def build(spec: str, final: Path, dtype: str) -> None:
     name, entry = bundled_entry(spec)
     gguf = bundled_gguf(spec)
-    final = cache_dir("bundled") / name
-    if (final / SOURCE_MANIFEST).is_file():
-        return final
     started = time.time()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
@@ -90,10 +113,15 @@ def materialize(spec: str, dtype: str = "bfloat16") -> Path:
             if hasattr(holder, "quantization_config"):
                 delattr(holder, "quantization_config")
         model.save_pretrained(staging)
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(model.config.eos_token_id)
+        tokenizer.pad_token = tokenizer.eos_token if model.config.pad_token_id is None else \
+            tokenizer.convert_ids_to_tokens(model.config.pad_token_id)
         tokenizer.save_pretrained(staging)
+        repair_byte_level_bpe(staging / "tokenizer.json")
         if model.generation_config is not None:
             model.generation_config.save_pretrained(staging)
         source = {
+            "materialize_version": MATERIALIZE_VERSION,
             "source": "bundled",
             "repo_id": entry.original,
             "bundled": name,
@@ -105,7 +133,27 @@ def materialize(spec: str, dtype: str = "bfloat16") -> Path:
             "seconds": round(time.time() - started, 1),
         }
         (staging / SOURCE_MANIFEST).write_text(json.dumps(source, indent=2) + "\n")
-    return final
+
+
+def repair_byte_level_bpe(tokenizer_json: Path) -> None:
+    """Rewrite a GGUF-born tokenizer.json in place (see ``unfallback_byte_level_bpe``)."""
+    data = json.loads(tokenizer_json.read_text())
+    if unfallback_byte_level_bpe(data):
+        tokenizer_json.write_text(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+def unfallback_byte_level_bpe(data: dict) -> bool:
+    """transformers rebuilds a GPT-2 style (byte-level) BPE from GGUF with SentencePiece's
+    byte_fallback and decoders; llama.cpp's converter then takes it for a Llama-2 vocabulary and
+    the GGUF breaks ("newline token not found"). Restore the plain byte-level form the original
+    had; encoding is unchanged since byte-level BPE covers every byte anyway. True if changed."""
+    model = data.get("model") or {}
+    if not (model.get("type") == "BPE" and model.get("byte_fallback")
+            and '"ByteLevel"' in json.dumps(data.get("pre_tokenizer"))):
+        return False
+    model["byte_fallback"] = False
+    data["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+    return True
 
 
 def remove(spec: str) -> None:

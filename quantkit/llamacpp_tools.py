@@ -230,15 +230,15 @@ def converter_view(model_dir: Path, scratch: Path) -> tuple[Path, list[str]]:
         tok = json.loads(path.read_text()) if path.is_file() else {}
     except (OSError, json.JSONDecodeError):
         return model_dir, []
-    model, pre = tok.get("model") or {}, json.dumps(tok.get("pre_tokenizer"))
-    if not (model.get("type") == "BPE" and model.get("byte_fallback") and '"ByteLevel"' in pre):
+    from quantkit.bundled import unfallback_byte_level_bpe
+
+    if not unfallback_byte_level_bpe(tok):
         return model_dir, []
     view = scratch / model_dir.name
     view.mkdir(parents=True)
     for entry in model_dir.iterdir():
         if entry.name != "tokenizer.json":
             (view / entry.name).symlink_to(entry.resolve())
-    model["byte_fallback"] = False
     (view / "tokenizer.json").write_text(json.dumps(tok, ensure_ascii=False))
     return view, ["tokenizer.json: byte_fallback off (ByteLevel BPE; the converter would read it as SentencePiece)"]
 

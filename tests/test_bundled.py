@@ -34,3 +34,16 @@ print("ANSWER:", tok.decode(out[0][ids["input_ids"].shape[1]:], skip_special_tok
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Paris" in result.stdout
+
+
+def test_smollm2_tokenizer_is_plain_byte_level_with_chat_eos(smollm2):
+    """The GGUF-born tokenizer is restored to the original's form: byte-level BPE without
+    SentencePiece byte fallback, end of turn <|im_end|> as EOS (what llama.cpp's converter needs)."""
+    from transformers import AutoTokenizer
+
+    data = json.loads((smollm2 / "tokenizer.json").read_text())
+    assert data["model"]["byte_fallback"] is False and data["decoder"]["type"] == "ByteLevel"
+    tok = AutoTokenizer.from_pretrained(smollm2)
+    assert tok.eos_token == "<|im_end|>" and tok.eos_token_id == 2
+    text = "Hello world!\n  def f(x):\n\treturn 42  # 你好 😀"
+    assert tok.decode(tok.encode(text)) == text

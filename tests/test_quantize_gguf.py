@@ -220,18 +220,21 @@ def test_converter_comes_from_the_installed_version_or_a_checkout(tmp_path, monk
 
 
 def test_converter_view_turns_off_byte_fallback_only_for_byte_level_bpe(tiny_llama, tmp_path):
+    """A checkpoint that transformers rebuilt from a GGUF has byte_fallback on a ByteLevel BPE."""
     from quantkit.llamacpp_tools import converter_view
 
     tokenizer = json.loads((tiny_llama / "tokenizer.json").read_text())
-    view, fixes = converter_view(tiny_llama, tmp_path)
-    if tokenizer["model"].get("byte_fallback"):  # what transformers writes for a GGUF-born checkpoint
-        assert fixes and json.loads((view / "tokenizer.json").read_text())["model"]["byte_fallback"] is False
-        assert (view / "model.safetensors").resolve() == (tiny_llama / "model.safetensors").resolve()
+    born = tmp_path / "gguf-born"
+    born.mkdir()
+    (born / "model.safetensors").symlink_to(tiny_llama / "model.safetensors")
+    (born / "tokenizer.json").write_text(json.dumps({**tokenizer, "model": {**tokenizer["model"], "byte_fallback": True}}))
+    view, fixes = converter_view(born, tmp_path / "scratch1")
+    assert fixes and json.loads((view / "tokenizer.json").read_text())["model"]["byte_fallback"] is False
+    assert (view / "model.safetensors").resolve() == (tiny_llama / "model.safetensors").resolve()
     plain = tmp_path / "plain"
     plain.mkdir()
-    tokenizer["model"]["byte_fallback"] = False
-    (plain / "tokenizer.json").write_text(json.dumps(tokenizer))
-    assert converter_view(plain, tmp_path / "scratch") == (plain, [])
+    (plain / "tokenizer.json").write_text(json.dumps({**tokenizer, "model": {**tokenizer["model"], "byte_fallback": False}}))
+    assert converter_view(plain, tmp_path / "scratch2") == (plain, [])
 
 
 def test_unknown_gguf_type_is_an_input_error(tiny_llama):
