@@ -65,7 +65,9 @@ def main(argv=None) -> None:
 
     debug = os.environ.get("QUANTKIT_DEBUG", "") not in ("", "0")
     try:
-        cli.main(args=argv, prog_name="quantkit", standalone_mode=False)
+        # Without standalone mode click returns ctx.exit(n)'s code instead of exiting.
+        code = cli.main(args=argv, prog_name="quantkit", standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:  # usage errors: click's own message, exit 2

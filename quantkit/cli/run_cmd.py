@@ -38,6 +38,4 @@ def command(recipe, out, only, force, dry_run):
     if summary.report:
         click.echo(str(summary.report))
     if summary.exit_code:
-        # SystemExit, not ctx.exit(): main() runs click with standalone_mode=False, which turns
-        # ctx.exit(n) into a return value that would be lost.
-        sys.exit(summary.exit_code)
+        sys.exit(summary.exit_code)  # 3: only gates failed, 1: a stage failed
