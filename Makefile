@@ -37,9 +37,9 @@ $(LLAMA_WHEEL_STAMP):
 	  $(PY) -m pip wheel --no-deps $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz -w $(WHEELS); }
 	touch $@
 
+# The main job on the embedded model: every method, benchmarked, gated, reported (CPU only).
 demo: install
-	$(VENV)/bin/quantkit download bundled:smollm2-135m-instruct
-	$(VENV)/bin/quantkit inspect bundled:smollm2-135m-instruct
+	$(VENV)/bin/quantkit run recipes/smollm2-135m-instruct.yaml --out runs/smollm2-135m-instruct
 
 test: install
 	$(PY) -m pytest -q --durations=25 $(PYTEST_ARGS)
