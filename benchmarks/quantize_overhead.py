@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -70,16 +71,36 @@ AutoTokenizer.from_pretrained(model_dir).save_pretrained(out)
 
 
 def measure(cmd: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one subprocess, from the kernel's own accounting."""
+    """Wall seconds and peak RSS (MiB) of one subprocess, its RSS polled every 10 ms (as
+    quantkit.memory.PeakRSS does; wait4's ru_maxrss would count the parent image forked before exec)."""
+    import psutil
+
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    stderr = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
+    watched, peak = psutil.Process(proc.pid), 0
+    stderr = []
+    reader = threading.Thread(target=lambda: stderr.append(proc.stderr.read()), daemon=True)
+    reader.start()
+    while proc.poll() is None:
+        try:
+            peak = max(peak, watched.memory_info().rss)
+        except psutil.Error:
+            break
+        time.sleep(0.01)
+    proc.wait()
     wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    reader.join()
     if proc.returncode != 0:
-        sys.exit(f"{cmd[:6]} failed:\n{stderr.decode(errors='replace')[-2000:]}")
-    return wall, usage.ru_maxrss / 1024  # Linux reports KiB
+        sys.exit(f"{cmd[:6]} failed:\n{stderr[0].decode(errors='replace')[-2000:]}")
+    return wall, peak / 2**20
+
+
+def warm_up(model_dir: Path, methods: list[str]) -> None:
+    """Whichever side runs first would otherwise pay for a cold page cache (libraries, weights)."""
+    libs = {"awq": "llmcompressor", "nf4": "bitsandbytes", "int8": "bitsandbytes"}
+    imports = ", ".join(sorted({libs[m] for m in methods} | {"torch", "transformers"}))
+    code = f"import {imports}; [p.read_bytes() for p in __import__('pathlib').Path({str(model_dir)!r}).glob('*.safetensors')]"
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
 def awq_calibration(model_dir: Path, samples: int, seq_len: int, group: int, path: Path) -> str:
@@ -109,6 +130,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="quantize-overhead-"))
     calib_file = work / "calib.json"
     rows = []
+    warm_up(model_dir, args.methods)
     try:
         for method in args.methods:
             extra = []
@@ -119,10 +141,13 @@ def main() -> None:
             best = {"quantkit": (float("inf"), 0.0), "direct": (float("inf"), 0.0)}
             for run in range(args.runs):
                 out_q, out_d = work / f"{method}-q{run}", work / f"{method}-d{run}"
-                # direct first, then quantkit: both see the same page cache for the checkpoint
-                d = measure([sys.executable, "-c", DIRECT[method], str(model_dir), str(out_d), str(calib_file)])
-                q = measure([sys.executable, "-m", "quantkit", "quantize", str(model_dir), "--method", method,
-                             "-o", str(out_q), *extra])
+                direct_cmd = [sys.executable, "-c", DIRECT[method], str(model_dir), str(out_d), str(calib_file)]
+                quantkit_cmd = [sys.executable, "-m", "quantkit", "quantize", str(model_dir), "--method", method,
+                                "-o", str(out_q), *extra]
+                if run % 2:  # alternate who goes first, so drift in machine load evens out
+                    q, d = measure(quantkit_cmd), measure(direct_cmd)
+                else:
+                    d, q = measure(direct_cmd), measure(quantkit_cmd)
                 if method == "awq":
                     manifest = json.loads((out_q / "quantkit.json").read_text())
                     assert manifest["calibration"]["sha256"] == digest, "quantkit calibrated on other data"
