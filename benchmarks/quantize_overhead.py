@@ -43,7 +43,7 @@ recipe = [AWQModifier(duo_scaling=True),
           QuantizationModifier(config_groups={"group_0": scheme}, targets=["Linear"], ignore=["lm_head"])]
 oneshot(model=model, tokenizer=tok, dataset=Dataset.from_dict({"text": calib["samples"]}), recipe=recipe,
         max_seq_length=calib["seq_len"], num_calibration_samples=len(calib["samples"]),
-        shuffle_calibration_samples=False)
+        shuffle_calibration_samples=False, batch_size=min(8, len(calib["samples"])))
 model.to(torch.bfloat16)
 model.save_pretrained(out, save_compressed=True)
 tok.save_pretrained(out)
