@@ -158,3 +158,17 @@ def test_killed_run_leaves_no_finished_looking_folder(tiny_llama, tmp_path):
     quantize(tiny_llama, "nf4", out)  # a rerun completes and sweeps the stale staging folder
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
     assert (out / "quantkit.json").is_file()
+
+
+def test_sigterm_mid_run_removes_the_staging_folder(tiny_llama, tmp_path):
+    """A plain `kill` unwinds like Ctrl-C: nothing is left, not even a hidden staging folder."""
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "quantkit", "quantize", str(tiny_llama), "--method", "nf4",
+                             "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob(f".out{PARTIAL_MARK}*")):
+        assert proc.poll() is None, "quantize finished before it could be stopped"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143
+    assert list(tmp_path.iterdir()) == []

@@ -4,6 +4,7 @@ it runs, so ``quantkit --help`` imports no torch. Commands parse, call one libra
 
 import importlib.util
 import os
+import signal
 import sys
 from importlib import import_module
 
@@ -64,6 +65,8 @@ def main(argv=None) -> None:
     from quantkit.errors import QuantkitError
 
     debug = os.environ.get("QUANTKIT_DEBUG", "") not in ("", "0")
+    # A plain kill (SIGTERM) unwinds like Ctrl-C, so atomic outputs remove their staging folder.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         # Without standalone mode click returns ctx.exit(n)'s code instead of exiting.
         code = cli.main(args=argv, prog_name="quantkit", standalone_mode=False)

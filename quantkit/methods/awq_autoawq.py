@@ -44,6 +44,12 @@ def quantize_autoawq(model_dir: Path, out_dir: Path, options: QuantizeOptions, g
         from transformers import AutoTokenizer
     except ImportError as exc:
         raise DependencyError(f"gptqmodel cannot be imported: {exc}", hint=f"pip install 'quantkit[{EXTRA}]'") from exc
+    # gptqmodel writes per-layer logs to ./logs in the user's working folder; keep them in our cache.
+    from gptqmodel.looper import loop_processor
+
+    from quantkit.paths import cache_dir
+
+    loop_processor._PROJECT_LOG_DIR = cache_dir("logs", "gptqmodel")
 
     device = resolve_device(options)
     dtype = options.dtype if options.dtype in ("float16", "bfloat16") else "bfloat16"
