@@ -72,6 +72,20 @@ class DownloadResult:
     skipped_pickle: list[str] = field(default_factory=list)
 
 
+@contextlib.contextmanager
+def env_set(name: str, value: str):
+    """Set an environment variable for the duration of a block, then restore it."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
 def download(repo_id: str, *, source: str = "hf", revision: str | None = None,
              include: list[str] | None = None, exclude: list[str] | None = None,
              local_dir: str | Path | None = None, token: str | None = None, endpoint: str | None = None,
@@ -94,7 +108,9 @@ def download(repo_id: str, *, source: str = "hf", revision: str | None = None,
     token = token or os.environ.get(hub.TOKEN_ENV) or None
     endpoint = (endpoint or os.environ.get(hub.ENDPOINT_ENV) or hub.DEFAULT_ENDPOINT).rstrip("/")
     revision = revision or hub.DEFAULT_REVISION
-    with hub.endpoint_set(endpoint):
+    # huggingface_hub reads HF_ENDPOINT at import and a background call may ignore endpoint=:
+    # set the variable too while downloading.
+    with env_set(hub.ENDPOINT_ENV, endpoint):
         try:
             listing = hub.listing(repo_id, revision, token, endpoint)
         except HubUnreachable:

@@ -2,7 +2,6 @@
 ``huggingface_hub.snapshot_download``, and turn its exceptions into quantkit errors."""
 
 import contextlib
-import os
 from pathlib import Path
 
 from quantkit.errors import DownloadError
@@ -14,22 +13,6 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 TOKEN_ENV = "HF_TOKEN"
 ENDPOINT_ENV = "HF_ENDPOINT"
 CHECKS_SHA256 = False  # huggingface_hub compares sizes only; quantkit hashes every file
-
-
-@contextlib.contextmanager
-def endpoint_set(endpoint: str):
-    """huggingface_hub reads HF_ENDPOINT at import and a background call may ignore ``endpoint=``:
-    set the variable too while downloading (its constants are left alone: file URLs are rewritten
-    from them to ``endpoint=``)."""
-    old_env = os.environ.get(ENDPOINT_ENV)
-    os.environ[ENDPOINT_ENV] = endpoint
-    try:
-        yield
-    finally:
-        if old_env is None:
-            os.environ.pop(ENDPOINT_ENV, None)
-        else:
-            os.environ[ENDPOINT_ENV] = old_env
 
 
 def listing(repo_id: str, revision: str, token: str | None, endpoint: str) -> Listing:

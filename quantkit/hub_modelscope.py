@@ -5,7 +5,6 @@ modelscope 1.40 is a shim over the ``modelscope_hub`` package; quantkit calls th
 because ``import modelscope`` imports torch."""
 
 import contextlib
-import os
 import re
 from pathlib import Path
 
@@ -19,19 +18,6 @@ TOKEN_ENV = "MODELSCOPE_API_TOKEN"
 ENDPOINT_ENV = "MODELSCOPE_ENDPOINT"
 CHECKS_SHA256 = True  # modelscope verifies each file's Sha256 itself (quantkit checks again)
 COMMIT_LIKE = re.compile(r"[0-9a-f]{7,64}")
-
-
-@contextlib.contextmanager
-def endpoint_set(endpoint: str):
-    old = os.environ.get(ENDPOINT_ENV)
-    os.environ[ENDPOINT_ENV] = endpoint
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(ENDPOINT_ENV, None)
-        else:
-            os.environ[ENDPOINT_ENV] = old
 
 
 def _api(token: str | None, endpoint: str):

@@ -143,14 +143,20 @@ def test_copy_support_files_keeps_what_the_method_wrote(tiny_qwen2, tmp_path):
     assert (tmp_path / "tokenizer.json").read_bytes() == (tiny_qwen2 / "tokenizer.json").read_bytes()
 
 
-def test_killed_run_leaves_no_finished_looking_folder(tiny_llama, tmp_path):
-    out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "quantkit", "quantize", str(tiny_llama), "--method", "nf4",
-                             "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def start_quantize_until_staging(model, tmp_path):
+    """A `quantkit quantize` subprocess, returned once its staging folder exists."""
+    proc = subprocess.Popen([sys.executable, "-m", "quantkit", "quantize", str(model), "--method", "nf4",
+                             "-o", str(tmp_path / "out")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not list(tmp_path.glob(f".out{PARTIAL_MARK}*")):
-        assert proc.poll() is None, "quantize finished before it could be killed"
+        assert proc.poll() is None, "quantize finished before it could be stopped"
         time.sleep(0.05)
+    return proc
+
+
+def test_killed_run_leaves_no_finished_looking_folder(tiny_llama, tmp_path):
+    out = tmp_path / "out"
+    proc = start_quantize_until_staging(tiny_llama, tmp_path)
     proc.send_signal(signal.SIGKILL)  # mid-run: the staging folder exists, the artifact does not
     proc.wait()
     assert not out.exists()
@@ -162,13 +168,7 @@ def test_killed_run_leaves_no_finished_looking_folder(tiny_llama, tmp_path):
 
 def test_sigterm_mid_run_removes_the_staging_folder(tiny_llama, tmp_path):
     """A plain `kill` unwinds like Ctrl-C: nothing is left, not even a hidden staging folder."""
-    out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "quantkit", "quantize", str(tiny_llama), "--method", "nf4",
-                             "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(tmp_path.glob(f".out{PARTIAL_MARK}*")):
-        assert proc.poll() is None, "quantize finished before it could be stopped"
-        time.sleep(0.05)
+    proc = start_quantize_until_staging(tiny_llama, tmp_path)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 143
     assert list(tmp_path.iterdir()) == []
