@@ -70,7 +70,8 @@ def main(argv=None) -> None:
     try:
         # Without standalone mode click returns ctx.exit(n)'s code instead of exiting.
         code = cli.main(args=argv, prog_name="quantkit", standalone_mode=False)
-        sys.exit(code if isinstance(code, int) else 0)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:  # usage errors: click's own message, exit 2
