@@ -72,6 +72,13 @@ class DownloadResult:
     skipped_pickle: list[str] = field(default_factory=list)
 
 
+def unlink_fetched(path: Path) -> None:
+    """Remove a fetched file; for a cache link, its blob too, so a rerun fetches it again."""
+    if path.is_symlink():
+        path.resolve().unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def env_set(name: str, value: str):
     """Set an environment variable for the duration of a block, then restore it."""

@@ -5,7 +5,7 @@ import contextlib
 from pathlib import Path
 
 from quantkit.errors import DownloadError
-from quantkit.hub import HubUnreachable, Listing, RemoteFile
+from quantkit.hub import HubUnreachable, Listing, RemoteFile, unlink_fetched
 
 NAME = "hf"
 DEFAULT_REVISION = "main"
@@ -57,10 +57,7 @@ def fetch(repo_id: str, commit: str, names: list[str], local_dir: Path | None, t
 
 def remove(folder: Path, name: str) -> None:
     """Remove a bad file so that a rerun fetches it again (in the cache: the link and its blob)."""
-    path = folder / name
-    if path.is_symlink():
-        path.resolve().unlink(missing_ok=True)
-    path.unlink(missing_ok=True)
+    unlink_fetched(folder / name)
     (folder / ".cache" / "huggingface" / "download" / f"{name}.metadata").unlink(missing_ok=True)
 
 

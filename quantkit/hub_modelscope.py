@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 from quantkit.errors import DownloadError, IntegrityError
-from quantkit.hub import HubUnreachable, Listing, RemoteFile
+from quantkit.hub import HubUnreachable, Listing, RemoteFile, unlink_fetched
 
 NAME = "modelscope"
 DEFAULT_REVISION = "master"
@@ -69,10 +69,7 @@ def fetch(repo_id: str, commit: str, names: list[str], local_dir: Path | None, t
 
 
 def remove(folder: Path, name: str) -> None:
-    path = folder / name
-    if path.is_symlink():
-        path.resolve().unlink(missing_ok=True)
-    path.unlink(missing_ok=True)
+    unlink_fetched(folder / name)
 
 
 def revision_error(repo_id: str, revision: str) -> DownloadError:
