@@ -55,9 +55,14 @@ In the chat: an empty line or a line '!!!' sends; /clear (or clear) forgets the 
 def command(artifact, system, max_tokens, temperature, top_p, seed, engine, device, threads, n_gpu_layers,
             n_ctx, trust_remote_code):
     """Chat with ARTIFACT (an artifact folder, a .gguf file, a model folder or bundled:NAME)."""
+    import signal
+
     from quantkit.chat import ChatSettings, chat_loop
     from quantkit.engines import load_engine
 
+    # Ctrl-C must stop a reply even when we were started with SIGINT ignored (a background job,
+    # nohup, some CI shells): Python then installs no KeyboardInterrupt handler of its own.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     path = artifact_path(artifact)
     click.echo(f"loading {path} ...", err=True)
     runner = load_engine(path, engine_options(device, threads, n_gpu_layers, n_ctx, trust_remote_code), engine)
