@@ -89,24 +89,25 @@ def test_gguf_against_its_hf_base_across_engines(smollm2):
     assert check(gates_for(4), None, first.to_dict()) == []
 
 
-@pytest.mark.slow
-def test_zeroed_layer_fails_the_quality_gate(smollm2, zeroed_layer):
-    engine = load_engine(zeroed_layer, ENGINE)
+def evaluate_folder(folder, base):
+    """Quality of ``folder`` against ``base`` on the small evaluation, engine closed after."""
+    engine = load_engine(folder, ENGINE)
     try:
-        result = evaluate(engine, smollm2, SMALL, ENGINE)
+        return evaluate(engine, base, SMALL, ENGINE)
     finally:
         engine.close()
+
+
+@pytest.mark.slow
+def test_zeroed_layer_fails_the_quality_gate(smollm2, zeroed_layer):
+    result = evaluate_folder(zeroed_layer, smollm2)
     assert result.tokenizer_parity and result.kld_mean > 1 and result.top1_agreement < 0.5
     failures = check(gates_for(16), None, result.to_dict())
     assert any("kld_mean" in f for f in failures) and any("top1_agreement" in f for f in failures)
 
 
 def test_swapped_tokenizer_fails_parity(smollm2, swapped_tokenizer):
-    engine = load_engine(swapped_tokenizer, ENGINE)
-    try:
-        result = evaluate(engine, smollm2, SMALL, ENGINE)
-    finally:
-        engine.close()
+    result = evaluate_folder(swapped_tokenizer, smollm2)
     assert not result.tokenizer_parity and result.kld_mean is None
     assert any("tokenizer" in f for f in check(gates_for(16), None, result.to_dict()))
 
