@@ -1,5 +1,6 @@
 """``bench()``: load time, memory, prefill/decode speed, latency percentiles, achieved bandwidth,
-smoke chat, quality against the base and the gates, for any artifact, over the engine protocol.
+smoke chat (a completion smoke for a model without a chat template) judged against the base's,
+quality against the base and the gates, for any artifact, over the engine protocol.
 Returns dataclasses and prints nothing (the CLI renders them).
 
 Definitions follow the anchors (llama-bench, optimum-benchmark): prompt tokens are fixed (the
@@ -213,7 +214,12 @@ def bandwidth_record(engine, decode_tps: float, measure: bool) -> dict:
 def bench(artifact: str | Path, *, base: str | Path | None = None, options: BenchOptions | None = None,
           on_step=None) -> BenchResult:
     """Benchmark and validate ``artifact`` (artifact folder, HF folder, .gguf file or bundled:NAME).
-    ``on_step(name)`` is called as each long step starts (for progress displays)."""
+    ``on_step(name)`` is called as each long step starts (for progress displays).
+
+    One model in memory at a time: the base's reference (its logits and its smoke transcript) is
+    read from the cache or computed by loading the base alone, then freed, before the artifact is
+    loaded, so the peak is the larger of the two models, not their sum (on a GPU: one model on the
+    device)."""
     from quantkit.gates import artifact_bits, check, gates_for
 
     options = options or BenchOptions()
@@ -223,14 +229,21 @@ def bench(artifact: str | Path, *, base: str | Path | None = None, options: Benc
     path = artifact_path(artifact)
     manifest = read_manifest(path)
     notes = []
-    if base is None and options.quality:
+    if base is None and (options.quality or options.smoke):
         base = default_base(manifest)
         if base is None:
-            notes.append("quality skipped: no base model recorded in quantkit.json; pass --base")
+            skipped = [w for w, on in (("quality skipped", options.quality),
+                                       ("the smoke judged on its own", options.smoke)) if on]
+            notes.append(f"{' and '.join(skipped)}: no base model recorded in quantkit.json; pass --base")
     elif base is not None:
         from quantkit.modelref import resolve_model
 
         base = resolve_model(base)
+    base_engine_options = EngineOptions(device=options.device, threads=options.threads)
+    base_smoke = None
+    if base is not None and (options.smoke or options.quality):
+        step("base")
+        base_smoke = base_references(base, options, base_engine_options)
     engine_options = EngineOptions(device=options.device, threads=options.threads, n_gpu_layers=options.n_gpu_layers,
                                    n_ctx=max(4096, options.prompt_tokens + options.gen_tokens + 8))
     name = engine_for(path)
@@ -252,15 +265,15 @@ def bench(artifact: str | Path, *, base: str | Path | None = None, options: Benc
         smoke = quality = None
         if options.smoke:
             step("smoke")
-            from quantkit.smoke import smoke_chat
+            from quantkit.smoke import against_base, smoke as run_smoke
 
-            smoke = smoke_chat(engine, options.smoke_options).to_dict()
+            smoke = against_base(run_smoke(engine, options.smoke_options), base_smoke).to_dict()
         if options.quality and base is not None:
             step("quality")
             from quantkit.quality import evaluate
 
-            quality = evaluate(engine, base, options.quality_options,
-                               EngineOptions(device=options.device, threads=options.threads)).to_dict()
+            # The base's side comes from the cache filled above: the base is not loaded again.
+            quality = evaluate(engine, base, options.quality_options, base_engine_options).to_dict()
         # One .gguf of a multi-type artifact: the manifest's totals are the folder's, not this file's.
         target = getattr(engine, "file", path)
         whole = manifest if manifest and target.is_dir() else {}
@@ -283,3 +296,25 @@ def bench(artifact: str | Path, *, base: str | Path | None = None, options: Benc
     finally:
         engine.close()
     return result
+
+
+def base_references(base: Path, options: BenchOptions, engine_options: EngineOptions) -> dict | None:
+    """Fill the caches of the base's side before the artifact is loaded: its smoke (returned) and
+    its logits for quality. Each loads the base alone and frees it; a cached one loads nothing."""
+    import gc
+
+    smoke = None
+    if options.smoke:
+        from quantkit.smoke import base_smoke
+
+        smoke, _ = base_smoke(base, options.smoke_options, engine_options)
+    if options.quality:
+        from quantkit.quality import base_reference
+
+        base_reference(Path(base), options.quality_options, engine_options)
+    gc.collect()  # the base's tensors are gone before the artifact's arrive
+    if engine_options.device != "cpu":
+        torch = cuda_torch()
+        if torch is not None:
+            torch.cuda.empty_cache()
+    return smoke

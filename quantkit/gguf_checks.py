@@ -4,7 +4,8 @@
 - token parity: llama.cpp tokenizes a fixed probe set exactly as the HF tokenizer does;
 - metadata: the chat template travels in the file and the template's end-of-turn token stops
   generation (is end-of-generation for llama.cpp);
-- smoke chat: llama.cpp's own chat handling answers and stops by itself.
+- smoke chat: llama.cpp's own chat handling answers and stops by itself; a model without a chat
+  template (a base model) gets a completion smoke instead: it continues a prompt.
 """
 
 import ast
@@ -245,22 +246,53 @@ def smoke_chat(gguf_path: Path, n_threads: int | None = None, max_tokens: int = 
     if not reply.strip():
         raise QuantizeError(f"smoke chat on {gguf_path.name} produced an empty reply",
                             hint="the chat template or the stop tokens are wrong")
-    return {"prompt": SMOKE_PROMPT, "reply": reply, "finish_reason": choice["finish_reason"],
+    return {"mode": "chat", "prompt": SMOKE_PROMPT, "reply": reply, "finish_reason": choice["finish_reason"],
             "stopped_by_itself": choice["finish_reason"] == "stop", "tokens": out["usage"]["completion_tokens"]}
+
+
+def smoke_completion(gguf_path: Path, n_threads: int | None = None, max_tokens: int = 32) -> dict:
+    """A model without a chat template (a base model): the smoke's first prompt continued by
+    llama.cpp's plain completion, greedy. Stopping at EOS or running to ``max_tokens`` are both
+    fine for a base model; producing nothing at all is not (a wrong EOS, or broken weights)."""
+    import llama_cpp
+
+    from quantkit.smoke import PROMPTS, TITLES
+
+    prompt = PROMPTS[0]
+    llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=512, n_threads=n_threads or default_threads(),
+                          seed=0, verbose=False)
+    try:
+        out = llm.create_completion(prompt, max_tokens=max_tokens, temperature=0.0)
+    except Exception as exc:
+        raise QuantizeError(f"completion smoke on {gguf_path.name} failed: {exc}") from None
+    finally:
+        llm.close()
+    choice = out["choices"][0]
+    text = choice["text"] or ""
+    if not text.strip():
+        raise QuantizeError(f"completion smoke on {gguf_path.name} produced no text",
+                            hint="llama.cpp stops at once: the EOS token or the weights are wrong")
+    return {"mode": "completion", "title": TITLES["completion"], "prompt": prompt, "reply": text,
+            "finish_reason": choice["finish_reason"], "tokens": out["usage"]["completion_tokens"]}
 
 
 def check_files(model_dir: Path, files: dict[str, Path], smoke: bool = True, n_threads: int | None = None) -> dict:
     """All checks on each GGUF file, in this process (``verify`` runs it isolated); also returns
-    each file's tensor types and parameter count, for the manifest."""
+    each file's tensor types and parameter count, for the manifest. A file without a chat template
+    (a base model) gets a completion smoke (``smoke_completion``) instead of the smoke chat."""
     tokenizer = hf_tokenizer(model_dir)
     results = {}
     for gguf_type, path in files.items():
-        print(f"quantkit: checking {path.name}: token parity, metadata" + (", smoke chat" if smoke else ""), file=sys.stderr)
         meta, tensors, n_params = read_gguf(path)
+        chat = bool(meta.get("tokenizer.chat_template"))
+        what = ("smoke chat" if chat else "completion smoke (no chat template)") if smoke else ""
+        print(f"quantkit: checking {path.name}: token parity, metadata" + (f", {what}" if what else ""), file=sys.stderr)
         results[gguf_type] = {"tensors": tensors, "n_params": n_params, "token_parity": token_parity(path, tokenizer),
                               "metadata": check_metadata(path, tokenizer, meta)}
-        if smoke:
+        if smoke and chat:
             results[gguf_type]["smoke_chat"] = smoke_chat(path, n_threads)
+        elif smoke:
+            results[gguf_type]["smoke_completion"] = smoke_completion(path, n_threads)
     return results
 
 

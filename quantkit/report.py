@@ -53,7 +53,7 @@ def row(result: dict) -> list[str]:
         f"{fmt(result['decode_tokens_per_s'], 1)} ± {fmt(result['decode_tokens_per_s_std'], 1)}",
         fmt(result["ttft_ms"], 1), fmt(result["peak_rss_mb"], 0), fmt(quality.get("kld_mean"), 4),
         fmt(quality.get("top1_agreement"), 1, 100, "%"), fmt(quality.get("ppl_ratio"), 3),
-        "-" if smoke is None else ("pass" if smoke["passed"] else "FAIL"),
+        "-" if smoke is None else ("pass" if smoke["passed"] else "FAIL") + (" (completion)" if smoke.get("mode") == "completion" else ""),
         "yes" if result["passed"] else "**no**",
     ]
 
@@ -74,6 +74,36 @@ def results_markdown(result: dict) -> str:
     if result.get("failures"):
         lines += ["", "Gate failures:", *[f"- {f}" for f in result["failures"]]]
     return "\n".join(lines)
+
+
+def cell(text: str) -> str:
+    """Text for one Markdown table cell: control tokens stay visible (HTML-escaped), no code spans,
+    newlines as <br>."""
+    import html
+
+    return html.escape(text.strip()).replace("|", "&#124;").replace("`", "&#96;").replace("\n", "<br>") or "*(empty)*"
+
+
+def smoke_section(smoke: dict) -> list[str]:
+    """The smoke's transcript: side by side with the base's, turn by turn, when judged against it."""
+    title = (smoke.get("title") or "smoke chat").capitalize()
+    base = smoke.get("base")
+    if not base:
+        return [f"{title} transcript (no base to compare with):", "", "```text", smoke.get("transcript", ""), "```", ""]
+    completion = smoke.get("mode") == "completion"
+    lines = [f"{title}, the artifact's replies beside the base's (greedy; a defect counts only where the "
+             "base does not show it on the same turn):", "",
+             f"| {'prompt' if completion else 'turn'} | {'prompt' if completion else 'user'} | artifact | base |",
+             "|---|---|---|---|"]
+    base_turns = base.get("turns") or []
+    for i, turn in enumerate(smoke.get("turns") or []):
+        other = base_turns[i] if i < len(base_turns) else {}
+        replies = [cell(t.get("reply", "")) + (f"<br>**{cell('; '.join(t['problems']))}**" if t.get("problems") else "")
+                   for t in (turn, other)]
+        lines.append(f"| {i + 1} | {cell(turn.get('user', ''))} | {replies[0]} | {replies[1]} |")
+    if smoke.get("excused"):
+        lines += ["", "Shown by the base too (not counted):", *[f"- {e}" for e in smoke["excused"]]]
+    return lines + [""]
 
 
 def plot(results: list[dict], y_key, y_label: str, file: Path, log_y: bool = False) -> bool:
@@ -123,7 +153,7 @@ def write_report(results: list[dict], out_dir: str | Path, fill_cards: bool = Tr
             if result.get("failures"):
                 parts += ["Gate failures:", *[f"- {f}" for f in result["failures"]], ""]
             if result.get("smoke"):
-                parts += ["Smoke chat transcript:", "", "```text", result["smoke"].get("transcript", ""), "```", ""]
+                parts += smoke_section(result["smoke"])
         (staging / REPORT).write_text("\n".join(parts))
     if fill_cards:
         for folder, rows in card_folders(results).items():

@@ -1,8 +1,18 @@
-"""The smoke chat: a fixed multi-turn conversation through the artifact's own chat template,
-greedy, in its own engine. It catches what averages over text do not: a broken template, leaking
-control tokens, a model that never stops, loops, or produces NaN logits."""
+"""The smoke test: a fixed multi-turn conversation through the artifact's own chat template, greedy,
+in its own engine, or - for a model without a chat template (a base model) - a *completion smoke*:
+fixed prompts continued greedily. It catches what averages over text do not: a broken template,
+leaking control tokens, a model that never stops, loops, produces NaN logits or broken text.
 
+Judged against the base: the same smoke runs on the base model (cached, see ``base_smoke``), and an
+artifact fails only for a defect its base does not show on the same turn (``against_base``), so a
+tiny model's own rambling does not fail its artifacts and verdicts do not flip between machines.
+Without a base, every defect counts (the absolute verdict)."""
+
+import json
+import os
+import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -16,24 +26,50 @@ TURNS = (
     "Now write the corrected function.",
     "你好！你是谁？",
 )
+# The completion smoke's prompts: prose, code and Chinese, as the chat's turns; each is continued
+# from scratch (a base model has no conversation to carry).
+PROMPTS = (
+    "The capital of France is Paris. The capital of Germany is",
+    'def average(numbers):\n    """Return the mean of a list of numbers."""\n',
+    "北京是中国的首都。上海是",
+)
 NGRAM = 4  # tokens per n-gram for the repetition check
+CHAT, COMPLETION = "chat", "completion"
+TITLES = {CHAT: "smoke chat", COMPLETION: "completion smoke (no chat template)"}
+
+# Defect codes; the text of each is written by ``check_turn``.
+EMPTY, NO_STOP, LEAK, REPETITION, UTF8, NAN = "empty", "no_stop", "leak", "repetition", "utf8", "nan"
+# Which defects of the base, on the same turn, excuse an artifact's defect (the model's own
+# behaviour, not the quantization's):
+# - not stopping and looping are one symptom (rambling): a base that does either excuses both, as
+#   greedy trajectories of a small model differ between CPUs and between nearby weights;
+# - leaked control tokens: a wrong or lost template makes the artifact leak where its base, through
+#   its own template, does not; a model that writes its control tokens itself does so in the base too;
+# - invalid UTF-8: a broken vocabulary or detokenizer shows in the artifact alone; a byte-level model
+#   that emits bytes which do not form a character (a tiny model on the Chinese turn) does it in both;
+# - NaN/inf is never excused: an artifact with non-finite logits cannot be used whatever its base does.
+EXCUSED_BY = {EMPTY: {EMPTY}, NO_STOP: {NO_STOP, REPETITION}, REPETITION: {NO_STOP, REPETITION},
+              LEAK: {LEAK}, UTF8: {UTF8}, NAN: set()}
+SMOKE_CACHE_VERSION = 1  # bump when the checks or the stored fields change
 
 
 @dataclass
 class SmokeOptions:
-    max_tokens: int = 256  # per reply; a reply must stop by itself before this
+    max_tokens: int = 256  # per chat reply; a reply must stop by itself before this
+    completion_tokens: int = 64  # per completion; a base model may stop (EOS) or run to this limit
     max_repeat_ratio: float = 0.5  # share of repeated 4-grams above which a reply is degenerate
 
 
 @dataclass
 class SmokeTurn:
-    user: str
+    user: str  # the user's message (chat) or the prompt (completion)
     reply: str
     tokens: int
-    stopped: bool  # ended with an end-of-turn token before max_tokens
+    stopped: bool  # ended with an end-of-turn/EOS token before the token limit
     repeat_ratio: float
     finite: bool
-    problems: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # readable, one per defect
+    defects: list[str] = field(default_factory=list)  # the codes of ``problems`` (EMPTY, NO_STOP, ...)
 
 
 @dataclass
@@ -42,17 +78,33 @@ class SmokeResult:
     turns: list[SmokeTurn]
     failures: list[str]
     seconds: float
+    mode: str = CHAT  # chat | completion
+    base: dict | None = None  # the base's smoke (same mode) when judged against it
+    excused: list[str] = field(default_factory=list)  # defects the base shows too on the same turn
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        return TITLES[self.mode]
 
     def transcript(self) -> str:
-        lines = [f"[system] {SYSTEM}"]
-        for turn in self.turns:
-            lines += [f"[user] {turn.user}", f"[assistant] {turn.reply}"]
-        return "\n".join(lines)
+        return transcript(self.mode, [(t.user, t.reply) for t in self.turns])
 
     def to_dict(self) -> dict:
         data = asdict(self)
+        data["title"] = self.title
+        data["against_base"] = self.base is not None
         data["transcript"] = self.transcript()
         return data
+
+
+def transcript(mode: str, turns: list[tuple[str, str]]) -> str:
+    if mode == COMPLETION:
+        return "\n".join(f"[prompt] {user}\n[completion] {reply}" for user, reply in turns)
+    lines = [f"[system] {SYSTEM}"]
+    for user, reply in turns:
+        lines += [f"[user] {user}", f"[assistant] {reply}"]
+    return "\n".join(lines)
 
 
 def repeat_ratio(ids: list[int], n: int = NGRAM) -> float:
@@ -78,30 +130,57 @@ def greedy_reply(engine, prompt_ids: list[int], max_tokens: int) -> tuple[list[i
     return ids, False, finite
 
 
-def check_turn(engine, user: str, ids: list[int], stopped: bool, finite: bool, options: SmokeOptions) -> SmokeTurn:
+def check_turn(engine, user: str, ids: list[int], stopped: bool, finite: bool, options: SmokeOptions,
+               mode: str = CHAT) -> SmokeTurn:
+    """The defects of one reply. In a completion, running to the token limit is no defect: a base
+    model continues text rather than ending a turn, so EOS and the limit are both a fine end."""
     text = engine.detokenize(ids)
     turn = SmokeTurn(user=user, reply=text.strip(), tokens=len(ids), stopped=stopped,
                      repeat_ratio=repeat_ratio(ids), finite=finite)
+
+    def defect(code: str, problem: str) -> None:
+        turn.defects.append(code)
+        turn.problems.append(problem)
+
     if not turn.reply:
-        turn.problems.append("empty reply")
-    if "\ufffd" in text:
-        turn.problems.append("reply is not valid UTF-8")
-    if not stopped:
-        turn.problems.append(f"did not stop within {options.max_tokens} tokens")
+        defect(EMPTY, "empty reply")
+    # A reply cut at the token limit may end inside a multi-byte character: only that tail is excused.
+    body = text if stopped else text.rstrip("\ufffd")
+    if "\ufffd" in body:
+        defect(UTF8, "reply is not valid UTF-8")
+    if not stopped and mode == CHAT:
+        defect(NO_STOP, f"did not stop within {options.max_tokens} tokens")
     leaked = sorted(tok for tok in engine.special_tokens if tok and tok in text)
     if leaked:
-        turn.problems.append(f"template/special tokens leaked: {', '.join(leaked[:5])}")
+        defect(LEAK, f"template/special tokens leaked: {', '.join(leaked[:5])}")
     if turn.repeat_ratio > options.max_repeat_ratio:
-        turn.problems.append(f"degenerate repetition ({turn.repeat_ratio:.0%} repeated {NGRAM}-grams)")
+        defect(REPETITION, f"degenerate repetition ({turn.repeat_ratio:.0%} repeated {NGRAM}-grams)")
     if not finite:
-        turn.problems.append("NaN/inf logits")
+        defect(NAN, "NaN/inf logits")
     return turn
+
+
+def failures_of(turns: list[SmokeTurn], mode: str) -> list[str]:
+    word = "prompt" if mode == COMPLETION else "turn"
+    return [f"{word} {i + 1}: {p}" for i, t in enumerate(turns) for p in t.problems]
+
+
+def has_chat_template(engine) -> bool:
+    """Whether the engine's model has a chat template (the engines raise InputError without one)."""
+    from quantkit.errors import InputError
+
+    declared = getattr(engine, "has_chat_template", None)
+    if isinstance(declared, bool):
+        return declared
+    try:
+        engine.chat_prompt([{"role": "user", "content": "hi"}])
+    except InputError:
+        return False
+    return True
 
 
 def smoke_chat(engine, options: SmokeOptions | None = None, on_turn=None) -> SmokeResult:
     """Run the fixed conversation on ``engine``; every turn's reply joins the history."""
-    import time
-
     options = options or SmokeOptions()
     started = time.perf_counter()
     messages = [{"role": "system", "content": SYSTEM}]
@@ -114,6 +193,90 @@ def smoke_chat(engine, options: SmokeOptions | None = None, on_turn=None) -> Smo
         messages.append({"role": "assistant", "content": turn.reply})
         if on_turn:
             on_turn(turn)
-    failures = [f"turn {i + 1}: {p}" for i, t in enumerate(turns) for p in t.problems]
+    failures = failures_of(turns, CHAT)
     return SmokeResult(passed=not failures, turns=turns, failures=failures,
                        seconds=round(time.perf_counter() - started, 2))
+
+
+def smoke_completion(engine, options: SmokeOptions | None = None, on_turn=None) -> SmokeResult:
+    """Continue each fixed prompt greedily (with the tokenizer's own BOS, as a plain completion)."""
+    options = options or SmokeOptions()
+    started = time.perf_counter()
+    turns = []
+    for prompt in PROMPTS:
+        ids, stopped, finite = greedy_reply(engine, engine.tokenize(prompt, add_special=True), options.completion_tokens)
+        turn = check_turn(engine, prompt, ids, stopped, finite, options, mode=COMPLETION)
+        turns.append(turn)
+        if on_turn:
+            on_turn(turn)
+    failures = failures_of(turns, COMPLETION)
+    return SmokeResult(passed=not failures, turns=turns, failures=failures,
+                       seconds=round(time.perf_counter() - started, 2), mode=COMPLETION)
+
+
+def smoke(engine, options: SmokeOptions | None = None, on_turn=None) -> SmokeResult:
+    """The chat smoke when the model has a chat template, else the completion smoke."""
+    run = smoke_chat if has_chat_template(engine) else smoke_completion
+    return run(engine, options, on_turn)
+
+
+def against_base(result: SmokeResult, base: dict | None) -> SmokeResult:
+    """Re-judge ``result`` (the artifact's smoke) against ``base`` (the base's ``to_dict()``): a
+    defect counts only where the base's reply on the same turn does not show it (``EXCUSED_BY``).
+    An artifact that lost the chat template its base has fails; without a base, nothing changes."""
+    if base is None:
+        return result
+    if base.get("mode") != result.mode:
+        if base.get("mode") == CHAT:  # the template did not travel into the artifact
+            result.failures.insert(0, "the artifact has no chat template but its base has one")
+            result.passed = False
+        else:
+            result.notes.append("the base has no chat template: the artifact's chat is judged on its own")
+        return result
+    failures, excused = [], []
+    word = "prompt" if result.mode == COMPLETION else "turn"
+    base_turns = base.get("turns") or []
+    for i, turn in enumerate(result.turns):
+        base_defects = set(base_turns[i].get("defects", [])) if i < len(base_turns) else set()
+        for code, problem in zip(turn.defects, turn.problems):
+            line = f"{word} {i + 1}: {problem}"
+            (excused if EXCUSED_BY.get(code, set()) & base_defects else failures).append(line)
+    result.failures, result.excused, result.passed = failures, excused, not failures
+    result.base = base
+    return result
+
+
+def smoke_key(base: Path, engine_name: str, engine_options, options: SmokeOptions) -> str:
+    """The cache key of the base's smoke: its weights, engine, device, dtype, the smoke's settings
+    and texts (quality's shared key helper, so logits and transcripts are keyed alike)."""
+    from quantkit.quality import base_key
+
+    return base_key(base, engine_name, engine_options,
+                    ["smoke", SMOKE_CACHE_VERSION, asdict(options), SYSTEM, TURNS, PROMPTS, NGRAM])
+
+
+def base_smoke(base: Path | str, options: SmokeOptions | None = None, engine_options=None) -> tuple[dict, bool]:
+    """The base model's smoke (``SmokeResult.to_dict()``): cached, or run by loading the base alone
+    (then freed). Returns (result, was_cached)."""
+    from quantkit.engines import engine_for, load_engine
+    from quantkit.paths import cache_dir
+
+    options = options or SmokeOptions()
+    base = Path(base)
+    name = engine_for(base)
+    file = cache_dir("base-smoke") / f"{smoke_key(base, name, engine_options, options)}.json"
+    if file.is_file():
+        try:
+            return json.loads(file.read_text()), True
+        except json.JSONDecodeError:
+            pass  # a damaged entry is measured again
+    engine = load_engine(base, engine_options, engine=name)
+    try:
+        result = smoke(engine, options).to_dict()
+    finally:
+        engine.close()
+        del engine
+    partial = file.with_name(f".{file.stem}.{os.getpid()}.json")
+    partial.write_text(json.dumps(result, ensure_ascii=False))
+    os.replace(partial, file)  # never leave a half-written cache entry
+    return result, False

@@ -65,7 +65,8 @@ def command(artifact, base, json_file, device, threads, n_gpu_layers, prompt_tok
                          hint="see the table; thresholds: --max-kld, --min-top1, --max-ppl-ratio, --max-kld-p99")
 
 
-STEP_TEXT = {"load": "loading the model", "speed": "timing prefill and decode", "smoke": "smoke chat (3 turns)",
+STEP_TEXT = {"base": "base model: logits and smoke (cached after the first run)", "load": "loading the model",
+             "speed": "timing prefill and decode", "smoke": "smoke (3 turns)",
              "quality": "quality against the base model"}
 
 
@@ -83,9 +84,7 @@ def write_json(path, data) -> None:
 
 def render(data: dict) -> None:
     from rich.markup import escape
-    from rich.panel import Panel
     from rich.table import Table
-    from rich.text import Text
 
     from quantkit.cli.render import console
 
@@ -103,8 +102,12 @@ def render(data: dict) -> None:
     add("bandwidth", f"{bw['achieved_gbps']} GB/s" + (f" = {bw['fraction']:.0%} of copy {bw['copy_gbps']} GB/s" if bw["fraction"] else ""))
     for key, value in data["cuda"].items():
         add(key, str(value))
-    if data["smoke"]:
-        add("smoke chat", "[green]pass[/]" if data["smoke"]["passed"] else "[red]FAIL[/]")
+    smoke = data["smoke"]
+    if smoke:
+        verdict = "[green]pass[/]" if smoke["passed"] else "[red]FAIL[/]"
+        add(smoke.get("title", "smoke chat"), verdict + (" (against the base's replies)" if smoke.get("base") else " (no base)"))
+        for line in [f"the base shows it too: {e}" for e in smoke.get("excused", [])] + smoke.get("notes", []):
+            add("smoke note", escape(line))
     q = data["quality"]
     if q and q.get("kld_mean") is not None:
         add("PPL / base", f"{q['ppl']} / {q['base_ppl']} (ratio {q['ppl_ratio']})")
@@ -116,6 +119,30 @@ def render(data: dict) -> None:
     for note in data["notes"]:
         add("note", escape(note))
     add("gates", "[green]passed[/]" if data["passed"] else "[red]" + escape("\n".join(data["failures"])) + "[/]")
-    if data["smoke"]:
-        console.print(Panel(Text(data["smoke"]["transcript"]), title="smoke chat transcript"))
+    if smoke:
+        console.print(transcript_view(smoke))
     console.print(table)
+
+
+def transcript_view(smoke: dict):
+    """The artifact's transcript, beside the base's turn by turn when it was judged against it."""
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    title = f"{smoke.get('title', 'smoke chat')} transcript"
+    base = smoke.get("base")
+    if not base:
+        return Panel(Text(smoke["transcript"]), title=title)
+    view = Table(title=title, title_justify="left", show_lines=True)
+    for column in ("#", "prompt" if smoke.get("mode") == "completion" else "user", "artifact", "base"):
+        view.add_column(column, overflow="fold")
+    base_turns = base.get("turns") or []
+    for i, turn in enumerate(smoke["turns"]):
+        other = base_turns[i] if i < len(base_turns) else {}
+        cells = [Text(t.get("reply", "")) for t in (turn, other)]
+        for text, t in zip(cells, (turn, other)):
+            if t.get("problems"):
+                text.append("\n" + "; ".join(t["problems"]), style="red")
+        view.add_row(str(i + 1), Text(turn["user"]), *cells)
+    return view
