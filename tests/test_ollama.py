@@ -86,6 +86,123 @@ def test_literal_braces_cannot_open_go_actions():
     assert '{{ "{{" }}user: {{ .Content }}' in go_template(chat_format(template))
 
 
+# Ollama executes TEMPLATE with Go's text/template over .Messages (Role, Content); this program does
+# the same for each case on stdin and prints the renderings (or the Go error) as JSON.
+GO_RENDER = r"""package main
+
+import (
+	"encoding/json"
+	"os"
+	"strings"
+	"text/template"
+)
+
+type Message struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+type Case struct {
+	Template string    `json:"template"`
+	Messages []Message `json:"messages"`
+}
+
+func main() {
+	var cases []Case
+	if err := json.NewDecoder(os.Stdin).Decode(&cases); err != nil {
+		panic(err)
+	}
+	out := []string{}
+	for _, c := range cases {
+		t, err := template.New("modelfile").Parse(c.Template)
+		if err != nil {
+			out = append(out, "GO ERROR: "+err.Error())
+			continue
+		}
+		var b strings.Builder
+		if err := t.Execute(&b, map[string]any{"Messages": c.Messages}); err != nil {
+			out = append(out, "GO ERROR: "+err.Error())
+			continue
+		}
+		out = append(out, b.String())
+	}
+	json.NewEncoder(os.Stdout).Encode(out)
+}
+"""
+# Content that must pass through untouched: Go actions, HTML, newlines, non-ASCII.
+TRICKY = "Use {{ .Content }} and <b>&amp;</b>\nthen 日本語 🦙"
+GO_CONVERSATIONS = {
+    "user only": [{"role": "user", "content": "Hi"}],
+    "system, ends in user": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                             {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": TRICKY}],
+    "no system, ends in assistant": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hel"}],
+    "system, ends in assistant": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": TRICKY},
+                                  {"role": "assistant", "content": "Sure"}],
+}
+
+
+@pytest.fixture(scope="module")
+def go_render(tmp_path_factory):
+    """A function rendering [(template, messages)] with Go's text/template (the real `go` toolchain;
+    .ci/run installs Debian's golang-go where it is missing)."""
+    go = shutil.which("go")
+    assert go, "Go is missing: apt-get install -y golang-go (.ci/run does)"
+    folder = tmp_path_factory.mktemp("go")
+    (folder / "render.go").write_text(GO_RENDER)
+    env = {**os.environ, "GOFLAGS": "", "GOPROXY": "off", "GO111MODULE": "off", "GOPATH": str(folder / "gopath")}
+    built = subprocess.run([go, "build", "-o", str(folder / "render"), str(folder / "render.go")], cwd=folder,
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert built.returncode == 0, built.stderr
+
+    def render_all(cases: list[tuple[str, list[dict]]]) -> list[str]:
+        data = json.dumps([{"template": t, "messages": m} for t, m in cases])
+        done = subprocess.run([str(folder / "render")], input=data, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    return render_all
+
+
+def jinja_expected(template: str, messages: list[dict], bos: str = "") -> str:
+    """What the model expects, by its own Jinja template: a generation prompt after a user turn;
+    after an assistant turn, the text up to the end of its content (transformers'
+    continue_final_message), which is how Ollama continues a partial reply."""
+    if messages[-1]["role"] == "user":
+        text = render_template(template, messages, True, bos=bos)
+    else:
+        text = render_template(template, messages, False, bos=bos)
+        text = text[: text.rindex(messages[-1]["content"]) + len(messages[-1]["content"])]
+    return text[len(bos):] if bos and text.startswith(bos) else text  # the runtime adds BOS itself
+
+
+@pytest.mark.parametrize("which", ["smollm2", "llama3"])
+def test_go_executes_the_modelfile_template_like_jinja(which, smollm2_template, go_render, tmp_path):
+    """The TEMPLATE as written into the Modelfile, run by Go's text/template with Ollama's message
+    list (its SYSTEM injected as the first message when the conversation has none)."""
+    template, bos = (smollm2_template, "") if which == "smollm2" else (LLAMA3, "<|begin_of_text|>")
+    path = write_modelfile(tmp_path, "m.gguf", template, ["<|im_end|>"], bos=bos)
+    commands = parse_modelfile(path.read_text())
+    go_template_text, system = commands["TEMPLATE"][0], (commands.get("SYSTEM") or [None])[0]
+    cases, expected = [], []
+    for messages in GO_CONVERSATIONS.values():
+        sent = messages
+        if system and messages[0]["role"] != "system":
+            sent = [{"role": "system", "content": system}, *messages]
+        cases.append((go_template_text, sent))
+        expected.append(jinja_expected(template, messages, bos))
+    rendered = go_render(cases)
+    for name, got, want in zip(GO_CONVERSATIONS, rendered, expected):
+        assert got == want, f"{which}, {name}:\nGo:    {got!r}\nJinja: {want!r}"
+    assert which != "smollm2" or system.startswith("You are a helpful AI assistant named SmolLM")
+
+
+def test_go_really_checks(go_render):
+    """The harness fails loudly: a template Go cannot parse, and one that renders differently."""
+    broken, wrong = go_render([("{{ range .Messages }}{{ .Content }}", [{"role": "user", "content": "x"}]),
+                               ("{{ range .Messages }}[{{ .Role }}]{{ end }}", [{"role": "user", "content": "x"}])])
+    assert broken.startswith("GO ERROR:") and wrong == "[user]"
+
+
 def parse_modelfile(text: str) -> dict[str, list[str]]:
     """Ollama's Modelfile grammar as far as quantkit writes it: COMMAND value, values in triple quotes may span lines."""
     commands: dict[str, list[str]] = {}
