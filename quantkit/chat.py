@@ -11,8 +11,8 @@ from typing import TextIO
 from quantkit.engines.base import Engine
 from quantkit.errors import QuantkitError
 
-SEND_MARK = "!!!"  # the seed loop's "send" line; an empty line sends too
-HELP = ("Type a message; an empty line or a line '!!!' sends it. "
+SEND_MARK = "!!!"  # the seed loop's "send" mark; Enter sends too
+HELP = ("Type a message; Enter sends it (end a line with \\ to go on, or paste several lines). "
         "Commands: /clear (or clear), /save FILE, /quit (or quit). Ctrl-C stops a reply.")
 
 
@@ -72,8 +72,10 @@ class ChatSession:
 
 
 def read_message(inp: TextIO, out: TextIO, prompt: str = ">>> ", more: str = "... ") -> str | None:
-    """One user message: lines until an empty line or '!!!'. A command is a one-line message.
-    Returns None at end of input. Ctrl-C while typing drops the lines typed so far."""
+    """One user message. Enter sends (as llama-cli, mlx_lm.chat and ollama run do); a line ending
+    in a backslash continues on the next line; lines pasted at once (already waiting on a
+    terminal) stay one message; the seed's '!!!' line sends what was typed. A command
+    is a one-line message. Returns None at end of input. Ctrl-C while typing drops the lines."""
     lines: list[str] = []
     while True:
         out.write(more if lines else prompt)
@@ -89,11 +91,32 @@ def read_message(inp: TextIO, out: TextIO, prompt: str = ">>> ", more: str = "..
         line = line.rstrip("\r\n")
         if not lines and is_command(line):
             return line.strip()
-        if line.strip() in ("", SEND_MARK):
+        if line.strip() == SEND_MARK:
             if lines:
                 return "\n".join(lines)
             continue
+        if line.endswith("\\"):
+            lines.append(line[:-1])
+            continue
+        if not lines and not line.strip():  # blank lines before a message are skipped
+            continue
         lines.append(line)
+        if not _more_waiting(inp):
+            return "\n".join(lines)
+
+
+def _more_waiting(inp: TextIO) -> bool:
+    """On a terminal, input already waiting when a line arrives is the rest of a paste."""
+    import os
+    import select
+
+    try:
+        fd = inp.fileno()
+        if not os.isatty(fd):
+            return False
+        return bool(select.select([fd], [], [], 0.03)[0])
+    except (AttributeError, OSError, ValueError):  # StringIO and friends: no paste to detect
+        return False
 
 
 def is_command(line: str) -> bool:

@@ -1,7 +1,12 @@
 """One thread that owns an engine (engines are not thread-safe) and runs requests from a bounded
 queue, handing tokens back to the asyncio server as they come. The queue is fair between clients:
 the next request comes from the client served least recently, so one busy client cannot starve
-the others; one client's requests run in arrival order."""
+the others; one client's requests run in arrival order.
+
+With ``parallel`` > 1 and an engine that has ``batch_decoder`` it batches continuously (as
+llama-server's slots do): up to ``parallel`` requests decode together, one engine call per step,
+a new request takes a free slot at the next step, and a finished or abandoned one frees its slot
+(and its KV cells) at once."""
 
 import asyncio
 import threading
@@ -9,7 +14,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from quantkit.engines.base import Engine
+from quantkit.engines.base import Engine, Token
+from quantkit.engines.generate import Sampler
 
 
 class QueueFull(Exception):
@@ -41,13 +47,49 @@ class Job:
     enqueued: float = field(default_factory=time.perf_counter)
 
 
+class TextPieces:
+    """Incremental detokenization: the text each new token adds, once complete (a multi-byte
+    character split over tokens comes out whole), decoding a small window as TGI does."""
+
+    def __init__(self, engine):
+        self.engine, self.ids, self.prefix, self.read = engine, [], 0, 0
+
+    def add(self, token: int) -> str:
+        self.ids.append(token)
+        before = self.engine.detokenize(self.ids[self.prefix:self.read])
+        after = self.engine.detokenize(self.ids[self.prefix:])
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self.prefix, self.read = self.read, len(self.ids)
+            return after[len(before):]
+        return ""
+
+
+@dataclass
+class Slot:
+    """One running request of the continuous batch."""
+
+    job: Job
+    prompt: list[int]
+    max_tokens: int
+    sampler: Sampler
+    pieces: TextPieces
+    fed: int = 0  # prompt tokens already in the KV cache
+    count: int = 0  # tokens generated
+    next_token: int | None = None  # sampled, not yet fed back
+
+
 class EngineWorker:
     """Events a job receives, in order: ("start", prompt_tokens, max_tokens), ("token", Token)...,
     ("end", completion_tokens, finish_reason); or one ("error", exception) instead."""
 
-    def __init__(self, engine: Engine, n_ctx: int, max_tokens_limit: int, queue_size: int):
+    def __init__(self, engine: Engine, n_ctx: int, max_tokens_limit: int, queue_size: int, parallel: int = 1):
         self.engine = engine
         self.n_ctx = n_ctx
+        self.parallel = parallel if parallel > 1 and hasattr(engine, "batch_decoder") else 1
+        # The batch context is made up front, so /health can state the real per-slot context.
+        self.batch = engine.batch_decoder(self.parallel, n_ctx) if self.parallel > 1 else None
+        if self.batch is not None:
+            self.n_ctx = min(n_ctx, self.batch.n_ctx_seq)
         self.max_tokens_limit = max_tokens_limit
         self.queue_size = queue_size
         self._ready = threading.Condition()
@@ -70,7 +112,7 @@ class EngineWorker:
         job.loop = asyncio.get_running_loop()
         job.events = asyncio.Queue()
         with self._ready:
-            if self._admitted > self.queue_size:
+            if self._admitted >= self.queue_size + self.parallel:
                 self.counters["rejected_full"] += 1
                 raise QueueFull()
             self._admitted += 1
@@ -78,12 +120,13 @@ class EngineWorker:
             self._ready.notify()
         return job.events
 
-    def _next(self) -> Job | None:
-        """The oldest job of the client served least recently (never-served clients first)."""
+    def _next(self, block: bool = True) -> Job | None:
+        """The oldest job of the client served least recently (never-served clients first);
+        None when stopping (or, with ``block`` false, when nothing waits)."""
         with self._ready:
-            while not self._lanes and not self._stopping:
+            while block and not self._lanes and not self._stopping:
                 self._ready.wait()
-            if self._stopping:
+            if self._stopping or not self._lanes:
                 return None
             client = min(self._lanes, key=lambda c: (self._last_served.get(c, -1), self._lanes[c][0].enqueued))
             job = self._lanes[client].popleft()
@@ -104,6 +147,8 @@ class EngineWorker:
             self._stopping = True
             self._ready.notify()
         self._thread.join(timeout=10)
+        if self.batch is not None and not self._thread.is_alive():
+            self.batch.close()
 
     def _emit(self, job: Job, *event) -> None:
         try:
@@ -112,6 +157,8 @@ class EngineWorker:
             job.cancel.set()
 
     def _serve(self) -> None:
+        if self.batch is not None:
+            return self._serve_batched()
         while True:
             job = self._next()
             if job is None:
@@ -131,7 +178,8 @@ class EngineWorker:
             self._release()
             self._emit(job, *last)
 
-    def _run(self, job: Job) -> tuple:
+    def _prepare(self, job: Job) -> tuple[list[int], int]:
+        """The prompt ids and the max_tokens that fit; emits "start"."""
         engine = self.engine
         if job.messages is not None:
             ids = engine.chat_prompt(job.messages)
@@ -145,6 +193,11 @@ class EngineWorker:
         max_tokens = min(job.max_tokens or self.max_tokens_limit, self.max_tokens_limit, room)
         self._emit(job, "start", len(ids), max_tokens)
         self.counters["prompt_tokens"] += len(ids)
+        return ids, max_tokens
+
+    def _run(self, job: Job) -> tuple:
+        engine = self.engine
+        ids, max_tokens = self._prepare(job)
         count = 0
         tokens = engine.stream(ids, max_tokens, temperature=job.temperature, top_p=job.top_p, seed=job.seed)
         try:
@@ -159,3 +212,80 @@ class EngineWorker:
                 close()
             self.counters["completion_tokens"] += count
         return ("end", count, "length" if count >= max_tokens else "stop")
+
+    def _serve_batched(self) -> None:
+        """The continuous-batching loop: admit into free slots, one decode for all, sample each."""
+        batch, slots, free = self.batch, {}, list(range(self.parallel))
+        budget = batch.max_batch_tokens or float("inf")
+        while True:
+            while free:  # new requests join at the next step
+                job = self._next(block=not slots)
+                if job is None:
+                    break
+                if job.cancel.is_set():
+                    self.counters["cancelled"] += 1
+                    self._release()
+                    self._emit(job, "error", RequestRejected("the client went away", code="cancelled"))
+                    continue
+                try:
+                    ids, max_tokens = self._prepare(job)
+                except Exception as exc:
+                    self._release()
+                    self._emit(job, "error", exc)
+                    continue
+                slots[free.pop(0)] = Slot(job, ids, max_tokens, Sampler(job.temperature, job.top_p, job.seed),
+                                          TextPieces(self.engine))
+                self.running = len(slots)
+            if self._stopping:
+                return
+            if not slots:
+                continue
+            # Decode tokens first (one each), then prompt chunks in what the batch has left, so a
+            # long prompt joining never stalls the others for more than one step.
+            feeds, room = {}, budget
+            for seq, slot in slots.items():
+                if slot.next_token is not None:
+                    feeds[seq] = [slot.next_token]
+                    room -= 1
+            for seq, slot in slots.items():
+                if slot.next_token is None and room > 0:
+                    chunk = slot.prompt[slot.fed:slot.fed + int(min(room, len(slot.prompt)))]
+                    feeds[seq] = chunk
+                    room -= len(chunk)
+            try:
+                logits = batch.step(feeds)
+            except Exception as exc:  # fail the requests of this step, keep serving
+                for seq in feeds:
+                    self._finish(slots, free, seq, ("error", exc))
+                continue
+            for seq, row in logits.items():
+                slot = slots[seq]
+                if slot.next_token is None:
+                    slot.fed += len(feeds[seq])
+                    if slot.fed < len(slot.prompt):
+                        continue
+                token = slot.sampler(row)
+                if token in self.engine.eos_ids:
+                    self._finish(slots, free, seq, ("end", slot.count, "stop"))
+                    continue
+                slot.count += 1
+                self._emit(slot.job, "token", Token(token, slot.pieces.add(token)))
+                if slot.count >= slot.max_tokens:
+                    self._finish(slots, free, seq, ("end", slot.count, "length"))
+                elif slot.job.cancel.is_set():  # client gone or a stop string matched
+                    self._finish(slots, free, seq, ("end", slot.count, "stop"))
+                else:
+                    slot.next_token = token
+            for seq in [s for s, slot in slots.items() if slot.job.cancel.is_set()]:
+                self._finish(slots, free, seq, ("end", slots[seq].count, "stop"))
+
+
+    def _finish(self, slots: dict, free: list, seq: int, last: tuple) -> None:
+        slot = slots.pop(seq)
+        self.batch.free(seq)
+        free.append(seq)
+        free.sort()
+        self.running = len(slots)
+        self.counters["completion_tokens"] += slot.count
+        self._release()  # the place is free before the client hears "done"
+        self._emit(slot.job, *last)

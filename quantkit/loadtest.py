@@ -193,3 +193,43 @@ def load_test(url: str, model: str | None = None, concurrency: list[int] | tuple
         plans = [(c, None) for c in (concurrency or [1])]
     return [asyncio.run(_level(base, model, c, r, num_requests, max_tokens, list(prompts), headers, timeout, seed))
             for c, r in plans]
+
+
+def sweep(urls: list[str] | tuple, concurrency: list[int] | tuple = (1, 2, 4, 8), **options) -> dict:
+    """The same load test at each concurrency level against each server in turn (e.g. quantkit
+    serve and llama-server on the same artifact): {"servers": [{"url", "results": [...]}]}."""
+    if not urls:
+        raise InputError("give at least one server URL")
+    return {"servers": [{"url": url, "results": [r.to_dict() for r in load_test(url, concurrency=concurrency, **options)]}
+                        for url in urls]}
+
+
+def plot_sweep(data: dict, file) -> bool:
+    """PNG: output tok/s and TTFT p50 against concurrency, one line per server; False when no
+    server ran more than one concurrency level."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    series = [(s["url"], [r for r in s["results"] if r["concurrency"] and r["completed"]]) for s in data["servers"]]
+    if not any(len(results) > 1 for _, results in series):
+        return False
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.6, 4.0), dpi=110)
+    for url, results in series:
+        xs = [r["concurrency"] for r in results]
+        left.plot(xs, [r["output_throughput"] for r in results], marker="o", label=url)
+        right.plot(xs, [r["ttft_ms"]["median"] for r in results], marker="o", label=url)
+    for ax, title in ((left, "output tokens/s"), (right, "TTFT median (ms)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted({r["concurrency"] for _, rs in series for r in rs}))
+        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.set_xlabel("concurrent requests")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    left.set_ylim(bottom=0)
+    left.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(file)
+    plt.close(fig)
+    return True

@@ -31,6 +31,28 @@ def field(body: dict, name: str, kind: type, default=None, lo=None, hi=None):
     return value
 
 
+def unencodable_field(value, where: str = "") -> str | None:
+    """The path (e.g. ``messages[1].content``) of the first string in a parsed JSON body that is
+    not valid Unicode (a lone UTF-16 surrogate such as "\\ud800"), or None. JSON allows it;
+    no tokenizer can encode it."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where or "body"
+        return None
+    if isinstance(value, dict):
+        items = ((f"{where}.{k}" if where else str(k), v) for k, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for path, item in items:
+        if (found := unencodable_field(item, path)) is not None:
+            return found
+    return None
+
+
 def _text_content(content, where: str) -> str:
     if isinstance(content, str):
         return content

@@ -1,7 +1,8 @@
 """An OpenAI-compatible HTTP server over any engine (FastAPI + uvicorn): /v1/models,
 /v1/chat/completions, /v1/completions (SSE streaming or not), the seed's ``POST /`` endpoint, a
-web chat page at ``GET /``, and /health + /metrics. Requests wait in a bounded FIFO queue for the
-single engine thread (quantkit.engine_worker); bad requests get OpenAI-shaped JSON errors."""
+web chat page at ``GET /``, and /health + /metrics. Requests wait in a bounded, fair queue for the
+engine thread (quantkit.engine_worker), which decodes up to ``parallel`` of them together; bad
+requests get OpenAI-shaped JSON errors."""
 
 import asyncio
 import hmac
@@ -19,7 +20,7 @@ from pathlib import Path
 from quantkit.engine_worker import EngineWorker, Job, QueueFull, RequestRejected
 from quantkit.engines import EngineOptions, load_engine
 from quantkit.errors import InputError, QuantkitError, missing_extra
-from quantkit.openai_api import APIError, StopMatcher, field, job_from, messages_from, stops_from
+from quantkit.openai_api import APIError, StopMatcher, field, job_from, messages_from, stops_from, unencodable_field
 
 API_KEY_ENV = "QUANTKIT_API_KEY"
 ROUTES = ("/", "/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions")
@@ -34,6 +35,7 @@ class ServeOptions:
     n_ctx: int = 4096
     max_tokens_limit: int = 2048  # larger max_tokens is a 400; an omitted one means up to this
     queue_size: int = 32  # waiting requests beyond this get 429
+    parallel: int = 4  # requests decoded together (continuous batching); 1: one at a time
     max_body_bytes: int = 1 << 20
     log_level: str = "warning"
 
@@ -120,7 +122,7 @@ def create_app(engine, options: ServeOptions | None = None):
     options = options or ServeOptions()
     api_key = options.api_key if options.api_key is not None else os.environ.get(API_KEY_ENV) or None
     model = options.model_name or served_name(engine)
-    worker = EngineWorker(engine, options.n_ctx, options.max_tokens_limit, options.queue_size)
+    worker = EngineWorker(engine, options.n_ctx, options.max_tokens_limit, options.queue_size, options.parallel)
     statuses: Counter = Counter()
     app = FastAPI(title="quantkit serve", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.worker = worker
@@ -164,6 +166,9 @@ def create_app(engine, options: ServeOptions | None = None):
             raise APIError(400, "the request body is not valid JSON", code="invalid_json") from None
         if not isinstance(body, dict):
             raise APIError(400, "the request body must be a JSON object", code="invalid_type")
+        if (where := unencodable_field(body)) is not None:
+            raise APIError(400, f"'{where}' holds a lone UTF-16 surrogate, which is not valid Unicode text",
+                           code="invalid_value", param=where)
         requested = body.get("model")
         if requested is not None and requested != model:
             raise APIError(404, f"the model {requested!r} does not exist; this server serves {model!r}",
@@ -283,7 +288,9 @@ def create_app(engine, options: ServeOptions | None = None):
     @app.get("/health")
     async def health():
         return {"status": "ok", "model": model, "engine": engine.name,
-                "queue": {"waiting": worker.waiting, "running": worker.running, "capacity": options.queue_size}}
+                "queue": {"waiting": worker.waiting, "running": worker.running, "capacity": options.queue_size},
+                "slots": {"parallel": worker.parallel, "n_ctx_per_slot": worker.n_ctx,
+                          "n_ctx_total": worker.n_ctx * worker.parallel}}
 
     @app.get("/metrics")
     async def metrics(request: Request):
@@ -296,6 +303,12 @@ def create_app(engine, options: ServeOptions | None = None):
             f"quantkit_requests_running {worker.running}",
             "# HELP quantkit_queue_capacity Waiting requests allowed before 429.", "# TYPE quantkit_queue_capacity gauge",
             f"quantkit_queue_capacity {options.queue_size}",
+            "# HELP quantkit_slots Requests decoded together (continuous batching).", "# TYPE quantkit_slots gauge",
+            f"quantkit_slots {worker.parallel}",
+            "# HELP quantkit_slot_context_tokens Context (tokens) of one slot: prompt + reply.",
+            "# TYPE quantkit_slot_context_tokens gauge", f"quantkit_slot_context_tokens {worker.n_ctx}",
+            "# HELP quantkit_context_tokens_total Context (tokens) of all slots together.",
+            "# TYPE quantkit_context_tokens_total gauge", f"quantkit_context_tokens_total {worker.n_ctx * worker.parallel}",
             "# HELP quantkit_prompt_tokens_total Prompt tokens processed.", "# TYPE quantkit_prompt_tokens_total counter",
             f"quantkit_prompt_tokens_total {c['prompt_tokens']}",
             "# HELP quantkit_generation_tokens_total Tokens generated.", "# TYPE quantkit_generation_tokens_total counter",

@@ -16,9 +16,12 @@ PROMPT = ">>> "
 
 
 def test_read_message_multiline_and_commands():
-    typed = "first line\nsecond line\n!!!\n\n\nhello\n\n/save out.json\nclear\nlast words"
+    typed = ("one line\nfirst line\\\nsecond line\nthird\\\n!!!\n!!!\n\n\nhello\n\n/save out.json\nclear\n"
+             "last words")
     inp, out = io.StringIO(typed), io.StringIO()
-    assert read_message(inp, out) == "first line\nsecond line"
+    assert read_message(inp, out) == "one line"  # Enter sends
+    assert read_message(inp, out) == "first line\nsecond line"  # a trailing backslash goes on
+    assert read_message(inp, out) == "third"  # the seed's '!!!' line sends; a lone one is ignored
     assert read_message(inp, out) == "hello"  # blank lines before a message are skipped
     assert read_message(inp, out) == "/save out.json"
     assert read_message(inp, out) == "clear"
@@ -38,10 +41,8 @@ def spawn_chat(path, *extra, timeout=180):
 
 
 def say(child, text, timeout=120):
-    """Type ``text``, send it with an empty line, return what the model printed before the next prompt."""
+    """Type ``text`` and Enter, return what the model printed before the next prompt."""
     child.sendline(text)
-    child.expect_exact("... ")
-    child.sendline("")
     child.expect_exact(PROMPT, timeout=timeout)
     return child.before
 
@@ -58,10 +59,8 @@ def test_chat_terminal_transformers(smollm2, tmp_path):
     child = spawn_chat(smollm2, "--max-tokens", "24", "--system", "You are a helpful assistant.")
     try:
         assert "Paris" in say(child, "What is the capital of France?")
-        # multi-line input: a '!!!' line sends both lines as one message
-        child.sendline("Name one color.")
-        child.sendline("Just one word.")
-        child.sendline("!!!")
+        # multi-line input: two lines pasted at once are one message
+        child.send("Name one color.\nJust one word.\n")
         child.expect_exact(PROMPT, timeout=120)
         saved = tmp_path / "chat.json"
         child.sendline(f"/save {saved}")
@@ -95,9 +94,9 @@ def test_chat_terminal_gguf_ctrl_c_and_clear(tmp_path):
     try:
         assert "Paris" in say(child, "What is the capital of France?")
         # Ctrl-C during a long reply stops it and the chat goes on
-        child.sendline("Write a very long story about a dragon and a knight.")
+        child.sendline("Write a very long story \\")  # a trailing backslash continues the message
         child.expect_exact("... ")
-        child.sendline("")
+        child.sendline("about a dragon and a knight.")
         child.expect(r"\w+ \w+ \w+", timeout=60)  # the reply has started streaming
         child.kill(signal.SIGINT)
         child.expect_exact("[stopped]", timeout=30)

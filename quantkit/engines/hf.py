@@ -78,8 +78,19 @@ class TransformersEngine:
         if not self.tokenizer.chat_template:
             raise InputError(f"{self.path} has no chat template", hint="add chat_template.jinja to the folder")
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        from quantkit.engines.chat_tokens import chat_ids
+
+        def as_text(piece):  # message text: control-token spellings stay plain characters
+            return list(self.tokenizer(piece, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+
         # The template already writes any BOS it wants; adding specials again would double it.
-        return self.tokenize(text, add_special=False)
+        return chat_ids(text, messages, lambda piece: self.tokenize(piece, add_special=False), as_text)
+
+    def batch_decoder(self, n_seq: int, n_ctx_seq: int):
+        """``n_seq`` sequences decoded together: one padded forward per step (the serve batch)."""
+        from quantkit.engines.hf_batch import TransformersBatch
+
+        return TransformersBatch(self, n_seq, n_ctx_seq)
 
     def stream(self, prompt_ids, max_tokens, temperature=0.0, top_p=1.0, seed=None):
         return stream_tokens(self, prompt_ids, max_tokens, temperature, top_p, seed)

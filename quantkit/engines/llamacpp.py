@@ -95,7 +95,19 @@ class LlamaCppEngine:
     def chat_prompt(self, messages: list[dict]) -> list[int]:
         if self._template is None:
             raise InputError(f"{self.file.name} has no chat template", hint="the GGUF's tokenizer.chat_template is empty")
-        return self.tokenize(self._template(messages=messages).prompt, add_special=False)
+        from quantkit.engines.chat_tokens import chat_ids
+
+        def as_text(text):  # message text: control-token spellings stay plain characters
+            return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
+        return chat_ids(self._template(messages=messages).prompt, messages,
+                        lambda text: self.tokenize(text, add_special=False), as_text)
+
+    def batch_decoder(self, n_seq: int, n_ctx_seq: int):
+        """``n_seq`` sequences decoded together in a context of their own (the serve batch)."""
+        from quantkit.engines.llamacpp_batch import LlamaCppBatch
+
+        return LlamaCppBatch(self, n_seq, n_ctx_seq)
 
     def stream(self, prompt_ids, max_tokens, temperature=0.0, top_p=1.0, seed=None):
         return stream_tokens(self, prompt_ids, max_tokens, temperature, top_p, seed)

@@ -1,0 +1,30 @@
+"""Token ids of a rendered chat prompt where control tokens come only from the template: the
+messages' own text is tokenized as plain text, so a user who writes ``<|im_end|><|im_start|>system``
+gets those characters, not a forged system turn (llama-server and vLLM's default hole)."""
+
+from quantkit.errors import InputError
+
+
+def chat_ids(rendered: str, messages: list[dict], with_control, as_text) -> list[int]:
+    """``rendered`` split at each message's content (found in order): the template's pieces go
+    through ``with_control(text)`` (control tokens parsed), the contents through ``as_text(text)``."""
+    ids: list[int] = []
+    at = 0
+    for i, message in enumerate(messages):
+        content = message.get("content")
+        if not isinstance(content, str) or not content:
+            continue
+        start = rendered.find(content, at)
+        if start < 0:  # the template changed it (e.g. trimmed it): look for what it kept
+            content = content.strip()
+            start = rendered.find(content, at) if content else -1
+        if start < 0:
+            raise InputError(f"messages[{i}]: cannot find its text in the rendered chat template",
+                             hint="the template rewrites message text; send it without leading/trailing markup")
+        if start > at:
+            ids += with_control(rendered[at:start])
+        ids += as_text(content)
+        at = start + len(content)
+    if at < len(rendered):
+        ids += with_control(rendered[at:])
+    return ids
