@@ -2,6 +2,9 @@
 folder itself (transformers); every documented key present and sane; JSON from the CLI."""
 
 import json
+import os
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -39,7 +42,7 @@ def test_bench_gguf_against_hf_base(smollm2, tmp_path):
     gguf = bundled_gguf("bundled:smollm2-135m-instruct")
     steps = []
     data = bench(gguf, base=smollm2, options=options(), on_step=steps.append).to_dict()
-    assert steps == ["load", "speed", "smoke", "quality"]
+    assert steps == ["base", "load", "speed", "smoke", "quality"]
     assert_sane(data)
     assert data["engine"] == "llama.cpp" and data["size_bytes"] == gguf.stat().st_size
     assert 5 < data["bits_per_weight"] < 7 and data["bits"] == 4  # Q4_1 plus its f32/q8 tensors
@@ -78,3 +81,114 @@ def test_bad_options_are_refused(smollm2):
         bench(smollm2, options=options(gen_tokens=0))
     with pytest.raises(InputError):
         bench(smollm2.parent / "does-not-exist")
+
+
+def linked_copy(src: Path, dst: Path, skip=()) -> Path:
+    """A model folder sharing ``src``'s weights (symlinked), its small files copied."""
+    dst.mkdir(parents=True)
+    for file in src.iterdir():
+        if file.name in skip:
+            continue
+        if file.suffix == ".safetensors":
+            os.symlink(file, dst / file.name)
+        else:
+            shutil.copy(file, dst / file.name)
+    return dst
+
+
+@pytest.fixture
+def engine_log(monkeypatch):
+    """Every transformers/llama.cpp engine load and close, in order, with how many were open."""
+    from quantkit.engines.hf import TransformersEngine
+    from quantkit.engines.llamacpp import LlamaCppEngine
+
+    log, open_now = [], set()
+    for cls in (TransformersEngine, LlamaCppEngine):
+        def init(self, path, options, _init=cls.__init__):
+            log.append(("load", Path(path).name, len(open_now)))
+            _init(self, path, options)
+            open_now.add(id(self))
+
+        def close(self, _close=cls.close):
+            _close(self)
+            if id(self) in open_now:
+                open_now.discard(id(self))
+                log.append(("close", Path(self.path).name, len(open_now)))
+
+        monkeypatch.setattr(cls, "__init__", init)
+        monkeypatch.setattr(cls, "close", close)
+    return log
+
+
+def test_base_side_first_one_model_at_a_time_and_base_from_manifest(tiny_llama, tmp_path, monkeypatch, engine_log):
+    """No --base: the base comes from quantkit.json; its smoke and logits are computed (each with
+    the base alone in memory, then freed) before the artifact is loaded, and cached for the next bench."""
+    monkeypatch.setenv("QUANTKIT_HOME", str(tmp_path / "home"))  # empty caches
+    artifact = linked_copy(tiny_llama, tmp_path / "artifact")
+    (artifact / "quantkit.json").write_text(json.dumps({"engine": "transformers", "source": {"path": str(tiny_llama)}}))
+    fast = options(prompt_tokens=16, gen_tokens=4, repetitions=1, warmup=0, bandwidth=False,
+                   smoke_options=SmokeOptions(max_tokens=12))
+    steps = []
+    data = bench(artifact, options=fast, on_step=steps.append).to_dict()
+    base = tiny_llama.name
+    assert data["base"] == str(tiny_llama) and steps == ["base", "load", "speed", "smoke", "quality"]
+    assert engine_log == [("load", base, 0), ("close", base, 0),  # the base's smoke
+                          ("load", base, 0), ("close", base, 0),  # the base's logits
+                          ("load", "artifact", 0), ("close", "artifact", 0)]
+    # The same weights: the artifact's replies are the base's, so its own rambling is excused.
+    smoke = data["smoke"]
+    assert smoke["against_base"] and smoke["base"]["transcript"] == smoke["transcript"] and smoke["passed"]
+    assert data["quality"]["kld_mean"] < 1e-6 and data["passed"], data["failures"]
+    engine_log.clear()
+    again = bench(artifact, options=fast).to_dict()
+    assert engine_log == [("load", "artifact", 0), ("close", "artifact", 0)]  # the base's side was cached
+    assert again["smoke"]["base"] == smoke["base"] and again["quality"]["base_cached"]
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tiny_llama, tmp_path_factory) -> Path:
+    """A base model: the tiny Llama without any chat template."""
+    folder = linked_copy(tiny_llama, tmp_path_factory.mktemp("base") / "tiny-base", skip=("chat_template.jinja",))
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.slow
+def test_base_model_exports_to_gguf_and_benches(tiny_base, tmp_path, capsys):
+    """No chat template: GGUF export checks it with a completion smoke and writes the artifact;
+    bench (its base from quantkit.json) runs the completion smoke on both and judges it against the base."""
+    from quantkit.methods import QuantizeOptions
+    from quantkit.quantize import quantize
+
+    out = quantize(str(tiny_base), "gguf", tmp_path / "tiny-base-gguf", QuantizeOptions(gguf_types=["F16"]))  # F16: no llama.cpp tools needed
+    assert "completion smoke (no chat template)" in capsys.readouterr().err
+    check = json.loads((out / "quantkit.json").read_text())["checks"]["F16"]
+    assert "smoke_chat" not in check and check["metadata"]["chat_template"] is False
+    completion = check["smoke_completion"]
+    assert completion["mode"] == "completion" and completion["reply"].strip() and completion["tokens"] > 0
+
+    data = bench(out, options=options(prompt_tokens=16, gen_tokens=4, repetitions=1, warmup=0, bandwidth=False,
+                                      smoke_options=SmokeOptions(completion_tokens=24))).to_dict()
+    smoke = data["smoke"]
+    assert data["engine"] == "llama.cpp" and data["base"] == str(tiny_base)
+    assert smoke["mode"] == smoke["base"]["mode"] == "completion" and smoke["title"] == "completion smoke (no chat template)"
+    assert smoke["transcript"].startswith("[prompt] ") and len(smoke["turns"]) == len(smoke["base"]["turns"]) == 3
+    assert not any("did not stop" in f for f in smoke["failures"] + smoke["excused"])  # the limit is a fine end
+    assert not any("chat template" in f for f in data["failures"])
+    assert data["quality"]["tokenizer_parity"] and data["quality"]["kld_mean"] is not None
+
+
+def test_base_model_benches_with_a_completion_smoke(tiny_base, tmp_path, monkeypatch):
+    """The HF base folder itself (transformers) against itself: completion smoke, identical replies."""
+    from quantkit.cli.bench_cmd import render
+
+    monkeypatch.setenv("QUANTKIT_HOME", str(tmp_path / "home"))
+    data = bench(tiny_base, base=tiny_base, options=options(prompt_tokens=16, gen_tokens=4, repetitions=1, warmup=0,
+                                                             bandwidth=False, quality=False,
+                                                             smoke_options=SmokeOptions(completion_tokens=16))).to_dict()
+    smoke = data["smoke"]
+    assert smoke["mode"] == "completion" and smoke["passed"] and smoke["base"]["turns"] == smoke["turns"]
+    assert all(t["tokens"] > 0 for t in smoke["turns"]) and data["passed"]
+    render(data)  # the CLI's table and the side-by-side transcript render

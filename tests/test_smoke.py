@@ -216,3 +216,28 @@ def test_base_smoke_is_cached_by_weights_and_settings(tmp_path, monkeypatch):
     os.utime(base / "model.safetensors", ns=(1, 1))
     assert not base_smoke(base, SmokeOptions(max_tokens=16))[1]  # other weights, another entry
     assert len(loads) == 6 and not list((tmp_path / "home").rglob(".*.json"))  # no partial files left
+
+
+@pytest.mark.slow
+def test_wrong_chat_template_still_fails_against_the_base(smollm2, tmp_path, monkeypatch):
+    """Judged against the base's replies (through its own, right template), a wrong template fails."""
+    from quantkit.smoke import against_base, base_smoke
+
+    monkeypatch.setenv("QUANTKIT_HOME", str(tmp_path / "home"))
+    broken = tmp_path / "wrong-template"
+    broken.mkdir()
+    for file in smollm2.iterdir():
+        if file.suffix == ".safetensors":
+            os.symlink(file, broken / file.name)
+        elif file.name != "chat_template.jinja":
+            shutil.copy(file, broken / file.name)
+    (broken / "chat_template.jinja").write_text(WRONG_TEMPLATE)
+    settings = SmokeOptions(max_tokens=40)
+    base, _ = base_smoke(smollm2, settings, EngineOptions(threads=1))
+    engine = load_engine(broken, EngineOptions(threads=1))
+    try:
+        result = against_base(smoke_chat(engine, settings), base)
+    finally:
+        engine.close()
+    assert result.base is base and not result.passed, (result.failures, result.excused)
+    assert any("did not stop" in f or "leaked" in f for f in result.failures), result.failures
