@@ -77,3 +77,34 @@ def test_multi_gguf_folder_card_gets_a_row_per_file(artifact, tmp_path):
     write_report(results, tmp_path / "out")
     card = (artifact / "README.md").read_text()
     assert "| m-Q8_0.gguf |" in card and "| m-Q4_K_M.gguf |" in card
+
+
+def test_smoke_transcripts_side_by_side_with_the_base(tmp_path):
+    """The artifact's and the base's replies per turn in one table, control tokens visible."""
+    from quantkit.smoke import SmokeResult, SmokeTurn, against_base
+
+    def smoke(mode, *replies, problems=()):
+        turns = [SmokeTurn(user=f"question {i}|?", reply=r, tokens=3, stopped=True, repeat_ratio=0.0, finite=True)
+                 for i, r in enumerate(replies)]
+        for i, (code, text) in problems:
+            turns[i].defects.append(code)
+            turns[i].problems.append(text)
+        return SmokeResult(passed=True, turns=turns, failures=[], seconds=1.0, mode=mode)
+
+    base = smoke("chat", "Paris.", "base rambles", problems=[(1, ("no_stop", "did not stop within 256 tokens"))])
+    art = against_base(smoke("chat", "Paris <|im_start|>user", "it rambles too",
+                             problems=[(0, ("leak", "template/special tokens leaked: <|im_start|>")),
+                                       (1, ("repetition", "degenerate repetition (80% repeated 4-grams)"))]),
+                       base.to_dict())
+    data = result(tmp_path / "a.gguf", 2**20, 50.0, 0.01)
+    data["smoke"], data["failures"], data["passed"] = art.to_dict(), [f"smoke: {f}" for f in art.failures], False
+    completion = result(tmp_path / "b.gguf", 2**20, 50.0, 0.01)
+    completion["smoke"] = smoke("completion", "Berlin.").to_dict()
+    text = write_report([data, completion], tmp_path / "out", fill_cards=False).read_text()
+    assert "| turn | user | artifact | base |" in text
+    assert "| 1 | question 0&#124;? | Paris &lt;&#124;im_start&#124;&gt;user<br>**template/special tokens leaked" in text
+    assert "| Paris. |" in text and "base rambles<br>**did not stop within 256 tokens**" in text
+    assert "Shown by the base too (not counted):\n- turn 2: degenerate repetition" in text
+    assert "smoke: turn 1: template/special tokens leaked" in text
+    assert "Completion smoke (no chat template) transcript (no base to compare with):" in text
+    assert "[prompt] question 0|?\n[completion] Berlin." in text and "| pass (completion) |" in text
