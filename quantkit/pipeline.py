@@ -12,7 +12,6 @@ Layout of OUT: ``artifacts/NAME/`` (the quantize output), ``bench/NAME.json``, `
 
 import json
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,7 +24,9 @@ Echo = Callable[[str], None]
 
 
 def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    from quantkit.quiet import progress_logger
+
+    progress_logger().info(line)
 
 
 @dataclass
@@ -272,8 +273,9 @@ def run_artifact(recipe, spec, model_dir, out_dir, stages, force, echo) -> Artif
 
 
 def run(recipe: Recipe, out_dir: Path | str, only: str | list[str] | None = None, force: bool = False,
-        dry_run: bool = False, echo: Echo = _stderr) -> RunSummary:
-    """Run ``recipe`` into ``out_dir``; returns the summary (its ``exit_code`` says how it went)."""
+        dry_run: bool = False, echo: Echo = _stderr, verbose: bool = False) -> RunSummary:
+    """Run ``recipe`` into ``out_dir``; returns the summary (its ``exit_code`` says how it went).
+    The libraries' own output goes to ``out_dir/run.log`` unless ``verbose``."""
     out_dir = Path(out_dir).expanduser().resolve()
     specs = select(recipe, only)
     summary = RunSummary(recipe.name, out_dir)
@@ -285,6 +287,18 @@ def run(recipe: Recipe, out_dir: Path | str, only: str | list[str] | None = None
             summary.error = "preflight: " + "; ".join(f"{row.artifact}: {row.note}" for row in blocked(summary.plan))
         return summary
     out_dir.mkdir(parents=True, exist_ok=True)
+    from quantkit.quiet import libraries_to_log
+
+    log = out_dir / "run.log"
+    if not verbose:
+        echo(f"[run] {recipe.name}: library output goes to {log}")
+    with libraries_to_log(log, enabled=not verbose):
+        _run_stages(recipe, specs, out_dir, summary, force, echo)
+    return summary
+
+
+def _run_stages(recipe: Recipe, specs: list[ArtifactSpec], out_dir: Path, summary: RunSummary, force: bool,
+                echo: Echo) -> None:
     stages = Stages(out_dir)
     started = time.time()
     try:
@@ -297,7 +311,6 @@ def run(recipe: Recipe, out_dir: Path | str, only: str | list[str] | None = None
         for spec in specs:
             summary.artifacts.append(run_artifact(recipe, spec, model_dir, out_dir, stages, force, echo))
     finish(recipe, summary, time.time() - started, echo)
-    return summary
 
 
 def finish(recipe: Recipe, summary: RunSummary, seconds: float, echo: Echo) -> None:

@@ -16,7 +16,8 @@ Examples:
 @click.option("--only", multiple=True, metavar="NAME", help="Run only this artifact of the recipe (repeatable).")
 @click.option("--force", is_flag=True, help="Redo every stage, even those whose outputs are up to date.")
 @click.option("--dry-run", is_flag=True, help="Print the plan with memory/disk/time estimates and exit.")
-def command(recipe, out, only, force, dry_run):
+@click.option("--verbose", "-v", is_flag=True, help="Stream the libraries' output too (default: to RUN/run.log).")
+def command(recipe, out, only, force, dry_run, verbose):
     """Run RECIPE (a YAML file or a shipped recipe's name): model, every artifact, bench, smoke
     chat, quality, gates, report.
 
@@ -26,7 +27,8 @@ def command(recipe, out, only, force, dry_run):
     from quantkit.recipe import load_recipe
 
     parsed = load_recipe(recipe)
-    summary = run(parsed, out or Path("runs") / parsed.name, only=list(only) or None, force=force, dry_run=dry_run)
+    summary = run(parsed, out or Path("runs") / parsed.name, only=list(only) or None, force=force, dry_run=dry_run,
+                  verbose=verbose)
     from quantkit.cli.render_run import plan_table, summary_table
 
     if dry_run:
