@@ -71,19 +71,21 @@ def render(data: dict, console=None) -> None:
 
     title = "quantkit bench --url " + "  ".join(
         (f"{names[i]}={s['url']}" if len(servers) > 1 else s["url"]) for i, s in enumerate(servers))
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
-    columns = (["srv"] if len(servers) > 1 else []) + ["conc", "rate/s", "ok/err", "req/s", "tok/s", "TTFT",
-                                                       "TTFT p99", "TPOT", "ITL", "E2EL"]
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                  padding=(0, 1))
+    rated = any(r["request_rate"] for s in servers for r in s["results"])
+    columns = (["srv"] if len(servers) > 1 else []) + ["conc"] + (["rate/s"] if rated else []) + [
+        "ok/err", "req/s", "tok/s", "TTFT", "TTFT99", "TPOT", "ITL", "E2EL"]
     for column in columns:
         table.add_column(column, justify="right", no_wrap=True)
     for i, server in enumerate(servers):
         for r in server["results"]:
             table.add_row(*([names[i]] if len(servers) > 1 else []), str(r["concurrency"] or "-"),
-                          str(r["request_rate"] or "inf"), f"{r['completed']}/{r['errors']}",
+                          *([str(r["request_rate"] or "inf")] if rated else []), f"{r['completed']}/{r['errors']}",
                           f"{r['request_throughput']:.2f}", f"{r['output_throughput']:.1f}", ms(r["ttft_ms"]),
                           ms(r["ttft_ms"], "p99"), ms(r["tpot_ms"]), ms(r["itl_ms"]), ms(r["e2el_ms"]))
     console.print(table)
-    console.print("ms: medians; tok/s: output tokens per second", highlight=False)
+    console.print("ms, median (TTFT99: 99th percentile); tok/s: output tokens per second", highlight=False)
     first = {r["concurrency"]: r for r in servers[0]["results"]}
     for i, server in enumerate(servers[1:], 1):
         ratios = [f"c{r['concurrency']}: {r['output_throughput'] / first[r['concurrency']]['output_throughput']:.2f}x"
