@@ -1,5 +1,6 @@
 """This machine's memory copy bandwidth, measured once with a large array copy and cached: the
-physical limit of batch-1 decoding, which reads every weight once per token."""
+physical limit of batch-1 decoding, which reads every weight once per token; and the bytes one
+decode step of a loaded model really reads (``decode_bytes``)."""
 
 import json
 import os
@@ -73,3 +74,48 @@ def measure_cuda_copy_gbps(size_mb: int = 1024, repeats: int = 5) -> float | Non
         torch.cuda.synchronize()
         best = min(best, start.elapsed_time(end) / 1e3)
     return round(2 * src.numel() * 4 / best / 1e9, 2)
+
+
+def decode_bytes(engine) -> dict:
+    """The weight bytes one batch-1 decode step reads: every weight once, but the input embedding
+    table only one row (a lookup) unless it is tied to the output projection, which reads it all.
+    From the GGUF's tensors (llama.cpp) or the model's parameters (transformers); else the files."""
+    try:
+        if getattr(engine, "file", None) is not None and str(engine.file).endswith(".gguf"):
+            return gguf_decode_bytes(engine.file)
+        if getattr(engine, "model", None) is not None and hasattr(engine.model, "get_input_embeddings"):
+            return torch_decode_bytes(engine.model)
+    except (ImportError, OSError, ValueError, AttributeError):
+        pass
+    return {"bytes": engine.weights_bytes, "embedding_bytes": None, "tied": None, "counted": "weight files"}
+
+
+def gguf_decode_bytes(path) -> dict:
+    from gguf import GGUFReader
+
+    tensors = {t.name: t for t in GGUFReader(path).tensors}
+    total = sum(int(t.n_bytes) for t in tensors.values())
+    embd = tensors.get("token_embd.weight")
+    tied = "output.weight" not in tensors  # llama.cpp then reuses token_embd as the output projection
+    counted = total
+    if embd is not None and not tied:
+        rows = int(embd.n_elements) // int(embd.shape[0])
+        counted = total - int(embd.n_bytes) + int(embd.n_bytes) // rows
+    return {"bytes": counted, "embedding_bytes": int(embd.n_bytes) if embd is not None else None, "tied": tied,
+            "counted": "GGUF tensors"}
+
+
+def torch_decode_bytes(model) -> dict:
+    def nbytes(t):
+        return t.numel() * t.element_size()
+
+    seen, total = set(), 0
+    for t in [*model.parameters(), *model.buffers()]:
+        if t.data_ptr() not in seen:  # tied weights are one storage
+            seen.add(t.data_ptr())
+            total += nbytes(t)
+    embd = model.get_input_embeddings().weight
+    out = model.get_output_embeddings()
+    tied = out is not None and out.weight.data_ptr() == embd.data_ptr()
+    counted = total if tied else total - nbytes(embd) + nbytes(embd) // embd.shape[0]
+    return {"bytes": counted, "embedding_bytes": nbytes(embd), "tied": tied, "counted": "model parameters"}

@@ -11,7 +11,8 @@ repetition runs after ``warmup`` untimed ones, results are mean and sample stdde
 - decode (tg): N tokens fed one at a time into an empty context, every step timed (llama-bench's
   tg: depth 0); per-token latency percentiles are over all timed steps of all repetitions.
 - peak RSS: sampled every 10 ms, separately during load and during the timed runs.
-- achieved bandwidth: weight bytes (all read once per decoded token) x decode tokens/s.
+- achieved bandwidth: weight bytes a decode step reads (every weight once; of an untied input
+  embedding table one row) x decode tokens/s.
 """
 
 import importlib
@@ -196,9 +197,13 @@ def percentiles_ms(steps: list[float]) -> dict:
 
 
 def bandwidth_record(engine, decode_tps: float, measure: bool) -> dict:
-    achieved = engine.weights_bytes * decode_tps / 1e9
-    record = {"weights_bytes_per_token": engine.weights_bytes, "achieved_gbps": round(achieved, 2),
-              "copy_gbps": None, "fraction": None}
+    from quantkit.bandwidth import decode_bytes
+
+    read = decode_bytes(engine)  # an untied input embedding table is read one row per token
+    achieved = read["bytes"] * decode_tps / 1e9
+    record = {"weights_bytes_per_token": read["bytes"], "achieved_gbps": round(achieved, 2),
+              "copy_gbps": None, "fraction": None, "embedding_bytes": read["embedding_bytes"],
+              "tied_embeddings": read["tied"], "counted": read["counted"]}
     if measure:
         from quantkit import bandwidth
 
