@@ -119,8 +119,9 @@ class LlamaCppEngine:
     def _decode(self, ids: list[int], all_logits: bool):
         """Run ``ids`` after the current context in n_batch chunks; return their logits rows."""
         np = self.np
-        if self._n_past + len(ids) > self.llm.n_ctx():
-            raise InputError(f"{self._n_past + len(ids)} tokens exceed the context of {self.llm.n_ctx()}",
+        n_ctx = self.llm._n_ctx  # fixed when the context was made (Llama keeps it)
+        if self._n_past + len(ids) > n_ctx:
+            raise InputError(f"{self._n_past + len(ids)} tokens exceed the context of {n_ctx}",
                              hint="use a shorter prompt or a larger n_ctx")
         rows = []
         step = self.llm.n_batch
@@ -139,7 +140,21 @@ class LlamaCppEngine:
         return rows
 
     def forward(self, ids: list[int]):
-        return self._decode(list(ids), all_logits=False)[-1][-1]
+        if len(ids) != 1:
+            return self._decode(list(ids), all_logits=False)[-1][-1]
+        # One token (every decode step): fill the batch's first slot and read the one logits row
+        # directly; the general path's per-call conversions cost about as much as the copy itself.
+        llama_cpp, batch = self.llama_cpp, self.llm._batch.batch
+        if self._n_past + 1 > self.llm._n_ctx:
+            return self._decode(list(ids), all_logits=False)[-1][-1]  # raises the context error
+        batch.n_tokens = 1
+        batch.token[0], batch.pos[0], batch.n_seq_id[0], batch.logits[0] = ids[0], self._n_past, 1, True
+        batch.seq_id[0][0] = 0
+        if llama_cpp.llama_decode(self.llm._ctx.ctx, batch) != 0:
+            raise EngineError("llama.cpp decode failed on one token")
+        self._n_past += 1
+        row = llama_cpp.llama_get_logits(self.llm._ctx.ctx)
+        return self.np.ctypeslib.as_array(row, shape=(self.n_vocab,)).copy()
 
     def logits(self, ids: list[int]):
         self.reset()
