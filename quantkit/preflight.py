@@ -14,9 +14,6 @@ Each helper raises a typed error with a one-line fix, or returns quietly:
   fit in the RAM available now; ``force=True`` (``--force``) skips it.
 """
 
-import importlib.util
-from pathlib import Path
-
 import psutil
 
 from quantkit.errors import InputError, PreflightError
@@ -65,26 +62,18 @@ def require_bits(method: str, bits: int | None, allowed: tuple[int, ...]) -> Non
 
 
 def transformers_knows(model_type: str) -> bool:
-    """Whether transformers has a built-in implementation of ``model_type`` (read from its package
-    folders, since importing transformers' auto mappings pulls in torch and takes seconds)."""
-    spec = importlib.util.find_spec("transformers")
-    if spec is None or not spec.submodule_search_locations:
-        return False
-    models = Path(next(iter(spec.submodule_search_locations))) / "models"
-    return (models / model_type.replace("-", "_")).is_dir()
+    """Whether transformers implements ``model_type`` itself (its own model-type table, read
+    without importing torch: see quantkit.support)."""
+    from quantkit.support import transformers_knows as knows
+
+    return knows(model_type)
 
 
 def causal_lm_reason(config: dict) -> str | None:
     """None when ``config`` describes a decoder-only causal LM that can be loaded; else why not."""
-    archs = config.get("architectures") or []
-    model_type = str(config.get("model_type") or "")
-    if not archs:
-        return "config.json names no architecture"
-    if not archs[0].endswith("ForCausalLM"):
-        return f"only decoder-only causal LMs (*ForCausalLM) are supported, not {archs[0]}"
-    if not transformers_knows(model_type) and "AutoModelForCausalLM" not in (config.get("auto_map") or {}):
-        return f"transformers has no implementation of model type {model_type!r} and the model ships no code"
-    return None
+    from quantkit.support import causal_lm_reason as reason
+
+    return reason(config)
 
 
 def require_trusted_code(config: dict, trust_remote_code: bool) -> None:

@@ -54,3 +54,66 @@ def tiny_model_dir(kind: str) -> Path:
     shutil.rmtree(final, ignore_errors=True)
     staging.rename(final)
     return final
+
+
+# The architecture matrix (tests/test_architectures.py, docs/architectures.md): model_type ->
+# (architecture class, config overrides). Widths are multiples of 128 (AWQ groups); head_dim is
+# set so that Gemma's default (256) does not blow the tiny model up; MoE ones have 4 experts.
+ARCH_TINY = dict(TINY, head_dim=32)
+MOE = dict(num_experts=4, num_local_experts=4, num_experts_per_tok=2, moe_intermediate_size=128)
+ARCHITECTURES: dict[str, tuple[str, dict]] = {
+    "llama": ("LlamaForCausalLM", {}),
+    "mistral": ("MistralForCausalLM", {}),
+    "qwen2": ("Qwen2ForCausalLM", {}),
+    "qwen3": ("Qwen3ForCausalLM", {}),
+    "qwen3_moe": ("Qwen3MoeForCausalLM", MOE),
+    "mixtral": ("MixtralForCausalLM", MOE),
+    "gemma": ("GemmaForCausalLM", {}),
+    "gemma2": ("Gemma2ForCausalLM", {}),
+    "gemma3_text": ("Gemma3ForCausalLM", {}),
+    "phi3": ("Phi3ForCausalLM", {}),
+    "granite": ("GraniteForCausalLM", {}),
+    "olmo2": ("Olmo2ForCausalLM", {}),
+    "stablelm": ("StableLmForCausalLM", {}),
+    "starcoder2": ("Starcoder2ForCausalLM", {}),
+    "glm4": ("Glm4ForCausalLM", {}),
+    "cohere": ("CohereForCausalLM", {}),
+    "phi": ("PhiForCausalLM", {}),
+    "falcon": ("FalconForCausalLM", {"head_dim": None}),  # FalconConfig derives head_dim
+    "gpt_neox": ("GPTNeoXForCausalLM", {}),
+}
+
+
+def tiny_arch_dir(model_type: str) -> Path:
+    """A tiny random checkpoint of ``model_type`` with SmolLM2's tokenizer and chat template,
+    built once per transformers version (llama.cpp's converter recognizes that tokenizer's
+    pre-tokenizer, so every converter that takes a BPE tokenizer.json can read it)."""
+    import torch
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    architecture, overrides = ARCHITECTURES[model_type]
+    final = test_cache() / f"arch-{model_type}-{transformers.__version__}"
+    if (final / "model.safetensors").is_file():
+        return final
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
+    config = AutoConfig.for_model(
+        model_type, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False, **{k: v for k, v in {**ARCH_TINY, **overrides}.items() if v is not None},
+    )
+    config.architectures = [architecture]
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    staging = final.with_name(final.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    if model_type == "phi3":  # Phi-4 is a Phi3ForCausalLM with a GPT-2 BPE tokenizer: the converter's BPE path
+        path = staging / "tokenizer_config.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "tokenizer_class": "GPT2Tokenizer"}, indent=2))
+    model.generation_config.save_pretrained(staging)
+    (staging / "quantkit-source.json").write_text(json.dumps({"source": "test-fixture", "repo_id": f"tiny-{model_type}"}) + "\n")
+    shutil.rmtree(final, ignore_errors=True)
+    staging.rename(final)
+    return final

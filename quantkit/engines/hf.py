@@ -55,7 +55,7 @@ class TransformersEngine:
         self.special_tokens = set(self.tokenizer.all_special_tokens) | COMMON_SPECIAL
         self.special_tokens |= {t.content for t in getattr(self.tokenizer, "added_tokens_decoder", {}).values()
                                 if getattr(t, "special", False)}
-        self.n_params = sum(p.numel() for p in self.model.parameters()) or None
+        self.n_params = count_parameters(self.model) or None
         self.weights_bytes = sum(p.stat().st_size for p in self.path.iterdir() if p.suffix in WEIGHT_SUFFIXES)
         self._cache = None
 
@@ -123,6 +123,30 @@ class TransformersEngine:
         self.model = None
         if self.device == "cuda":
             self.torch.cuda.empty_cache()
+
+
+# compressed-tensors keeps a quantized Linear as weight_packed (8 int4 per int32) + these; they
+# are quantization metadata, not parameters of the model.
+QUANT_METADATA = ("weight_scale", "weight_zero_point", "weight_shape", "weight_g_idx", "weight_global_scale")
+
+
+def count_parameters(model) -> int:
+    """The model's parameter count as trained, also for packed artifacts: a compressed-tensors
+    weight by its ``weight_shape``, a bitsandbytes 4-bit weight by its quant state's shape (both
+    store several weights per element), quantization scales and zero points not at all."""
+    import math
+
+    total, seen = 0, set()
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if id(param) in seen or name in QUANT_METADATA:
+                continue
+            seen.add(id(param))  # tied embeddings count once
+            shape = getattr(getattr(param, "quant_state", None), "shape", None)  # bnb Params4bit
+            if name == "weight_packed" and hasattr(module, "weight_shape"):
+                shape = module.weight_shape.tolist()
+            total += math.prod(int(d) for d in shape) if shape is not None else param.numel()
+    return total
 
 
 def resolve_device(device: str, torch) -> str:
