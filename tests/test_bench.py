@@ -46,7 +46,8 @@ def test_bench_gguf_against_hf_base(smollm2, tmp_path):
     assert_sane(data)
     assert data["engine"] == "llama.cpp" and data["size_bytes"] == gguf.stat().st_size
     assert 5 < data["bits_per_weight"] < 7 and data["bits"] == 4  # Q4_1 plus its f32/q8 tensors
-    assert data["smoke"]["passed"] and data["smoke"]["transcript"]
+    assert data["smoke"]["passed"] and data["smoke"]["transcript"] and data["smoke"]["mode"] == "chat"
+    assert data["smoke"]["against_base"] and data["smoke"]["base"]["transcript"].count("[user]") == 3
     assert data["quality"]["tokenizer_parity"] and data["quality"]["kld_mean"] < 0.02
     assert data["quality"]["top1_agreement"] > 0.9 and data["quality"]["ppl_ratio"] < 1.05
     assert data["passed"] is True and data["failures"] == []
@@ -98,16 +99,21 @@ def linked_copy(src: Path, dst: Path, skip=()) -> Path:
 
 @pytest.fixture
 def engine_log(monkeypatch):
-    """Every transformers/llama.cpp engine load and close, in order, with how many were open."""
+    """Every transformers/llama.cpp engine load and close, in order, with how many engines were
+    open (loaded, not closed) and how many earlier ones were still in memory at each."""
+    import weakref
+
     from quantkit.engines.hf import TransformersEngine
     from quantkit.engines.llamacpp import LlamaCppEngine
 
-    log, open_now = [], set()
+    log, open_now, loaded = [], set(), []
     for cls in (TransformersEngine, LlamaCppEngine):
         def init(self, path, options, _init=cls.__init__):
-            log.append(("load", Path(path).name, len(open_now)))
+            alive = sum(ref() is not None for ref in loaded)
+            log.append(("load", Path(path).name, len(open_now) + alive))
             _init(self, path, options)
             open_now.add(id(self))
+            loaded.append(weakref.ref(self))
 
         def close(self, _close=cls.close):
             _close(self)
