@@ -9,7 +9,7 @@ composed into nodes and each value is checked against a small schema table below
 import hashlib
 import json
 import re
-from dataclasses import MISSING, asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -160,6 +160,8 @@ def _mapping(ctx: _Ctx, node: yaml.Node, key: str, allowed) -> dict[str, tuple[y
 
 def _typed(ctx: _Ctx, node: yaml.Node, key: str, kind: str, choices=None):
     """One value of ``kind`` (str, int, float, bool, path, str?, int?, float?, list[str])."""
+    if kind == "str|list[str]":  # one value, or several (format: [compressed-tensors, autoawq])
+        return _typed(ctx, node, key, "list[str]" if isinstance(node, yaml.SequenceNode) else "str?", choices)
     optional = kind.endswith("?")
     kind = kind.rstrip("?")
     if kind == "list[str]":
@@ -203,7 +205,7 @@ BENCH_KEYS = {"prompt_tokens": ("int", None), "gen_tokens": ("int", None), "repe
               "warmup": ("int", None),
               "threads": ("int?", None), "device": ("str", DEVICES), "n_gpu_layers": ("int", None),
               "smoke": ("bool", None), "quality": ("bool", None), "quality_tokens": ("int?", None)}
-ARTIFACT_KEYS = {"name": ("str", None), "method": ("str", None), "format": ("str?", None),
+ARTIFACT_KEYS = {"name": ("str", None), "method": ("str", None), "format": ("str|list[str]", None),
                  "bits": ("int?", None), "group_size": ("int?", None), "ignore": ("list[str]", None),
                  "calib": ("path?", None), "calib_samples": ("int?", None), "calib_seq_len": ("int?", None),
                  "dtype": ("str?", DTYPES), "device": ("str", DEVICES), "quant_type": ("str?", ("nf4", "fp4")),
@@ -266,8 +268,13 @@ def _artifact(ctx, node, key, gates: Gates) -> tuple[ArtifactSpec, dict]:
             raise ctx.fail(*where(name), f"only the {method} method uses this setting, not {spec.method}")
     if "double_quant" in nodes and spec.method != "nf4":
         raise ctx.fail(*where("double_quant"), f"only the nf4 method uses this setting, not {spec.method}")
-    if spec.format is not None and spec.format not in AWQ_FORMATS:
-        raise ctx.fail(*where("format"), f"{spec.format!r} is not one of {', '.join(AWQ_FORMATS)}")
+    formats = spec.format if isinstance(spec.format, list) else [spec.format] if spec.format is not None else []
+    for fmt in formats:
+        if fmt not in AWQ_FORMATS:
+            raise ctx.fail(*where("format"), f"{fmt!r} is not one of {', '.join(AWQ_FORMATS)}")
+    if isinstance(spec.format, list) and (not formats or len(set(formats)) != len(formats)):
+        raise ctx.fail(*where("format"), "a list of formats needs at least one, each once",
+                       hint="e.g. format: [compressed-tensors, autoawq]")
     if spec.bits is not None and spec.bits != 4:
         raise ctx.fail(*where("bits"), f"awq writes 4-bit weights here, not {spec.bits}")
     if spec.method == "gguf" and not spec.gguf_types:
@@ -275,6 +282,16 @@ def _artifact(ctx, node, key, gates: Gates) -> tuple[ArtifactSpec, dict]:
     if len(set(spec.gguf_types)) != len(spec.gguf_types):
         raise ctx.fail(*where("gguf_types"), "a type is listed twice")
     return spec, nodes
+
+
+def expand_formats(spec: ArtifactSpec) -> list[ArtifactSpec]:
+    """An entry asking for several formats of one calibration -> one artifact per format: the
+    first keeps the entry's name, each other is NAME-FORMAT (awq, awq-autoawq). They share the
+    calibration through the AWQ method's cache, so the second one is a repack in seconds."""
+    if not isinstance(spec.format, list):
+        return [spec]
+    return [replace(spec, format=fmt, name=spec.name if i == 0 else f"{spec.name}-{fmt}")
+            for i, fmt in enumerate(spec.format)]
 
 
 def parse_recipe(text: str, file: Path | str = "<recipe>") -> Recipe:
@@ -312,17 +329,19 @@ def parse_recipe(text: str, file: Path | str = "<recipe>") -> Recipe:
         raise ctx.fail(art_node, "artifacts", "expected a non-empty list of artifacts")
     artifacts, device_nodes, seen = [], [], set()
     for i, item in enumerate(art_node.value):
-        spec, nodes = _artifact(ctx, item, f"artifacts[{i}]", gates)
-        device_nodes.append(nodes.get("device", item))
-        if spec.name in seen:
-            raise ctx.fail(item, f"artifacts[{i}].name", f"artifact name {spec.name!r} is used twice")
-        seen.add(spec.name)
-        artifacts.append(spec)
+        entry, nodes = _artifact(ctx, item, f"artifacts[{i}]", gates)
+        for spec in expand_formats(entry):
+            device_nodes.append((i, nodes.get("device", item)))
+            if spec.name in seen:
+                raise ctx.fail(item, f"artifacts[{i}].name", f"artifact name {spec.name!r} is used twice")
+            seen.add(spec.name)
+            artifacts.append(spec)
+
     runner = _typed(ctx, top["runner"][1], "runner", "str", RUNNERS) if "runner" in top else "cpu"
     if runner == "cpu":
-        for i, spec in enumerate(artifacts):
+        for spec, (i, device_node) in zip(artifacts, device_nodes):
             if spec.device == "cuda":
-                raise ctx.fail(device_nodes[i], f"artifacts[{i}].device", "device cuda in a recipe whose runner is cpu",
+                raise ctx.fail(device_node, f"artifacts[{i}].device", "device cuda in a recipe whose runner is cpu",
                                hint="set runner: gpu")
         if bench.device == "cuda":
             raise ctx.fail(bench_nodes["device"], "bench.device", "device cuda in a recipe whose runner is cpu", hint="set runner: gpu")

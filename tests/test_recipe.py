@@ -19,10 +19,10 @@ METHOD_FOR = {"format": "awq", "bits": "awq", "group_size": "awq", "calib": "awq
               "calib_seq_len": "awq", "quant_type": "nf4", "double_quant": "nf4", "int8_threshold": "int8",
               "gguf_types": "gguf"}
 WRONG = {"str": "5", "str?": "[a, b]", "int": '"many"', "int?": '"many"', "float": '"high"', "float?": '"high"',
-         "bool": '"maybe"', "path?": "7", "list[str]": "just-one", "gates": "5"}
+         "bool": '"maybe"', "path?": "7", "list[str]": "just-one", "gates": "5", "str|list[str]": "5"}
 EXPECT = {"str": "expected str", "str?": "expected a single value", "int": "expected int", "int?": "expected int",
           "float": "expected float", "float?": "expected float", "bool": "expected bool", "path?": "expected path",
-          "list[str]": "expected a list of strings", "gates": "expected a mapping"}
+          "list[str]": "expected a list of strings", "gates": "expected a mapping", "str|list[str]": "expected str"}
 
 
 def recipe_text(top="", model="", bench="", gates="", artifact="", method="nf4", name="a", gguf=""):
@@ -199,7 +199,7 @@ def test_shipped_recipes_are_the_repo_folder_and_all_parse():
         assert recipe.name == name, "a recipe's name is its file name"
     smol = load_recipe("smollm2-135m-instruct")
     assert smol.runner == "cpu" and smol.model.id == "bundled:smollm2-135m-instruct"
-    assert {(a.method, a.format) for a in smol.artifacts} >= {("awq", None), ("awq", "autoawq"), ("nf4", None), ("int8", None), ("gguf", None)}
+    assert {(a.method, a.format) for a in smol.artifacts} >= {("awq", "compressed-tensors"), ("awq", "autoawq"), ("nf4", None), ("int8", None), ("gguf", None)}
     assert next(a for a in smol.artifacts if a.method == "gguf").gguf_types == ["Q8_0", "Q4_K_M"]
     assert all(a.group_size == 64 for a in smol.artifacts if a.method == "awq")  # 576 = 9 x 64
     yi = load_recipe("yi-34b-chat-awq").artifacts[0]

@@ -2,13 +2,20 @@
 
 Default format ``compressed-tensors`` (llm-compressor's AWQModifier + a W4A16 asymmetric group
 scheme, ``oneshot`` on local calibration text): what vLLM and transformers load natively.
-``--format autoawq`` writes the classic AWQ GEMM layout through gptqmodel (awq_autoawq.py).
+``--format autoawq`` writes the classic AutoAWQ GEMM layout by repacking that same result
+(awq_repack.py). One calibration serves both: its compressed-tensors result is kept in quantkit's
+cache (awq_cache.py), so a second format or a second call with the same inputs takes seconds.
+
+On a GPU the model stays on the CPU: llm-compressor's sequential pipeline onloads one decoder
+layer at a time to the GPU, so a model bigger than the GPU calibrates too.
 """
 
 import contextlib
 import importlib.util
 import re
+import shutil
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from quantkit import calibration
@@ -24,6 +31,18 @@ DEFAULT_SAMPLES, DEFAULT_SEQ_LEN = 64, 256  # ~15 min for SmolLM2-135M on 2 CPU 
 CALIB_BATCH = 8
 ALWAYS_IGNORED = ["lm_head"]
 SAVE_DTYPES = ("bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class AwqTuning:
+    """llm-compressor's AWQ knobs (benchmarks/awq_settings.md measures them on SmolLM2)."""
+
+    duo_scaling: bool | str = True  # scales from activations and weights; "both" searches each
+    n_grid: int = 20  # grid points of the scale search
+    observer: str = "minmax"  # weight range: "minmax", or "mse" (a clipping search)
+
+
+TUNING = AwqTuning()
 
 
 class AwqMethod:
@@ -59,31 +78,41 @@ class AwqMethod:
         if options.calib_seq_len is not None and options.calib_seq_len < 8:
             raise InputError("--calib-seq-len must be at least 8")
         calibration.read_records(options.calib)  # a missing, empty or malformed file fails now
-        if fmt == "autoawq":
-            from quantkit.methods.awq_autoawq import check_dependencies
-
-            check_dependencies(options)
-        elif importlib.util.find_spec("llmcompressor") is None:
+        if options.dtype not in (None, "auto", *SAVE_DTYPES):
+            raise InputError(f"awq saves its unquantized tensors in 16 bits, not {options.dtype}",
+                             hint=f"use --dtype {' or '.join(SAVE_DTYPES)}")
+        # Both formats come from llm-compressor's calibration (autoawq is a repack of it).
+        if importlib.util.find_spec("llmcompressor") is None:
             raise missing_extra("llmcompressor", self.extra)
         device = preflight.resolve_device(options.device)
-        # CPU calibration holds the model in float32 plus cached activations and the saved copy.
-        if device == "cpu" and fmt == "compressed-tensors":
-            preflight.check_memory(config, "float32", 2.0, options.force)
-        else:
-            preflight.check_memory(config, "bfloat16", 2.0, options.force)
+        # The model stays in RAM (float32 on CPU, bf16 with a GPU) plus activations and the saved copy.
+        preflight.check_memory(config, "float32" if device == "cpu" else "bfloat16", 2.0, options.force)
 
     def quantize(self, model_dir: Path, out_dir: Path, options: QuantizeOptions) -> MethodResult:
         from quantkit.modelinfo import load_config
 
         config = load_config(model_dir)
         group = group_size(config, options)
+        fmt = options.format or FORMATS[0]
         # The libraries print progress to stdout; the CLI's stdout is kept for the artifact path.
         with contextlib.redirect_stdout(sys.stderr):
-            if (options.format or FORMATS[0]) == "autoawq":
-                from quantkit.methods.awq_autoawq import quantize_autoawq
+            folder, record, reused = calibrated(model_dir, options, group, config)
+            if fmt == "autoawq":
+                from quantkit.methods.awq_repack import USAGE_AUTOAWQ, repack
 
-                return quantize_autoawq(model_dir, out_dir, options, group)
-            return quantize_compressed_tensors(model_dir, out_dir, options, group, config)
+                repack(folder, out_dir)  # weights and config.json
+                copy_result(folder, out_dir, weights=False)
+                settings, usage = {**record["settings"], "format": fmt, "version": "gemm"}, USAGE_AUTOAWQ
+            else:
+                copy_result(folder, out_dir)
+                settings, usage = {**record["settings"], "format": fmt}, USAGE_COMPRESSED
+        finish_folder(model_dir, out_dir)
+        return MethodResult(
+            format=fmt, engine="transformers", settings=settings, usage=usage,
+            extra={"calibration": record["calibration"],
+                   "calibration_cache": {"key": record["key"], "reused": reused,
+                                         "calibration_wall_s": record["calibration_wall_s"]}},
+        )
 
 
 def layer_widths(config: dict) -> dict[str, int]:
@@ -209,17 +238,64 @@ def calib_batch_size(calib) -> int:
     return max(1, min(CALIB_BATCH, len(calib.samples)))
 
 
-def settings_record(options: QuantizeOptions, group: int, fmt: str, device: str, calib_dtype: str,
-                    saved_dtype: str) -> dict:
-    return {"format": fmt, "bits": 4, "group_size": group, "symmetric": False,
+def settings_record(options: QuantizeOptions, group: int, device: str, calib_dtype: str, saved_dtype: str) -> dict:
+    """What the calibration was made with (the format is added per artifact)."""
+    return {"bits": 4, "group_size": group, "symmetric": False,
             "ignore": ALWAYS_IGNORED + list(options.ignore),
             "calib_samples": options.calib_samples or DEFAULT_SAMPLES,
             "calib_seq_len": options.calib_seq_len or DEFAULT_SEQ_LEN,
-            "device": device, "calibration_dtype": calib_dtype, "save_dtype": saved_dtype}
+            "device": device, "calibration_dtype": calib_dtype, "save_dtype": saved_dtype,
+            "awq": asdict(TUNING)}
 
 
-def quantize_compressed_tensors(model_dir: Path, out_dir: Path, options: QuantizeOptions, group: int,
-                                config: dict) -> MethodResult:
+def calibrated(model_dir: Path, options: QuantizeOptions, group: int, config: dict) -> tuple[Path, dict, bool]:
+    """The compressed-tensors AWQ result for these inputs - the cache's folder, its record, and
+    whether it was reused - calibrating (and caching) it first when no earlier run made it."""
+    from quantkit.methods import awq_cache
+
+    try:
+        from transformers import AutoTokenizer
+    except ImportError as exc:
+        raise DependencyError(f"transformers cannot be imported: {exc}", hint="pip install 'quantkit[awq]'") from exc
+    device = resolve_device(options)
+    # fp16/bf16 matmuls on CPU are ~100x slower than fp32; on a GPU calibrate in bf16 (fp16's
+    # range overflows on some models' activations).
+    calib_dtype = "float32" if device == "cpu" else "bfloat16"
+    saved = save_dtype(options, config)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=options.trust_remote_code)
+    calib = calibration_set(model_dir, options, tokenizer)
+    settings = settings_record(options, group, device, calib_dtype, saved)
+    keyed = {**settings, "trust_remote_code": options.trust_remote_code, "batch": calib_batch_size(calib)}
+    key = awq_cache.cache_key(model_dir, keyed, calib.sha256)
+    if (hit := awq_cache.lookup(key)) is not None:
+        print(f"AWQ: reusing the calibration cached as {key} (same model, settings and data)", file=sys.stderr)
+        return *hit, True
+
+    def build(staging: Path) -> None:
+        calibrate(model_dir, staging, options, group, calib, tokenizer, calib_dtype, saved)
+
+    folder, record = awq_cache.store(key, build, {"settings": settings, "calibration": calib.record()})
+    return folder, record, False
+
+
+def copy_result(folder: Path, out_dir: Path, weights: bool = True) -> None:
+    """The cached compressed-tensors folder into the artifact (all of it, or all but the weights
+    and config.json, which the autoawq repack writes)."""
+    from quantkit.methods.awq_cache import RECORD
+    from quantkit.methods.awq_repack import INDEX
+
+    for path in Path(folder).iterdir():
+        skip = path.suffix == ".safetensors" or path.name in ("config.json", INDEX)
+        if path.is_file() and path.name != RECORD and (weights or not skip):
+            shutil.copyfile(path, Path(out_dir) / path.name)
+
+
+def calibrate(model_dir: Path, out_dir: Path, options: QuantizeOptions, group: int, calib, tokenizer,
+              calib_dtype: str, saved: str) -> None:
+    """llm-compressor's AWQ + W4A16 asymmetric groups on ``calib``; the compressed-tensors folder
+    goes to ``out_dir``. The model is loaded on the CPU and stays there: the sequential pipeline
+    (which the default "independent" pipeline picks for AWQ) offloads every layer to where it sits
+    and onloads one at a time to llm-compressor's main device (cuda:0 when there is a GPU)."""
     try:
         import torch
         from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
@@ -227,45 +303,48 @@ def quantize_compressed_tensors(model_dir: Path, out_dir: Path, options: Quantiz
         from llmcompressor import oneshot
         from llmcompressor.modifiers.quantization import QuantizationModifier
         from llmcompressor.modifiers.transform.awq import AWQModifier
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
     except ImportError as exc:
         raise DependencyError(f"llm-compressor cannot be imported: {exc}", hint="pip install 'quantkit[awq]'") from exc
 
-    device = resolve_device(options)
-    # fp16 matmuls on CPU are ~100x slower than fp32; on a GPU calibrate in 16 bits.
-    calib_dtype = "float32" if device == "cpu" else save_dtype(options, config)
-    saved = save_dtype(options, config)
     trust = options.trust_remote_code
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust)
-    calib = calibration_set(model_dir, options, tokenizer)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, calib_dtype),
-                                                 trust_remote_code=trust)
-    if device == "cuda":
-        model.to("cuda")
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, calib_dtype), trust_remote_code=trust)
     scheme = QuantizationScheme(targets=["Linear"], weights=QuantizationArgs(
-        num_bits=4, type="int", symmetric=False, strategy="group", group_size=group, dynamic=False))
+        num_bits=4, type="int", symmetric=False, strategy="group", group_size=group, dynamic=False,
+        observer=TUNING.observer))
     ignore = ALWAYS_IGNORED + [as_regex(p) for p in options.ignore]
-    recipe = [AWQModifier(duo_scaling=True, mappings=awq_mappings(model, ignore)),
+    recipe = [AWQModifier(duo_scaling=TUNING.duo_scaling, n_grid=TUNING.n_grid, mappings=awq_mappings(model, ignore)),
               QuantizationModifier(config_groups={"group_0": scheme}, targets=["Linear"], ignore=ignore)]
     dataset = Dataset.from_dict({"text": calib.samples})
     try:
         with cpu_only_pin_memory_guard():
-            oneshot(model=model, tokenizer=tokenizer, dataset=dataset, recipe=recipe,
+            oneshot(model=model, tokenizer=tokenizer, dataset=dataset, recipe=recipe, pipeline="independent",
                     max_seq_length=calib.seq_len, num_calibration_samples=len(calib.samples),
                     shuffle_calibration_samples=False, trust_remote_code_model=trust,
                     batch_size=calib_batch_size(calib))
+        model.to(getattr(torch, saved))
+        model.save_pretrained(out_dir, save_compressed=True)
     except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise QuantizeError(f"llm-compressor AWQ failed: {exc}") from exc
-    model.to(getattr(torch, saved))
-    model.save_pretrained(out_dir, save_compressed=True)
+    finally:
+        # llm-compressor's session keeps the model (and its hooks) after oneshot: clear it and
+        # give the GPU memory back, so the bench of the same run starts from an empty device.
+        from llmcompressor.core import reset_session
+
+        reset_session()
+        del model
+        free_accelerator_memory()
     tokenizer.save_pretrained(out_dir)
-    finish_folder(model_dir, out_dir)
-    return MethodResult(
-        format="compressed-tensors", engine="transformers",
-        settings=settings_record(options, group, "compressed-tensors", device, calib_dtype, saved),
-        extra={"calibration": calib.record()},
-        usage=USAGE_COMPRESSED,
-    )
+
+
+def free_accelerator_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 USAGE_COMPRESSED = """\
