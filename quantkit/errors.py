@@ -42,6 +42,10 @@ class QuantizeError(QuantkitError):
     """The quantization library failed."""
 
 
+class VerificationError(QuantizeError):
+    """A freshly written artifact failed its check in its own runtime; nothing was published."""
+
+
 class EngineError(QuantkitError):
     """An inference engine could not load or run an artifact."""
 

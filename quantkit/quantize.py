@@ -1,5 +1,6 @@
 """``quantize()``: one model, one method, one artifact folder - written atomically, with the
-manifest and the model card that every method shares. The method does only its library call."""
+manifest and the model card that every method shares. The method does only its library call;
+``verify`` then loads the result in its own runtime, in a fresh process, before it is renamed."""
 
 import json
 import shutil
@@ -14,6 +15,7 @@ from quantkit.methods import QuantizeOptions, get_method
 from quantkit.modelinfo import describe, load_config
 from quantkit.modelref import model_name, resolve_model
 from quantkit.preflight import check_device
+from quantkit.verify import verify_artifact
 
 VERSIONED = ("torch", "transformers", "accelerate", "safetensors", "huggingface_hub", "llmcompressor",
              "compressed-tensors", "gptqmodel", "bitsandbytes", "llama-cpp-python", "gguf")
@@ -52,6 +54,9 @@ def quantize(model: str | Path, method: str, out: str | Path | None = None,
         started = time.time()
         with PeakRSS() as peak:
             result = impl.quantize(model_dir, staging, options)
+        quantize_s = round(time.time() - started, 1)
+        # Loaded the way a user loads it, in a fresh process, before anything is published.
+        verification = verify_artifact(staging, model_dir, method, result, options.trust_remote_code)
         weights = sum(p.stat().st_size for p in staging.rglob("*") if p.suffix in WEIGHT_SUFFIXES)
         manifest = {
             "kind": "artifact",
@@ -62,10 +67,11 @@ def quantize(model: str | Path, method: str, out: str | Path | None = None,
             "source": source_record(model, model_dir),
             "model": info.as_dict(),
             "versions": library_versions(*VERSIONED),
-            "run": {"wall_s": round(time.time() - started, 1), "peak_rss_mb": peak.mb},
+            "run": {"wall_s": quantize_s, "peak_rss_mb": peak.mb},
             "weights_bytes": weights,
             "bits_per_weight": bits_per_weight(weights, info.n_params),
             **result.extra,
+            "verification": verification,
         }
         manifest = write_manifest(staging, manifest)
         write_model_card(staging, manifest, result.usage, title=final.name)  # staging has a temp name
