@@ -270,7 +270,8 @@ def bench(artifact: str | Path, *, base: str | Path | None = None, options: Benc
         smoke = quality = None
         if options.smoke:
             step("smoke")
-            from quantkit.smoke import against_base, smoke as run_smoke
+            from quantkit.smoke import against_base
+            from quantkit.smoke import smoke as run_smoke
 
             smoke = against_base(run_smoke(engine, options.smoke_options), base_smoke).to_dict()
         if options.quality and base is not None:

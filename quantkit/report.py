@@ -53,9 +53,13 @@ def row(result: dict) -> list[str]:
         f"{fmt(result['decode_tokens_per_s'], 1)} ± {fmt(result['decode_tokens_per_s_std'], 1)}",
         fmt(result["ttft_ms"], 1), fmt(result["peak_rss_mb"], 0), fmt(quality.get("kld_mean"), 4),
         fmt(quality.get("top1_agreement"), 1, 100, "%"), fmt(quality.get("ppl_ratio"), 3),
-        "-" if smoke is None else ("pass" if smoke["passed"] else "FAIL") + (" (completion)" if smoke.get("mode") == "completion" else ""),
+        "-" if smoke is None else smoke_verdict(smoke),
         "yes" if result["passed"] else "**no**",
     ]
+
+
+def smoke_verdict(smoke: dict) -> str:
+    return ("pass" if smoke["passed"] else "FAIL") + (" (completion)" if smoke.get("mode") == "completion" else "")
 
 
 def table(results: list[dict]) -> str:

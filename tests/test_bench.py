@@ -168,7 +168,8 @@ def test_base_model_exports_to_gguf_and_benches(tiny_base, tmp_path, capsys):
     from quantkit.methods import QuantizeOptions
     from quantkit.quantize import quantize
 
-    out = quantize(str(tiny_base), "gguf", tmp_path / "tiny-base-gguf", QuantizeOptions(gguf_types=["F16"]))  # F16: no llama.cpp tools needed
+    # F16 comes from the converter alone: no llama.cpp tools needed.
+    out = quantize(str(tiny_base), "gguf", tmp_path / "tiny-base-gguf", QuantizeOptions(gguf_types=["F16"]))
     assert "completion smoke (no chat template)" in capsys.readouterr().err
     check = json.loads((out / "quantkit.json").read_text())["checks"]["F16"]
     assert "smoke_chat" not in check and check["metadata"]["chat_template"] is False
