@@ -76,7 +76,9 @@ def check(gates: Gates, smoke: dict | None, quality: dict | None) -> list[str]:
     """Every gate that failed, as one readable line each (empty: all passed)."""
     failures = []
     if smoke is not None and not smoke.get("passed"):
-        failures += [f"smoke: {f}" for f in smoke.get("failures", [])] or ["smoke: failed"]
+        # The smoke's own verdict: judged against the base's replies when it has them (quantkit.smoke).
+        kind = "completion smoke" if smoke.get("mode") == "completion" else "smoke"
+        failures += [f"{kind}: {f}" for f in smoke.get("failures", [])] or [f"{kind}: failed"]
     if quality is not None:
         failures += [f"quality: {f}" for f in quality.get("failures", [])]
         if quality.get("tokenizer_parity") and quality.get("kld_mean") is not None:

@@ -241,3 +241,13 @@ def test_wrong_chat_template_still_fails_against_the_base(smollm2, tmp_path, mon
         engine.close()
     assert result.base is base and not result.passed, (result.failures, result.excused)
     assert any("did not stop" in f or "leaked" in f for f in result.failures), result.failures
+
+
+def test_gates_name_the_completion_smoke():
+    from quantkit.gates import check, gates_for
+    from quantkit.smoke import smoke
+
+    failed = smoke_chat(ScriptedEngine([NEVER_STOPS]), SmokeOptions(max_tokens=8)).to_dict()
+    assert check(gates_for(4), failed, None)[0] == "smoke: turn 1: did not stop within 8 tokens"
+    looping = smoke(ScriptedEngine([LOOP], chat=False), SmokeOptions(completion_tokens=32)).to_dict()
+    assert check(gates_for(4), looping, None)[0] == "completion smoke: prompt 1: degenerate repetition (86% repeated 4-grams)"
