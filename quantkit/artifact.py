@@ -11,14 +11,13 @@ from importlib import metadata
 from pathlib import Path
 
 from quantkit import __version__
+from quantkit.card import RESULTS_BEGIN, RESULTS_END, RESULTS_FILE
 from quantkit.errors import InputError, IntegrityError
 
 MANIFEST = "quantkit.json"
 SOURCE_MANIFEST = "quantkit-source.json"  # written next to downloaded or bundled checkpoints
 CARD = "README.md"
 SCHEMA = 1
-RESULTS_BEGIN = "<!-- quantkit:results:begin -->"
-RESULTS_END = "<!-- quantkit:results:end -->"
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -29,9 +28,9 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def file_table(folder: Path, skip: tuple[str, ...] = (MANIFEST, CARD)) -> list[dict]:
-    """Path, size and sha256 of every file below ``folder`` (sorted; manifest and card left out
-    because they are written after the table and change when results are filled in)."""
+def file_table(folder: Path, skip: tuple[str, ...] = (MANIFEST, CARD, RESULTS_FILE)) -> list[dict]:
+    """Path, size and sha256 of every file below ``folder`` (sorted; manifest, card and results
+    left out because they are written after the table and change when results are filled in)."""
     rows = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         rel = path.relative_to(folder).as_posix()
@@ -97,44 +96,13 @@ def bits_per_weight(size_bytes: int, n_params: int | None) -> float | None:
     return round(size_bytes * 8 / n_params, 3)
 
 
-def write_model_card(folder: Path, manifest: dict, usage: str, results: str = "", title: str | None = None) -> None:
-    """A model card in the Hub's format: YAML header, how to load it, and a results section
-    between markers that ``quantkit report`` fills in later."""
-    source = manifest.get("source", {})
-    base = source.get("repo_id") or source.get("model") or "unknown"
-    method = manifest.get("method", "unknown")
-    tags = ["quantkit", "quantized", method, *manifest.get("tags", [])]
-    header = [
-        "---",
-        f"base_model: {base}",
-        f"library_name: {manifest.get('library_name', 'transformers')}",
-        "tags:",
-        *[f"- {tag}" for tag in dict.fromkeys(tags)],
-        "quantized_by: quantkit",
-        "---",
-    ]
-    settings = "\n".join(f"- `{k}`: `{v}`" for k, v in manifest.get("settings", {}).items())
-    body = f"""
-# {title or folder.name}
+def write_model_card(folder: Path, manifest: dict, usage: str, results: list[dict] | None = None,
+                     title: str | None = None) -> None:
+    """A model card in the Hub's format (``quantkit.card``): metadata header, settings, a results
+    section that ``quantkit report`` fills in later, and how to load it."""
+    from quantkit.card import render
 
-{method.upper()} quantization of [{base}](https://huggingface.co/{base}) made with
-[quantkit](https://github.com/quantkit/quantkit) {manifest.get('quantkit_version', __version__)}.
-
-## Settings
-
-{settings or '- defaults'}
-
-## Use it
-
-{usage.strip()}
-
-## Results
-
-{RESULTS_BEGIN}
-{results.strip() or 'Not benchmarked yet: run `quantkit bench` on this folder.'}
-{RESULTS_END}
-"""
-    (folder / CARD).write_text("\n".join(header) + "\n" + body)
+    render(manifest, results, usage, title or folder.name).save(folder / CARD)
 
 
 def fill_card_results(folder: Path, results_markdown: str) -> None:

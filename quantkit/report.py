@@ -5,7 +5,7 @@ results section."""
 import json
 from pathlib import Path
 
-from quantkit.artifact import CARD, fill_card_results
+from quantkit.artifact import CARD
 from quantkit.atomic import atomic_dir
 from quantkit.errors import InputError
 
@@ -97,7 +97,7 @@ def smoke_section(smoke: dict) -> list[str]:
     completion = smoke.get("mode") == "completion"
     lines = [f"{title}, the artifact's replies beside the base's (greedy; a defect counts only where the "
              "base does not show it on the same turn):", "",
-             f"| {'prompt' if completion else 'turn'} | {'prompt' if completion else 'user'} | artifact | base |",
+             f"| # | {'prompt' if completion else 'user'} | artifact | base |",
              "|---|---|---|---|"]
     base_turns = base.get("turns") or []
     for i, turn in enumerate(smoke.get("turns") or []):
@@ -161,8 +161,20 @@ def write_report(results: list[dict], out_dir: str | Path, fill_cards: bool = Tr
         (staging / REPORT).write_text("\n".join(parts))
     if fill_cards:
         for folder, rows in card_folders(results).items():
-            fill_card_results(folder, "\n\n".join(results_markdown(r) for r in rows))
+            fill_card(folder, rows)
     return out_dir.resolve() / REPORT
+
+
+def fill_card(folder: Path, results: list[dict]) -> None:
+    """Record an artifact's results beside its card (``quantkit-results.json``, what ``quantkit
+    push`` publishes from) and put them in the card: one table, a row per file, and the header's
+    model-index. No local path is kept: files by name, the base by its hub id."""
+    from quantkit.artifact import read_manifest
+    from quantkit.card import refill, result_record, write_results
+
+    records = [result_record(r, Path(folder)) for r in results]
+    write_results(folder, records)
+    refill(folder, read_manifest(folder) or {}, records)
 
 
 def card_folders(results: list[dict]) -> dict[Path, list[dict]]:

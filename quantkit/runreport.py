@@ -37,12 +37,12 @@ def bench_section(rows: list[dict], out_dir: Path) -> str:
 
 def fill_cards(summary) -> None:
     """Each artifact folder's card gets its results (both rows for a GGUF folder of two types)."""
-    from quantkit.artifact import CARD, fill_card_results
-    from quantkit.report import results_markdown
+    from quantkit.artifact import CARD
+    from quantkit.report import fill_card
 
     for a in summary.artifacts:
         if a.path and a.results and (Path(a.path) / CARD).is_file():
-            fill_card_results(Path(a.path), "\n\n".join(results_markdown(r) for r in a.results))
+            fill_card(Path(a.path), a.results)
 
 
 def write_run_report(summary, recipe: Recipe) -> Path:
