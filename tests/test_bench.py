@@ -162,29 +162,37 @@ def tiny_base(tiny_llama, tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_base_model_exports_to_gguf_and_benches(tiny_base, tmp_path, capsys):
-    """No chat template: GGUF export checks it with a completion smoke and writes the artifact;
-    bench (its base from quantkit.json) runs the completion smoke on both and judges it against the base."""
-    from quantkit.methods import QuantizeOptions
-    from quantkit.quantize import quantize
+def test_base_model_recipe_exports_to_gguf_benches_and_reports(tiny_base, tmp_path):
+    """A recipe on a base model (no chat template): GGUF export checks it with a completion smoke
+    and writes the artifact; bench runs the completion smoke on it and on the base and judges it
+    against the base; the report shows both side by side."""
+    from quantkit import pipeline
+    from quantkit.recipe import load_recipe
 
-    # F16 comes from the converter alone: no llama.cpp tools needed.
-    out = quantize(str(tiny_base), "gguf", tmp_path / "tiny-base-gguf", QuantizeOptions(gguf_types=["F16"]))
-    assert "completion smoke (no chat template)" in capsys.readouterr().err
-    check = json.loads((out / "quantkit.json").read_text())["checks"]["F16"]
+    recipe = tmp_path / "base.yaml"
+    recipe.write_text(f"name: tiny-base\nmodel:\n  id: {tiny_base}\n"
+                      "bench:\n  prompt_tokens: 16\n  gen_tokens: 4\n  repetitions: 1\n  warmup: 0\n  threads: 1\n"
+                      "  device: cpu\n  quality_tokens: 256\ngates:\n  smoke: true\n"
+                      "artifacts:\n  - name: gguf\n    method: gguf\n    gguf_types: [F16]\n")  # F16: no llama.cpp tools
+    summary = pipeline.run(load_recipe(recipe), tmp_path / "run", echo=lambda *a, **k: None)
+    outcome = summary.artifacts[0]
+    assert outcome.status in ("passed", "gate_failed"), (outcome.error, outcome.gate_failures)
+    assert not any("chat template" in f for f in outcome.gate_failures)
+    check = json.loads((Path(outcome.path) / "quantkit.json").read_text())["checks"]["F16"]
     assert "smoke_chat" not in check and check["metadata"]["chat_template"] is False
     completion = check["smoke_completion"]
     assert completion["mode"] == "completion" and completion["reply"].strip() and completion["tokens"] > 0
 
-    data = bench(out, options=options(prompt_tokens=16, gen_tokens=4, repetitions=1, warmup=0, bandwidth=False,
-                                      smoke_options=SmokeOptions(completion_tokens=24))).to_dict()
+    data = outcome.results[0]
     smoke = data["smoke"]
     assert data["engine"] == "llama.cpp" and data["base"] == str(tiny_base)
     assert smoke["mode"] == smoke["base"]["mode"] == "completion" and smoke["title"] == "completion smoke (no chat template)"
     assert smoke["transcript"].startswith("[prompt] ") and len(smoke["turns"]) == len(smoke["base"]["turns"]) == 3
     assert not any("did not stop" in f for f in smoke["failures"] + smoke["excused"])  # the limit is a fine end
-    assert not any("chat template" in f for f in data["failures"])
     assert data["quality"]["tokenizer_parity"] and data["quality"]["kld_mean"] is not None
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "Completion smoke (no chat template), the artifact's replies beside the base's" in report
+    assert "| # | prompt | artifact | base |" in report
 
 
 def test_base_model_benches_with_a_completion_smoke(tiny_base, tmp_path, monkeypatch):

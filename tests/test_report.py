@@ -101,7 +101,7 @@ def test_smoke_transcripts_side_by_side_with_the_base(tmp_path):
     completion = result(tmp_path / "b.gguf", 2**20, 50.0, 0.01)
     completion["smoke"] = smoke("completion", "Berlin.").to_dict()
     text = write_report([data, completion], tmp_path / "out", fill_cards=False).read_text()
-    assert "| turn | user | artifact | base |" in text
+    assert "| # | user | artifact | base |" in text
     assert "| 1 | question 0&#124;? | Paris &lt;&#124;im_start&#124;&gt;user<br>**template/special tokens leaked" in text
     assert "| Paris. |" in text and "base rambles<br>**did not stop within 256 tokens**" in text
     assert "Shown by the base too (not counted):\n- turn 2: degenerate repetition" in text
