@@ -62,3 +62,15 @@ def missing_extra(package: str, extra: str) -> DependencyError:
         f"{package} is not installed",
         hint=f"pip install 'quantkit[{extra}]'",
     )
+
+
+class PushError(QuantkitError):
+    """A hub refused or lost an upload (``quantkit push``): rights, a missing repo, the network."""
+
+
+class PushAuthError(PushError):
+    """The hub rejected the access token."""
+
+
+class QuotaExceeded(PushError):
+    """The hub's storage quota for the account or repo is full."""
