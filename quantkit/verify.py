@@ -19,9 +19,10 @@ from quantkit.errors import VerificationError
 
 TOKENS = 256  # teacher-forced positions: ~2 s of forward pass on SmolLM2, enough to see breakage
 SCRIPT = Path(__file__).with_name("verify_runtime.py")
-# Lowest share of positions whose top token matches the base's, per nominal bit width. Chance is
-# 1/vocab. Measured (docs/gates.md has the bench gates): SmolLM2 Q4_K_M 0.87, nf4 0.82, Q8_0 0.98;
-# tiny random models 0.70-0.95 at 4 bits; a zeroed embedding or scaled-up layer 0.00-0.15.
+# Lowest share of positions whose top token matches the base's, per nominal bit width: a floor
+# for "it works at all", far above chance (1/vocab), not a quality gate (bench has those).
+# Measured: SmolLM2 nf4 0.69, Q4_K_M 0.83; tiny random Llama/Qwen2 nf4 0.64-0.65, int8 0.96-0.97
+# (a random model's near-flat logits flip more top tokens); zeroed embeddings 0.00-0.02.
 TOP1_MIN = {16: 0.80, 8: 0.60, 6: 0.50, 5: 0.45, 4: 0.40, 3: 0.25, 2: 0.15}
 
 
