@@ -101,8 +101,12 @@ def read_message(inp: TextIO, out: TextIO, prompt: str = ">>> ", more: str = "..
         if not lines and not line.strip():  # blank lines before a message are skipped
             continue
         lines.append(line)
-        if not _more_waiting(inp):
-            return "\n".join(lines)
+        try:
+            if not _more_waiting(inp):
+                return "\n".join(lines)
+        except KeyboardInterrupt:
+            out.write("\n")
+            lines = []
 
 
 def _more_waiting(inp: TextIO) -> bool:

@@ -97,6 +97,7 @@ def test_chat_terminal_gguf_ctrl_c_and_clear(tmp_path):
         child.sendline("Write a very long story \\")  # a trailing backslash continues the message
         child.expect_exact("... ")
         child.sendline("about a dragon and a knight.")
+        child.expect_exact("knight.")  # the echo of what was typed; the reply comes after it
         child.expect(r"\w+ \w+ \w+", timeout=60)  # the reply has started streaming
         child.kill(signal.SIGINT)
         child.expect_exact("[stopped]", timeout=30)

@@ -43,8 +43,9 @@ Examples:
   quantkit chat ./smollm2-135m-instruct-nf4 --max-tokens 512 --temperature 0
 
 \b
-In the chat: an empty line or a line '!!!' sends; /clear (or clear) forgets the history;
-/save FILE writes the conversation as JSON; /quit (or quit) leaves; Ctrl-C stops a reply.""")
+In the chat: Enter sends; end a line with \\ to go on (or paste several lines; a line '!!!'
+sends them too); /clear (or clear) forgets the history; /save FILE writes the conversation as
+JSON; /quit (or quit) leaves; Ctrl-C stops a reply.""")
 @click.argument("artifact")
 @click.option("--system", help="System prompt.")
 @click.option("--max-tokens", type=click.IntRange(1), default=256, show_default=True, help="Most tokens per reply.")
