@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from importlib import import_module
@@ -142,6 +143,7 @@ def download(repo_id: str, *, source: str = "hf", revision: str | None = None,
             return result
         check_disk(dest, selected)
         previous = _previous_records(dest, listing.commit)
+        drop_tampered(hub, dest, selected, previous)
         # The manifest marks a verified folder: gone until this run has verified everything.
         (dest / SOURCE_MANIFEST).unlink(missing_ok=True)
         result.info = _describe(hub, repo_id, listing.commit, first, local_dir and dest, token, endpoint, previous)
@@ -175,11 +177,36 @@ def offline_copy(hub, repo_id: str, source: str, revision: str, local_dir) -> Do
     from quantkit.modelinfo import describe
 
     _, folder, data = max(found)
+    unchanged_since_verified(folder, data)
     files = [FileRecord(row["path"], row["size"], row.get("sha256")) for row in data["files"]]
     info = describe(folder) if (folder / "config.json").is_file() else None
     return DownloadResult(path=folder, files=files, total_bytes=data.get("total_bytes", 0), commit=data.get("commit"),
                           info=info, source=source, repo_id=repo_id, revision=revision, offline=True,
                           skipped_pickle=data.get("skipped_pickle", []))
+
+
+def unchanged_since_verified(folder: Path, data: dict) -> None:
+    """Refuse a verified download whose files changed since: each must still have its recorded
+    size, and its recorded mtime or else its recorded sha256 (a changed file is hashed again)."""
+    manifest_mtime = (folder / SOURCE_MANIFEST).stat().st_mtime
+    for row in data.get("files", []):
+        path = folder / row["path"]
+        if not path.is_file():
+            raise IntegrityError(f"{row['path']} is missing from the verified download in {folder}",
+                                 hint="reconnect to the hub and run the same command to fetch it again")
+        if path.stat().st_size == row["size"] and same_mtime(path, row, manifest_mtime):
+            continue
+        if path.stat().st_size != row["size"] or file_digests(path)[0] != row.get("sha256"):
+            raise IntegrityError(f"{row['path']} in {folder} changed after it was downloaded and verified",
+                                 hint="reconnect to the hub and run the same command to fetch it again")
+
+
+def same_mtime(path: Path, row: dict, manifest_mtime: float) -> bool:
+    """The file's modification time is the one recorded when it was verified (manifests written
+    before quantkit recorded it: not modified after the manifest was written)."""
+    if "mtime_ns" in row:
+        return path.stat().st_mtime_ns == row["mtime_ns"]
+    return path.stat().st_mtime <= manifest_mtime
 
 
 def _bundled(spec: str, on_preflight) -> DownloadResult:
@@ -298,8 +325,25 @@ def _previous_records(folder: Path, commit: str) -> dict[str, dict]:
         if data.get("commit") == commit:
             written = manifest.stat().st_mtime
             return {row["path"]: row for row in data.get("files", [])
-                    if (folder / row["path"]).is_file() and (folder / row["path"]).stat().st_mtime <= written}
+                    if (folder / row["path"]).is_file() and (folder / row["path"]).stat().st_size == row["size"]
+                    and same_mtime(folder / row["path"], row, written)}
     return {}
+
+
+def drop_tampered(hub, folder: Path, files: list[RemoteFile], previous: dict) -> None:
+    """Before fetching: a file already in ``folder`` that changed since a verified run and no longer
+    matches the listing is removed, so the client fetches it anew instead of keeping it (clients
+    trust what they find: huggingface_hub's cache by name, its --local-dir by a 1-second mtime)."""
+    for remote in files:
+        path = folder / remote.name
+        if remote.name in previous or not path.is_file() or not (remote.sha256 or remote.git_sha1):
+            continue
+        sha256, git_sha1 = file_digests(path)
+        if (sha256 if remote.sha256 else git_sha1) != (remote.sha256 or remote.git_sha1) or path.stat().st_size != remote.size:
+            print(f"quantkit: {remote.name} does not match the hub's checksum; fetching it again", file=sys.stderr)
+            hub.remove(folder, remote.name)
+        else:  # intact: hashed once here, not again after the fetch
+            previous[remote.name] = {"path": remote.name, "size": remote.size, "sha256": sha256}
 
 
 def write_source_manifest(result: DownloadResult, endpoint: str) -> None:
@@ -310,7 +354,8 @@ def write_source_manifest(result: DownloadResult, endpoint: str) -> None:
         "endpoint": endpoint,
         "revision": result.revision,
         "commit": result.commit,
-        "files": [{"path": f.name, "size": f.size, "sha256": f.sha256} for f in result.files],
+        "files": [{"path": f.name, "size": f.size, "sha256": f.sha256,
+                   "mtime_ns": (result.path / f.name).stat().st_mtime_ns} for f in result.files],
         "total_bytes": result.total_bytes,
         "skipped_pickle": result.skipped_pickle,
         "downloaded_at": now_iso(),

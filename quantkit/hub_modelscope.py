@@ -86,11 +86,11 @@ def errors_mapped(repo_id: str, revision: str, endpoint: str, stage: str):
         yield
     except ms.FileDownloadError as exc:  # its own sha256 check failing ends up wrapped in this
         if isinstance(exc.__cause__, ms.FileIntegrityError) or "Hash mismatch" in str(exc):
-            raise IntegrityError(f"checksum mismatch while downloading {repo_id}: {exc}",
+            raise IntegrityError(f"checksum mismatch while downloading {repo_id}: {one_line(exc)}",
                                  hint="the damaged file was not kept; run again to refetch it") from exc
         raise interrupted(repo_id, exc) from exc
     except ms.FileIntegrityError as exc:
-        raise IntegrityError(f"checksum mismatch while downloading {repo_id}: {exc}",
+        raise IntegrityError(f"checksum mismatch while downloading {repo_id}: {one_line(exc)}",
                              hint="the damaged file was not kept; run again to refetch it") from exc
     except (ms.AuthenticationError, ms.PermissionDeniedError) as exc:
         raise auth_error(repo_id, endpoint) from exc
@@ -110,6 +110,11 @@ def errors_mapped(repo_id: str, revision: str, endpoint: str, stage: str):
         raise interrupted(repo_id, exc) from exc
     except (ms.HubError, requests.RequestException, OSError) as exc:
         raise interrupted(repo_id, exc) from exc
+
+
+def one_line(exc: Exception) -> str:
+    """modelscope lists each failed file on a line of its own: keep the error to one line."""
+    return " ".join(str(exc).split())
 
 
 def _status_in(text: str) -> int | None:

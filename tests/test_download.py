@@ -234,3 +234,50 @@ def test_rerun_reuses_verified_files(fake_hub, tmp_path):
     second = fetch(fake_hub, "hf", tmp_path)
     assert second.files == first.files
     assert fake_hub.hub.gets("/resolve/") == 0
+
+
+def offline(source, repo, **kwargs):
+    return download(repo, source=source, endpoint=dead_endpoint(), progress=False, **kwargs)
+
+
+@pytest.mark.parametrize("where", ["local_dir", "cache"])
+@pytest.mark.parametrize("source", SOURCES)
+def test_small_file_corrupted_in_transit_is_refused_on_rerun_and_offline(fake_hub, source, where, tmp_path):
+    """tokenizer.json is a small (non-LFS) file: on the HF side only its git blob sha1 can catch
+    a flipped byte of the same length (huggingface_hub checks sizes only)."""
+    repo, files = fresh_repo(fake_hub)
+    kwargs = {"local_dir": tmp_path / "out"} if where == "local_dir" else {}
+    fake_hub.hub.corrupt.add("tokenizer.json")
+    for _ in range(2):  # the first run and a rerun against the same bad transfer
+        with pytest.raises(IntegrityError, match="checksum mismatch.*tokenizer.json"):
+            download(repo, source=source, endpoint=fake_hub.url, progress=False, **kwargs)
+    with pytest.raises(DownloadError, match="cannot reach"):  # no verified copy to fall back to
+        offline(source, repo, **kwargs)
+    if where == "local_dir":
+        assert not (tmp_path / "out" / "tokenizer.json").exists() and not (tmp_path / "out" / SOURCE_MANIFEST).exists()
+    fake_hub.hub.corrupt.clear()
+    result = download(repo, source=source, endpoint=fake_hub.url, progress=False, **kwargs)
+    assert (result.path / "tokenizer.json").read_bytes() == files["tokenizer.json"]  # not the damaged copy
+    assert offline(source, repo, **kwargs).offline
+
+
+@pytest.mark.parametrize("where", ["local_dir", "cache"])
+@pytest.mark.parametrize("source", SOURCES)
+def test_file_tampered_after_a_verified_download_is_refused(fake_hub, source, where, tmp_path, capsys):
+    repo, files = fresh_repo(fake_hub)
+    kwargs = {"local_dir": tmp_path / "out"} if where == "local_dir" else {}
+    first = download(repo, source=source, endpoint=fake_hub.url, progress=False, **kwargs)
+    for name in ("model.safetensors", "tokenizer.json"):  # same length, one byte changed
+        path = first.path / name
+        data = path.read_bytes()
+        path.write_bytes(bytes([data[0] ^ 1]) + data[1:])
+    with pytest.raises(IntegrityError, match="changed after it was downloaded and verified"):
+        offline(source, repo, **kwargs)
+    fake_hub.hub.log.clear()
+    again = download(repo, source=source, endpoint=fake_hub.url, progress=False, **kwargs)
+    assert "does not match the hub's checksum; fetching it again" in capsys.readouterr().err
+    for name in ("model.safetensors", "tokenizer.json"):
+        assert (again.path / name).read_bytes() == files[name]
+        assert fake_hub.hub.gets(name) >= 1  # fetched anew, not kept
+    assert fake_hub.hub.gets("config.json") == 0  # untouched files are reused
+    assert offline(source, repo, **kwargs).offline  # verified again: the offline fallback works
