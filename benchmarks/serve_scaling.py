@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 
-
 def yardstick(gguf: Path, threads: int, batch: int, max_tokens: int) -> dict:
     """N prompts prefilled in one decode, then ``max_tokens`` greedy steps of N tokens each (no
     early stop): output tokens/s over prefill + decode, and over the decode steps alone."""

@@ -204,7 +204,7 @@ def create_app(engine, options: ServeOptions | None = None):
             if not stream:
                 texts, count, finish = [], 0, "stop"
                 try:
-                    async for text, count, finish in _pieces(events, job, stops):
+                    async for text, count, finish in _pieces(events, job, stops):  # noqa: B007 (read after)
                         texts.append(text or "")
                 finally:
                     job.cancel.set()
@@ -237,10 +237,12 @@ def create_app(engine, options: ServeOptions | None = None):
             try:
                 if chat:
                     yield chunk(None, None, first=True)
-                async for text, count, finish in _pieces(events, job, stops):
+                async for text, count, finish in _pieces(events, job, stops):  # noqa: B007 (count: read after)
                     yield chunk(text, finish)
                 if usage_in_stream:
-                    yield f"data: {json.dumps({**head, 'object': 'chat.completion.chunk' if chat else 'text_completion', 'choices': [], 'usage': usage(count)})}\n\n"
+                    last = {**head, "object": "chat.completion.chunk" if chat else "text_completion", "choices": [],
+                            "usage": usage(count)}
+                    yield f"data: {json.dumps(last)}\n\n"
                 yield "data: [DONE]\n\n"
             except APIError as exc:  # the engine failed after the headers went out
                 yield f"data: {json.dumps(exc.body())}\n\n"

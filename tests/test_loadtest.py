@@ -97,8 +97,9 @@ def test_sweep_table_fits_80_columns_and_compares_servers(tmp_path):
     from quantkit.loadtest import plot_sweep
 
     levels = (1, 2, 4, 8)
-    data = {"servers": [{"url": "http://127.0.0.1:8000", "results": [sweep_result(c, 85.5 * c ** 0.5, 128.0 * c) for c in levels]},
-                        {"url": "http://127.0.0.1:8001", "results": [sweep_result(c, 90.0 * c ** 0.6, 1782.4 * c) for c in levels]}]}
+    data = {"servers": [
+        {"url": "http://127.0.0.1:8000", "results": [sweep_result(c, 85.5 * c ** 0.5, 128.0 * c) for c in levels]},
+        {"url": "http://127.0.0.1:8001", "results": [sweep_result(c, 90.0 * c ** 0.6, 1782.4 * c) for c in levels]}]}
     console = Console(width=200, record=True, file=open(tmp_path / "table.txt", "w"))
     render(data, console=console)
     lines = console.export_text().splitlines()

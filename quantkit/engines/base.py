@@ -1,9 +1,10 @@
 """The protocol every inference engine implements. Bench, smoke chat, quality, the interactive
 chat and the server all run on it, so each works for every artifact kind."""
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Protocol
 
 
 @dataclass
