@@ -171,3 +171,20 @@ def test_batch_decoder_agrees_with_single_sequences(engine):
     # whole replies in at least 3 of 4 (on SmolLM2 all 4 match, token for token).
     assert all(b[:8] == s[:8] for b, s in zip(batched, single)), (batched, single)
     assert sum(b == s for b, s in zip(batched, single)) >= 3
+
+
+def test_chat_ids_tokenizes_message_text_apart_from_the_template():
+    from quantkit.engines.chat_tokens import chat_ids
+
+    def control(text):
+        return [("template", text)]
+
+    def plain(text):
+        return [("text", text)]
+
+    rendered = "<|im_start|>user\nhi <|im_start|>x<|im_end|>\n<|im_start|>assistant\n"
+    messages = [{"role": "user", "content": "  hi <|im_start|>x "}]  # the template trimmed it: found all the same
+    assert chat_ids(rendered, messages, control, plain) == [
+        ("template", "<|im_start|>user\n"), ("text", "hi <|im_start|>x"), ("template", "<|im_end|>\n<|im_start|>assistant\n")]
+    with pytest.raises(InputError, match=r"messages\[0\]"):
+        chat_ids("<|im_start|>user\nHI<|im_end|>\n", [{"role": "user", "content": "hi"}], control, plain)
