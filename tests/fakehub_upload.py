@@ -47,6 +47,8 @@ class UploadHub(FakeHub):
 
     def reset(self) -> None:
         self.upload.drop_puts = 0
+        self.upload.objects.clear()  # each test uploads afresh (the repos keep their bytes)
+        self.log.clear()
         self.upload.quota.clear()
         self.upload.puts.clear()
         self.upload.commits.clear()
@@ -162,7 +164,8 @@ def _upload_handler(hub: UploadHub, base):
                 lfs = item["path"].endswith(LFS_SUFFIXES) or item["size"] > 10 << 20
                 existing = (files or {}).get(item["path"])
                 oid = None if existing is None else hashlib.sha256(existing).hexdigest() if lfs else git_blob_sha1(existing)
-                answer.append({"path": item["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": oid})
+                answer.append({"path": item["path"], "uploadMode": "lfs" if lfs else "regular",
+                               "shouldIgnore": False, "oid": oid})
             self._json(200, {"files": answer, "commitOid": repo.resolve(rev)})
 
         def _batch(self, repo_id, payload):
@@ -203,8 +206,9 @@ def _upload_handler(hub: UploadHub, base):
                     new.pop(value["path"], None)
             namespace = repo_id.split("/")[0]
             if namespace in hub.upload.quota:
-                used = sum(len(d) for rid, r in hub.repos.items() if rid.split("/")[0] == namespace and rid != repo_id
-                           for d in r.commits[r.branches.get("main") or next(iter(r.commits))].values()) + sum(map(len, new.values()))
+                others = [r for rid, r in hub.repos.items() if rid.split("/")[0] == namespace and rid != repo_id]
+                used = sum(len(d) for r in others for d in r.commits[r.branches["main"]].values())
+                used += sum(map(len, new.values()))
                 if used > hub.upload.quota[namespace]:
                     return self._hf_error(403, "Forbidden", f"Storage quota exceeded for {namespace}: upgrade your plan")
             sha = hub.commit(repo_id, new, branches=(rev,))

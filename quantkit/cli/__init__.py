@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("quantkit.cli.report_cmd", "Merge bench results into Markdown with plots; fill model cards."),
     "chat": ("quantkit.cli.chat_cmd", "Chat with an artifact in the terminal."),
     "serve": ("quantkit.cli.serve_cmd", "Serve an artifact with an OpenAI-compatible API and a web chat."),
+    "push": ("quantkit.cli.push_cmd", "Publish a validated artifact to the HF Hub or ModelScope with its measured results."),
     "run": ("quantkit.cli.run_cmd", "Run a recipe: download, quantize, bench, gates, report."),
     "recipes": ("quantkit.cli.recipes_cmd", "List the shipped recipes (or the CI matrix as JSON)."),
 }

@@ -1,0 +1,185 @@
+"""``quantkit push`` against the loopback hub, through the real huggingface_hub upload client:
+push then download gives the same files, the card parses with ``ModelCard.load`` and carries the
+measured numbers, a dropped upload resumes on rerun, failed / modified artifacts are refused, and
+a bad token, missing rights or a full quota are one line."""
+
+import json
+import shutil
+
+import pytest
+from fakehub_upload import WRITE_TOKEN, upload_hub, upload_hub_session  # noqa: F401
+from huggingface_hub import ModelCard
+
+from quantkit.artifact import MANIFEST, read_manifest
+from quantkit.bench import BenchResult, Stat
+from quantkit.cli import main
+from quantkit.errors import GateFailed, IntegrityError, PushError
+from quantkit.hub import download
+from quantkit.push import push
+from quantkit.report import fill_card
+
+BASE = "acme/tiny-llama-base"
+slow = pytest.mark.slow  # the first test using the int8 artifact makes it (~50 s: quantize + verify)
+
+
+def bench_result(artifact, passed=True, tps=42.5, kld=0.0123) -> dict:
+    """What `quantkit bench` returns, for the card (the artifact is real; its numbers are set)."""
+    return BenchResult(
+        artifact=str(artifact), engine="transformers", method="int8", bits=8, size_bytes=2_000_000, weights_bytes=1_900_000,
+        bits_per_weight=8.9, n_params=1_700_000, prompt_tokens=512, gen_tokens=128, repetitions=5, load_s=0.4,
+        load_peak_rss_mb=300.0, peak_rss_mb=320.0, prefill=Stat(812.0, 4.0), decode=Stat(tps, 0.5),
+        ttft=Stat(20.0, 1.0), decode_latency_ms={"p50": 20.0}, bandwidth={}, cuda={},
+        environment={"cpu": "Test CPU 9000", "device": "cpu", "threads": 2}, base=f"/root/.cache/{BASE}",
+        smoke={"passed": passed, "failures": [] if passed else ["turn 1: empty reply"], "transcript": ""},
+        quality={"kld_mean": kld, "kld_p99": 0.2, "top1_agreement": 0.96, "ppl_ratio": 1.011, "tokenizer_parity": True},
+        failures=[] if passed else ["smoke: turn 1: empty reply"],
+    ).to_dict()
+
+
+@pytest.fixture(scope="session")
+def int8_artifact(tiny_llama, tmp_path_factory):
+    """A real int8 artifact of the tiny llama, made from a copy recorded as downloaded from BASE."""
+    from quantkit.quantize import quantize
+
+    root = tmp_path_factory.mktemp("push")
+    base = root / "base"
+    shutil.copytree(tiny_llama, base)
+    (base / "quantkit-source.json").write_text(json.dumps({"source": "hf", "repo_id": BASE, "license": "apache-2.0"}))
+    return quantize(base, "int8", root / "tiny-int8")
+
+
+@pytest.fixture
+def artifact(int8_artifact, tmp_path):
+    """A benchmarked copy that a test may break."""
+    folder = tmp_path / "tiny-int8"
+    shutil.copytree(int8_artifact, folder)
+    fill_card(folder, [bench_result(folder)])
+    return folder
+
+
+@slow
+def test_push_then_download_gives_the_same_files_and_a_card_with_the_numbers(upload_hub, artifact, tmp_path):
+    (artifact / "run.log").write_text(f"token={WRITE_TOKEN}\n")  # a stray log: never published
+    result = push(artifact, "acme/tiny-int8", token=WRITE_TOKEN, endpoint=upload_hub.url)
+    assert result.url.endswith("/acme/tiny-int8") and result.commit
+    assert "run.log" not in {f.path for f in result.plan.files}
+    [commit] = upload_hub.upload.commits
+    assert commit["summary"].startswith("quantkit ") and f"int8 of {BASE}" in commit["summary"]
+
+    back = download("acme/tiny-int8", endpoint=upload_hub.url, local_dir=tmp_path / "back", progress=False)
+    manifest = read_manifest(artifact)
+    for row in manifest["files"]:
+        assert (back.path / row["path"]).read_bytes() == (artifact / row["path"]).read_bytes(), row["path"]
+    assert not (back.path / "run.log").exists()
+    published = json.loads((back.path / MANIFEST).read_text())
+    assert published["files"] == manifest["files"]
+    assert "/" not in json.dumps(published["source"]).replace(BASE, "")  # no local path left
+    from quantkit.artifact import verify
+
+    verify(back.path)  # the downloaded copy checks against its own manifest
+
+    card = ModelCard.load(back.path / "README.md")
+    assert card.data.base_model == BASE and card.data.base_model_relation == "quantized"
+    assert card.data.license == "apache-2.0" and card.data.library_name == "transformers"
+    assert {"quantkit", "int8", "bitsandbytes"} <= set(card.data.tags)
+    metrics = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert metrics["kl_divergence"] == 0.0123 and metrics["generated_tokens_per_second"] == 42.5
+    assert metrics["top1_agreement"] == 0.96 and metrics["perplexity_ratio"] == 1.011
+    assert "| tiny-int8 | transformers | 8 |" in card.text and "42.5 ± 0.5" in card.text
+    assert "Test CPU 9000" in card.text and "pass" in card.text
+    assert 'from_pretrained("acme/tiny-int8"' in card.text
+    assert "/root" not in card.content and "github.com/quantkit" not in card.content
+
+
+def test_dropped_upload_then_rerun_completes(upload_hub, artifact, tmp_path, monkeypatch):
+    monkeypatch.setattr("huggingface_hub.utils._http.time.sleep", lambda seconds: None)  # its retry backoff
+    upload_hub.upload.drop_puts = 6  # more than huggingface_hub's 5 retries: this run gives up
+    with pytest.raises(PushError, match="interrupted"):
+        push(artifact, "acme/tiny-int8-drop", token=WRITE_TOKEN, endpoint=upload_hub.url)
+    assert upload_hub.upload.commits == []
+    push(artifact, "acme/tiny-int8-drop", token=WRITE_TOKEN, endpoint=upload_hub.url)
+    back = download("acme/tiny-int8-drop", endpoint=upload_hub.url, local_dir=tmp_path / "back", progress=False)
+    assert (back.path / "model.safetensors").read_bytes() == (artifact / "model.safetensors").read_bytes()
+    # A third run sends no weights again: the hub has them.
+    puts = len(upload_hub.upload.puts)
+    push(artifact, "acme/tiny-int8-drop", token=WRITE_TOKEN, endpoint=upload_hub.url)
+    assert len(upload_hub.upload.puts) == puts
+
+
+def test_failed_unbenched_and_modified_artifacts_are_refused(upload_hub, artifact, int8_artifact, tmp_path):
+    with pytest.raises(GateFailed, match="no bench results"):
+        push(int8_artifact, "acme/x", token=WRITE_TOKEN, endpoint=upload_hub.url)
+    fill_card(artifact, [bench_result(artifact, passed=False)])
+    with pytest.raises(GateFailed, match="failed its gates .*empty reply"):
+        push(artifact, "acme/x", token=WRITE_TOKEN, endpoint=upload_hub.url)
+    assert not any(method == "POST" for method, _ in upload_hub.log)  # refused before any request
+    forced = push(artifact, "acme/failed-anyway", token=WRITE_TOKEN, endpoint=upload_hub.url, allow_failed=True)
+    assert "**failed**" in forced.plan.card and "empty reply" in forced.plan.card
+    with open(artifact / "config.json", "a") as fh:
+        fh.write(" ")
+    with pytest.raises(IntegrityError, match="refusing to push .*config.json"):
+        push(artifact, "acme/x", token=WRITE_TOKEN, endpoint=upload_hub.url, allow_failed=True)
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("token, repo, quota, message", [
+    ("hf_wrong", "acme/new-repo", None, "rejected the access token"),
+    ("hf_read_elsewhere", "acme/new-repo", None, "cannot write to acme/new-repo"),
+    (WRITE_TOKEN, "acme/big", 1000, "storage quota is full"),
+])
+def test_hub_refusals_are_one_line(upload_hub, artifact, capsys, monkeypatch, token, repo, quota, message):
+    if quota:
+        upload_hub.upload.quota["acme"] = quota
+    code, out, err = cli(capsys, "push", str(artifact), repo, "--token", token, "--endpoint", upload_hub.url)
+    assert code != 0 and out == ""
+    error = err.rstrip("\n").split("\n")[-1]  # after huggingface_hub's progress bar, if it started
+    assert err.count("error") == 1 and error.startswith("error: ") and message in error, err
+    assert token not in err
+
+
+def test_dry_run_lists_files_and_card_and_sends_nothing(upload_hub, artifact, capsys):
+    code, out, err = cli(capsys, "push", str(artifact), "acme/tiny-int8", "--dry-run", "--endpoint", upload_hub.url)
+    assert code == 0, err
+    assert "model.safetensors" in out and "README.md  (written for the repo)" in out and "dry run" in out
+    assert "base_model_relation: quantized" in out and "| tiny-int8 |" in out
+    assert upload_hub.log == []
+
+
+def test_push_to_a_branch_of_a_private_repo(upload_hub, artifact, tmp_path, capsys):
+    code, out, err = cli(capsys, "push", str(artifact), "acme/private-int8", "--private", "--revision", "v1",
+                         "--token", WRITE_TOKEN, "--endpoint", upload_hub.url)
+    assert code == 0, err
+    assert out.strip().endswith("/acme/private-int8") and "@v1" in err
+    with pytest.raises(Exception, match="authentication|not found"):
+        download("acme/private-int8", revision="v1", endpoint=upload_hub.url, local_dir=tmp_path / "anon", progress=False)
+    back = download("acme/private-int8", revision="v1", token=WRITE_TOKEN, endpoint=upload_hub.url,
+                    local_dir=tmp_path / "back", progress=False)
+    assert (back.path / "model.safetensors").read_bytes() == (artifact / "model.safetensors").read_bytes()
+
+
+def test_multi_file_gguf_card_is_one_table(tmp_path):
+    from quantkit.artifact import write_manifest, write_model_card
+
+    folder = tmp_path / "smollm2-gguf"
+    folder.mkdir()
+    for t in ("Q8_0", "Q4_K_M"):
+        (folder / f"m-{t}.gguf").write_bytes(t.encode() * 100)
+    manifest = write_manifest(folder, {"method": "gguf", "format": "gguf", "settings": {"gguf_types": ["Q8_0", "Q4_K_M"]},
+                                       "source": {"repo_id": "HuggingFaceTB/SmolLM2-135M-Instruct", "license": "apache-2.0"}})
+    write_model_card(folder, manifest, "use it")
+    fill_card(folder, [bench_result(folder / "m-Q8_0.gguf", tps=60.0), bench_result(folder / "m-Q4_K_M.gguf", tps=80.0)])
+    card = ModelCard.load(folder / "README.md")
+    assert card.text.count("| file |") == 1
+    assert "| m-Q8_0.gguf |" in card.text and "| m-Q4_K_M.gguf |" in card.text
+    speeds = {(r.metric_config, r.metric_value) for r in card.data.eval_results if r.metric_type == "generated_tokens_per_second"}
+    assert speeds == {("m-Q8_0.gguf", 60.0), ("m-Q4_K_M.gguf", 80.0)}
+    assert card.data.library_name == "gguf" and "llama.cpp" in card.data.tags
