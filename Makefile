@@ -9,11 +9,19 @@ LLAMA_CPP_VERSION := 0.3.36
 # keep the built wheel in the cache so it happens once per machine.
 LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 LLAMA_WHEEL_STAMP := $(WHEELS)/.llama_cpp_python-$(LLAMA_CPP_VERSION).built
+LLAMA_SDIST := $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz
+# llama.cpp's own tools from that same sdist (one commit for converter, tools and runtime), built
+# static so the bin folder stands alone; cached per machine under version + hash of the cmake args.
+LLAMA_TOOLS := llama-quantize llama-imatrix llama-perplexity llama-bench llama-batched-bench
+LLAMA_TOOLS_CMAKE_ARGS ?= -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF -DLLAMA_OPENSSL=OFF \
+  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF
+LLAMA_TOOLS_DIR := $(CACHE)/llama.cpp-tools/$(LLAMA_CPP_VERSION)-$(shell printf '%s' '$(LLAMA_TOOLS_CMAKE_ARGS)' | sha256sum | cut -c1-12)
+LLAMA_TOOLS_STAMP := $(LLAMA_TOOLS_DIR)/.built
 PYTEST_ARGS ?=
 
-.PHONY: install demo test clean-venv wheels
+.PHONY: install demo test clean-venv wheels tools
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(LLAMA_TOOLS_STAMP)
 
 $(VENV)/.installed: pyproject.toml Makefile $(LLAMA_WHEEL_STAMP)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +43,23 @@ $(LLAMA_WHEEL_STAMP):
 	  $(PY) -m pip download -q --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_CPP_VERSION) -d $(WHEELS) && \
 	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
 	  $(PY) -m pip wheel --no-deps $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz -w $(WHEELS); }
+	touch $@
+
+tools: $(LLAMA_TOOLS_STAMP)
+
+# Only the five tool targets (not llama.cpp's tests, examples or server): unpack, cmake, copy
+# the binaries to bin/ with the commit beside them, then drop the sources and build tree.
+$(LLAMA_TOOLS_STAMP): $(LLAMA_WHEEL_STAMP)
+	test -f $(LLAMA_SDIST) || $(PY) -m pip download -q --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_CPP_VERSION) -d $(WHEELS)
+	rm -rf $(LLAMA_TOOLS_DIR).tmp && mkdir -p $(LLAMA_TOOLS_DIR).tmp/bin
+	tar xzf $(LLAMA_SDIST) -C $(LLAMA_TOOLS_DIR).tmp --strip-components=1 \
+	  llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp llama_cpp_python-$(LLAMA_CPP_VERSION)/.git/modules/vendor/llama.cpp/HEAD
+	cmake -S $(LLAMA_TOOLS_DIR).tmp/vendor/llama.cpp -B $(LLAMA_TOOLS_DIR).tmp/build $(LLAMA_TOOLS_CMAKE_ARGS)
+	cmake --build $(LLAMA_TOOLS_DIR).tmp/build -j$$(nproc) --target $(LLAMA_TOOLS)
+	cd $(LLAMA_TOOLS_DIR).tmp && cp $(addprefix build/bin/,$(LLAMA_TOOLS)) bin/ && \
+	  cp .git/modules/vendor/llama.cpp/HEAD bin/COMMIT && printf '%s\n' '$(LLAMA_TOOLS_CMAKE_ARGS)' > bin/CMAKE_ARGS
+	rm -rf $(LLAMA_TOOLS_DIR) && mkdir -p $(LLAMA_TOOLS_DIR) && mv $(LLAMA_TOOLS_DIR).tmp/bin $(LLAMA_TOOLS_DIR)/bin
+	rm -rf $(LLAMA_TOOLS_DIR).tmp
 	touch $@
 
 # The main job on the embedded model: every method, benchmarked, gated, reported (CPU only).
