@@ -1,9 +1,12 @@
 """llama.cpp's own tools, driven from quantkit: ``convert_hf_to_gguf.py`` (run in a subprocess)
-and the quantizer (``llama_model_quantize`` through llama-cpp-python).
+and the compiled tools ``llama-quantize``, ``llama-imatrix``, ``llama-perplexity``, ``llama-bench``
+and ``llama-batched-bench``.
 
-The converter must come from the same llama.cpp commit as the runtime, so it is unpacked once
+Converter, tools and runtime must come from one llama.cpp commit. The converter is unpacked once
 from the llama-cpp-python source distribution of the installed version (the installed wheel does
-not carry it), or taken from a user's checkout (``--llama-cpp-dir`` / ``LLAMA_CPP_DIR``).
+not carry it), or taken from a user's checkout (``--llama-cpp-dir`` / ``LLAMA_CPP_DIR``). The tools
+are built from that same sdist by ``make tools`` (part of ``make install``) into the quantkit cache,
+``llama.cpp-tools/<version>-<cmake args hash>/bin``, or found in ``LLAMA_CPP_TOOLS``.
 """
 
 import ast
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from quantkit.atomic import atomic_dir
+from quantkit.atomic import atomic_dir, die_with_parent
 from quantkit.errors import DependencyError, InputError, PreflightError, QuantizeError
 from quantkit.paths import cache_dir, quantkit_home
 
@@ -26,11 +29,20 @@ SCRIPT = "convert_hf_to_gguf.py"
 # What the converter needs beside it, inside the sdist's vendor/llama.cpp/.
 VENDORED = (SCRIPT, "conversion/", "gguf-py/", "requirements/", "LICENSE")
 COMMIT_FILE = "COMMIT"
-# ``--gguf-type`` -> llama.cpp's LLAMA_FTYPE_MOSTLY_* suffix; F16/BF16 come from the converter.
-FTYPES = {"F16": "F16", "BF16": "BF16", "Q8_0": "Q8_0", "Q6_K": "Q6_K", "Q5_K_M": "Q5_K_M",
-          "Q5_K_S": "Q5_K_S", "Q5_0": "Q5_0", "Q4_K_M": "Q4_K_M", "Q4_K_S": "Q4_K_S", "Q4_0": "Q4_0",
-          "Q3_K_M": "Q3_K_M", "Q2_K": "Q2_K"}
+# ``--gguf-type`` -> its nominal bits (llama-quantize takes the name itself); F16/BF16 come from
+# the converter. IQ types are llama.cpp's importance-matrix-aware grids.
+FTYPES = {"F16": 16, "BF16": 16, "Q8_0": 8, "Q6_K": 6, "Q5_K_M": 5, "Q5_K_S": 5, "Q5_0": 5,
+          "Q4_K_M": 4, "Q4_K_S": 4, "Q4_0": 4, "IQ4_XS": 4, "IQ4_NL": 4, "Q3_K_L": 3, "Q3_K_M": 3,
+          "Q3_K_S": 3, "IQ3_M": 3, "IQ3_S": 3, "IQ3_XS": 3, "IQ3_XXS": 3, "Q2_K": 2, "Q2_K_S": 2,
+          "IQ2_M": 2, "IQ2_S": 2, "IQ2_XS": 2, "IQ2_XXS": 2, "IQ1_M": 1, "IQ1_S": 1}
 CONVERTER_TYPES = ("F16", "BF16")
+# llama.cpp refuses these without an importance matrix (src/llama-quant.cpp tensor_requires_imatrix:
+# IQ1/IQ2/IQ3_XXS tensors, and Q2_K inside Q2_K_S; IQ2_M and IQ3_XS files hold such tensors).
+NEEDS_IMATRIX = frozenset({"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "IQ3_XS", "Q2_K_S"})
+TOOLS = ("llama-quantize", "llama-imatrix", "llama-perplexity", "llama-bench", "llama-batched-bench")
+TOOLS_ENV = "LLAMA_CPP_TOOLS"  # a folder holding the tools (e.g. a llama.cpp checkout's build/bin)
+TOOLS_HINT = ("run `make tools` in the quantkit checkout (it builds them from the same llama-cpp-python sdist, "
+              f"about 10 min on 2 cores), or set {TOOLS_ENV} to a llama.cpp build's bin folder of the same commit")
 
 
 @dataclass(frozen=True)
@@ -62,11 +74,21 @@ def find_converter(llama_cpp_dir: Path | str | None = None) -> Converter:
                              hint="point --llama-cpp-dir at the root of a llama.cpp checkout")
         return Converter(root, git_commit(root), f"llama.cpp checkout {root}")
     version = installed_version()
+    root = vendored_root(version)
+    return Converter(root, runtime_commit(), f"{DIST} {version} sdist (vendor/llama.cpp)")
+
+
+def vendored_root(version: str) -> Path:
+    """The converter unpacked from the sdist of ``version`` (unpacked on first use)."""
     root = cache_dir("llama.cpp") / f"{DIST}-{version}"
     if not (root / COMMIT_FILE).is_file():
         unpack_vendored(find_sdist(version), root)
-    commit = (root / COMMIT_FILE).read_text().strip() or None
-    return Converter(root, commit, f"{DIST} {version} sdist (vendor/llama.cpp)")
+    return root
+
+
+def runtime_commit() -> str | None:
+    """The llama.cpp commit of the installed llama-cpp-python: that of the sdist it was built from."""
+    return (vendored_root(installed_version()) / COMMIT_FILE).read_text().strip() or None
 
 
 def cached_converter() -> Converter | None:
@@ -174,12 +196,16 @@ def run_converter(converter: Converter, args: list[str], echo: bool = True) -> l
     cmd = [sys.executable, str(converter.script), *args]
     tail: collections.deque[str] = collections.deque(maxlen=400)
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                          env=converter_env(converter)) as proc:
-        for line in proc.stdout:  # text mode splits tqdm's \r updates too
-            tail.append(line.rstrip("\n"))
-            if echo:
-                sys.stderr.write(line)
-                sys.stderr.flush()
+                          env=converter_env(converter), preexec_fn=die_with_parent) as proc:
+        try:
+            for line in proc.stdout:  # text mode splits tqdm's \r updates too
+                tail.append(line.rstrip("\n"))
+                if echo:
+                    sys.stderr.write(line)
+                    sys.stderr.flush()
+        except BaseException:  # SIGTERM / Ctrl-C on quantkit: stop the converter now, not at its next write
+            proc.kill()
+            raise
         rc = proc.wait()
     if rc != 0:
         raise converter_error(list(tail))
@@ -255,42 +281,93 @@ def convert(converter: Converter, model_dir: Path, outfile: Path, outtype: str =
     return [SCRIPT, "MODEL_DIR", "--outfile", outfile.name, *args[3:]]  # paths of this run mean nothing later
 
 
-FALLBACK_LINE = re.compile(r"(\S+)\s+- ncols\s+(\d+) not divisible by (\d+) \(required for type\s+(\w+)\)"
-                           r" -> falling back to\s+(\w+)")
+def tools_bin() -> Path:
+    """The folder with llama.cpp's tools: ``LLAMA_CPP_TOOLS``, else the newest complete build for
+    the installed llama-cpp-python under the quantkit cache (the test cache's or ~/.cache/quantkit)."""
+    env = os.environ.get(TOOLS_ENV)
+    if env:
+        folder = Path(env).expanduser()
+        missing = [t for t in TOOLS if not (folder / t).is_file()]
+        if missing:
+            raise DependencyError(f"{TOOLS_ENV}={folder} has no {', '.join(missing)}", hint=TOOLS_HINT)
+        return folder
+    version = installed_version()
+    builds = []
+    for home in dict.fromkeys([quantkit_home(), Path.home() / ".cache" / "quantkit"]):
+        builds += [b for b in (home / "llama.cpp-tools").glob(f"{version}-*/bin")
+                   if (b.parent / ".built").is_file() and all((b / t).is_file() for t in TOOLS)]
+    if not builds:
+        raise DependencyError(f"llama.cpp's tools ({', '.join(TOOLS)}) are not built for {DIST} {version}",
+                              hint=TOOLS_HINT)
+    return max(builds, key=lambda b: (b.parent / ".built").stat().st_mtime)
 
 
-def quantize_file(src: Path, dst: Path, gguf_type: str, nthread: int = 0, echo: bool = True) -> list[dict]:
-    """llama.cpp's quantizer on one GGUF file (``nthread`` 0: all cores). Returns the tensors it
-    fell back to another type for, as llama.cpp logged them (name, cols, required, used)."""
-    import ctypes
+def tool(name: str) -> Path:
+    """The path of one of llama.cpp's tools, e.g. ``tool("llama-imatrix")``."""
+    if name not in TOOLS:
+        raise ValueError(f"{name} is not one of {TOOLS}")
+    return tools_bin() / name
 
-    try:
-        import llama_cpp
-        from llama_cpp import _logger
-    except ImportError:
-        raise DependencyError("llama-cpp-python is not installed", hint="pip install 'quantkit[gguf]'") from None
-    ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{FTYPES[gguf_type]}", None)
-    if ftype is None:
-        raise DependencyError(f"this llama-cpp-python has no {gguf_type} quantization type")
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = ftype
-    params.nthread = nthread
-    log: list[str] = []
 
-    @llama_cpp.llama_log_callback
-    def capture(level, text, user_data):  # llama.cpp logs each fallback; keep them, echo the rest
-        line = text.decode("utf-8", "replace")
-        log.append(line)
-        if echo:
-            sys.stderr.write(line)
+def tools_record() -> dict:
+    """Where the tools came from, for the manifest: their folder and llama.cpp commit."""
+    folder = tools_bin()
+    commit = folder / COMMIT_FILE
+    return {"tools": str(folder), "tools_commit": commit.read_text().strip() if commit.is_file() else None}
 
-    llama_cpp.llama_log_set(capture, ctypes.c_void_p(0))
-    try:
-        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
-    finally:
-        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
-    if rc != 0 or not dst.is_file():
-        raise QuantizeError(f"llama.cpp's quantizer failed on {src.name} -> {gguf_type} (return code {rc}): "
-                            f"{key_line(''.join(log))}")
+
+def run_tool(name: str, args: list[str], echo: bool = True, timeout: float | None = None) -> str:
+    """Run one tool, streaming its output to stderr when ``echo``; its whole output, or a
+    QuantizeError with its key line when it fails."""
+    cmd = [str(tool(name)), *map(str, args)]
+    lines = []
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                          preexec_fn=die_with_parent) as proc:
+        try:
+            for line in proc.stdout:
+                lines.append(line)
+                if echo:
+                    sys.stderr.write(line)
+                    sys.stderr.flush()
+        except BaseException:  # SIGTERM / Ctrl-C on quantkit: stop the tool too
+            proc.kill()
+            raise
+        rc = proc.wait(timeout)
+    output = "".join(lines)
+    if rc != 0:
+        raise QuantizeError(f"{name} failed (exit code {rc}): {key_line(output)}",
+                            hint="set QUANTKIT_DEBUG=1 and rerun to see its full output")
+    return output
+
+
+FALLBACK_LINE = re.compile(r"(\S+)\s+- ncols\s+(\d+) not divisible by\s+(\d+) \(required for type\s+(\w+)\)\s*"
+                           r"(?:\([^)]*\)\s*)?-> falling back to\s+(\w+)")
+
+
+def quantize_file(src: Path, dst: Path, gguf_type: str, imatrix: Path | None = None, nthread: int = 0,
+                  echo: bool = True) -> list[dict]:
+    """``llama-quantize [--imatrix FILE] SRC DST TYPE THREADS`` (``nthread`` 0: all cores). Returns
+    the tensors it fell back to another type for, as llama.cpp logged them (name, cols, required, used)."""
+    if gguf_type in NEEDS_IMATRIX and imatrix is None:
+        raise InputError(f"{gguf_type} needs an importance matrix", hint="leave out --no-imatrix")
+    args = [*(["--imatrix", imatrix] if imatrix else []), src, dst, gguf_type, nthread or os.cpu_count() or 1]
+    output = run_tool("llama-quantize", args, echo=echo)
+    if not Path(dst).is_file():
+        raise QuantizeError(f"llama-quantize reported success but wrote no {Path(dst).name}")
     return [{"tensor": m[1], "cols": int(m[2]), "required": m[4].upper(), "used": m[5].upper()}
-            for m in FALLBACK_LINE.finditer("".join(log))]
+            for m in FALLBACK_LINE.finditer(output)]
+
+
+IMATRIX_CHUNKS = re.compile(r"computing over (\d+) chunks")
+
+
+def compute_imatrix(model: Path, text_file: Path, out: Path, ctx: int, threads: int = 0, echo: bool = True) -> dict:
+    """``llama-imatrix`` over ``text_file`` in chunks of ``ctx`` tokens (special tokens of rendered
+    chats parsed as such, as the HF tokenizer does for AWQ); writes ``out`` (GGUF imatrix)."""
+    args = ["-m", model, "-f", text_file, "-o", out, "-c", ctx, "-b", ctx, "-ub", ctx, "--parse-special",
+            "--no-ppl", "-ngl", 0, "-t", threads or os.cpu_count() or 1]
+    output = run_tool("llama-imatrix", args, echo=echo)
+    if not Path(out).is_file():
+        raise QuantizeError(f"llama-imatrix reported success but wrote no {Path(out).name}")
+    chunks = IMATRIX_CHUNKS.search(output)
+    return {"ctx": ctx, "chunks": int(chunks.group(1)) if chunks else None}

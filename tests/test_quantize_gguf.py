@@ -73,7 +73,13 @@ def check_artifact(folder: Path, stem: str, source: Path) -> dict:
     manifest = json.loads((folder / "quantkit.json").read_text())
     assert manifest["method"] == "gguf" and manifest["format"] == "gguf" and manifest["engine"] == "llama.cpp"
     assert manifest["settings"]["gguf_types"] == TYPES
-    assert len(manifest["llama_cpp"]["commit"]) == 40
+    # Default: the importance matrix for 4 bits and below, from the calibration set; one commit.
+    assert manifest["settings"]["imatrix"] == "auto" and manifest["settings"]["imatrix_types"] == ["Q4_K_M"]
+    assert manifest["imatrix"]["chunks"] >= 2 and manifest["imatrix"]["calibration"]["samples"] > 0
+    assert manifest["calibration"] == manifest["imatrix"]["calibration"]
+    lcpp = manifest["llama_cpp"]
+    assert len(lcpp["commit"]) == 40 and lcpp["commit"] == lcpp["runtime_commit"] == lcpp["tools_commit"]
+    assert lcpp["one_commit"] is True
     names = sorted(p.name for p in folder.iterdir())
     assert [n for n in names if n.endswith(".gguf")] == sorted(f"{stem}-{t}.gguf" for t in TYPES)
     assert not [n for n in names if n.startswith(".")], names  # no scratch F16 or work folder left
@@ -94,7 +100,7 @@ def check_artifact(folder: Path, stem: str, source: Path) -> dict:
     for row in fallbacks:  # llama.cpp's log and the file itself agree
         assert row["cols"] % 256 != 0 and row["in_file"] == row["used"] != row["required"]
     card = (folder / "README.md").read_text()
-    for word in ("llama-cli", "llama-server", "llama_cpp import Llama", "ollama create", "library_name: gguf"):
+    for word in ("imatrix_types", "llama-cli", "llama-server", "llama_cpp import Llama", "ollama create", "library_name: gguf"):
         assert word in card
 
     plain = plain_llama_cpp([folder / files[t]["file"] for t in TYPES])
@@ -249,3 +255,80 @@ def test_unknown_gguf_type_is_an_input_error(tiny_llama):
 def test_help_lists_gguf_types():
     proc = quantkit_cli("quantize", "--help")
     assert proc.returncode == 0 and "Q4_K_M" in proc.stdout and "--llama-cpp-dir" in proc.stdout
+
+
+def test_help_lists_iq_types_and_the_imatrix_switch():
+    proc = quantkit_cli("quantize", "--help")
+    assert proc.returncode == 0 and "iq4_xs" in proc.stdout.lower() and "iq2_xxs" in proc.stdout.lower()
+    assert "--imatrix / --no-imatrix" in proc.stdout
+
+
+def test_imatrix_defaults_by_width_and_types_that_need_one_refuse_no_imatrix():
+    from quantkit.methods.gguf import imatrix_types
+
+    assert imatrix_types(["F16", "Q8_0", "Q5_K_M", "Q4_K_M", "IQ4_XS", "Q3_K_M"], None) == ["Q4_K_M", "IQ4_XS", "Q3_K_M"]
+    assert imatrix_types(["Q8_0", "Q4_K_M"], True) == ["Q8_0", "Q4_K_M"]
+    assert imatrix_types(["Q8_0", "Q4_K_M"], False) == []
+    with pytest.raises(InputError, match="cannot make IQ2_XXS, Q2_K_S without an importance matrix"):
+        imatrix_types(["Q4_K_M", "IQ2_XXS", "Q2_K_S"], False)
+
+
+def test_no_imatrix_with_an_iq2_type_fails_in_one_line_before_converting(tiny_llama, tmp_path):
+    out = tmp_path / "out"
+    proc = quantkit_cli("quantize", str(tiny_llama), "--method", "gguf", "--gguf-type", "IQ2_XXS", "--no-imatrix",
+                        "-o", str(out))
+    assert_one_line_failure(proc, out, "IQ2_XXS without an importance matrix")
+    assert "hf-to-gguf" not in proc.stderr  # refused up front
+
+
+@pytest.mark.slow
+def test_iq_types_with_the_importance_matrix_of_a_given_calibration_file(tiny_llama, tmp_path):
+    """IQ2_XXS needs the imatrix (llama.cpp refuses it otherwise); the 128-wide tensors of the tiny
+    model fall back to IQ4_NL, the 256-wide ffn_down ones take IQ2_XXS. --calib feeds llama-imatrix."""
+    from gguf import GGUFReader
+
+    calib = tmp_path / "calib.jsonl"
+    lines = [{"text": f"Paragraph {i}: the quick brown fox jumps over the lazy dog, again and again, {i} times."}
+             for i in range(40)] + [{"messages": [{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello there."}]}]
+    calib.write_text("\n".join(json.dumps(x) for x in lines))
+    out = quantize(str(tiny_llama), "gguf", tmp_path / "iq", QuantizeOptions(
+        gguf_types=["IQ4_XS", "IQ2_XXS"], calib=calib, calib_samples=8, calib_seq_len=64))
+    manifest = json.loads((out / "quantkit.json").read_text())
+    assert manifest["settings"]["imatrix_types"] == ["IQ4_XS", "IQ2_XXS"]
+    assert manifest["calibration"]["source"] == str(calib) and manifest["calibration"]["chat_samples"] == 1
+    assert manifest["imatrix"]["ctx"] <= 64 and manifest["imatrix"]["chunks"] >= 2
+    kinds = {t.name: t.tensor_type.name for t in GGUFReader(out / "tiny-llama-IQ2_XXS.gguf").tensors}
+    assert kinds["blk.0.ffn_down.weight"] == "IQ2_XXS" and kinds["blk.0.attn_q.weight"] == "IQ4_NL"
+    fallbacks = manifest["gguf_files"]["IQ2_XXS"]["fallback_tensors"]
+    assert "IQ4_NL" in {r["used"] for r in fallbacks} and all(r["cols"] == 128 for r in fallbacks)
+
+
+@pytest.mark.slow
+def test_kld_agrees_with_llama_perplexity(smollm2_gguf, tmp_path):
+    """quantkit's KLD of Q4_K_M against Q8_0 (both llama.cpp) and llama-perplexity's
+    --kl-divergence on the same tokens and chunks: SmolLM2 adds no BOS, so the ids are the same."""
+    import re
+
+    from quantkit.engines import EngineOptions, load_engine
+    from quantkit.llamacpp_tools import run_tool
+    from quantkit.quality import QualityOptions, eval_text, evaluate
+
+    base, other = (smollm2_gguf / f"SmolLM2-135M-Instruct-{t}.gguf" for t in ("Q8_0", "Q4_K_M"))
+    text = tmp_path / "eval.txt"
+    text.write_text(eval_text(QualityOptions()))
+    options = QualityOptions(max_tokens=4 * 256, ctx=256, text=text)
+    common = ["-f", text, "-c", 256, "-b", 256, "--chunks", 4, "-t", 2, "--kl-divergence-base", tmp_path / "base.kld"]
+    run_tool("llama-perplexity", ["-m", base, *common], echo=False)
+    output = run_tool("llama-perplexity", ["-m", other, *common, "--kl-divergence"], echo=False)
+    theirs = float(re.search(r"Mean\s+KLD:\s+([0-9.]+)", output).group(1))
+    same_top = float(re.search(r"Same top p:\s+([0-9.]+)", output).group(1)) / 100
+    engine = load_engine(other, EngineOptions(threads=2))
+    try:
+        ours = evaluate(engine, base, options, EngineOptions(threads=2))
+    finally:
+        engine.close()
+    assert ours.tokens_scored == 4 * 127
+    assert abs(ours.kld_mean / theirs - 1) < 0.02, (ours.kld_mean, theirs)
+    assert abs(ours.top1_agreement - same_top) < 0.01
+    p99 = float(re.search(r"99\.0%\s+KLD:\s+([0-9.]+)", output).group(1))
+    assert abs(ours.kld_p99 / p99 - 1) < 0.05

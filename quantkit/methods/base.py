@@ -27,6 +27,7 @@ class QuantizeOptions:
     double_quant: bool = True  # bnb 4-bit
     int8_threshold: float = 6.0  # LLM.int8 outlier threshold
     gguf_types: list[str] = field(default_factory=list)
+    imatrix: bool | None = None  # gguf: importance matrix (None: on at 4 bits and below)
     llama_cpp_dir: Path | None = None
     ollama: bool = False
     force: bool = False  # skip the RAM preflight

@@ -1,15 +1,24 @@
-"""GGUF through llama.cpp itself: its converter (F16/BF16, once) and its quantizer (each other
-type from that file), with the fidelity checks of ``gguf_checks`` and, on request, an Ollama
-Modelfile. Options used: ``gguf_types``, ``llama_cpp_dir``, ``ollama``, ``force``."""
+"""GGUF through llama.cpp itself: its converter (F16/BF16, once), ``llama-imatrix`` on that file
+from quantkit's calibration set (the same samples and chat formatting as AWQ), and
+``llama-quantize`` (each other type from that file, with the importance matrix where used), with
+the fidelity checks of ``gguf_checks`` and, on request, an Ollama Modelfile. Options used:
+``gguf_types``, ``imatrix``, ``calib``, ``calib_samples``, ``calib_seq_len``, ``llama_cpp_dir``,
+``ollama``, ``force``."""
 
+import hashlib
 import shutil
 import sys
 from pathlib import Path
 
 from quantkit.errors import InputError
+from quantkit.llamacpp_tools import CONVERTER_TYPES  # a table; that module imports nothing heavy
 from quantkit.methods.base import MethodResult, QuantizeOptions
 
 DEFAULT_TYPE = "Q4_K_M"
+# The importance matrix is on by default at 4 bits and below, where it measured better on SmolLM2
+# (docs/gguf.md); above that the grids are fine enough that it changes little.
+IMATRIX_MAX_BITS = 4
+CALIB_SAMPLES, CALIB_SEQ_LEN = 64, 256  # AWQ's defaults: one calibration set for both
 
 
 class GgufMethod:
@@ -19,31 +28,33 @@ class GgufMethod:
 
     def supports(self, config: dict) -> str | None:
         """Judged against the converter's list only when it is already unpacked (no download here)."""
-        from quantkit.llamacpp_tools import cached_converter, supported_architectures
+        from quantkit.support import gguf_reason
 
-        converter = cached_converter()
-        archs = config.get("architectures") or []
-        if converter is None or not archs:
-            return None if archs else "config.json names no architecture"
-        if archs[0] not in supported_architectures(converter):
-            return f"llama.cpp's converter ({converter.origin}) does not support architecture {archs[0]}"
-        return None
+        return gguf_reason(config)
 
     def check(self, model_dir: Path, config: dict, options: QuantizeOptions) -> None:
         from quantkit import gguf_checks
         from quantkit.llamacpp_tools import find_converter, installed_version
         from quantkit.preflight import check_memory
 
-        gguf_types(options)
-        installed_version()  # llama-cpp-python runs the quantizer and the checks
+        from quantkit.calibration import read_records
+        from quantkit.llamacpp_tools import tools_bin
+
+        types = gguf_types(options)
+        installed_version()  # llama-cpp-python runs the checks
+        if any(t not in CONVERTER_TYPES for t in types):
+            tools_bin()  # llama-quantize / llama-imatrix, built by `make tools`
+        if imatrix_types(types, options.imatrix):
+            read_records(options.calib)  # a bad --calib file fails now, not after the conversion
         check_memory(config, "float16", 1.2, force=options.force)  # lazy converter: about one copy
         gguf_checks.preflight(find_converter(options.llama_cpp_dir), model_dir, config)
 
     def quantize(self, model_dir: Path, out_dir: Path, options: QuantizeOptions) -> MethodResult:
         from quantkit import gguf_checks
-        from quantkit.llamacpp_tools import CONVERTER_TYPES, convert, converter_view, find_converter, installed_version, quantize_file
+        from quantkit.llamacpp_tools import convert, converter_view, find_converter, installed_version, quantize_file
 
         types = gguf_types(options)
+        with_imatrix = imatrix_types(types, options.imatrix)
         converter = find_converter(options.llama_cpp_dir)
         name = artifact_stem(model_dir)
         files, fallbacks = {}, {}
@@ -60,10 +71,12 @@ class GgufMethod:
             if ftype in types:
                 files[ftype] = target
         base_file = files.get(base) or scratch / f"{name}-{base}.gguf"
+        imatrix_file, imatrix_record = make_imatrix(model_dir, base_file, scratch, options) if with_imatrix else (None, None)
         for ftype in types:
             if ftype not in CONVERTER_TYPES:
                 files[ftype] = out_dir / f"{name}-{ftype}.gguf"
-                fallbacks[ftype] = quantize_file(base_file, files[ftype], ftype)
+                fallbacks[ftype] = quantize_file(base_file, files[ftype], ftype,
+                                                 imatrix=imatrix_file if ftype in with_imatrix else None)
         shutil.rmtree(scratch)
         ordered = {t: files[t] for t in types}
         checks = gguf_checks.verify(model_dir, ordered)
@@ -72,8 +85,7 @@ class GgufMethod:
             "library_name": "gguf",
             "tags": ["gguf", "llama.cpp", *types],
             "gguf_file": ordered[types[0]].name,
-            "llama_cpp": {"commit": converter.commit, "converter": converter.origin,
-                          "llama_cpp_python": installed_version()},
+            "llama_cpp": llama_cpp_record(converter, any(t not in CONVERTER_TYPES for t in types)),
             "converter_args": converter_args,
             "converter_input_fixes": fixes,
             "gguf_files": per_file,
@@ -82,11 +94,16 @@ class GgufMethod:
         for ftype, result in checks.items():
             if not result.get("smoke_chat", {}).get("stopped_by_itself", True):
                 print(f"quantkit: warning: the {ftype} smoke chat did not stop within its token budget", file=sys.stderr)
+        if imatrix_record:
+            extra["imatrix"] = imatrix_record
+            extra["calibration"] = imatrix_record["calibration"]
         if options.ollama:
             extra["ollama"] = write_modelfiles(out_dir, ordered, model_dir, checks[types[0]]["metadata"])
         return MethodResult(
             format="gguf", engine="llama.cpp",
-            settings={"gguf_types": types, "base_type": base},
+            settings={"gguf_types": types, "base_type": base,
+                      "imatrix": {None: "auto", True: "on", False: "off"}[options.imatrix],
+                      "imatrix_types": with_imatrix},
             extra=extra, usage=usage(ordered, options.ollama, name),
         )
 
@@ -99,6 +116,58 @@ def gguf_types(options: QuantizeOptions) -> list[str]:
     if unknown:
         raise InputError(f"unknown GGUF type {', '.join(unknown)}", hint=f"choose from {', '.join(FTYPES)}")
     return types
+
+
+def imatrix_types(types: list[str], imatrix: bool | None) -> list[str]:
+    """The quantized types made with the importance matrix: all (``imatrix`` True), none (False;
+    refused when a type cannot be made without one), else those of IMATRIX_MAX_BITS or fewer."""
+    from quantkit.llamacpp_tools import FTYPES, NEEDS_IMATRIX
+
+    quantized = [t for t in types if t not in CONVERTER_TYPES]
+    if imatrix is False:
+        refused = [t for t in quantized if t in NEEDS_IMATRIX]
+        if refused:
+            raise InputError(f"--no-imatrix: llama.cpp cannot make {', '.join(refused)} without an importance matrix",
+                             hint="leave out --no-imatrix, or choose a type such as Q4_K_M or Q2_K")
+        return []
+    return [t for t in quantized if imatrix or FTYPES[t] <= IMATRIX_MAX_BITS or t in NEEDS_IMATRIX]
+
+
+def make_imatrix(model_dir: Path, base_file: Path, scratch: Path, options: QuantizeOptions) -> tuple[Path, dict]:
+    """llama-imatrix on the 16-bit GGUF over quantkit's calibration samples (written as one text
+    file, chunked by the sequence length); returns the imatrix file and its manifest record."""
+    from quantkit import calibration
+    from quantkit.gguf_checks import hf_tokenizer
+    from quantkit.llamacpp_tools import compute_imatrix
+
+    tokenizer = hf_tokenizer(model_dir)
+    calib = calibration.build(tokenizer, options.calib, options.calib_samples or CALIB_SAMPLES,
+                              options.calib_seq_len or CALIB_SEQ_LEN)
+    text = "\n\n".join(calib.samples)
+    n_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    ctx = min(calib.seq_len, n_tokens // 2)  # llama-imatrix wants at least two chunks
+    if ctx < 8:
+        raise InputError(f"the calibration set holds only {n_tokens} tokens: too few for an importance matrix",
+                         hint="give --calib a longer text, or more --calib-samples")
+    (scratch / "calibration.txt").write_text(text, encoding="utf-8")
+    out = scratch / "imatrix.gguf"
+    run = compute_imatrix(base_file, scratch / "calibration.txt", out, ctx=ctx)
+    record = {"calibration": calib.record(), "tokens": n_tokens, **run, "from": base_file.name.rsplit("-", 1)[-1].removesuffix(".gguf"),
+              "sha256": hashlib.sha256(out.read_bytes()).hexdigest()}
+    return out, record
+
+
+def llama_cpp_record(converter, with_tools: bool) -> dict:
+    """The llama.cpp commit of converter, tools and runtime (one commit when all come from the sdist)."""
+    from quantkit.llamacpp_tools import installed_version, runtime_commit, tools_record
+
+    record = {"commit": converter.commit, "converter": converter.origin, "llama_cpp_python": installed_version(),
+              "runtime_commit": runtime_commit()}
+    if with_tools:
+        record.update(tools_record())
+    commits = {record.get(k) for k in ("commit", "runtime_commit", "tools_commit") if k in record}
+    record["one_commit"] = len(commits) == 1 and None not in commits
+    return record
 
 
 def artifact_stem(model_dir: Path) -> str:
