@@ -87,6 +87,7 @@ class ArtifactSpec:
     double_quant: bool = True
     int8_threshold: float = 6.0
     gguf_types: list[str] = field(default_factory=list)
+    imatrix: bool | None = None  # gguf: None = on at 4 bits and below
     gates: Gates = field(default_factory=Gates)
 
     def quantize_settings(self) -> dict:
@@ -210,7 +211,7 @@ ARTIFACT_KEYS = {"name": ("str", None), "method": ("str", None), "format": ("str
                  "calib": ("path?", None), "calib_samples": ("int?", None), "calib_seq_len": ("int?", None),
                  "dtype": ("str?", DTYPES), "device": ("str", DEVICES), "quant_type": ("str?", ("nf4", "fp4")),
                  "double_quant": ("bool", None), "int8_threshold": ("float", None),
-                 "gguf_types": ("list[str]", GGUF_TYPES), "gates": ("gates", None)}
+                 "gguf_types": ("list[str]", GGUF_TYPES), "imatrix": ("bool?", None), "gates": ("gates", None)}
 TOP_KEYS = ("name", "description", "runner", "model", "artifacts", "bench", "gates")
 POSITIVE = ("prompt_tokens", "gen_tokens", "repetitions", "threads", "quality_tokens", "bits",
             "group_size", "calib_samples", "calib_seq_len")
@@ -261,11 +262,13 @@ def _artifact(ctx, node, key, gates: Gates) -> tuple[ArtifactSpec, dict]:
     if not NAME_RE.match(spec.name):
         raise ctx.fail(*where("name"), f"{spec.name!r} must be lower case letters, digits, '.', '_' or '-'")
     # Settings that only one method reads are errors elsewhere: a silently ignored setting is a lie.
-    only = {"format": "awq", "bits": "awq", "group_size": "awq", "calib": "awq", "calib_samples": "awq",
-            "calib_seq_len": "awq", "quant_type": "nf4", "int8_threshold": "int8", "gguf_types": "gguf"}
-    for name, method in only.items():
-        if name in nodes and spec.method != method:
-            raise ctx.fail(*where(name), f"only the {method} method uses this setting, not {spec.method}")
+    only = {"format": "awq", "bits": "awq", "group_size": "awq", "calib": "awq gguf", "calib_samples": "awq gguf",
+            "calib_seq_len": "awq gguf", "quant_type": "nf4", "int8_threshold": "int8", "gguf_types": "gguf",
+            "imatrix": "gguf"}
+    for name, methods in only.items():
+        if name in nodes and spec.method not in methods.split():
+            raise ctx.fail(*where(name), f"only the {' and '.join(methods.split())} method{'s' if ' ' in methods else ''} "
+                                         f"use{'' if ' ' in methods else 's'} this setting, not {spec.method}")
     if "double_quant" in nodes and spec.method != "nf4":
         raise ctx.fail(*where("double_quant"), f"only the nf4 method uses this setting, not {spec.method}")
     formats = spec.format if isinstance(spec.format, list) else [spec.format] if spec.format is not None else []

@@ -17,11 +17,11 @@ REPO = Path(__file__).resolve().parents[1]
 # The method that reads each artifact key, so a valid value of it is accepted.
 METHOD_FOR = {"format": "awq", "bits": "awq", "group_size": "awq", "calib": "awq", "calib_samples": "awq",
               "calib_seq_len": "awq", "quant_type": "nf4", "double_quant": "nf4", "int8_threshold": "int8",
-              "gguf_types": "gguf"}
+              "gguf_types": "gguf", "imatrix": "gguf"}
 WRONG = {"str": "5", "str?": "[a, b]", "int": '"many"', "int?": '"many"', "float": '"high"', "float?": '"high"',
-         "bool": '"maybe"', "path?": "7", "list[str]": "just-one", "gates": "5", "str|list[str]": "5"}
+         "bool": '"maybe"', "bool?": '"maybe"', "path?": "7", "list[str]": "just-one", "gates": "5", "str|list[str]": "5"}
 EXPECT = {"str": "expected str", "str?": "expected a single value", "int": "expected int", "int?": "expected int",
-          "float": "expected float", "float?": "expected float", "bool": "expected bool", "path?": "expected path",
+          "float": "expected float", "float?": "expected float", "bool": "expected bool", "bool?": "expected bool", "path?": "expected path",
           "list[str]": "expected a list of strings", "gates": "expected a mapping", "str|list[str]": "expected str"}
 
 
@@ -107,6 +107,9 @@ def test_wrong_type_for_every_key(tmp_path, section, key, kind):
     ({"method": "magic"}, "method: magic", "artifacts[0].method", "unknown method 'magic'"),
     ({"name": "Bad Name"}, "name: Bad Name", "artifacts[0].name", "must be lower case"),
     ({"artifact": "    format: autoawq\n"}, "format: autoawq", "artifacts[0].format", "only the awq method"),
+    ({"artifact": "    imatrix: false\n"}, "imatrix: false", "artifacts[0].imatrix", "only the gguf method uses"),
+    ({"method": "int8", "artifact": "    calib_samples: 8\n"}, "calib_samples", "artifacts[0].calib_samples",
+     "only the awq and gguf methods use"),
     ({"method": "awq", "artifact": "    format: exl2\n"}, "format: exl2", "artifacts[0].format", "not one of"),
     ({"method": "awq", "artifact": "    bits: 8\n"}, "bits: 8", "artifacts[0].bits", "not 8"),
     ({"method": "awq", "artifact": "    group_size: 0\n"}, "group_size: 0", "artifacts[0].group_size", "must be positive"),
