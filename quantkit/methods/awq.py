@@ -51,13 +51,10 @@ class AwqMethod:
     extra = "awq"
 
     def supports(self, config: dict) -> str | None:
-        from quantkit.preflight import causal_lm_reason
+        """llm-compressor's AWQ mappings must cover the architecture (see quantkit.support)."""
+        from quantkit.support import awq_reason
 
-        if (reason := causal_lm_reason(config)) is not None:
-            return reason
-        if not text_config(config).get("hidden_size"):
-            return "config.json has no hidden_size, so AWQ's layer widths cannot be checked"
-        return None
+        return awq_reason(config)
 
     def check(self, model_dir: Path, config: dict, options: QuantizeOptions) -> None:
         from quantkit import preflight
@@ -142,11 +139,11 @@ def awq_mappings(model, ignore: list[str]):
     """llm-compressor's AWQ mappings for this model minus those whose balance layers are all
     ignored: 0.14.0.1 divides by zero smoothing into a layer left unquantized (e.g. up_proj ->
     down_proj with down_proj ignored, the seed use case); such a mapping has nothing to balance."""
-    from llmcompressor.modifiers.transform.awq import get_layer_mappings_from_model
+    from quantkit.support import awq_layer_mappings  # llm-compressor's, or quantkit's for the few it lacks
 
     names = [name for name, _ in model.named_modules()]
     kept = []
-    for mapping in get_layer_mappings_from_model(model):
+    for mapping in awq_layer_mappings(model):
         balanced = [n for n in names if any(matches(n, p) for p in mapping.balance_layers)]
         if not balanced or not all(is_ignored(n, ignore) for n in balanced):
             kept.append(mapping)

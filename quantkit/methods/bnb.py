@@ -43,7 +43,9 @@ class BnbMethod:
     layer_type = ""  # the bitsandbytes module class that replaces nn.Linear
 
     def supports(self, config: dict) -> str | None:
-        return preflight.causal_lm_reason(config)
+        from quantkit.support import bnb_reason
+
+        return bnb_reason(config)
 
     def check(self, model_dir: Path, config: dict, options: QuantizeOptions) -> None:
         if importlib.util.find_spec("bitsandbytes") is None:
