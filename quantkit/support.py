@@ -59,6 +59,14 @@ QUANTKIT_AWQ_MAPPINGS: dict[str, tuple[Mapping, ...]] = {
     "Starcoder2ForCausalLM": llama_mappings(("re:.*mlp.c_fc$",), None),
     # GLM-4: fused gate_up_proj (its up half scales into down_proj, as for Phi-3).
     "Glm4ForCausalLM": llama_mappings(("re:.*gate_up_proj$",), ("re:.*gate_up_proj$", "re:.*down_proj$")),
+    # Phi-1/2: attention and MLP in parallel on one input_layernorm (as llm-compressor does for Cohere).
+    "PhiForCausalLM": (Mapping("re:.*input_layernorm$", ("re:.*q_proj$", "re:.*k_proj$", "re:.*v_proj$",
+                                                          "re:.*mlp.fc1$")),),
+    # Falcon (7B layout): parallel attention and MLP on one input_layernorm.
+    "FalconForCausalLM": (Mapping("re:.*input_layernorm$", ("re:.*query_key_value$", "re:.*dense_h_to_4h$")),),
+    # GPT-NeoX (Pythia): fused query_key_value; each norm feeds one projection.
+    "GPTNeoXForCausalLM": (Mapping("re:.*input_layernorm$", ("re:.*query_key_value$",)),
+                           Mapping("re:.*post_attention_layernorm$", ("re:.*dense_h_to_4h$",))),
 }
 
 
@@ -93,25 +101,36 @@ def cached_tables(name: str, version: str, build) -> dict:
     return tables
 
 
-def literal_assignments(path: Path, names: tuple[str, ...]) -> dict[str, object]:
+def literal_assignments(path: Path, names: tuple[str, ...], found: dict | None = None) -> dict[str, dict]:
     """Module-level ``NAME = OrderedDict([...])`` / ``NAME = {...}`` literals of a source file,
-    plus ``NAME.update({...})`` calls, evaluated without running the module."""
-    found: dict[str, dict] = {}
+    ``NAME.update({...})`` calls and ``NAME = OrderedDict(**{...}, **NAME)`` merges, evaluated
+    without running the module. ``found`` carries tables imported from another file."""
+    found = {k: dict(v) for k, v in (found or {}).items()}
     for node in ast.parse(path.read_text()).body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and getattr(node.targets[0], "id", None) in names:
-            value = node.value
-            if isinstance(value, ast.Call) and value.args:  # OrderedDict([...])
-                value = value.args[0]
-            try:
-                found[node.targets[0].id] = dict(ast.literal_eval(value))
-            except ValueError:
-                continue
+            name, value = node.targets[0].id, node.value
+            if isinstance(value, ast.Call):  # OrderedDict([...]) or OrderedDict(**{...}, **NAME)
+                merged = dict(found.get(name, {}))
+                for kw in value.keywords:
+                    if kw.arg is None and isinstance(kw.value, ast.Dict):
+                        merged.update(ast.literal_eval(kw.value))
+                if value.args:
+                    try:
+                        merged = dict(ast.literal_eval(value.args[0]))
+                    except ValueError:
+                        continue
+                found[name] = merged
+            else:
+                try:
+                    found[name] = dict(ast.literal_eval(value))
+                except ValueError:
+                    continue
         elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
             func = node.value.func
             target = getattr(getattr(func, "value", None), "id", None)
-            if getattr(func, "attr", None) == "update" and target in found and node.value.args:
+            if getattr(func, "attr", None) == "update" and target in names and node.value.args:
                 try:
-                    found[target].update(ast.literal_eval(node.value.args[0]))
+                    found.setdefault(target, {}).update(ast.literal_eval(node.value.args[0]))
                 except ValueError:
                     continue
     return found
@@ -126,10 +145,11 @@ def transformers_tables() -> dict:
 
     def build() -> dict:
         auto = root / "models" / "auto"
-        config: dict = {}
-        for name in ("auto_mappings.py", "configuration_auto.py"):
+        tables: dict = {}
+        for name in ("auto_mappings.py", "configuration_auto.py"):  # the second extends the first's
             if (auto / name).is_file():
-                config.update(literal_assignments(auto / name, ("CONFIG_MAPPING_NAMES",)).get("CONFIG_MAPPING_NAMES", {}))
+                tables = literal_assignments(auto / name, ("CONFIG_MAPPING_NAMES",), tables)
+        config = tables.get("CONFIG_MAPPING_NAMES", {})
         causal = literal_assignments(auto / "modeling_auto.py", ("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES",))
         causal_lm = {k: [v] if isinstance(v, str) else list(v)
                      for k, v in causal.get("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", {}).items()}

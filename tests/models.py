@@ -67,7 +67,7 @@ ARCHITECTURES: dict[str, tuple[str, dict]] = {
     "qwen2": ("Qwen2ForCausalLM", {}),
     "qwen3": ("Qwen3ForCausalLM", {}),
     "qwen3_moe": ("Qwen3MoeForCausalLM", MOE),
-    "mixtral": ("MixtralForCausalLM", MOE),
+    "mixtral": ("MixtralForCausalLM", {**MOE, "moe_intermediate_size": None}),  # experts use intermediate_size
     "gemma": ("GemmaForCausalLM", {}),
     "gemma2": ("Gemma2ForCausalLM", {}),
     "gemma3_text": ("Gemma3ForCausalLM", {}),
@@ -84,25 +84,34 @@ ARCHITECTURES: dict[str, tuple[str, dict]] = {
 }
 
 
+def arch_config(model_type: str, vocab_size: int = 49152, sizes: dict | None = None, **special_ids):
+    """The tiny ``model_type`` config (a transformers PretrainedConfig; no weights); ``sizes``
+    overrides the tiny widths (set at construction: some configs derive per-layer lists)."""
+    from transformers import AutoConfig
+
+    architecture, overrides = ARCHITECTURES[model_type]
+    settings = {k: v for k, v in {**ARCH_TINY, **overrides, **(sizes or {})}.items() if v is not None}
+    config = AutoConfig.for_model(model_type, vocab_size=vocab_size, tie_word_embeddings=False, **settings)
+    for key, value in special_ids.items():  # some configs default them to ids outside a small vocab
+        setattr(config, key, value)
+    config.architectures = [architecture]
+    return config
+
+
 def tiny_arch_dir(model_type: str) -> Path:
     """A tiny random checkpoint of ``model_type`` with SmolLM2's tokenizer and chat template,
     built once per transformers version (llama.cpp's converter recognizes that tokenizer's
     pre-tokenizer, so every converter that takes a BPE tokenizer.json can read it)."""
     import torch
     import transformers
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    architecture, overrides = ARCHITECTURES[model_type]
     final = test_cache() / f"arch-{model_type}-{transformers.__version__}"
     if (final / "model.safetensors").is_file():
         return final
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
-    config = AutoConfig.for_model(
-        model_type, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False, **{k: v for k, v in {**ARCH_TINY, **overrides}.items() if v is not None},
-    )
-    config.architectures = [architecture]
+    config = arch_config(model_type, len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     staging = final.with_name(final.name + ".partial")
