@@ -118,15 +118,19 @@ def artifact_path(artifact: str | Path) -> Path:
     return path.resolve()
 
 
-def default_base(manifest: dict | None) -> Path | None:
-    """The model the artifact was made from, as recorded in its manifest."""
+def default_base(manifest: dict | None, download: bool = True) -> Path | None:
+    """The model the artifact was made from, as recorded in its manifest; a hub model is fetched
+    only with ``download`` (quality needs the base; the smoke alone does not justify a download)."""
     source = (manifest or {}).get("source") or {}
     if source.get("path") and Path(source["path"]).is_dir():
         return Path(source["path"])
     if source.get("model"):
+        from quantkit.bundled import is_bundled
         from quantkit.modelref import resolve_model
 
-        return resolve_model(source["model"])
+        model = str(source["model"])
+        if download or is_bundled(model) or Path(model).expanduser().is_dir():
+            return resolve_model(model)
     return None
 
 
@@ -235,11 +239,12 @@ def bench(artifact: str | Path, *, base: str | Path | None = None, options: Benc
     manifest = read_manifest(path)
     notes = []
     if base is None and (options.quality or options.smoke):
-        base = default_base(manifest)
+        base = default_base(manifest, download=options.quality)
         if base is None:
             skipped = [w for w, on in (("quality skipped", options.quality),
                                        ("the smoke judged on its own", options.smoke)) if on]
-            notes.append(f"{' and '.join(skipped)}: no base model recorded in quantkit.json; pass --base")
+            where = "" if options.quality else " (or it is not on this machine)"
+            notes.append(f"{' and '.join(skipped)}: no base model recorded in quantkit.json{where}; pass --base")
     elif base is not None:
         from quantkit.modelref import resolve_model
 

@@ -64,7 +64,8 @@ def test_bench_hf_folder_cli_json(smollm2, tmp_path, capsys):
     data = json.loads(out.read_text())
     assert_sane(data)
     assert data["engine"] == "transformers" and data["bits"] == 16 and data["smoke"] is None
-    assert data["quality"]["kld_mean"] < 1e-6 and data["quality"]["top1_agreement"] == 1.0  # itself
+    # Itself: only the cache's uint16 storage of the base's log-probs (16 nats / 65535 levels) differs.
+    assert data["quality"]["kld_mean"] < 1e-4 and data["quality"]["top1_agreement"] == 1.0
     assert data["passed"] is True
     captured = capsys.readouterr()
     assert captured.out.strip().endswith(str(out)) and "tg16" in captured.err
@@ -144,7 +145,7 @@ def test_base_side_first_one_model_at_a_time_and_base_from_manifest(tiny_llama, 
     # The same weights: the artifact's replies are the base's, so its own rambling is excused.
     smoke = data["smoke"]
     assert smoke["against_base"] and smoke["base"]["transcript"] == smoke["transcript"] and smoke["passed"]
-    assert data["quality"]["kld_mean"] < 1e-6 and data["passed"], data["failures"]
+    assert data["quality"]["kld_mean"] < 1e-4 and data["passed"], data["failures"]
     engine_log.clear()
     again = bench(artifact, options=fast).to_dict()
     assert engine_log == [("load", "artifact", 0), ("close", "artifact", 0)]  # the base's side was cached
@@ -207,3 +208,13 @@ def test_base_model_benches_with_a_completion_smoke(tiny_base, tmp_path, monkeyp
     assert smoke["mode"] == "completion" and smoke["passed"] and smoke["base"]["turns"] == smoke["turns"]
     assert all(t["tokens"] > 0 for t in smoke["turns"]) and data["passed"]
     render(data)  # the CLI's table and the side-by-side transcript render
+
+
+def test_default_base_is_the_recorded_source(tiny_llama, tmp_path):
+    from quantkit.bench import default_base
+
+    assert default_base({"source": {"path": str(tiny_llama), "model": "someone/else"}}) == tiny_llama
+    assert default_base({"source": {"path": str(tmp_path / "gone"), "model": str(tiny_llama)}}) == tiny_llama
+    # Without quality the smoke alone does not download a base from the hub.
+    assert default_base({"source": {"model": "someone/not-here"}}, download=False) is None
+    assert default_base(None) is None and default_base({"source": {}}) is None
