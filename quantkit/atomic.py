@@ -1,11 +1,14 @@
 """Write an output folder atomically: build it in a hidden sibling, rename it when complete.
 
-A killed run leaves at most a ``.NAME.partial-*`` folder, never one that looks finished.
+A killed run leaves at most a ``.NAME.partial-*`` folder, never one that looks finished, and no
+child process still writing into it (``die_with_parent``).
 """
 
 import contextlib
 import os
 import shutil
+import signal
+import sys
 import tempfile
 from pathlib import Path
 
@@ -50,3 +53,12 @@ def clean_stale_partials(final: Path) -> None:
         return
     for stale in final.parent.glob(f".{final.name}{PARTIAL_MARK}*"):
         shutil.rmtree(stale, ignore_errors=True)
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for a helper process (converter, llama.cpp tool, verifier): the kernel kills it
+    when quantkit dies, even by SIGKILL, instead of it running on into a staging folder."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG

@@ -18,6 +18,7 @@ import sys
 from hashlib import sha256
 from pathlib import Path
 
+from quantkit.atomic import die_with_parent
 from quantkit.errors import PreflightError, QuantizeError
 from quantkit.llamacpp_tools import Converter, key_line, supported_architectures
 
@@ -302,7 +303,7 @@ def verify(model_dir: Path, files: dict[str, Path], smoke: bool = True, n_thread
     spec = {"model_dir": str(model_dir), "files": {k: str(v) for k, v in files.items()}, "smoke": smoke,
             "n_threads": n_threads}
     proc = subprocess.run([sys.executable, "-m", "quantkit.gguf_checks", json.dumps(spec)],
-                          capture_output=True, text=True, errors="replace")
+                          capture_output=True, text=True, errors="replace", preexec_fn=die_with_parent)
     sys.stderr.write("".join(line + "\n" for line in proc.stderr.splitlines() if line.startswith("quantkit:")))
     lines = proc.stdout.strip().splitlines()
     try:

@@ -15,6 +15,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from quantkit.atomic import die_with_parent
 from quantkit.errors import VerificationError
 
 TOKENS = 256  # teacher-forced positions: ~2 s of forward pass on SmolLM2, enough to see breakage
@@ -132,11 +133,3 @@ def last_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1][:500] if lines else ""
 
-
-def die_with_parent() -> None:
-    """In the child: be killed when quantkit dies (even by SIGKILL), so no verifier is orphaned."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
