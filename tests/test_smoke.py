@@ -41,25 +41,6 @@ def test_good_gguf_passes_with_transcript():
     assert "average" in result.turns[1].reply  # the follow-up used the previous answer
 
 
-@pytest.mark.slow
-def test_wrong_chat_template_fails(smollm2, tmp_path):
-    broken = tmp_path / "wrong-template"
-    broken.mkdir()
-    for file in smollm2.iterdir():
-        if file.suffix == ".safetensors":
-            os.symlink(file, broken / file.name)
-        elif file.name != "chat_template.jinja":
-            shutil.copy(file, broken / file.name)
-    (broken / "chat_template.jinja").write_text(WRONG_TEMPLATE)
-    engine = load_engine(broken, EngineOptions(threads=1))
-    try:
-        result = smoke_chat(engine, SmokeOptions(max_tokens=48))
-    finally:
-        engine.close()
-    assert not result.passed
-    assert any("did not stop" in f or "leaked" in f for f in result.failures), result.failures
-
-
 @pytest.mark.parametrize("reply, problem", [("", "empty reply"), ("ok <|im_start|>user", "leaked")])
 def test_turn_checks(reply, problem):
     from quantkit.smoke import check_turn
@@ -219,8 +200,9 @@ def test_base_smoke_is_cached_by_weights_and_settings(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_wrong_chat_template_still_fails_against_the_base(smollm2, tmp_path, monkeypatch):
-    """Judged against the base's replies (through its own, right template), a wrong template fails."""
+def test_wrong_chat_template_fails_alone_and_against_the_base(smollm2, tmp_path, monkeypatch):
+    """A Llama-2 template on a ChatML model fails on its own and judged against the base's replies
+    (through the base's own, right template)."""
     from quantkit.smoke import against_base, base_smoke
 
     monkeypatch.setenv("QUANTKIT_HOME", str(tmp_path / "home"))
@@ -236,9 +218,12 @@ def test_wrong_chat_template_still_fails_against_the_base(smollm2, tmp_path, mon
     base, _ = base_smoke(smollm2, settings, EngineOptions(threads=1))
     engine = load_engine(broken, EngineOptions(threads=1))
     try:
-        result = against_base(smoke_chat(engine, settings), base)
+        alone = smoke_chat(engine, settings)
     finally:
         engine.close()
+    assert not alone.passed
+    assert any("did not stop" in f or "leaked" in f for f in alone.failures), alone.failures
+    result = against_base(alone, base)
     assert result.base is base and not result.passed, (result.failures, result.excused)
     assert any("did not stop" in f or "leaked" in f for f in result.failures), result.failures
 
