@@ -171,6 +171,9 @@ def test_an_artifact_that_lost_its_chat_template_fails():
     base = run_chat(GOOD).to_dict()
     result = against_base(smoke(ScriptedEngine([GOOD], chat=False)), base)
     assert not result.passed and result.failures == ["the artifact has no chat template but its base has one"]
+    # A template the base lacks: nothing to compare with, so the chat is judged on its own.
+    own = against_base(run_chat(NEVER_STOPS, GOOD, GOOD), smoke(ScriptedEngine([GOOD], chat=False)).to_dict())
+    assert own.failures == ["turn 1: did not stop within 256 tokens"] and "no chat template" in own.notes[0]
 
 
 def test_base_smoke_is_cached_by_weights_and_settings(tmp_path, monkeypatch):
