@@ -19,7 +19,7 @@ LLAMA_TOOLS_DIR := $(CACHE)/llama.cpp-tools/$(LLAMA_CPP_VERSION)-$(shell printf 
 LLAMA_TOOLS_STAMP := $(LLAMA_TOOLS_DIR)/.built
 PYTEST_ARGS ?=
 
-.PHONY: install demo test clean-venv wheels tools
+.PHONY: install demo test architectures clean-venv wheels tools
 
 install: $(VENV)/.installed $(LLAMA_TOOLS_STAMP)
 
@@ -68,6 +68,12 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q --durations=25 $(PYTEST_ARGS)
+
+# Every architecture in tests/models.py through every method; writes docs/architectures.md.
+# Cells are remembered per library versions, so a part can be rerun: PYTEST_ARGS='-k gguf'.
+architectures: install
+	QUANTKIT_ARCH_MATRIX=full QUANTKIT_ARCH_TABLE=docs/architectures.md \
+	  $(PY) -m pytest -q --durations=10 tests/test_architectures.py -k cell $(PYTEST_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
