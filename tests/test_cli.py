@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -64,3 +65,44 @@ def test_inspect_json_of_a_tiny_model(tiny_llama):
     data = json.loads(result.stdout)
     assert data["model"]["architecture"] == "LlamaForCausalLM"
     assert set(data["model"]["support"]) >= {"awq", "nf4", "int8", "gguf"}
+
+
+def test_inspect_reads_a_gguf_files_own_metadata():
+    """`inspect model.gguf` reads the file (no "expected a model folder"): architecture, real
+    parameter count, file type, context, chat template, and the engines that run it."""
+    from quantkit.bundled import bundled_gguf
+
+    gguf = bundled_gguf("bundled:smollm2-135m-instruct")
+    result = run_quantkit("inspect", str(gguf), "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert (info["architecture"], info["file_type"], info["context_length"]) == ("llama", "Q4_1", 8192)
+    assert info["n_params"] == 134_515_008 and 4.5 < info["bits_per_weight"] < 6.5
+    assert info["chat_template"] is True and info["engines"]["llama.cpp"] is None
+    table = run_quantkit("inspect", str(gguf))
+    assert table.returncode == 0 and "engine llama.cpp" in table.stderr and "Q4_1" in table.stderr
+
+
+def write_config(folder, config) -> str:
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config))
+    return str(folder)
+
+
+def test_inspect_answers_per_method_from_config_alone(tmp_path):
+    """A folder with only config.json: Gemma 3 text is supported by every method; a
+    mixture-of-experts model is refused for AWQ with the reason and the fix, not for the others."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    from models import arch_config
+
+    gemma = arch_config("gemma3_text", pad_token_id=0, bos_token_id=1, eos_token_id=2).to_dict()
+    result = run_quantkit("inspect", write_config(tmp_path / "gemma3", gemma), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["model"]["support"] == {"awq": None, "nf4": None, "int8": None, "gguf": None}
+    moe = arch_config("qwen3_moe", pad_token_id=0, bos_token_id=1, eos_token_id=2).to_dict()
+    table = run_quantkit("inspect", write_config(tmp_path / "moe", moe))
+    assert table.returncode == 0, table.stderr
+    awq_line = " ".join(table.stderr.split())  # rich wraps long verdicts
+    assert "mixture-of-experts" in awq_line and "use --method gguf or nf4" in awq_line
+    for method in ("nf4", "int8", "gguf"):
+        assert re.search(rf"method {method} supported", awq_line), awq_line
