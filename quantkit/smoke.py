@@ -5,8 +5,9 @@ leaking control tokens, a model that never stops, loops, produces NaN logits or 
 
 Judged against the base: the same smoke runs on the base model (cached, see ``base_smoke``), and an
 artifact fails only for a defect its base does not show on the same turn (``against_base``), so a
-tiny model's own rambling does not fail its artifacts and verdicts do not flip between machines.
-Without a base, every defect counts (the absolute verdict)."""
+tiny model's own rambling on this machine does not fail its artifacts, while an artifact that loops
+where its base stops, leaks where its base does not, or lost its template still fails. Without a
+base, every defect counts (the absolute verdict)."""
 
 import json
 import os
