@@ -132,13 +132,18 @@ QUANT_METADATA = ("weight_scale", "weight_zero_point", "weight_shape", "weight_g
 
 def count_parameters(model) -> int:
     """The model's parameter count as trained, also for packed artifacts: a compressed-tensors
-    weight by its ``weight_shape``, a bitsandbytes 4-bit weight by its quant state's shape (both
-    store several weights per element), quantization scales and zero points not at all."""
+    weight by its ``weight_shape``, a bitsandbytes 4-bit weight by its quant state's shape, a
+    classic AWQ/GPTQ layer (packed ``qweight`` buffer) by its in x out features; quantization
+    scales and zero points not at all."""
     import math
 
     total, seen = 0, set()
     for module in model.modules():
+        if hasattr(module, "qweight") and hasattr(module, "in_features"):  # classic AWQ/GPTQ kernels: buffers
+            total += int(module.in_features) * int(module.out_features)
         for name, param in module.named_parameters(recurse=False):
+            if name in ("qweight", "qzeros", "scales", "g_idx"):
+                continue
             if id(param) in seen or name in QUANT_METADATA:
                 continue
             seen.add(id(param))  # tied embeddings count once
