@@ -9,6 +9,7 @@ huggingface_hub's ``create_commit`` (the Hub deduplicates what an interrupted ru
 LFS objects / xet chunks, so a rerun resumes) and modelscope's resumable ``upload_folder``.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -259,27 +260,58 @@ def interrupted(repo_id: str, exc: BaseException) -> PushError:
 
 def upload_modelscope(plan: PushPlan, token: str | None, endpoint: str, private: bool) -> tuple[str | None, str]:
     """modelscope_hub's HubApi (what ``modelscope.hub.api.HubApi`` delegates to; ``import
-    modelscope`` would import torch): create the repo when missing, then its resumable
-    ``upload_folder`` from a view of the files to publish, its resume record kept outside."""
+    modelscope`` would import torch): check the token, create the repo when missing (its
+    upload_folder would create it public), then its resumable ``upload_folder`` from a view of
+    the files to publish, with its resume record kept outside that view."""
+    import sys
+
     from modelscope_hub.api import HubApi
 
     from quantkit.card import base_license
 
+    if not token:
+        raise PushAuthError("ModelScope needs a write token to push", hint="pass --token or set MODELSCOPE_API_TOKEN")
     api = HubApi(endpoint=endpoint, token=token)
+    failures: list[str] = []  # upload_folder reports per-batch errors here and raises a generic one
+
+    def note(event: dict) -> None:
+        if event.get("error"):
+            failures.append(str(event["error"]))
+
     view, tracker = publish_view(plan)
-    with ms_errors(plan.repo_id, endpoint):
+    # Its report goes to stdout and its per-file errors to its logger: the CLI says one line.
+    with ms_errors(plan.repo_id, endpoint, failures), contextlib.redirect_stdout(sys.stderr), quiet_logger("modelscope_hub"):
+        api.legacy.login(token)
         if not api.repo_exists(plan.repo_id, "model"):
             manifest = read_manifest(plan.artifact) or {}
             api.create_repo(plan.repo_id, "model", visibility="private" if private else "public",
                             license=base_license(manifest) or None)
-        result = api.upload_folder(plan.repo_id, "model", view, commit_message=plan.commit_message,
-                                   revision=plan.revision, tracker_path=tracker, disable_tqdm=True)
+        # It commits what arrived even when other files failed: the weights go first, the card and
+        # manifest last, so an interrupted push never shows a card over missing weights.
+        commits = [api.upload_folder(plan.repo_id, "model", view, commit_message=plan.commit_message,
+                                     revision=plan.revision, tracker_path=tracker, disable_tqdm=True,
+                                     progress_callback=note, ignore_patterns=ignore)
+                   for ignore in ([MANIFEST, CARD, RESULTS_FILE], None)]
     shutil.rmtree(view, ignore_errors=True)
     commit = None
-    last = result[-1] if isinstance(result, list) and result else result
-    if isinstance(last, dict):
-        commit = last.get("CommitId") or last.get("commit_id") or last.get("Revision")
+    for result in commits:
+        last = result[-1] if isinstance(result, list) and result else result
+        if isinstance(last, dict):
+            commit = last.get("CommitId") or last.get("commit_id") or last.get("Revision") or commit
     return commit, f"{endpoint}/models/{plan.repo_id}"
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str):
+    import logging
+
+    log = logging.getLogger(name)
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def publish_view(plan: PushPlan) -> tuple[Path, Path]:
@@ -307,8 +339,8 @@ def publish_view(plan: PushPlan) -> tuple[Path, Path]:
 
 
 class ms_errors:
-    def __init__(self, repo_id: str, endpoint: str):
-        self.repo_id, self.endpoint = repo_id, endpoint
+    def __init__(self, repo_id: str, endpoint: str, failures: list[str]):
+        self.repo_id, self.endpoint, self.failures = repo_id, endpoint, failures
 
     def __enter__(self):
         return self
@@ -319,13 +351,14 @@ class ms_errors:
         import requests
         from modelscope_hub import errors as ms
 
-        text = str(exc).lower()
+        text = " ".join([str(exc), *self.failures]).lower()
         status = getattr(exc, "status_code", None) or getattr(getattr(exc, "response", None), "status_code", None)
         if "quota" in text or status == 413:
             raise quota_error(self.repo_id, self.endpoint) from exc
-        if isinstance(exc, ms.AuthenticationError) or status == 401:
+        if isinstance(exc, ms.AuthenticationError) or status == 401 or "[401]" in text:
             raise token_error(self.endpoint, "modelscope") from exc
-        if isinstance(exc, (ms.PermissionDeniedError, ms.NotExistError)) or status in (403, 404):
+        if isinstance(exc, (ms.PermissionDeniedError, ms.NotExistError)) or status in (403, 404) \
+                or "[403]" in text or "permission denied" in text:
             raise rights_error(self.repo_id, self.endpoint, "modelscope") from exc
         if isinstance(exc, (ms.HubError, requests.RequestException, OSError)):
             raise interrupted(self.repo_id, exc) from exc

@@ -13,6 +13,11 @@ and a ``quantkit download`` of the same repo reads back what was pushed.
 - ``POST /api/models/{repo}/commit/{rev}`` (NDJSON): a new commit of the branch; ``quota`` bytes
   per namespace refuse a commit that would exceed it. ``POST /api/models/{repo}/branch/{name}``.
 
+ModelScope (what modelscope_hub's ``create_repo`` / ``upload_folder`` call): ``POST /api/v1/login``,
+``GET /api/v1/models/{repo}``, ``POST /api/v1/models``, ``POST /api/v1/repos/models/{repo}/info/lfs/
+objects/batch`` (the same LFS store and ``PUT /lfs/{oid}``) and ``POST /api/v1/repos/models/{repo}/
+commit/{rev}`` (inline base64 for small files, sha256 for LFS ones).
+
 Uploads run with xet off (``HF_HUB_DISABLE_XET``): the xet CAS cannot exist here; the LFS path
 is huggingface_hub's own for hubs without it.
 """
@@ -82,6 +87,13 @@ def _upload_handler(hub: UploadHub, base):
 
         def do_GET(self):
             path = urlsplit(self.path).path.strip("/").split("/")
+            if path[:3] == ["api", "v1", "models"] and len(path) == 5:  # ModelScope's repo info
+                hub.log.append((self.command, self.path))
+                repo = hub.repos.get(f"{path[3]}/{path[4]}")
+                if repo is None or (repo.private and not self._authorized(repo)):
+                    return self._ms_error(404, f"model {path[3]}/{path[4]} not exists")
+                return self._json(200, {"Code": 200, "Success": True, "Data": {
+                    "Path": path[3], "Name": path[4], "Visibility": 1 if repo.private else 5}})
             if path[:2] == ["api", "models"] and len(path) == 4:  # repo_info without a revision
                 hub.log.append((self.command, self.path))
                 repo = hub.repos.get(f"{path[2]}/{path[3]}")
@@ -95,6 +107,8 @@ def _upload_handler(hub: UploadHub, base):
             hub.log.append((self.command, self.path))
             segments = urlsplit(self.path).path.strip("/").split("/")
             body = self._body()
+            if segments[:2] == ["api", "v1"]:
+                return self._ms_post(segments[2:], json.loads(body or b"{}"))
             if segments == ["api", "repos", "create"]:
                 return self._create(json.loads(body))
             if segments == ["api", "validate-yaml"]:
@@ -215,6 +229,68 @@ def _upload_handler(hub: UploadHub, base):
             hub.upload.commits.append({"repo": repo_id, "revision": rev, **header})
             self._json(200, {"success": True, "commitOid": sha, "commitUrl": f"{hub.url}/{repo_id}/commit/{sha}",
                              "pullRequestUrl": None})
+
+        # -- ModelScope ------------------------------------------------------------------------
+        def _ms_auth_failed(self, repo_id: str) -> bool:
+            allowed = self._may_write(repo_id)
+            if allowed is None:
+                self._ms_error(401, "Unauthorized: invalid access token")
+                return True
+            if not allowed:
+                self._ms_error(403, f"Permission denied: no write access to {repo_id}")
+                return True
+            return False
+
+        def _ms_post(self, rest, payload):
+            if rest == ["login"]:
+                if payload.get("AccessToken") not in hub.upload.tokens:
+                    return self._ms_error(401, "Unauthorized: invalid access token")
+                return self._json(200, {"Code": 200, "Success": True, "Data": {"AccessToken": "git-token",
+                                                                             "Username": "tester"}})
+            if rest == ["models"]:
+                repo_id = f"{payload.get('Path')}/{payload.get('Name')}"
+                if self._ms_auth_failed(repo_id):
+                    return
+                if repo_id in hub.repos:
+                    return self._ms_error(400, f"model {repo_id} already exists")
+                private = payload.get("Visibility") == 1
+                hub.repos[repo_id] = FakeRepo(token=self._token() if private else None, private=private)
+                hub.commit(repo_id, {}, branches=("master",))
+                return self._json(200, {"Code": 200, "Success": True, "Data": {"Path": repo_id}})
+            if rest[:2] == ["repos", "models"] and len(rest) >= 5:
+                repo_id = f"{rest[2]}/{rest[3]}"
+                if repo_id not in hub.repos:
+                    return self._ms_error(404, f"model {repo_id} not exists")
+                if self._ms_auth_failed(repo_id):
+                    return
+                if rest[4:] == ["info", "lfs", "objects", "batch"]:
+                    objects = [{"oid": o["oid"], "size": o["size"],
+                                "actions": {} if o["oid"] in hub.upload.objects
+                                else {"upload": {"href": f"{hub.url}/lfs/{o['oid']}"}}} for o in payload["objects"]]
+                    return self._json(200, {"Code": 200, "Success": True, "Data": {"objects": objects}})
+                if rest[4] == "commit" and len(rest) >= 6:
+                    return self._ms_commit(repo_id, unquote("/".join(rest[5:])), payload)
+            self._ms_error(404, "not found")
+
+        def _ms_commit(self, repo_id, rev, payload):
+            repo = hub.repos[repo_id]
+            sha = repo.resolve(rev) or repo.resolve("master")  # a new branch starts from master
+            new = dict(repo.commits[sha]) if sha else {}
+            for action in payload.get("actions", []):
+                if action["action"] == "delete":
+                    new.pop(action["path"], None)
+                elif action.get("type") == "lfs":
+                    if action["sha256"] not in hub.upload.objects:
+                        return self._ms_error(400, f"LFS object {action['sha256']} was never uploaded")
+                    new[action["path"]] = hub.upload.objects[action["sha256"]]
+                else:
+                    new[action["path"]] = base64.b64decode(action.get("content") or "")
+            namespace = repo_id.split("/")[0]
+            if namespace in hub.upload.quota and sum(map(len, new.values())) > hub.upload.quota[namespace]:
+                return self._ms_error(403, f"Storage quota exceeded for {namespace}")
+            sha = hub.commit(repo_id, new, branches=(rev,))
+            hub.upload.commits.append({"repo": repo_id, "revision": rev, "summary": payload.get("commit_message")})
+            self._json(200, {"Code": 200, "Success": True, "Data": {"CommitId": sha}})
 
         def _branch(self, repo_id, name):
             repo = hub.repos.get(repo_id)

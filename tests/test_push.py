@@ -4,19 +4,26 @@ measured numbers, a dropped upload resumes on rerun, failed / modified artifacts
 a bad token, missing rights or a full quota are one line."""
 
 import json
+import os
 import shutil
 
-import pytest
-from fakehub_upload import WRITE_TOKEN, upload_hub, upload_hub_session  # noqa: F401
-from huggingface_hub import ModelCard
+# Fail fast on injected faults: modelscope reads these at import and otherwise retries for ~60 s.
+for _name in ("MODELSCOPE_DOWNLOAD_MAX_RETRIES", "MODELSCOPE_API_MAX_RETRIES", "MODELSCOPE_UPLOAD_BLOB_MAX_ATTEMPTS"):
+    os.environ.setdefault(_name, "1")
+os.environ.setdefault("MODELSCOPE_DOWNLOAD_RETRY_MAX_DELAY_SECONDS", "1")
+os.environ.setdefault("MODELSCOPE_UPLOAD_REACT_ENABLED", "false")
 
-from quantkit.artifact import MANIFEST, read_manifest
-from quantkit.bench import BenchResult, Stat
-from quantkit.cli import main
-from quantkit.errors import GateFailed, IntegrityError, PushError
-from quantkit.hub import download
-from quantkit.push import push
-from quantkit.report import fill_card
+import pytest  # noqa: E402
+from fakehub_upload import WRITE_TOKEN, upload_hub, upload_hub_session  # noqa: E402,F401
+from huggingface_hub import ModelCard  # noqa: E402
+
+from quantkit.artifact import MANIFEST, read_manifest  # noqa: E402
+from quantkit.bench import BenchResult, Stat  # noqa: E402
+from quantkit.cli import main  # noqa: E402
+from quantkit.errors import GateFailed, IntegrityError, PushAuthError, PushError  # noqa: E402
+from quantkit.hub import download  # noqa: E402
+from quantkit.push import push  # noqa: E402
+from quantkit.report import fill_card  # noqa: E402
 
 BASE = "acme/tiny-llama-base"
 slow = pytest.mark.slow  # the first test using the int8 artifact makes it (~50 s: quantize + verify)
@@ -122,6 +129,7 @@ def test_failed_unbenched_and_modified_artifacts_are_refused(upload_hub, artifac
 
 
 def cli(capsys, *args) -> tuple[int, str, str]:
+    capsys.readouterr()  # only this command's output
     try:
         main(list(args))
         code = 0
@@ -164,6 +172,33 @@ def test_push_to_a_branch_of_a_private_repo(upload_hub, artifact, tmp_path, caps
     back = download("acme/private-int8", revision="v1", token=WRITE_TOKEN, endpoint=upload_hub.url,
                     local_dir=tmp_path / "back", progress=False)
     assert (back.path / "model.safetensors").read_bytes() == (artifact / "model.safetensors").read_bytes()
+
+
+def test_modelscope_push_resumes_and_downloads_back(upload_hub, artifact, tmp_path, capsys):
+    def ms_push(token=WRITE_TOKEN):
+        return push(artifact, "acme/tiny-int8-ms", source="modelscope", token=token, endpoint=upload_hub.url)
+
+    with pytest.raises(PushAuthError, match="rejected the access token"):
+        ms_push("ms-wrong")
+    upload_hub.upload.drop_puts = 50  # every blob upload is cut off (its own retries included): this run fails
+    with pytest.raises(PushError, match="interrupted"):
+        ms_push()
+    partial = upload_hub.repos["acme/tiny-int8-ms"]
+    assert "README.md" not in partial.commits[partial.branches["master"]]  # no card over missing weights
+    upload_hub.upload.drop_puts = 0
+    result = ms_push()
+    assert result.url.endswith("/models/acme/tiny-int8-ms") and result.commit
+    assert upload_hub.upload.commits[-1]["summary"].startswith(f"quantkit {__import__('quantkit').__version__}: int8")
+    back = download("acme/tiny-int8-ms", source="modelscope", endpoint=upload_hub.url, local_dir=tmp_path / "back",
+                    progress=False)
+    for row in read_manifest(artifact)["files"]:
+        assert (back.path / row["path"]).read_bytes() == (artifact / row["path"]).read_bytes(), row["path"]
+    card = ModelCard.load(back.path / "README.md")
+    assert card.data.base_model == BASE and "modelscope download --model acme/tiny-int8-ms" in card.text
+    assert {r.metric_type: r.metric_value for r in card.data.eval_results}["kl_divergence"] == 0.0123
+    code, out, err = cli(capsys, "push", str(artifact), "acme/elsewhere", "--source", "modelscope", "--token", "ms-wrong",
+                         "--endpoint", upload_hub.url)
+    assert code != 0 and out == "" and err.count("\n") == 1 and "rejected the access token" in err, err
 
 
 def test_multi_file_gguf_card_is_one_table(tmp_path):
