@@ -58,6 +58,10 @@ def preflight(converter: Converter, model_dir: Path, config: dict) -> None:
         commit = (converter.commit or "unknown")[:9]
         raise PreflightError(f"llama.cpp's converter (commit {commit}) does not support architecture {archs[0]}",
                              hint="see convert_hf_to_gguf.py --print-supported-models, or use a newer checkout via --llama-cpp-dir")
+    from quantkit.support import converter_vocab_reason
+
+    if (reason := converter_vocab_reason(converter, model_dir, archs[0])) is not None:
+        raise PreflightError(reason)
     if needs_pre_tokenizer_hash(model_dir):
         known = known_pre_tokenizers(converter)
         if known:

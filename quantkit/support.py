@@ -365,3 +365,36 @@ def gguf_reason(config: dict) -> str | None:
         return (f"llama.cpp's converter ({converter.origin}) does not support architecture {archs[0]} "
                 "(use --method nf4 or int8, or a newer llama.cpp checkout via --llama-cpp-dir)")
     return None
+
+
+def sentencepiece_only(converter, architecture: str) -> bool:
+    """Whether llama.cpp's converter class for ``architecture`` reads the vocabulary only from a
+    SentencePiece ``tokenizer.model``: its ``set_vocab`` calls ``_set_vocab_sentencepiece()``
+    unconditionally (Gemma 2 does; Llama and Gemma 3 fall back to tokenizer.json)."""
+    sources = [converter.script, *sorted((converter.root / "conversion").glob("*.py"))]
+    for path in sources:
+        text = path.read_text() if path.is_file() else ""
+        if f'"{architecture}"' not in text:
+            continue
+        for node in ast.parse(text).body:
+            if not isinstance(node, ast.ClassDef) or not any(
+                    isinstance(d, ast.Call) and getattr(d.func, "attr", None) == "register"
+                    and any(isinstance(a, ast.Constant) and a.value == architecture for a in d.args)
+                    for d in node.decorator_list):
+                continue
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name == "set_vocab":
+                    return any(isinstance(s, ast.Expr) and isinstance(s.value, ast.Call)
+                               and getattr(s.value.func, "attr", None) == "_set_vocab_sentencepiece"
+                               for s in item.body)
+            return False
+    return False
+
+
+def converter_vocab_reason(converter, model_dir: Path, architecture: str) -> str | None:
+    """Why llama.cpp's converter would fail on this folder's tokenizer files, found up front."""
+    if sentencepiece_only(converter, architecture) and not (Path(model_dir) / "tokenizer.model").is_file():
+        return (f"llama.cpp's converter reads {architecture}'s vocabulary only from a SentencePiece "
+                f"tokenizer.model, and {Path(model_dir).name} has none (add the model's tokenizer.model, "
+                "or use --method nf4 or int8)")
+    return None
