@@ -18,6 +18,7 @@ from pathlib import Path
 from quantkit.atomic import die_with_parent
 from quantkit.errors import VerificationError
 
+CACHE_VERSION = 1
 TOKENS = 256  # teacher-forced positions: ~2 s of forward pass on SmolLM2, enough to see breakage
 SCRIPT = Path(__file__).with_name("verify_runtime.py")
 # Lowest share of positions whose top token matches the base's, per nominal bit width: a floor
@@ -58,7 +59,8 @@ def verify_artifact(folder: Path, base_dir: Path, method: str, result, trust_rem
         artifact = {"runtime": "transformers", "path": str(folder), "label": method}
         bits = {method: artifact_bits({"method": method, "settings": result.settings})}
     spec = {"base": str(base_dir), "artifact": artifact, "text": str(eval_text_file()), "tokens": TOKENS,
-            "threads": threads(), "device": device, "trust_remote_code": trust_remote_code}
+            "threads": threads(), "device": device, "trust_remote_code": trust_remote_code,
+            "cache": str(base_cache(base_dir, device))}
     print(f"quantkit: verifying the artifact in a fresh process ({artifact['runtime']}, {TOKENS} tokens "
           "teacher forced against the base)", file=sys.stderr)
     answer = run_runtime(spec)
@@ -79,8 +81,21 @@ def verify_artifact(folder: Path, base_dir: Path, method: str, result, trust_rem
     else:
         record.update(checked[method])
         record["artifact_s"] = record.pop("seconds")
-    record.update(base_s=answer.get("base_s"), seconds=answer.get("seconds"))  # the whole check, start to end
+    record.update(base_s=answer.get("base_s"), base_cached=answer.get("base_cached"), seconds=answer.get("seconds"))  # the whole check, start to end
     return record
+
+
+def base_cache(base_dir: Path, device: str) -> Path:
+    """Where the base's side of the check is kept (ids, top-64 log-probs: ~130 kB), keyed by the
+    base's weights (names, sizes, mtimes), the text and the settings."""
+    import hashlib
+
+    from quantkit.paths import cache_dir
+    from quantkit.quality import weights_identity
+
+    blob = json.dumps([CACHE_VERSION, str(base_dir.resolve()), weights_identity(base_dir), device, TOKENS,
+                       hashlib.sha256(eval_text_file().read_bytes()).hexdigest()])
+    return cache_dir("verify-base") / f"{hashlib.sha256(blob.encode()).hexdigest()[:24]}.npz"
 
 
 def judge(label: str, row: dict) -> VerificationError | None:

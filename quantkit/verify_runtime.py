@@ -1,7 +1,8 @@
 """The runtime side of ``quantkit.verify``: a standalone script, run as a file with ``python -I``,
 that never imports quantkit. It loads the artifact as a user would (plain transformers
 ``AutoModelForCausalLM.from_pretrained(folder)``, or ``llama_cpp.Llama`` for each GGUF file) and
-compares it with the base, teacher forced on the same token ids.
+compares it with the base, teacher forced on the same token ids (the base's side cached by the caller's
+key, so a second artifact of the same base loads only itself).
 
 Input: one argument, a JSON spec (base, artifact, text file, tokens, threads, device).
 Output: one JSON line on stdout, {"results": ...} or {"error": ..., "hint": ...}.
@@ -15,27 +16,71 @@ import sys
 import time
 
 
-def log_softmax(torch, logits):
-    return torch.log_softmax(logits.float(), dim=-1)
+TOP_K = 64  # base log-probs kept per position (KL over them plus one bucket for the rest)
 
 
-def base_side(spec: dict, torch) -> dict:
-    """The base's token ids of the text and its log-probabilities at every position."""
+def log_softmax(logits):
+    import numpy as np
+
+    x = np.asarray(logits, dtype=np.float32)
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+def base_side(spec: dict) -> dict:
+    """The base's token ids of the text, and per position its top-k log-probabilities and that of
+    the next token: read from ``spec["cache"]`` when an earlier check stored them (the GGUF check
+    then needs neither torch nor transformers), else computed by loading the base, then freed."""
+    import numpy as np
+
+    cache = spec.get("cache")
+    if cache and os.path.isfile(cache):
+        with np.load(cache) as data:
+            return {"text": read_text(spec), "text_ids": data["text_ids"].tolist(), "ids": data["ids"].tolist(),
+                    "top_idx": data["top_idx"], "top_logp": data["top_logp"], "target_logp": data["target_logp"],
+                    "cached": True}
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    torch.set_num_threads(spec["threads"])
     trust = spec.get("trust_remote_code", False)
     tokenizer = AutoTokenizer.from_pretrained(spec["base"], trust_remote_code=trust)
-    text = open(spec["text"], encoding="utf-8").read()
+    text = read_text(spec)
     text_ids = tokenizer.encode(text, add_special_tokens=False)
     ids = tokenizer(text, add_special_tokens=True)["input_ids"][: spec["tokens"]]
     model = AutoModelForCausalLM.from_pretrained(spec["base"], dtype=base_dtype(spec, torch),
                                                  device_map=spec["device"], trust_remote_code=trust)
     with torch.inference_mode():
-        logits = model(input_ids=torch.tensor([ids], device=model.device), use_cache=False).logits[0]
-        logp = log_softmax(torch, logits).cpu()
+        logits = model(input_ids=torch.tensor([ids], device=model.device), use_cache=False).logits[0, :-1]
+        logp = log_softmax(logits.float().cpu().numpy())
     del model, logits
     gc.collect()
-    return {"text": text, "text_ids": text_ids, "ids": ids, "logp": logp}
+    ref = reference(text_ids, ids, logp)
+    if cache:
+        partial = f"{cache}.{os.getpid()}.partial.npz"
+        np.savez(partial, **ref)
+        os.replace(partial, cache)  # never half an entry
+    return {**ref, "text": text, "text_ids": text_ids, "ids": ids, "cached": False}
+
+
+def reference(text_ids: list[int], ids: list[int], logp) -> dict:
+    """What is kept of the base: its ids, and per next-token position (``logp`` holds one row per
+    position but the last) the top-k tokens, their log-probs and the log-prob of the true next token."""
+    import numpy as np
+
+    k = min(TOP_K, logp.shape[-1])
+    idx = np.argpartition(-logp, k - 1, axis=-1)[:, :k]
+    vals = np.take_along_axis(logp, idx, axis=-1)
+    order = np.argsort(-vals, axis=-1)  # column 0: the base's top token
+    return {"text_ids": np.asarray(text_ids, dtype=np.int64), "ids": np.asarray(ids, dtype=np.int64),
+            "top_idx": np.take_along_axis(idx, order, axis=-1).astype(np.int64),
+            "top_logp": np.take_along_axis(vals, order, axis=-1).astype(np.float32),
+            "target_logp": logp[np.arange(len(ids) - 1), np.asarray(ids[1:])].astype(np.float32)}
+
+
+def read_text(spec: dict) -> str:
+    with open(spec["text"], encoding="utf-8") as fh:
+        return fh.read()
 
 
 def base_dtype(spec: dict, torch):
@@ -47,9 +92,11 @@ def base_dtype(spec: dict, torch):
     return torch.float32 if size < 8 * 2**30 else "auto"
 
 
-def transformers_side(spec: dict, base: dict, torch) -> dict:
+def transformers_side(spec: dict, base: dict) -> dict:
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    torch.set_num_threads(spec["threads"])
     started = time.perf_counter()
     folder, trust = spec["artifact"]["path"], spec.get("trust_remote_code", False)
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust)
@@ -60,16 +107,16 @@ def transformers_side(spec: dict, base: dict, torch) -> dict:
     loaded = time.perf_counter()
     with torch.inference_mode():
         logits = model(input_ids=torch.tensor([base["ids"]], device=model.device), use_cache=False).logits[0]
-        logp = log_softmax(torch, logits).cpu()
-    del model, logits
+        logits = logits.float().cpu().numpy()
+    del model
     gc.collect()
-    result = compare(torch, base, logp, parity(base, ids, with_special))
+    result = compare(base, logits, parity(base, ids, with_special))
     result.update(runtime="transformers", load_s=round(loaded - started, 2),
                   seconds=round(time.perf_counter() - started, 2))
     return result
 
 
-def llama_cpp_side(spec: dict, base: dict, torch, path: str) -> dict:
+def llama_cpp_side(spec: dict, base: dict, path: str) -> dict:
     import llama_cpp
     import numpy as np
 
@@ -84,10 +131,10 @@ def llama_cpp_side(spec: dict, base: dict, torch, path: str) -> dict:
         ids = llm.tokenize(data, add_bos=False, special=True)
         with_bos = llm.tokenize(data, add_bos=True, special=True)[: spec["tokens"]]
         llm.eval(base["ids"])
-        logits = torch.from_numpy(np.array(llm.scores[:n], dtype=np.float32))
+        logits = np.array(llm.scores[:n], dtype=np.float32)
     finally:
         llm.close()
-    result = compare(torch, base, log_softmax(torch, logits), parity(base, ids, with_bos))
+    result = compare(base, logits, parity(base, ids, with_bos))
     result.update(runtime="llama.cpp", file=os.path.basename(path), load_s=round(loaded - started, 2),
                   seconds=round(time.perf_counter() - started, 2))
     return result
@@ -96,7 +143,7 @@ def llama_cpp_side(spec: dict, base: dict, torch, path: str) -> dict:
 def parity(base: dict, ids: list[int], with_special: list[int]) -> dict:
     """Whether the artifact's tokenizer reads the text as the base's does (plain, and with the
     special tokens each adds, BOS for example); the first differing position when not."""
-    for theirs, ours in ((base["text_ids"], ids), (base["ids"], with_special)):
+    for theirs, ours in ((list(base["text_ids"]), list(ids)), (list(base["ids"]), list(with_special))):
         if theirs != ours:
             at = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b), min(len(theirs), len(ours)))
             return {"tokenizer_parity": False, "first_difference": at,
@@ -104,23 +151,34 @@ def parity(base: dict, ids: list[int], with_special: list[int]) -> dict:
     return {"tokenizer_parity": True}
 
 
-def compare(torch, base: dict, logq, record: dict) -> dict:
-    """Finite logits, same top token share, KL(base || artifact) and the perplexity ratio over
-    every next-token position of the base's ids."""
-    logp = base["logp"]
-    vocab = min(logp.shape[-1], logq.shape[-1])  # a padded vocabulary: compare the common part
-    logp, logq = logp[:-1, :vocab], logq[:-1, :vocab]
-    finite = bool(torch.isfinite(logq).all())
-    target = torch.tensor(base["ids"][1:])
-    record.update(tokens=int(logp.shape[0]), finite=finite)
+def compare(base: dict, logits, record: dict) -> dict:
+    """Finite logits, same top token share, KL(base || artifact) over the base's top-k plus one
+    bucket for the rest (a close lower bound, as llama-perplexity's KL mode stores), and the
+    perplexity ratio, over every next-token position of the base's ids."""
+    import numpy as np
+
+    logits = np.asarray(logits, dtype=np.float32)[: len(base["target_logp"])]
+    finite = bool(np.isfinite(logits).all())
+    record.update(tokens=int(len(logits)), finite=finite)
     if not finite:
         return record
-    logp, logq = torch.log_softmax(logp, -1), torch.log_softmax(logq, -1)
-    kld = (logp.exp() * (logp - logq)).sum(-1).clamp(min=0)
-    nll_p, nll_q = -logp.gather(1, target[:, None]).mean(), -logq.gather(1, target[:, None]).mean()
-    record.update(top1=round(float((logp.argmax(-1) == logq.argmax(-1)).float().mean()), 4),
-                  kld_mean=round(float(kld.mean()), 5), ppl=round(float(nll_q.exp()), 4),
-                  base_ppl=round(float(nll_p.exp()), 4), ppl_ratio=round(float((nll_q - nll_p).exp()), 4))
+    top_idx, top_logp = base["top_idx"], base["top_logp"].astype(np.float64)
+    need = int(top_idx.max()) + 1
+    if logits.shape[-1] < need:  # a smaller vocabulary: its missing tokens get ~0 probability
+        logits = np.pad(logits, ((0, 0), (0, need - logits.shape[-1])), constant_values=-1e9)
+    logq = log_softmax(logits).astype(np.float64)
+    logq_k = np.take_along_axis(logq, top_idx, axis=-1)
+    p_k = np.exp(top_logp)
+    kld = (p_k * (top_logp - logq_k)).sum(-1)
+    rest_p = np.clip(1 - p_k.sum(-1), 0, 1)
+    rest_q = np.clip(1 - np.exp(logq_k).sum(-1), 1e-12, 1)
+    kld += np.where(rest_p > 1e-12, rest_p * (np.log(np.maximum(rest_p, 1e-12)) - np.log(rest_q)), 0)
+    target = np.asarray(base["ids"][1:len(logits) + 1])
+    nll_q = -logq[np.arange(len(target)), target].mean()
+    nll_p = -base["target_logp"].astype(np.float64).mean()
+    record.update(top1=round(float((logq.argmax(-1) == top_idx[:, 0]).mean()), 4),
+                  kld_mean=round(float(np.maximum(kld, 0).mean()), 5), ppl=round(float(np.exp(nll_q)), 4),
+                  base_ppl=round(float(np.exp(nll_p)), 4), ppl_ratio=round(float(np.exp(nll_q - nll_p)), 4))
     return record
 
 
@@ -130,32 +188,27 @@ def quiet() -> None:
 
     warnings.filterwarnings("ignore")
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # int8 warns on every matmul on CPU
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def main(argv: list[str]) -> int:
     spec = json.loads(argv[0])
     started = time.perf_counter()
     try:
-        import torch
-
-        torch.set_num_threads(spec["threads"])
         quiet()
-        base = base_side(spec, torch)
+        base = base_side(spec)
         base_s = round(time.perf_counter() - started, 2)
         artifact = spec["artifact"]
         if artifact["runtime"] == "llama.cpp":
-            results = {label: llama_cpp_side(spec, base, torch, path) for label, path in artifact["files"].items()}
+            results = {label: llama_cpp_side(spec, base, path) for label, path in artifact["files"].items()}
         else:
-            results = {artifact["label"]: transformers_side(spec, base, torch)}
+            results = {artifact["label"]: transformers_side(spec, base)}
     except Exception as exc:  # the runtime's own refusal, kept to one line for the caller
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
         print(json.dumps({"error": reason}))
         return 1
-    print(json.dumps({"results": results, "base_s": base_s, "seconds": round(time.perf_counter() - started, 2),
+    print(json.dumps({"results": results, "base_s": base_s, "base_cached": base["cached"], "seconds": round(time.perf_counter() - started, 2),
                       "quantkit_imported": any(m == "quantkit" or m.startswith("quantkit.") for m in sys.modules)}))
     return 0
 

@@ -30,20 +30,20 @@ def test_runtime_script_never_imports_quantkit():
 
 
 def test_compare_scores_agreement_kl_and_non_finite_logits():
-    import torch
-
-    torch.manual_seed(0)
-    logits = torch.randn(65, 100) * 3
-    base = {"ids": list(range(65)), "logp": torch.log_softmax(logits, -1)}
-    same = runtime.compare(torch, base, torch.log_softmax(logits, -1), {})
-    assert same["top1"] == 1.0 and same["kld_mean"] == 0 and same["ppl_ratio"] == 1.0 and same["tokens"] == 64
-    flat = runtime.compare(torch, base, torch.zeros(65, 100), {})  # a dead model: the same scores everywhere
+    rng = np.random.default_rng(0)
+    logits = (rng.normal(size=(65, 100)) * 3).astype(np.float32)
+    ids = list(rng.integers(0, 100, 65))
+    base = runtime.reference(ids, ids, runtime.log_softmax(logits[:-1]))
+    assert base["top_idx"].shape == (64, 64) and (base["top_idx"][:, 0] == logits[:-1].argmax(-1)).all()
+    same = runtime.compare(base, logits, {})
+    assert same["top1"] == 1.0 and same["kld_mean"] < 1e-5 and same["ppl_ratio"] == 1.0 and same["tokens"] == 64
+    flat = runtime.compare(base, np.zeros((65, 100)), {})  # a dead model: the same scores everywhere
     assert flat["finite"] and flat["top1"] < 0.1 and flat["kld_mean"] > 1
-    padded = runtime.compare(torch, base, torch.cat([logits, torch.full((65, 28), -1e4)], -1), {})
-    assert padded["top1"] == 1.0  # a padded vocabulary compares on the common part
-    broken = logits.clone()
-    broken[3, 7] = float("nan")
-    assert runtime.compare(torch, base, broken, {}) == {"tokens": 64, "finite": False}
+    padded = runtime.compare(base, np.concatenate([logits, np.full((65, 28), -1e4)], -1), {})
+    assert padded["top1"] == 1.0 and padded["kld_mean"] < 1e-5  # a padded vocabulary changes nothing
+    broken = logits.copy()
+    broken[3, 7] = np.nan
+    assert runtime.compare(base, broken, {}) == {"tokens": 64, "finite": False}
 
 
 def test_parity_names_the_first_difference():
@@ -86,6 +86,15 @@ def test_quantize_records_its_verification(tiny_nf4):
     # Measured on the tiny random Llama: ~0.65 (SmolLM2: ~0.69), against a floor of 0.4.
     assert check["top1_min"] <= check["top1"] <= 1 and check["kld_mean"] < 0.05 and 0.9 < check["ppl_ratio"] < 1.1
     assert 0 < check["base_s"] < check["seconds"]
+
+
+def test_a_second_artifact_of_the_same_base_reuses_its_side(tiny_nf4, tiny_llama, tmp_path):
+    """The base's ids and top-k log-probs are cached by the first check (here tiny_nf4's), so the
+    second loads only the artifact - and gets the same comparison as a fresh base would give."""
+    again = json.loads((tiny_nf4 / "quantkit.json").read_text())["verification"]
+    result = MethodResult(format="bitsandbytes", engine="transformers", settings={"bits": 4})
+    second = verify_artifact(tiny_nf4, tiny_llama, "nf4", result)
+    assert second["base_cached"] is True and second["top1"] == again["top1"] and second["kld_mean"] == again["kld_mean"]
 
 
 def zero_embeddings(folder: Path) -> None:
