@@ -40,3 +40,28 @@ def test_stale_partial_from_a_killed_run_is_cleaned(tmp_path):
     with atomic_dir(tmp_path / "out"):
         pass
     assert not stale.exists()
+
+
+def test_helper_process_dies_with_its_parent_even_by_sigkill(tmp_path):
+    """A child started with die_with_parent is killed by the kernel when its parent is SIGKILLed
+    (which no Python cleanup can handle): no converter or verifier is orphaned."""
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time\n"
+        "from quantkit.atomic import die_with_parent\n"
+        "child = subprocess.Popen(['sleep', '300'], preexec_fn=die_with_parent)\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(300)\n")], stdout=subprocess.PIPE, text=True)
+    child = psutil.Process(int(parent.stdout.readline()))
+    assert child.is_running() and child.status() != psutil.STATUS_ZOMBIE
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(timeout=30)
+    _, alive = psutil.wait_procs([child], timeout=10)
+    for process in alive:
+        process.kill()
+    assert not alive
