@@ -240,18 +240,19 @@ class EngineWorker:
                 return
             if not slots:
                 continue
-            # Decode tokens first (one each), then prompt chunks in what the batch has left, so a
-            # long prompt joining never stalls the others for more than one step.
+            # Decode tokens first (one each), then one joining prompt's chunk in what the batch has
+            # left, so a long prompt never stalls the others for more than one step. One prompt per
+            # step, oldest slot first: when several join at once (prefill is compute-bound) the
+            # first gets its first token after one prefill instead of after all of them.
             feeds, room = {}, budget
             for seq, slot in slots.items():
                 if slot.next_token is not None:
                     feeds[seq] = [slot.next_token]
                     room -= 1
-            for seq, slot in slots.items():
-                if slot.next_token is None and room > 0:
-                    chunk = slot.prompt[slot.fed:slot.fed + int(min(room, len(slot.prompt)))]
-                    feeds[seq] = chunk
-                    room -= len(chunk)
+            joining = [seq for seq, slot in slots.items() if slot.next_token is None]
+            if joining and room > 0:
+                slot = slots[joining[0]]
+                feeds[joining[0]] = slot.prompt[slot.fed:slot.fed + int(min(room, len(slot.prompt)))]
             try:
                 logits = batch.step(feeds)
             except Exception as exc:  # fail the requests of this step, keep serving
