@@ -118,7 +118,7 @@ def layer_widths(config: dict) -> dict[str, int]:
     hidden = cfg["hidden_size"]
     heads = cfg.get("num_attention_heads") or 1
     attn_out = heads * (cfg.get("head_dim") or hidden // heads)
-    inter = cfg.get("intermediate_size") or 4 * hidden
+    inter = cfg.get("ffn_hidden_size") or cfg.get("intermediate_size") or cfg.get("n_inner") or 4 * hidden  # Falcon: ffn_hidden_size
     return {"self_attn.q_proj": hidden, "self_attn.k_proj": hidden, "self_attn.v_proj": hidden,
             "self_attn.o_proj": attn_out, "mlp.gate_proj": hidden, "mlp.up_proj": hidden,
             "mlp.down_proj": inter}
