@@ -312,20 +312,32 @@ def bench(artifact: str | Path, *, base: str | Path | None = None, options: Benc
 def base_references(base: Path, options: BenchOptions, engine_options: EngineOptions) -> dict | None:
     """Fill the caches of the base's side before the artifact is loaded: its smoke (returned) and
     its logits for quality. Each loads the base alone and frees it; a cached one loads nothing."""
-    import gc
-
     smoke = None
     if options.smoke:
         from quantkit.smoke import base_smoke
 
         smoke, _ = base_smoke(base, options.smoke_options, engine_options)
+        release_memory(engine_options.device)
     if options.quality:
         from quantkit.quality import base_reference
 
         base_reference(Path(base), options.quality_options, engine_options)
-    gc.collect()  # the base's tensors are gone before the artifact's arrive
-    if engine_options.device != "cpu":
-        torch = cuda_torch()
-        if torch is not None:
-            torch.cuda.empty_cache()
+        release_memory(engine_options.device)
     return smoke
+
+
+def release_memory(device: str) -> None:
+    """Hand a freed model's memory back before the next one loads: cycles collected, glibc's free
+    heap trimmed (otherwise it stays in the process and the next load lands beside it: SmolLM2 in
+    fp32, base then artifact, peaked at 1.62 GB untrimmed, 1.29 GB trimmed, 1.19 GB for one model),
+    and torch's CUDA cache emptied."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc (macOS, musl): nothing to trim
+    if device != "cpu" and (torch := cuda_torch()) is not None:
+        torch.cuda.empty_cache()

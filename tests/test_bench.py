@@ -218,3 +218,47 @@ def test_default_base_is_the_recorded_source(tiny_llama, tmp_path):
     # Without quality the smoke alone does not download a base from the hub.
     assert default_base({"source": {"model": "someone/not-here"}}, download=False) is None
     assert default_base(None) is None and default_base({"source": {}}) is None
+
+
+# Peak RSS of a fresh process: SmolLM2 loaded once (the larger of base and artifact, here the same)...
+ONE_MODEL = """
+import resource, sys
+from quantkit.engines import EngineOptions, load_engine
+engine = load_engine(sys.argv[1], EngineOptions(threads=1))
+engine.logits(list(range(100, 164)))
+engine.close()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+# ... and a bench of it against itself, base side (smoke and logits) computed first, nothing cached.
+BENCH_BOTH = """
+import resource, sys
+from quantkit.bench import BenchOptions, bench
+from quantkit.quality import QualityOptions
+from quantkit.smoke import SmokeOptions
+result = bench(sys.argv[1], base=sys.argv[1], options=BenchOptions(
+    prompt_tokens=8, gen_tokens=2, repetitions=1, warmup=0, threads=1, bandwidth=False,
+    smoke_options=SmokeOptions(max_tokens=4), quality_options=QualityOptions(max_tokens=64, ctx=64)))
+assert result.quality["base_cached"] and result.smoke["against_base"], result
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, result.n_params)
+"""
+
+
+@pytest.mark.slow
+def test_bench_peak_rss_is_one_model_not_two(smollm2, tmp_path):
+    """Base then artifact, each freed before the next loads: the bench's peak is about one model's
+    (SmolLM2 in fp32, ~540 MB), not two (measured: +~110 MB over one model; +~430 MB when the freed
+    base's heap was not trimmed)."""
+    import subprocess
+    import sys
+
+    def peak(code: str) -> list[int]:
+        env = {**os.environ, "QUANTKIT_HOME": str(tmp_path / "home")}
+        proc = subprocess.run([sys.executable, "-c", code, str(smollm2)], capture_output=True, text=True, env=env,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return [int(x) for x in proc.stdout.strip().splitlines()[-1].split()]
+
+    one, = peak(ONE_MODEL)
+    both, n_params = peak(BENCH_BOTH)
+    model_mb = n_params * 4 / 2**20
+    assert both < one + 0.5 * model_mb, (one, both, model_mb)
