@@ -6,7 +6,8 @@ any weight is loaded); nothing else is allowed.
 
 The default run takes a representative slice (Gemma 3 text through every method, a refusal, the
 mappings quantkit adds to llm-compressor's); ``make architectures`` runs the whole matrix with
-QUANTKIT_ARCH_MATRIX=full and writes docs/architectures.md (QUANTKIT_ARCH_TABLE) from it.
+QUANTKIT_ARCH_MATRIX=full and writes docs/architectures.md (QUANTKIT_ARCH_TABLE) from every cell
+recorded for these library versions; QUANTKIT_ARCH_RESUME=1 runs only the cells not yet passed.
 """
 
 import json
@@ -38,7 +39,7 @@ REFUSED[("qwen2", "gguf")] = "pre-tokenizer"
 # Gemma checkpoints ship one): refused before conversion, not failed during it.
 REFUSED.update({("gemma", "gguf"): "tokenizer.model", ("gemma2", "gguf"): "tokenizer.model"})
 BY_CONFIG = {"awq"}  # the refusals above that config.json alone decides (supports()); the rest are check()'s
-SLICE = [("gemma3_text", m) for m in METHODS] + [("qwen3_moe", "awq"), ("glm4", "awq"), ("starcoder2", "gguf")]
+SLICE = [("gemma3_text", m) for m in METHODS] + [("qwen3_moe", "awq"), ("glm4", "awq")]
 FULL = os.environ.get("QUANTKIT_ARCH_MATRIX") == "full"
 # The full matrix: the slice, then the quickest methods first (on a busy 2-core machine, hours).
 MATRIX = SLICE + [(a, m) for m in ("nf4", "int8", "awq", "gguf") for a in ARCHITECTURES if (a, m) not in SLICE]
@@ -72,6 +73,10 @@ def recorded() -> dict[tuple[str, str], dict]:
     path = results_file()
     stored = json.loads(path.read_text()) if path.is_file() else {}
     return {tuple(key.split("|")): value for key, value in stored.items()}
+
+
+if os.environ.get("QUANTKIT_ARCH_RESUME"):  # `make architectures QUANTKIT_ARCH_RESUME=1`: only cells not yet passed
+    CELLS = [c for c in CELLS if recorded().get(c, {}).get("verdict") not in ("verified", "refused")]
 PROBE = "The capital of France is Paris. Water boils at 100 degrees Celsius."
 
 
