@@ -176,7 +176,7 @@ def bench_targets(spec: ArtifactSpec, artifact: Path) -> list[tuple[str, Path]]:
 def bench_one(target: Path, base: Path, recipe: Recipe) -> dict:
     """The seam to the bench module: one artifact (folder or .gguf) -> its results dict.
     Orchestration tests replace this to keep the pipeline's own logic fast to test."""
-    from quantkit.bench import BenchOptions, bench
+    from quantkit.bench import BenchOptions, bench, release_memory
     from quantkit.quality import QualityOptions
 
     b = recipe.bench
@@ -184,6 +184,7 @@ def bench_one(target: Path, base: Path, recipe: Recipe) -> dict:
     options = BenchOptions(prompt_tokens=b.prompt_tokens, gen_tokens=b.gen_tokens, repetitions=b.repetitions,
                            warmup=b.warmup, device=b.device, threads=b.threads, n_gpu_layers=b.n_gpu_layers,
                            smoke=b.smoke, quality=b.quality, quality_options=quality)
+    release_memory(b.device)  # what the quantize stage (or the previous bench) freed goes back first
     return bench(target, base=base, options=options).to_dict()
 
 
