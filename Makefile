@@ -70,7 +70,7 @@ test: install
 	$(PY) -m pytest -q --durations=25 $(PYTEST_ARGS)
 
 # Every architecture in tests/models.py through every method; writes docs/architectures.md.
-# Cells are remembered per library versions, so a part can be rerun: PYTEST_ARGS='-k gguf'.
+# Cells are remembered per library versions: QUANTKIT_ARCH_RESUME=1 runs only those not yet passed.
 architectures: install
 	QUANTKIT_ARCH_MATRIX=full QUANTKIT_ARCH_TABLE=docs/architectures.md \
 	  $(PY) -m pytest -q --durations=10 tests/test_architectures.py -k cell $(PYTEST_ARGS)
