@@ -148,9 +148,7 @@ def _speed(row: dict, key: str) -> str:
 
 def results_table(rows: list[dict]) -> str:
     """One Markdown table, a row per benchmarked file."""
-    first = rows[0]
-    pp, tg = f"pp{first.get('prompt_tokens') or '?'}", f"tg{first.get('gen_tokens') or '?'}"
-    head = ["file", "engine", "bits", "size", "bits/weight", f"{pp} tok/s", f"{tg} tok/s", "KLD mean", "top-1",
+    head = ["file", "engine", "bits", "size", "bits/weight", "pp tok/s", "tg tok/s", "KLD mean", "top-1",
             "PPL ratio", "smoke", "gates"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
@@ -175,7 +173,8 @@ def results_section(rows: list[dict] | None, base: str | None) -> str:
     for text in sorted(machines):
         m = json.loads(text)
         lines.append(f"Measured with `quantkit bench` on {m.get('cpu') or '?'} ({m.get('device') or '?'}, "
-                     f"{m.get('threads') or '?'} threads), {rows[0].get('repetitions') or '?'} repetitions; "
+                     f"{m.get('threads') or '?'} threads): pp{rows[0].get('prompt_tokens') or '?'} / "
+                     f"tg{rows[0].get('gen_tokens') or '?'}, {rows[0].get('repetitions') or '?'} repetitions; "
                      f"quality teacher-forced against {f'`{base}`' if base else 'the base checkpoint'} "
                      "on the same token ids.")
     failures = [f"{r['name']}: {f}" for r in rows for f in r.get("failures") or []]

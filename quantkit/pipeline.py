@@ -41,6 +41,7 @@ class ArtifactOutcome:
     stages: dict[str, str] = field(default_factory=dict)  # stage -> done | skipped | failed
     results: list[dict] = field(default_factory=list)  # one bench result per target (GGUF type)
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall time when it was built
+    pushed: str | None = None  # the repo URL when the recipe's push: published it
 
 
 @dataclass
@@ -311,7 +312,40 @@ def _run_stages(recipe: Recipe, specs: list[ArtifactSpec], out_dir: Path, summar
     else:
         for spec in specs:
             summary.artifacts.append(run_artifact(recipe, spec, model_dir, out_dir, stages, force, echo))
+        if recipe.push is not None:
+            stage_push(recipe, summary, echo)
     finish(recipe, summary, time.time() - started, echo)
+
+
+def stage_push(recipe: Recipe, summary: RunSummary, echo: Echo) -> None:
+    """After the gates: publish each artifact that passed (or failed only its gates, with
+    allow_failed) to the recipe's repo. Always runs: the hub itself skips what it already has."""
+    from quantkit.push import push
+    from quantkit.report import fill_card
+
+    settings = recipe.push
+    for a in summary.artifacts:
+        if settings.artifacts and a.name not in settings.artifacts:
+            continue
+        if not (a.status == "passed" or (settings.allow_failed and a.status == "gate_failed")):
+            a.stages["push"] = "skipped"
+            echo(f"[push {a.name}] skipped: {'it failed its gates' if a.status == 'gate_failed' else 'it was not built'}")
+            continue
+        repo = settings.repo_for(a.name)
+        echo(f"[push {a.name}] {settings.source}:{repo}...")
+        started = time.time()
+        try:
+            fill_card(Path(a.path), a.results)  # the card and results that push publishes
+            result = push(a.path, repo, source=settings.source, private=settings.private, revision=settings.revision,
+                          allow_failed=settings.allow_failed)
+        except QuantkitError as exc:
+            a.status, a.failed_stage, a.error = "failed", "push", str(exc)
+            a.stages["push"] = "failed"
+            echo(f"[push {a.name}] FAILED: {exc}")
+            continue
+        a.stages["push"], a.pushed = "done", result.url
+        a.seconds["push"] = round(time.time() - started, 1)
+        echo(f"[push {a.name}] done in {time.time() - started:.0f}s: {result.url}")
 
 
 def finish(recipe: Recipe, summary: RunSummary, seconds: float, echo: Echo) -> None:

@@ -99,6 +99,22 @@ class ArtifactSpec:
 
 
 @dataclass
+class PushSettings:
+    """Where ``quantkit run`` publishes the artifacts that passed their gates (``quantkit push``).
+    The token comes from HF_TOKEN / MODELSCOPE_API_TOKEN, never from the recipe."""
+
+    repo: str  # owner/name; "{name}" is replaced by the artifact's name
+    source: str = "hf"
+    private: bool = False
+    revision: str | None = None
+    allow_failed: bool = False  # also push artifacts that failed their gates (never ones that failed to build)
+    artifacts: list[str] = field(default_factory=list)  # which to push (default: all)
+
+    def repo_for(self, name: str) -> str:
+        return self.repo.replace("{name}", name)
+
+
+@dataclass
 class Recipe:
     name: str
     model: ModelSpec
@@ -107,6 +123,7 @@ class Recipe:
     runner: str = "cpu"  # which CI runners it needs: cpu (ordinary) or gpu (self-hosted)
     bench: BenchSettings = field(default_factory=BenchSettings)
     path: Path | None = None
+    push: PushSettings | None = None
 
     def artifact(self, name: str) -> ArtifactSpec:
         for spec in self.artifacts:
@@ -212,7 +229,9 @@ ARTIFACT_KEYS = {"name": ("str", None), "method": ("str", None), "format": ("str
                  "dtype": ("str?", DTYPES), "device": ("str", DEVICES), "quant_type": ("str?", ("nf4", "fp4")),
                  "double_quant": ("bool", None), "int8_threshold": ("float", None),
                  "gguf_types": ("list[str]", GGUF_TYPES), "imatrix": ("bool?", None), "gates": ("gates", None)}
-TOP_KEYS = ("name", "description", "runner", "model", "artifacts", "bench", "gates")
+PUSH_KEYS = {"repo": ("str", None), "source": ("str", SOURCES), "private": ("bool", None), "revision": ("str?", None),
+             "allow_failed": ("bool", None), "artifacts": ("list[str]", None)}
+TOP_KEYS = ("name", "description", "runner", "model", "artifacts", "bench", "gates", "push")
 POSITIVE = ("prompt_tokens", "gen_tokens", "repetitions", "threads", "quality_tokens", "bits",
             "group_size", "calib_samples", "calib_seq_len")
 
@@ -287,6 +306,27 @@ def _artifact(ctx, node, key, gates: Gates) -> tuple[ArtifactSpec, dict]:
     return spec, nodes
 
 
+def _push(ctx, node, artifacts: list[ArtifactSpec]) -> PushSettings:
+    """The ``push:`` section: every artifact it names exists, and each gets a repo of its own."""
+    from quantkit.hub import REPO_ID
+
+    push, nodes = _section(ctx, node, "push", PUSH_KEYS, PushSettings)
+    names = [a.name for a in artifacts]
+    for i, name in enumerate(push.artifacts):
+        if name not in names:
+            raise ctx.fail(nodes["artifacts"].value[i], f"push.artifacts[{i}]", f"the recipe has no artifact {name!r}",
+                           hint=f"choose from {', '.join(names)}")
+    chosen = push.artifacts or names
+    if len(chosen) > 1 and "{name}" not in push.repo:
+        raise ctx.fail(nodes["repo"], "push.repo", f"{len(chosen)} artifacts would be pushed to one repo",
+                       hint="put {name} in it, e.g. acme/smollm2-{name}")
+    for name in chosen:
+        if not REPO_ID.fullmatch(push.repo_for(name)) or ".." in push.repo_for(name):
+            raise ctx.fail(nodes["repo"], "push.repo", f"{push.repo_for(name)!r} is not a hub repo id",
+                           hint="owner/name, e.g. acme/smollm2-{name}")
+    return push
+
+
 def expand_formats(spec: ArtifactSpec) -> list[ArtifactSpec]:
     """An entry asking for several formats of one calibration -> one artifact per format: the
     first keeps the entry's name, each other is NAME-FORMAT (awq, awq-autoawq). They share the
@@ -339,7 +379,6 @@ def parse_recipe(text: str, file: Path | str = "<recipe>") -> Recipe:
                 raise ctx.fail(item, f"artifacts[{i}].name", f"artifact name {spec.name!r} is used twice")
             seen.add(spec.name)
             artifacts.append(spec)
-
     runner = _typed(ctx, top["runner"][1], "runner", "str", RUNNERS) if "runner" in top else "cpu"
     if runner == "cpu":
         for spec, (i, device_node) in zip(artifacts, device_nodes):
@@ -357,8 +396,9 @@ def parse_recipe(text: str, file: Path | str = "<recipe>") -> Recipe:
             raise ctx.fail(bench_nodes["quality"], "bench.quality", f"artifact {spec.name} has quality gates",
                            hint="drop its quality thresholds or measure quality")
     description = _typed(ctx, top["description"][1], "description", "str") if "description" in top else ""
+    push = _push(ctx, top["push"][1], artifacts) if "push" in top else None
     return Recipe(name=name, model=model, artifacts=artifacts, description=description, runner=runner,
-                  bench=bench, path=file)
+                  bench=bench, path=file, push=push)
 
 
 def load_recipe(spec: str | Path) -> Recipe:

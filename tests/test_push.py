@@ -218,3 +218,56 @@ def test_multi_file_gguf_card_is_one_table(tmp_path):
     speeds = {(r.metric_config, r.metric_value) for r in card.data.eval_results if r.metric_type == "generated_tokens_per_second"}
     assert speeds == {("m-Q8_0.gguf", 60.0), ("m-Q4_K_M.gguf", 80.0)}
     assert card.data.library_name == "gguf" and "llama.cpp" in card.data.tags
+
+
+def test_recipe_pushes_only_what_passed(upload_hub, int8_artifact, tmp_path, monkeypatch):
+    """``push:`` in a recipe: after the gates, the passing artifact is published, the failing one
+    is not (the quantize and bench stages are replaced; their real tests are elsewhere)."""
+    from quantkit import pipeline
+    from quantkit.recipe import parse_recipe
+
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("quantkit.quantize"), "quantize",  # the module, not the API
+                        lambda model, method, final, options, overwrite: shutil.copytree(int8_artifact, final))
+    monkeypatch.setattr(pipeline, "bench_one", lambda target, base, recipe: bench_result(target, passed=target.name == "good"))
+    monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN)
+    monkeypatch.setenv("HF_ENDPOINT", upload_hub.url)
+    recipe = parse_recipe(f"""
+name: pushy
+model: {{id: {int8_artifact.parent / 'base'}}}
+artifacts:
+  - {{name: good, method: int8}}
+  - {{name: bad, method: int8}}
+push:
+  repo: acme/pushy-{{name}}
+  private: true
+""", tmp_path / "pushy.yaml")
+    summary = pipeline.run(recipe, tmp_path / "run", echo=lambda line: None)
+    good, bad = summary.artifacts
+    assert good.stages["push"] == "done" and good.pushed.endswith("/acme/pushy-good")
+    assert bad.status == "gate_failed" and bad.stages["push"] == "skipped" and bad.pushed is None
+    assert "acme/pushy-good" in upload_hub.repos and "acme/pushy-bad" not in upload_hub.repos
+    assert upload_hub.repos["acme/pushy-good"].private
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["artifacts"][0]["pushed"] == good.pushed
+    card = ModelCard.load(tmp_path / "run" / "artifacts" / "good" / "README.md")
+    assert {r.metric_type: r.metric_value for r in card.data.eval_results}["kl_divergence"] == 0.0123
+
+
+def test_recipe_push_section_is_strict(tmp_path):
+    from quantkit.recipe import RecipeError, parse_recipe
+
+    text = """name: t
+model: {id: bundled:smollm2-135m-instruct}
+artifacts:
+  - {name: a, method: int8}
+  - {name: b, method: nf4}
+push:
+  repo: acme/one-repo
+"""
+    with pytest.raises(RecipeError, match="push.repo: 2 artifacts would be pushed to one repo"):
+        parse_recipe(text)
+    with pytest.raises(RecipeError, match="push.token: unknown key"):
+        parse_recipe(text.replace("acme/one-repo", "acme/x-{name}\n  token: hf_secret"))
+    assert parse_recipe(text.replace("acme/one-repo", "acme/x-{name}")).push.repo_for("a") == "acme/x-a"
