@@ -271,3 +271,27 @@ push:
     with pytest.raises(RecipeError, match="push.token: unknown key"):
         parse_recipe(text.replace("acme/one-repo", "acme/x-{name}\n  token: hf_secret"))
     assert parse_recipe(text.replace("acme/one-repo", "acme/x-{name}")).push.repo_for("a") == "acme/x-a"
+
+
+@pytest.mark.slow
+def test_smollm2_gguf_pushes_and_downloads_back_with_one_table(upload_hub, smollm2, tmp_path, capsys):
+    """The bundled SmolLM2 as a two-file GGUF artifact: dry run, push, download back identical."""
+    from quantkit.methods import QuantizeOptions
+    from quantkit.quantize import quantize
+
+    folder = quantize(str(smollm2), "gguf", tmp_path / "smollm2-gguf", QuantizeOptions(gguf_types=["Q8_0", "Q6_K"]))
+    ggufs = sorted(folder.glob("*.gguf"))
+    assert len(ggufs) == 2
+    fill_card(folder, [bench_result(path, tps=60.0 + i) for i, path in enumerate(ggufs)])
+    code, out, err = cli(capsys, "push", str(folder), "acme/smollm2-gguf", "--dry-run")
+    assert code == 0 and all(p.name in out for p in ggufs), err
+    code, out, err = cli(capsys, "push", str(folder), "acme/smollm2-gguf", "--token", WRITE_TOKEN, "--endpoint", upload_hub.url)
+    assert code == 0 and out.strip().endswith("/acme/smollm2-gguf"), err
+    back = download("acme/smollm2-gguf", endpoint=upload_hub.url, local_dir=tmp_path / "back", progress=False)
+    for row in read_manifest(folder)["files"]:
+        assert (back.path / row["path"]).read_bytes() == (folder / row["path"]).read_bytes(), row["path"]
+    card = ModelCard.load(back.path / "README.md")
+    assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct" and card.data.license == "apache-2.0"
+    assert card.data.library_name == "gguf" and card.text.count("| file |") == 1
+    assert all(f"| {p.name} | transformers |" in card.text for p in ggufs)
+    assert f'Llama.from_pretrained(repo_id="acme/smollm2-gguf", filename="{ggufs[0].name}")' in card.text
