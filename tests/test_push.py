@@ -223,10 +223,10 @@ def test_multi_file_gguf_card_is_one_table(tmp_path):
 def test_recipe_pushes_only_what_passed(upload_hub, int8_artifact, tmp_path, monkeypatch):
     """``push:`` in a recipe: after the gates, the passing artifact is published, the failing one
     is not (the quantize and bench stages are replaced; their real tests are elsewhere)."""
+    import importlib
+
     from quantkit import pipeline
     from quantkit.recipe import parse_recipe
-
-    import importlib
 
     monkeypatch.setattr(importlib.import_module("quantkit.quantize"), "quantize",  # the module, not the API
                         lambda model, method, final, options, overwrite: shutil.copytree(int8_artifact, final))
