@@ -69,8 +69,10 @@ ARCHITECTURES: dict[str, tuple[str, dict]] = {
     "qwen3_moe": ("Qwen3MoeForCausalLM", MOE),
     "mixtral": ("MixtralForCausalLM", {**MOE, "moe_intermediate_size": None}),  # experts use intermediate_size
     "gemma": ("GemmaForCausalLM", {}),
-    "gemma2": ("Gemma2ForCausalLM", {}),
-    "gemma3_text": ("Gemma3ForCausalLM", {}),
+    # Gemma 2/3 scale queries by query_pre_attn_scalar (256 by default, = head_dim in the real
+    # models); llama.cpp takes it to be head_dim, so keep them equal as the real checkpoints do.
+    "gemma2": ("Gemma2ForCausalLM", {"query_pre_attn_scalar": 32}),
+    "gemma3_text": ("Gemma3ForCausalLM", {"query_pre_attn_scalar": 32}),
     "phi3": ("Phi3ForCausalLM", {}),
     "granite": ("GraniteForCausalLM", {}),
     "olmo2": ("Olmo2ForCausalLM", {}),

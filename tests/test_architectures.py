@@ -153,8 +153,10 @@ def render_table(results: dict[tuple[str, str], dict]) -> str:
         "random checkpoint of each architecture (`AutoConfig.for_model` + `AutoModelForCausalLM.from_config`,",
         "hidden 128, 2 layers, SmolLM2's tokenizer) through each method. **verified**: quantize's own",
         "verification passed and the test reloaded the artifact in its runtime (plain transformers, or",
-        "llama.cpp for GGUF Q8_0) with finite logits; **refused**: the method said no up front, from",
-        "config.json, before any weight was loaded. Nothing else is allowed.",
+        "llama.cpp for GGUF Q8_0) with finite logits; **refused**: the method said no up front (from",
+        "config.json and the tokenizer files), before any weight was loaded. Nothing else is allowed. Seconds are wall time on a",
+        "busy 2-core machine; \"not run yet\": not run for these versions when the file was written",
+        "(`make architectures QUANTKIT_ARCH_RESUME=1` runs only those).",
         "",
         f"transformers {transformers.__version__}, llm-compressor {version_of('llmcompressor')}, "
         f"bitsandbytes {version_of('bitsandbytes')}, llama-cpp-python {version_of('llama-cpp-python')}.",
