@@ -197,7 +197,7 @@ def upload_hf(plan: PushPlan, token: str | None, endpoint: str, private: bool) -
     return info.oid, f"{endpoint}/{plan.repo_id}"
 
 
-class _hf_errors:
+class hf_errors:
     """One typed error for each way the Hub refuses an upload."""
 
     def __init__(self, repo_id: str, endpoint: str):
@@ -230,8 +230,6 @@ class _hf_errors:
             raise PushError(f"the hub refused a file of {self.repo_id}: {str(exc).splitlines()[-1]}") from exc
         return False
 
-
-hf_errors = _hf_errors
 
 
 def token_error(endpoint: str, source: str) -> PushAuthError:
