@@ -139,15 +139,17 @@ def cli(capsys, *args) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
+@pytest.mark.parametrize("source", ["hf", "modelscope"])
 @pytest.mark.parametrize("token, repo, quota, message", [
     ("hf_wrong", "acme/new-repo", None, "rejected the access token"),
     ("hf_read_elsewhere", "acme/new-repo", None, "cannot write to acme/new-repo"),
     (WRITE_TOKEN, "acme/big", 1000, "storage quota is full"),
 ])
-def test_hub_refusals_are_one_line(upload_hub, artifact, capsys, monkeypatch, token, repo, quota, message):
+def test_hub_refusals_are_one_line(upload_hub, artifact, capsys, source, token, repo, quota, message):
     if quota:
         upload_hub.upload.quota["acme"] = quota
-    code, out, err = cli(capsys, "push", str(artifact), repo, "--token", token, "--endpoint", upload_hub.url)
+    code, out, err = cli(capsys, "push", str(artifact), f"{repo}-{source}", "--source", source, "--token", token,
+                         "--endpoint", upload_hub.url)
     assert code != 0 and out == ""
     error = err.rstrip("\n").split("\n")[-1]  # after huggingface_hub's progress bar, if it started
     assert err.count("error") == 1 and error.startswith("error: ") and message in error, err
