@@ -7,7 +7,6 @@ package; on a connected machine ``HuggingFaceTB/SmolLM2-135M-Instruct`` is the o
 
 import fcntl
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -154,8 +153,3 @@ def unfallback_byte_level_bpe(data: dict) -> bool:
     model["byte_fallback"] = False
     data["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
     return True
-
-
-def remove(spec: str) -> None:
-    name, _ = bundled_entry(spec)
-    shutil.rmtree(cache_dir("bundled") / name, ignore_errors=True)
