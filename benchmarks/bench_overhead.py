@@ -2,8 +2,10 @@
 
     python benchmarks/bench_overhead.py [--gguf FILE] [--hf FOLDER] [--threads 1] [-p 128] [-n 32] [--repetitions 3]
 
-- llama.cpp: quantkit's timed loop (``quantkit.bench.timed_runs`` over LlamaCppEngine) vs a raw
-  llama-cpp-python loop (``Llama.eval(prompt)`` for pp, ``Llama.eval([token])`` per token for tg).
+- llama.cpp: quantkit's timed loop (``quantkit.bench.timed_runs`` over LlamaCppEngine) vs a bare
+  low-level loop (``llama_decode`` on ``llama_batch_get_one``: the prompt in one batch for pp, one
+  token per call for tg; ``Llama.eval`` is slower than both), and vs ``llama-bench`` itself (the
+  tool of the same llama.cpp commit, ``make tools``) on the same file, threads and batch sizes.
 - transformers: the same loop over TransformersEngine vs a raw forward loop with a DynamicCache.
 Repetitions of both sides are interleaved so a busy machine slows both alike. Ratios are
 quantkit / direct tokens/s (target >= 0.97).
@@ -23,17 +25,39 @@ from pathlib import Path
 
 
 def raw_llama_runs(llm, prompt, n, reps):
+    import llama_cpp
+
+    ctx = llm._ctx.ctx
+    memory = llama_cpp.llama_get_memory(ctx)
+    tokens = (llama_cpp.llama_token * len(prompt))(*prompt)
+    one = (llama_cpp.llama_token * 1)()
     pp, tg = [], []
     for _ in range(reps):
-        llm.reset()
+        llama_cpp.llama_memory_seq_rm(memory, -1, 0, -1)
         started = time.perf_counter()
-        llm.eval(prompt)
+        llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(tokens, len(prompt)))
+        llama_cpp.llama_get_logits_ith(ctx, -1)
         pp.append(len(prompt) / (time.perf_counter() - started))
-        llm.reset()
+        llama_cpp.llama_memory_seq_rm(memory, -1, 0, -1)
         started = time.perf_counter()
         for i in range(n):
-            llm.eval([prompt[i % len(prompt)]])
+            one[0] = prompt[i % len(prompt)]
+            llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(one, 1))
+            llama_cpp.llama_get_logits_ith(ctx, -1)
         tg.append(n / (time.perf_counter() - started))
+    return pp, tg
+
+
+def llama_bench(gguf: Path, threads: int, p: int, n: int, reps: int) -> tuple[float, float]:
+    """llama-bench's pp{p} and tg{n} (mean tokens/s over ``reps``), with llama-cpp-python's
+    context settings as quantkit uses them: batch 512, ubatch 512, flash attention off."""
+    from quantkit.llamacpp_tools import run_tool
+
+    out = run_tool("llama-bench", ["-m", gguf, "-t", threads, "-p", p, "-n", n, "-r", reps, "-b", 512, "-ub", 512,
+                                   "-fa", 0, "-o", "json"], echo=False)
+    rows = json.loads(out[out.index("["):])
+    pp = next(r["avg_ts"] for r in rows if r["n_prompt"] == p and r["n_gen"] == 0)
+    tg = next(r["avg_ts"] for r in rows if r["n_gen"] == n and r["n_prompt"] == 0)
     return pp, tg
 
 
@@ -65,8 +89,8 @@ def quantkit_runs(engine, prompt, n, reps):
     return [len(prompt) / s for s in prefill], [n / s for s in decode]
 
 
-def compare(name, ours, raw, args, prompt):
-    """Interleave single repetitions of both sides after one warm-up each."""
+def compare(name, ours, raw, args, prompt, label="direct"):
+    """Interleave single repetitions of both sides after one warm-up each; returns quantkit's means."""
     ours(prompt, args.n, 1), raw(prompt, args.n, 1)
     q_pp, q_tg, r_pp, r_tg = [], [], [], []
     for _ in range(args.repetitions):
@@ -77,8 +101,9 @@ def compare(name, ours, raw, args, prompt):
         r_pp += a
         r_tg += b
     mean = statistics.fmean
-    print(f"{name:13s} pp{len(prompt)}: quantkit {mean(q_pp):8.1f}  direct {mean(r_pp):8.1f}  ratio {mean(q_pp) / mean(r_pp):.3f}")
-    print(f"{name:13s} tg{args.n}:  quantkit {mean(q_tg):8.1f}  direct {mean(r_tg):8.1f}  ratio {mean(q_tg) / mean(r_tg):.3f}")
+    print(f"{name:13s} pp{len(prompt)}: quantkit {mean(q_pp):8.1f}  {label} {mean(r_pp):8.1f}  ratio {mean(q_pp) / mean(r_pp):.3f}")
+    print(f"{name:13s} tg{args.n}:  quantkit {mean(q_tg):8.1f}  {label} {mean(r_tg):8.1f}  ratio {mean(q_tg) / mean(r_tg):.3f}")
+    return mean(q_pp), mean(q_tg)
 
 
 def rss_check(gguf: Path, threads: int):
@@ -108,6 +133,7 @@ def main():
     parser.add_argument("-p", type=int, default=128)
     parser.add_argument("-n", type=int, default=32)
     parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--llama-only", action="store_true", help="skip the transformers comparison and the RSS check")
     args = parser.parse_args()
     gguf = args.gguf or bundled_gguf("bundled:smollm2-135m-instruct")
 
@@ -115,12 +141,21 @@ def main():
     prompt = (engine.tokenize(eval_text(QualityOptions())) * 2)[: args.p]
     import llama_cpp
 
-    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=4096, n_batch=512, n_threads=args.threads,
+    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=engine.llm.n_ctx(), n_batch=512, n_threads=args.threads,
                           n_threads_batch=args.threads, verbose=False)
-    compare("llama.cpp", lambda p, n, r: quantkit_runs(engine, p, n, r), lambda p, n, r: raw_llama_runs(llm, p, n, r), args, prompt)
-    engine.close()
+    q_pp, q_tg = compare("llama.cpp", lambda p, n, r: quantkit_runs(engine, p, n, r),
+                         lambda p, n, r: raw_llama_runs(llm, p, n, r), args, prompt, "llama_decode")
     llm.close()
+    # llama-bench runs its repetitions in one process: quantkit's runs are taken on either side of it.
+    b_pp, b_tg = llama_bench(gguf, args.threads, len(prompt), args.n, args.repetitions)
+    a_pp, a_tg = (statistics.fmean(x) for x in quantkit_runs(engine, prompt, args.n, args.repetitions))
+    q_pp, q_tg = (q_pp + a_pp) / 2, (q_tg + a_tg) / 2
+    print(f"{'llama-bench':13s} pp{len(prompt)}: quantkit {q_pp:8.1f}  llama-bench {b_pp:8.1f}  ratio {q_pp / b_pp:.3f}")
+    print(f"{'llama-bench':13s} tg{args.n}:  quantkit {q_tg:8.1f}  llama-bench {b_tg:8.1f}  ratio {q_tg / b_tg:.3f}")
+    engine.close()
 
+    if args.llama_only:
+        return
     import torch
     from transformers import AutoModelForCausalLM
 

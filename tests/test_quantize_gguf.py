@@ -52,14 +52,16 @@ def quantkit_cli(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def smollm2_gguf(smollm2, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("gguf") / "smollm2-gguf"
-    return quantize(str(smollm2), "gguf", out, QuantizeOptions(gguf_types=TYPES, ollama=True))
+    # A small calibration keeps llama-imatrix to a few chunks (the default 64 x 256 is ~74 of them).
+    return quantize(str(smollm2), "gguf", out, QuantizeOptions(gguf_types=TYPES, ollama=True, calib_samples=8,
+                                                               calib_seq_len=128))
 
 
 @pytest.fixture(scope="module")
 def tiny_gguf(tiny_llama, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("gguf") / "tiny-gguf"
     proc = quantkit_cli("quantize", str(tiny_llama), "--method", "gguf", "--gguf-type", "q8_0",
-                        "--gguf-type", "Q4_K_M", "-o", str(out))
+                        "--gguf-type", "Q4_K_M", "--calib-samples", "8", "--calib-seq-len", "128", "-o", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == str(out)
     assert "INFO:hf-to-gguf" in proc.stderr  # the converter's progress was streamed
