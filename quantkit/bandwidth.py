@@ -10,6 +10,7 @@ import time
 from quantkit.paths import cache_dir
 
 ARRAY_MB = 256  # well above any CPU cache
+QUANT_METADATA = ("weight_scale", "weight_zero_point", "weight_shape", "weight_g_idx", "weight_global_scale")
 
 
 def machine_key() -> str:
@@ -57,23 +58,36 @@ def copy_bandwidth_gbps(refresh: bool = False) -> float:
 
 
 def measure_cuda_copy_gbps(size_mb: int = 1024, repeats: int = 5) -> float | None:
-    """The same measurement on the current CUDA device (device-to-device copy), or None."""
+    """The same measurement on the current CUDA device (device-to-device copy), or None. The two
+    buffers take at most a quarter of the free memory (a model is loaded beside them); out of
+    memory is None, not a failed bench."""
     import torch
 
     if not torch.cuda.is_available():
         return None
-    src = torch.ones(size_mb * 2**20 // 4, dtype=torch.float32, device="cuda")
-    dst = torch.empty_like(src)
-    dst.copy_(src)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    best = float("inf")
-    for _ in range(repeats):
-        start.record()
+    free, _ = torch.cuda.mem_get_info()
+    size_mb = min(size_mb, int(free / 8 / 2**20))  # two buffers, a quarter of the free memory
+    if size_mb < 64:  # too small to measure DRAM bandwidth rather than cache
+        return None
+    src = dst = None
+    try:
+        src = torch.ones(size_mb * 2**20 // 4, dtype=torch.float32, device="cuda")
+        dst = torch.empty_like(src)
         dst.copy_(src)
-        end.record()
-        torch.cuda.synchronize()
-        best = min(best, start.elapsed_time(end) / 1e3)
-    return round(2 * src.numel() * 4 / best / 1e9, 2)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        best = float("inf")
+        for _ in range(repeats):
+            start.record()
+            dst.copy_(src)
+            end.record()
+            torch.cuda.synchronize()
+            best = min(best, start.elapsed_time(end) / 1e3)
+        return round(2 * src.numel() * 4 / best / 1e9, 2)
+    except torch.cuda.OutOfMemoryError:
+        return None
+    finally:
+        del src, dst
+        torch.cuda.empty_cache()
 
 
 def decode_bytes(engine) -> dict:
@@ -110,8 +124,14 @@ def torch_decode_bytes(model) -> dict:
         return t.numel() * t.element_size()
 
     seen, total = set(), 0
-    for t in [*model.parameters(), *model.buffers()]:
-        if t.data_ptr() not in seen:  # tied weights are one storage
+    for module in model.modules():
+        # A decompressed compressed-tensors Linear keeps its scales and zero points beside the
+        # dense weight; its matmul reads only the weight.
+        dense = not hasattr(module, "weight_packed")
+        tensors = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+        for name, t in tensors:
+            if dense and name in QUANT_METADATA or t.data_ptr() in seen:  # tied weights: one storage
+                continue
             seen.add(t.data_ptr())
             total += nbytes(t)
     embd = model.get_input_embeddings().weight

@@ -12,7 +12,13 @@ repetition runs after ``warmup`` untimed ones, results are mean and sample stdde
   tg: depth 0); per-token latency percentiles are over all timed steps of all repetitions.
 - peak RSS: sampled every 10 ms, separately during load and during the timed runs.
 - achieved bandwidth: weight bytes a decode step reads (every weight once; of an untied input
-  embedding table one row) x decode tokens/s.
+  embedding table one row) x decode tokens/s. An artifact that runs dequantized (compressed-tensors
+  AWQ in transformers decompresses to dense weights on its first forward) reads its dense size,
+  and the result says so (``dequantized``, a note).
+- GPU memory: torch's allocator peaks for transformers; for llama.cpp, which does not allocate
+  through torch, the device's used memory (NVML, or torch's mem_get_info when torch already has a
+  context) before and after load. Before loading, the memory preflight (quantkit.estimate's
+  ``bench_need``) checks RAM and GPU; ``force`` skips it.
 """
 
 import importlib
@@ -26,7 +32,7 @@ from pathlib import Path
 from quantkit.artifact import library_versions, read_manifest
 from quantkit.engines import ENGINES, EngineOptions, engine_for, load_engine
 from quantkit.errors import InputError
-from quantkit.memory import PeakRSS, cuda_memory
+from quantkit.memory import PeakRSS, cuda_memory, device_memory, llamacpp_device_memory
 from quantkit.quality import QualityOptions, eval_text
 from quantkit.smoke import SmokeOptions
 
@@ -42,13 +48,14 @@ class BenchOptions:
     warmup: int = 1
     device: str = "auto"
     threads: int | None = None
-    n_gpu_layers: int = 0  # llama.cpp; -1 = all
+    n_gpu_layers: int = 0  # llama.cpp; -1 = all; with device cuda, 0 means all too
     smoke: bool = True
     quality: bool = True
     gates: dict = field(default_factory=dict)  # Gates field -> threshold override
     smoke_options: SmokeOptions = field(default_factory=SmokeOptions)
     quality_options: QualityOptions = field(default_factory=QualityOptions)
     bandwidth: bool = True  # measure (once, cached) the machine's copy bandwidth
+    force: bool = False  # skip the RAM/GPU memory preflight
 
 
 @dataclass
@@ -91,6 +98,8 @@ class BenchResult:
     gates: dict = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    dequantized: bool = False  # ran as dense matmuls (compressed-tensors in transformers)
+    runtime_bytes: int | None = None  # weight bytes held where it ran (dense when dequantized)
 
     @property
     def passed(self) -> bool:
@@ -250,27 +259,43 @@ def bench(artifact: str | Path, *, base: str | Path | None = None, options: Benc
 
         base = resolve_model(base)
     base_engine_options = EngineOptions(device=options.device, threads=options.threads)
+    name = engine_for(path)
+    n_ctx = max(4096, options.prompt_tokens + options.gen_tokens + 8)
+    memory_preflight(path, name, base, options, n_ctx)
     base_smoke = None
     if base is not None and (options.smoke or options.quality):
         step("base")
         base_smoke = base_references(base, options, base_engine_options)
     engine_options = EngineOptions(device=options.device, threads=options.threads, n_gpu_layers=options.n_gpu_layers,
-                                   n_ctx=max(4096, options.prompt_tokens + options.gen_tokens + 8))
-    name = engine_for(path)
+                                   n_ctx=n_ctx)
     for module in ENGINES[name].imports:  # library import time is not model load time
         importlib.import_module(module)
     step("load")
+    # llama.cpp's GPU buffers are not torch's: read the device before and after (no torch context made).
+    device_before = device_memory() if name == "llama.cpp" and options.device != "cpu" else None
     with PeakRSS() as load_peak:
         engine = load_engine(path, engine_options, engine=name)
+    notes += list(getattr(engine, "warnings", []))
+    if options.device == "cuda" and engine.device != "cuda":
+        notes.append(f"--device cuda asked for, but {engine.name} ran on the CPU")
     try:
         prompt = (engine.tokenize(eval_text(options.quality_options)) or [0])
         prompt = (prompt * (options.prompt_tokens // len(prompt) + 1))[: options.prompt_tokens]
         step("speed")
-        if engine.device == "cuda" and (torch := cuda_torch()):
+        torch_gpu = engine.device == "cuda" and engine.name == "transformers"
+        if torch_gpu and (torch := cuda_torch()):
             torch.cuda.reset_peak_memory_stats()
         with PeakRSS() as run_peak:
             prefill_s, decode_s, steps = timed_runs(engine, prompt, options)
-        cuda = cuda_memory() if engine.device == "cuda" else {}
+        if engine.device != "cuda":
+            cuda = {}
+        else:
+            cuda = cuda_memory() if torch_gpu else llamacpp_device_memory(device_before)
+        dequantized = bool(getattr(engine, "dequantized", False))
+        if dequantized:
+            notes.append("runs dequantized: transformers decompresses compressed-tensors weights to dense "
+                         "ones on the first forward, so speed and bandwidth are those of dense matmuls "
+                         "(vLLM runs the 4-bit kernels)")
         decode = Stat.of([options.gen_tokens / s for s in decode_s])
         smoke = quality = None
         if options.smoke:
@@ -303,10 +328,27 @@ def bench(artifact: str | Path, *, base: str | Path | None = None, options: Benc
             bandwidth=bandwidth_record(engine, decode.mean, options.bandwidth), cuda=cuda,
             environment=environment(engine), base=str(base) if base else None, smoke=smoke, quality=quality,
             gates={"bits": bits, **gates.to_dict()}, failures=check(gates, smoke, quality), notes=notes,
+            dequantized=dequantized, runtime_bytes=getattr(engine, "runtime_bytes", None),
         )
     finally:
         engine.close()
     return result
+
+
+def memory_preflight(path: Path, engine_name: str, base: Path | None, options: BenchOptions, n_ctx: int):
+    """Refuse before loading anything when one model at a time (the base's reference, then the
+    artifact) with its KV cache does not fit in RAM or on the GPU (quantkit.estimate.bench_need)."""
+    from quantkit.estimate import bench_need_for
+    from quantkit.preflight import check_fit, cuda_available
+
+    device = options.device
+    if device == "auto":
+        device = "cuda" if cuda_available() else "cpu"
+    # llama.cpp's offload as its engine resolves it: with device cuda, 0 means every layer.
+    layers = (options.n_gpu_layers or -1) if options.device == "cuda" else options.n_gpu_layers
+    need = bench_need_for(path, engine_name, device, n_ctx, base=base if (options.quality or options.smoke) else None,
+                          n_gpu_layers=layers, quality_ctx=options.quality_options.ctx)
+    return check_fit(need, f"bench of {path.name} on {device}", options.force)
 
 
 def base_references(base: Path, options: BenchOptions, engine_options: EngineOptions) -> dict | None:

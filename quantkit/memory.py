@@ -1,5 +1,6 @@
 """Peak resident memory of this process, sampled in a background thread (every 10 ms, as
-optimum-benchmark does), plus CUDA's own counters when a GPU is in use."""
+optimum-benchmark does), plus CUDA's own counters when a GPU is in use, and the device's used
+memory from NVML (for llama.cpp, which does not allocate through torch)."""
 
 import threading
 import time
@@ -55,4 +56,54 @@ def cuda_memory() -> dict:
         stats["device_used_mb"] = round((total - free) / 2**20, 1)
     except RuntimeError:
         pass
+    return stats
+
+
+def nvml_memory(index: int = 0) -> tuple[int, int] | None:
+    """(free, total) bytes of GPU ``index`` from NVML (nvidia-ml-py), or None without it or a driver.
+    Reads the driver's counters: no CUDA context is created."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+        try:
+            info = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(index))
+            return int(info.free), int(info.total)
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # NVMLError: no driver, no device
+        return None
+
+
+def device_memory(create_context: bool = False) -> dict | None:
+    """{"free", "total", "used", "source"} bytes of the current GPU: NVML first, else torch's
+    ``mem_get_info`` when torch already has a CUDA context (or ``create_context``), else None."""
+    import sys
+
+    info, source = nvml_memory(), "nvml"
+    if info is None:
+        torch = sys.modules.get("torch")
+        if create_context and torch is None:
+            import torch
+        if torch is None or not torch.cuda.is_available() or not (create_context or torch.cuda.is_initialized()):
+            return None
+        try:
+            info, source = torch.cuda.mem_get_info(), "torch.cuda.mem_get_info"
+        except RuntimeError:
+            return None
+    free, total = info
+    return {"free": free, "total": total, "used": total - free, "source": source}
+
+
+def llamacpp_device_memory(before: dict | None) -> dict:
+    """What llama.cpp took on the GPU: the device's used memory after load minus before (its
+    buffers are not torch's, so torch's allocator peaks would read ~0)."""
+    after = device_memory()
+    if not after:
+        return {}
+    stats = {"device_used_mb": round(after["used"] / 2**20, 1), "source": after["source"]}
+    if before:
+        stats["model_device_mb"] = round((after["used"] - before["used"]) / 2**20, 1)
     return stats

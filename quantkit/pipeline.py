@@ -140,7 +140,7 @@ def quantize_options(recipe: Recipe, spec: ArtifactSpec):
     values = spec.quantize_settings()
     values.pop("method")
     values["calib"] = spec.calib
-    return QuantizeOptions(trust_remote_code=recipe.model.trust_remote_code, **values)
+    return QuantizeOptions(trust_remote_code=recipe.model.trust_remote_code, force=spec.force, **values)
 
 
 def stage_quantize(recipe: Recipe, spec: ArtifactSpec, model_dir: Path, out_dir: Path, stages: Stages,
@@ -174,9 +174,10 @@ def bench_targets(spec: ArtifactSpec, artifact: Path) -> list[tuple[str, Path]]:
     return [(spec.name, artifact)]
 
 
-def bench_one(target: Path, base: Path, recipe: Recipe) -> dict:
+def bench_one(target: Path, base: Path, recipe: Recipe, force: bool = False) -> dict:
     """The seam to the bench module: one artifact (folder or .gguf) -> its results dict.
-    Orchestration tests replace this to keep the pipeline's own logic fast to test."""
+    Orchestration tests replace this to keep the pipeline's own logic fast to test.
+    ``force`` (the artifact's ``force: true``) skips the bench's memory preflight."""
     from quantkit.bench import BenchOptions, bench, release_memory
     from quantkit.quality import QualityOptions
 
@@ -184,7 +185,7 @@ def bench_one(target: Path, base: Path, recipe: Recipe) -> dict:
     quality = QualityOptions(max_tokens=b.quality_tokens) if b.quality_tokens else QualityOptions()
     options = BenchOptions(prompt_tokens=b.prompt_tokens, gen_tokens=b.gen_tokens, repetitions=b.repetitions,
                            warmup=b.warmup, device=b.device, threads=b.threads, n_gpu_layers=b.n_gpu_layers,
-                           smoke=b.smoke, quality=b.quality, quality_options=quality)
+                           smoke=b.smoke, quality=b.quality, quality_options=quality, force=force)
     release_memory(b.device)  # what the quantize stage (or the previous bench) freed goes back first
     return bench(target, base=base, options=options).to_dict()
 
@@ -204,7 +205,8 @@ def stage_bench(recipe: Recipe, spec: ArtifactSpec, artifact: Path, model_dir: P
     for label, target in bench_targets(spec, artifact):
         echo(f"[bench {label}] speed, smoke chat, quality...")
         started = time.time()
-        result = bench_one(target, model_dir, recipe)
+        forced = {"force": True} if spec.force else {}  # the seam's fakes take (target, base, recipe)
+        result = bench_one(target, model_dir, recipe, **forced)
         results.append({"name": label, "artifact": str(target), **result})
         echo(f"[bench {label}] done in {time.time() - started:.0f}s")
     file.parent.mkdir(parents=True, exist_ok=True)

@@ -9,18 +9,19 @@ Each helper raises a typed error with a one-line fix, or returns quietly:
 - ``causal_lm_reason(config) -> str | None``: None for a decoder-only causal LM that transformers
   (or, with --trust-remote-code, the model's own code) can load; a reason otherwise. For ``supports``.
 - ``require_trusted_code(config, trust_remote_code)``: a model that ships its own code needs the flag.
-- ``check_memory(config, dtype, factor, force)``: the run's peak RAM, estimated from config.json
-  as parameters x bytes per parameter x ``factor`` (+ a fixed allowance for the libraries), must
-  fit in the RAM available now; ``force=True`` (``--force``) skips it.
+- ``check_quantize_memory(config, method, options)``: the quantize stage's peak RAM and GPU
+  memory (quantkit.estimate.quantize_need: where the method keeps the weights on that device)
+  must fit in the RAM available now and in the GPU's free memory (``torch.cuda.mem_get_info``);
+  ``force`` (``--force``, ``force: true`` in a recipe) skips both.
+- ``check_fit(need, stage, force)``: the same test for any estimate (bench uses it too).
+- ``check_memory(config, dtype, factor, force)``: RAM only, parameters x bytes x ``factor``.
 """
 
 import psutil
 
 from quantkit.errors import InputError, PreflightError
+from quantkit.estimate import LIBRARY_ALLOWANCE_BYTES, Need, quantize_need
 from quantkit.modelinfo import DTYPE_BYTES, config_dtype, estimate_params, human_size
-
-# torch + transformers + tokenizer already take this much before the first weight is read.
-LIBRARY_ALLOWANCE_BYTES = 600 * 2**20
 
 
 def cuda_available() -> bool:
@@ -94,10 +95,45 @@ def estimate_peak_bytes(config: dict, dtype: str | None, factor: float) -> int:
 def check_memory(config: dict, dtype: str | None, factor: float, force: bool = False) -> int:
     """Refuse when the estimated peak does not fit in available RAM; return the estimate."""
     need = estimate_peak_bytes(config, dtype, factor)
-    available = psutil.virtual_memory().available
-    if need > available and not force:
-        raise PreflightError(
-            f"this run needs about {human_size(need)} of RAM but only {human_size(available)} is available",
-            hint="free memory or use a larger machine; pass --force to try anyway",
-        )
+    check_fit(Need(need), "this run", force)
     return need
+
+
+def gpu_free_bytes() -> tuple[int, int] | None:
+    """(free, total) bytes of the current CUDA device, or None when torch sees no GPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.mem_get_info()
+
+
+def check_fit(need: Need, stage: str, force: bool = False) -> Need:
+    """Refuse, in one line with a fix, when ``need`` does not fit in the RAM available now or in
+    the GPU's free memory (checked only when the stage puts something on a GPU); ``force`` skips."""
+    if force:
+        return need
+    available = psutil.virtual_memory().available
+    if need.ram_bytes > available:
+        raise PreflightError(
+            f"{stage} needs about {human_size(need.ram_bytes)} of RAM but only {human_size(available)} is available",
+            hint="free memory or use a larger machine; pass --force (force: true in a recipe) to try anyway",
+        )
+    if need.gpu_bytes:
+        info = gpu_free_bytes()
+        if info is not None and need.gpu_bytes > info[0]:
+            free, total = info
+            raise PreflightError(
+                f"{stage} needs about {human_size(need.gpu_bytes)} of GPU memory but the GPU has "
+                f"{human_size(free)} free of {human_size(total)}",
+                hint="free the GPU (other processes: nvidia-smi), use a larger GPU or fewer calibration "
+                     "samples; pass --force (force: true in a recipe) to try anyway",
+            )
+    return need
+
+
+def check_quantize_memory(config: dict, method: str, options) -> Need:
+    """The quantize stage of ``method`` on the device ``options.device`` resolves to must fit."""
+    device = resolve_device(options.device) if method != "gguf" else "cpu"
+    need = quantize_need(config, method, device, options)
+    return check_fit(need, f"{method} on {device}", options.force)

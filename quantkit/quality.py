@@ -93,10 +93,11 @@ def weights_identity(path: Path) -> list:
             if p.suffix in (".safetensors", ".gguf", ".bin", ".json", ".jinja")]
 
 
-def reference_key(base: Path, text: str, options: QualityOptions, engine_name: str) -> str:
-    blob = json.dumps([CACHE_VERSION, str(Path(base).resolve()), weights_identity(base), engine_name,
-                       hashlib.sha256(text.encode()).hexdigest(), options.max_tokens, options.ctx, LOGP_RANGE])
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+def reference_key(base: Path, text: str, options: QualityOptions, engine_name: str, engine_options=None) -> str:
+    """The base logits' cache key: base_key's (weights, engine, device, dtype, GPU layers) and the
+    text and settings; logits computed in bf16 on a GPU are not those of fp32 on the CPU."""
+    return base_key(base, engine_name, engine_options,
+                    ["logits", hashlib.sha256(text.encode()).hexdigest(), options.max_tokens, options.ctx, LOGP_RANGE])
 
 
 def run_where(engine_name: str, engine_options=None) -> list:
@@ -124,7 +125,7 @@ def base_reference(base: Path, options: QualityOptions, engine_options=None) -> 
 
     text = eval_text(options)
     name = engine_for(base)
-    file = cache_dir("base-logits") / f"{reference_key(base, text, options, name)}.npz"
+    file = cache_dir("base-logits") / f"{reference_key(base, text, options, name, engine_options)}.npz"
     if file.is_file():
         with np.load(file) as data:
             return {k: data[k] for k in data.files}, True

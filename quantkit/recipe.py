@@ -88,12 +88,13 @@ class ArtifactSpec:
     int8_threshold: float = 6.0
     gguf_types: list[str] = field(default_factory=list)
     imatrix: bool | None = None  # gguf: None = on at 4 bits and below
+    force: bool = False  # skip the RAM/GPU memory preflight of its quantize and bench (as --force)
     gates: Gates = field(default_factory=Gates)
 
     def quantize_settings(self) -> dict:
-        """Everything that changes the artifact's bytes (its name and gates do not)."""
+        """Everything that changes the artifact's bytes (its name, gates and force do not)."""
         data = asdict(self)
-        for key in ("name", "gates"):
+        for key in ("name", "gates", "force"):
             data.pop(key)
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()}
 
@@ -228,7 +229,8 @@ ARTIFACT_KEYS = {"name": ("str", None), "method": ("str", None), "format": ("str
                  "calib": ("path?", None), "calib_samples": ("int?", None), "calib_seq_len": ("int?", None),
                  "dtype": ("str?", DTYPES), "device": ("str", DEVICES), "quant_type": ("str?", ("nf4", "fp4")),
                  "double_quant": ("bool", None), "int8_threshold": ("float", None),
-                 "gguf_types": ("list[str]", GGUF_TYPES), "imatrix": ("bool?", None), "gates": ("gates", None)}
+                 "gguf_types": ("list[str]", GGUF_TYPES), "imatrix": ("bool?", None), "force": ("bool", None),
+                 "gates": ("gates", None)}
 PUSH_KEYS = {"repo": ("str", None), "source": ("str", SOURCES), "private": ("bool", None), "revision": ("str?", None),
              "allow_failed": ("bool", None), "artifacts": ("list[str]", None)}
 TOP_KEYS = ("name", "description", "runner", "model", "artifacts", "bench", "gates", "push")

@@ -239,3 +239,61 @@ def test_recipes_lists_names_on_stdout():
 def test_parse_recipe_from_text_uses_given_file_name():
     with pytest.raises(RecipeError, match=r"^inline\.yaml:1: bogus: unknown key"):
         parse_recipe("bogus: 1\n", "inline.yaml")
+
+
+# The GPU each shipped GPU recipe names in its comments, in GiB: (quantize stage, bench stage).
+# Qwen2.5-7B: "one 24 GB+ GPU"; Llama-3.1-8B: "one GPU" (a 24 GB card); Yi-34B: "one 80 GB GPU
+# (or 2 x 48 GB) to calibrate" - calibration is one layer at a time, so one 48 GB card holds it,
+# while the bench runs the dense bf16 model (64 GiB) on one device: 80 GB; Baichuan2-13B nf4:
+# "about 8 GB" is the artifact's; the bench's base reference runs in bf16 (26 GiB): a 40/48 GB card.
+GPU_HARDWARE_GIB = {"qwen2.5-7b-instruct": (24, 24), "qwen2.5-7b-instruct-modelscope": (24, 24),
+                    "llama-3.1-8b-instruct": (24, 24), "yi-34b-chat-awq": (48, 80),
+                    "baichuan2-13b-chat-nf4": (16, 40)}
+CONFIGS = Path(__file__).parent / "fixtures" / "configs"
+
+
+@pytest.mark.parametrize("name", sorted(GPU_HARDWARE_GIB))
+def test_gpu_recipe_dry_run_fits_the_hardware_it_names(name, monkeypatch, tmp_path):
+    from quantkit.runplan import plan
+
+    monkeypatch.setenv("QUANTKIT_CONFIG_DIR", str(CONFIGS))
+    recipe = load_recipe(name)
+    assert recipe.runner == "gpu"
+    rows = plan(recipe, recipe.artifacts, tmp_path / "o", force=False)
+    quantize_gib, bench_gib = GPU_HARDWARE_GIB[name]
+    for row in rows:
+        if row.stage == "model":
+            continue
+        assert row.cost is not None, row
+        limit = {"quantize": quantize_gib, "bench": bench_gib}[row.stage]
+        assert row.cost.gpu_bytes <= limit * 2**30, (row.stage, row.artifact, row.cost.gpu_bytes / 2**30)
+        method = recipe.artifact(row.artifact).method
+        if method != "gguf" or row.stage == "bench":  # llama.cpp's converter runs on the CPU
+            assert row.cost.gpu_bytes > 2**30, row
+    shipped = {n for n in shipped_recipes() if load_recipe(n).runner == "gpu"}
+    assert shipped == set(GPU_HARDWARE_GIB), "a new GPU recipe needs its hardware here"
+
+
+def test_yi_calibration_fits_one_48gb_card_but_its_dense_bench_needs_80gb(monkeypatch, tmp_path):
+    """The issue's case: AWQ layer by layer keeps Yi-34B's calibration far below one 48 GB card,
+    the RAM holds the bf16 model, and the dense bf16 bench does not fit 48 GB."""
+    from quantkit.runplan import plan
+
+    monkeypatch.setenv("QUANTKIT_CONFIG_DIR", str(CONFIGS))
+    recipe = load_recipe("yi-34b-chat-awq")
+    rows = {row.stage: row.cost for row in plan(recipe, recipe.artifacts, tmp_path / "o", force=False)}
+    assert rows["quantize"].gpu_bytes < 16 * 2**30
+    assert 64 * 2**30 < rows["quantize"].memory_bytes < 100 * 2**30
+    assert 48 * 2**30 < rows["bench"].gpu_bytes < 80 * 2**30
+
+
+def test_force_is_an_artifact_key_that_does_not_change_the_artifact(tmp_path):
+    plain = load_recipe(write(tmp_path, recipe_text(), "a.yaml")).artifacts[0]
+    forced = load_recipe(write(tmp_path, recipe_text(artifact="    force: true\n"), "b.yaml")).artifacts[0]
+    assert forced.force is True and plain.force is False
+    assert forced.quantize_settings() == plain.quantize_settings()  # no rebuild for skipping a check
+    from quantkit.pipeline import quantize_options
+    from quantkit.recipe import Recipe, ModelSpec
+
+    recipe = Recipe(name="t", model=ModelSpec(id="x/y"), artifacts=[forced])
+    assert quantize_options(recipe, forced).force is True

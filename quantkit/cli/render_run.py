@@ -16,11 +16,12 @@ def duration(seconds: float) -> str:
 
 def plan_table(rows) -> None:
     table = Table(title="plan (rough estimates)")
-    for col in ("stage", "artifact", "action", "peak memory", "disk", "time", "note"):
+    for col in ("stage", "artifact", "action", "peak RAM", "peak GPU", "disk", "time", "note"):
         table.add_column(col)
     for row in rows:
         cost = row.cost
-        cells = (human_size(cost.memory_bytes), human_size(cost.disk_bytes), duration(cost.seconds)) if cost else ("?", "?", "?")
+        gpu = (human_size(cost.gpu_bytes) if cost.gpu_bytes else "-") if cost else "?"
+        cells = (human_size(cost.memory_bytes), gpu, human_size(cost.disk_bytes), duration(cost.seconds)) if cost else ("?",) * 4
         style = {"skip": "dim", "blocked": "red"}.get(row.action)
         action = "skip (up to date)" if row.action == "skip" else row.action
         table.add_row(row.stage, row.artifact or "-", action, *cells, row.note, style=style)

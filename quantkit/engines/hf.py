@@ -57,7 +57,24 @@ class TransformersEngine:
                                 if getattr(t, "special", False)}
         self.n_params = count_parameters(self.model) or None
         self.weights_bytes = sum(p.stat().st_size for p in self.path.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+        # compressed-tensors (AWQ pack-quantized) decompresses every layer to dense weights on the
+        # first forward: it then runs, and reads per token, as the dense model does.
+        self.dequantized = quant_method(self.model.config) == "compressed-tensors"
         self._cache = None
+        self.warnings = []
+
+    @property
+    def runtime_bytes(self) -> int:
+        """Bytes of weights the model holds where it runs (dense once a compressed-tensors model
+        has decompressed; before its first forward, its dense size in the compute dtype)."""
+        if self.dequantized and any(n.endswith("weight_packed") for n, _ in self.model.named_parameters()):
+            return int(self.n_params or 0) * self.model.dtype.itemsize
+        seen, total = set(), 0
+        for t in [*self.model.parameters(), *self.model.buffers()]:
+            if t.data_ptr() not in seen:
+                seen.add(t.data_ptr())
+                total += t.numel() * t.element_size()
+        return total
 
     def _eos_ids(self) -> set[int]:
         ids: set[int] = set()
@@ -128,6 +145,13 @@ class TransformersEngine:
 # compressed-tensors keeps a quantized Linear as weight_packed (8 int4 per int32) + these; they
 # are quantization metadata, not parameters of the model.
 QUANT_METADATA = ("weight_scale", "weight_zero_point", "weight_shape", "weight_g_idx", "weight_global_scale")
+
+
+def quant_method(config) -> str | None:
+    """The checkpoint's quantization method ("compressed-tensors", "bitsandbytes", ...) or None."""
+    qc = getattr(config, "quantization_config", None)
+    method = qc.get("quant_method") if isinstance(qc, dict) else getattr(qc, "quant_method", None)
+    return str(getattr(method, "value", method)) if method is not None else None
 
 
 def count_parameters(model) -> int:

@@ -33,6 +33,20 @@ def find_gguf(path: Path) -> Path:
     raise InputError(f"{path} holds {len(files)} .gguf files", hint="pass the one to use: " + ", ".join(f.name for f in files))
 
 
+def offload_layers(device: str, n_gpu_layers: int | None, gpu_build: bool) -> tuple[int, list[str]]:
+    """Layers to put on the GPU (-1: all) and warnings. ``cuda`` means all layers unless
+    ``n_gpu_layers`` names a number (0 or None there: all, a GPU device with no layer on it is no
+    GPU run); ``auto`` offloads what ``n_gpu_layers`` says when the build can; ``cpu`` none."""
+    if device == "cpu":
+        return 0, []
+    if device == "cuda":
+        return (n_gpu_layers or -1), []
+    if n_gpu_layers and not gpu_build:
+        return 0, [f"--n-gpu-layers {n_gpu_layers} asked for, but this llama-cpp-python build has no GPU "
+                   "support: it ran on the CPU"]
+    return (n_gpu_layers or 0), []
+
+
 class LlamaCppEngine:
     name = "llama.cpp"
 
@@ -49,8 +63,10 @@ class LlamaCppEngine:
         if options.device == "cuda" and not llama_cpp.llama_supports_gpu_offload():
             raise InputError("--device cuda asked for, but this llama-cpp-python build has no GPU support",
                              hint="reinstall it with CMAKE_ARGS=-DGGML_CUDA=on, or use --device cpu")
-        gpu_layers = options.n_gpu_layers if options.device != "cpu" else 0
-        self.device = "cuda" if gpu_layers and llama_cpp.llama_supports_gpu_offload() else "cpu"
+        gpu_layers, self.warnings = offload_layers(options.device, options.n_gpu_layers,
+                                                   llama_cpp.llama_supports_gpu_offload())
+        self.device = "cuda" if gpu_layers else "cpu"
+        self.gpu_layers = gpu_layers  # -1: all
         self.threads = options.threads or max(1, (os.cpu_count() or 2) // 2)
         try:
             self.llm = llama_cpp.Llama(
@@ -63,6 +79,10 @@ class LlamaCppEngine:
         self._free = weakref.finalize(self, self.llm.close)
         self.n_vocab = self.llm.n_vocab()
         self.n_params = self.llm._model.n_params() or None
+        self.n_layers = int(llama_cpp.llama_model_n_layer(self.llm._model.model))
+        if 0 < gpu_layers < self.n_layers:
+            self.warnings.append(f"only {gpu_layers} of {self.n_layers} layers run on the GPU, the rest on the CPU "
+                                 "(--n-gpu-layers -1 puts all there)")
         self.weights_bytes = self.file.stat().st_size
         vocab = self.llm._model.vocab
         self.eos_ids = {i for i in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(vocab, i)}

@@ -81,9 +81,8 @@ class AwqMethod:
         # Both formats come from llm-compressor's calibration (autoawq is a repack of it).
         if importlib.util.find_spec("llmcompressor") is None:
             raise missing_extra("llmcompressor", self.extra)
-        device = preflight.resolve_device(options.device)
-        # The model stays in RAM (float32 on CPU, bf16 with a GPU) plus activations and the saved copy.
-        preflight.check_memory(config, "float32" if device == "cpu" else "bfloat16", 2.0, options.force)
+        # fp32 model in RAM on a CPU; with a GPU, bf16 in RAM and one layer + activations on the GPU.
+        preflight.check_quantize_memory(config, self.name, options)
 
     def quantize(self, model_dir: Path, out_dir: Path, options: QuantizeOptions) -> MethodResult:
         from quantkit.modelinfo import load_config

@@ -17,11 +17,6 @@ from quantkit.atomic import PARTIAL_MARK
 from quantkit.errors import InputError, QuantizeError, missing_extra
 from quantkit.methods.base import MethodResult, QuantizeOptions
 
-# Quantizing at load reads the checkpoint (memory-mapped) and holds the model in its load dtype
-# while layers are converted: measured peak on SmolLM2 stays under 2x the checkpoint size.
-MEMORY_FACTOR = 2.0
-
-
 def quiet_bitsandbytes() -> None:
     """bitsandbytes warns once per matmul on CPU (int8 casts its inputs to fp16) and once at
     import about an optional kernels package; neither is actionable, so only errors get through."""
@@ -62,7 +57,7 @@ class BnbMethod:
                              hint="leave --format out")
         preflight.require_trusted_code(config, options.trust_remote_code)
         preflight.resolve_device(options.device)
-        preflight.check_memory(config, options.dtype, MEMORY_FACTOR, options.force)
+        preflight.check_quantize_memory(config, self.name, options)  # on a GPU: the quantized size there
 
     def quant_config(self, options: QuantizeOptions, device: str):
         raise NotImplementedError

@@ -35,7 +35,7 @@ class GgufMethod:
     def check(self, model_dir: Path, config: dict, options: QuantizeOptions) -> None:
         from quantkit import gguf_checks
         from quantkit.llamacpp_tools import find_converter, installed_version
-        from quantkit.preflight import check_memory
+        from quantkit.preflight import check_quantize_memory
 
         from quantkit.calibration import read_records
         from quantkit.llamacpp_tools import tools_bin
@@ -46,7 +46,7 @@ class GgufMethod:
             tools_bin()  # llama-quantize / llama-imatrix, built by `make tools`
         if imatrix_types(types, options.imatrix):
             read_records(options.calib)  # a bad --calib file fails now, not after the conversion
-        check_memory(config, "float16", 1.2, force=options.force)  # lazy converter: about one copy
+        check_quantize_memory(config, self.name, options)  # lazy converter: about one F16 copy
         gguf_checks.preflight(find_converter(options.llama_cpp_dir), model_dir, config)
 
     def quantize(self, model_dir: Path, out_dir: Path, options: QuantizeOptions) -> MethodResult:
