@@ -60,16 +60,23 @@ def cuda_memory() -> dict:
 
 
 def nvml_memory(index: int = 0) -> tuple[int, int] | None:
-    """(free, total) bytes of GPU ``index`` from NVML (nvidia-ml-py), or None without it or a driver.
-    Reads the driver's counters: no CUDA context is created."""
+    """(free, total) bytes of CUDA device ``index`` from NVML (nvidia-ml-py), or None without it
+    or a driver. Reads the driver's counters: no CUDA context is created. NVML numbers GPUs
+    physically, so CUDA_VISIBLE_DEVICES (indices or GPU-UUIDs) is applied here."""
+    import os
+
     try:
         import pynvml
     except ImportError:
         return None
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    chosen = visible[index] if index < len(visible) else str(index)
     try:
         pynvml.nvmlInit()
         try:
-            info = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(index))
+            handle = (pynvml.nvmlDeviceGetHandleByIndex(int(chosen)) if chosen.isdigit()
+                      else pynvml.nvmlDeviceGetHandleByUUID(chosen))
+            info = pynvml.nvmlDeviceGetMemoryInfo(handle)
             return int(info.free), int(info.total)
         finally:
             pynvml.nvmlShutdown()

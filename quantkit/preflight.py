@@ -100,12 +100,16 @@ def check_memory(config: dict, dtype: str | None, factor: float, force: bool = F
 
 
 def gpu_free_bytes() -> tuple[int, int] | None:
-    """(free, total) bytes of the current CUDA device, or None when torch sees no GPU."""
+    """(free, total) bytes of the first CUDA device, or None when torch sees no GPU: NVML's reading
+    when it is there (no CUDA context made, which a llama.cpp-only bench would keep), else torch's."""
     import torch
+
+    from quantkit.memory import device_memory
 
     if not torch.cuda.is_available():
         return None
-    return torch.cuda.mem_get_info()
+    info = device_memory(create_context=True)
+    return (info["free"], info["total"]) if info else None
 
 
 def check_fit(need: Need, stage: str, force: bool = False) -> Need:

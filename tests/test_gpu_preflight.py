@@ -283,3 +283,27 @@ def test_nf4_quantize_peak_rss_within_the_estimate(tmp_path):
     peak = int(out.stdout.split()[-1])
     print(f"nf4 1.1B: peak RSS {peak / GiB:.2f} GiB, estimate {need.ram_bytes / GiB:.2f} GiB")
     assert peak <= need.ram_bytes <= 2.5 * peak, (peak, need.ram_bytes)
+
+
+def test_nvml_reading_follows_cuda_visible_devices(monkeypatch):
+    """NVML numbers GPUs physically; CUDA device 0 is the first of CUDA_VISIBLE_DEVICES."""
+    import types
+
+    asked = []
+
+    class Info:
+        free, total = 3 * GiB, 48 * GiB
+
+    fake = types.SimpleNamespace(
+        nvmlInit=lambda: None, nvmlShutdown=lambda: None, nvmlDeviceGetMemoryInfo=lambda handle: Info,
+        nvmlDeviceGetHandleByIndex=lambda i: asked.append(("index", i)),
+        nvmlDeviceGetHandleByUUID=lambda u: asked.append(("uuid", u)))
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert memory.nvml_memory() == (3 * GiB, 48 * GiB) and asked == [("index", 2)]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-1234")
+    memory.nvml_memory()
+    assert asked[-1] == ("uuid", "GPU-1234")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    memory.nvml_memory()
+    assert asked[-1] == ("index", 0)
