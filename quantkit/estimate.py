@@ -196,7 +196,8 @@ def quantize_need(config: dict, method: str, device: str, spec) -> Need:
     raise ValueError(f"no memory estimate for method {method!r}")
 
 
-def runtime_bytes(config: dict, method: str | None, fmt: str | None, device: str, gguf_type: str | None = None) -> tuple[int, bool]:
+def runtime_bytes(config: dict, method: str | None, fmt: str | None, device: str,
+                  gguf_type: str | None = None) -> tuple[int, bool]:
     """Bytes the loaded artifact holds where it runs, and whether it runs dequantized: a
     compressed-tensors AWQ artifact in transformers decompresses to dense weights on its first
     forward (bf16 on a GPU, fp32 on the CPU), so it holds and reads the dense size."""

@@ -252,9 +252,8 @@ def test_dequantized_awq_bandwidth_counts_dense_weights_only():
 def test_nf4_quantize_peak_rss_within_the_estimate(tmp_path):
     """A 1.1B random Llama-shaped checkpoint (bf16), NF4 on the CPU in a fresh process: its peak
     RSS is under the preflight's estimate and the estimate is no more than 2.5x the peak."""
-    from models import test_cache
-
     import transformers
+    from models import test_cache
 
     model = test_cache() / f"random-llama-1b-{transformers.__version__}"
     if not (model / "model.safetensors").is_file():

@@ -17,6 +17,7 @@ from quantkit.atomic import PARTIAL_MARK
 from quantkit.errors import InputError, QuantizeError, missing_extra
 from quantkit.methods.base import MethodResult, QuantizeOptions
 
+
 def quiet_bitsandbytes() -> None:
     """bitsandbytes warns once per matmul on CPU (int8 casts its inputs to fp16) and once at
     import about an optional kernels package; neither is actionable, so only errors get through."""
