@@ -313,6 +313,8 @@ def bench_need_for(path: Path, engine_name: str, device: str, n_ctx: int, *, bas
     config = folder_config(path) if path.is_dir() else None
     base_config = folder_config(Path(base)) if base is not None else None
     shape_config = config or base_config
+    if engine_name != "llama.cpp" and config is None:
+        return Need(LIBRARY_ALLOWANCE_BYTES, 0, "no config.json: nothing to estimate")  # the engine says why
     if engine_name == "llama.cpp":
         gguf = path if path.is_file() else next(iter(sorted(path.glob("*.gguf"))), path)
         runtime, method = files_bytes(gguf), "gguf"

@@ -306,3 +306,16 @@ def test_nvml_reading_follows_cuda_visible_devices(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     memory.nvml_memory()
     assert asked[-1] == ("index", 0)
+
+
+def test_bench_cli_refuses_in_one_line_and_force_gets_past_it(fake_gpu, plenty_of_ram, tiny_llama, capsys):
+    from quantkit.cli import main
+
+    fake_gpu(free_gib=0.01, total_gib=8)
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", str(tiny_llama), "--device", "cuda", "--no-smoke", "--no-quality"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code != 0 and len(err) == 1 and "GPU memory" in err[0] and "--force" in err[0], err
+    with pytest.raises(SystemExit):  # past the preflight, the (fake) GPU fails at load instead
+        main(["bench", str(tiny_llama), "--device", "cuda", "--no-smoke", "--no-quality", "--force"])
+    assert "GPU memory" not in capsys.readouterr().err

@@ -15,7 +15,8 @@ Examples:
 @click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Write the result as JSON to this file.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=int, help="Compute threads (llama.cpp n_threads, torch threads).")
-@click.option("--n-gpu-layers", type=int, default=0, show_default=True, help="llama.cpp layers to offload (-1: all).")
+@click.option("--n-gpu-layers", type=int, default=0, show_default=True,
+              help="llama.cpp layers to offload (-1: all; with --device cuda, 0 means all).")
 @click.option("-p", "--prompt-tokens", type=int, default=512, show_default=True, help="Prefill length (pp).")
 @click.option("-n", "--gen-tokens", type=int, default=128, show_default=True, help="Decode length (tg).")
 @click.option("--repetitions", type=int, default=5, show_default=True)
@@ -27,9 +28,11 @@ Examples:
 @click.option("--max-kld-p99", type=float, help="Gate: highest 99th-percentile KL divergence.")
 @click.option("--min-top1", type=float, help="Gate: lowest same-top-token share, 0-1.")
 @click.option("--max-ppl-ratio", type=float, help="Gate: highest perplexity ratio to the base.")
+@click.option("--force", is_flag=True, help="Skip the RAM/GPU memory preflight.")
 @url_options
 def command(artifact, base, json_file, device, threads, n_gpu_layers, prompt_tokens, gen_tokens, repetitions,
-            warmup, no_smoke, no_quality, eval_tokens, max_kld, max_kld_p99, min_top1, max_ppl_ratio, url, **load):
+            warmup, no_smoke, no_quality, eval_tokens, max_kld, max_kld_p99, min_top1, max_ppl_ratio, force, url,
+            **load):
     """Benchmark ARTIFACT: load time, memory, prefill/decode speed, latency, bandwidth, smoke chat
     and quality against its base model; exits 3 when a gate fails.
 
@@ -48,7 +51,7 @@ def command(artifact, base, json_file, device, threads, n_gpu_layers, prompt_tok
         prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, repetitions=repetitions, warmup=warmup, device=device,
         threads=threads, n_gpu_layers=n_gpu_layers, smoke=not no_smoke, quality=not no_quality,
         gates={"kld_mean_max": max_kld, "kld_p99_max": max_kld_p99, "top1_min": min_top1, "ppl_ratio_max": max_ppl_ratio},
-        quality_options=QualityOptions(max_tokens=eval_tokens),
+        quality_options=QualityOptions(max_tokens=eval_tokens), force=force,
     )
     from quantkit.cli.render import console
 
