@@ -116,7 +116,6 @@ def ct_llama(tiny_llama, awq_home, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def ct_qwen2(tiny_qwen2, awq_home, tmp_path_factory) -> Path:
     """compressed-tensors AWQ of the tiny Qwen2 through the Python API, down_proj left alone."""
-    from quantkit.methods import QuantizeOptions
     from quantkit.quantize import quantize
 
     out = tmp_path_factory.mktemp("awq") / "qwen2-awq"
@@ -231,7 +230,14 @@ def dequantized(artifact: Path) -> dict:
 
     t = load_file(str(artifact / "model.safetensors"))
     group = json.loads((artifact / "config.json").read_text())["quantization_config"].get("group_size")
-    out = {}
+    out, order = {}, [0, 2, 4, 6, 1, 3, 5, 7]  # nibble i of an int32 holds column order[i] of its 8
+
+    def unpack(packed):
+        nibbles = (packed.unsqueeze(-1) >> torch.arange(0, 32, 4, dtype=torch.int32)) & 0xF
+        cols = torch.empty_like(nibbles)
+        cols[..., order] = nibbles
+        return cols.reshape(packed.shape[0], -1)
+
     for key in t:
         name, _, suffix = key.rpartition(".")
         if suffix == "weight_packed":
@@ -242,14 +248,6 @@ def dequantized(artifact: Path) -> dict:
             g = shape[1] // scale.shape[1]
             out[name] = ((q.int() - zp.int().repeat_interleave(g, 1)), scale.float().repeat_interleave(g, 1))
         elif suffix == "qweight":
-            order = [0, 2, 4, 6, 1, 3, 5, 7]
-
-            def unpack(packed):
-                nibbles = (packed.unsqueeze(-1) >> torch.arange(0, 32, 4, dtype=torch.int32)) & 0xF
-                cols = torch.empty_like(nibbles)
-                cols[..., order] = nibbles
-                return cols.reshape(packed.shape[0], -1)
-
             q, z = unpack(t[key]), unpack(t[f"{name}.qzeros"]).repeat_interleave(group, 0)
             out[name] = ((q - z).T, t[f"{name}.scales"].float().repeat_interleave(group, 0).T)
     return out

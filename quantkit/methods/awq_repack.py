@@ -53,7 +53,8 @@ def repack_module(tensors: dict, group: int) -> dict:
 
     out_features, in_features = (int(n) for n in tensors["weight_shape"].tolist())
     if in_features % group or out_features % 8:
-        raise QuantizeError(f"a {out_features}x{in_features} layer does not fit AutoAWQ's packing (group {group}, 8 outputs an int32)")
+        raise QuantizeError(f"a {out_features}x{in_features} layer does not fit AutoAWQ's packing "
+                            f"(group {group}, 8 outputs an int32)")
     q = unpack_from_int32(tensors["weight_packed"], 4, torch.Size([out_features, in_features]), packed_dim=1)
     zeros = unpack_from_int32(tensors["weight_zero_point"], 4, torch.Size([out_features, in_features // group]),
                               packed_dim=0)
