@@ -319,7 +319,10 @@ def test_kld_agrees_with_llama_perplexity(smollm2_gguf, tmp_path):
     text = tmp_path / "eval.txt"
     text.write_text(eval_text(QualityOptions()))
     options = QualityOptions(max_tokens=4 * 256, ctx=256, text=text)
-    common = ["-f", text, "-c", 256, "-b", 256, "--chunks", 4, "-t", 2, "--kl-divergence-base", tmp_path / "base.kld"]
+    # llama-cpp-python (quantkit's engine) runs without flash attention; llama-perplexity's "auto"
+    # turns it on for the CPU, and its slightly different sums flip near-tied top tokens.
+    common = ["-f", text, "-c", 256, "-b", 256, "--chunks", 4, "-t", 2, "-fa", "off",
+              "--kl-divergence-base", tmp_path / "base.kld"]
     run_tool("llama-perplexity", ["-m", base, *common], echo=False)
     output = run_tool("llama-perplexity", ["-m", other, *common, "--kl-divergence"], echo=False)
     theirs = float(re.search(r"Mean\s+KLD:\s+([0-9.]+)", output).group(1))
@@ -331,6 +334,6 @@ def test_kld_agrees_with_llama_perplexity(smollm2_gguf, tmp_path):
         engine.close()
     assert ours.tokens_scored == 4 * 127
     assert abs(ours.kld_mean / theirs - 1) < 0.02, (ours.kld_mean, theirs)
-    assert abs(ours.top1_agreement - same_top) < 0.01
+    assert abs(ours.top1_agreement - same_top) < 0.01, (ours.top1_agreement, same_top)
     p99 = float(re.search(r"99\.0%\s+KLD:\s+([0-9.]+)", output).group(1))
     assert abs(ours.kld_p99 / p99 - 1) < 0.05
