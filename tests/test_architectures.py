@@ -183,7 +183,19 @@ def render_table(results: dict[tuple[str, str], dict]) -> str:
     if notes:
         lines += ["", "Refusals (as quantkit prints them) and failures:", ""]
         lines += [f"{i}. {reason}" for i, reason in enumerate(notes, 1)]
+    if any(cell["verdict"] == "failed" for cell in results.values()):
+        lines += ["", *FAILED_NOTE.strip().splitlines()]
     return "\n".join(lines) + "\n"
+
+
+FAILED_NOTE = """
+The **FAILED** GGUF cells are open defects (issue 10): each stopped inside llama.cpp's converter or
+checks, after conversion had started, and published nothing; quantkit's GGUF preflight does not
+yet foresee them. Several come from the tiny fixtures rather than the real models (Command-R ties
+its embeddings, GLM-4's converter wants GLM's chat tokens, GPT-NeoX's wants `rotary_pct`, which
+transformers 5 no longer writes), so the fix is either a fixture closer to the real checkpoints
+or a preflight refusal for such inputs.
+"""
 
 
 @pytest.mark.slow
