@@ -10,7 +10,6 @@ same run: wall time and peak RSS of each as a subprocess, printed as ratios (tar
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys

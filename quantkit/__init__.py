@@ -5,17 +5,16 @@ The Python API: ``import quantkit as qk`` then ``qk.download``, ``qk.quantize``,
 quantkit - and ``quantkit --help`` - imports nothing heavy.
 """
 
-__version__ = "0.1.0"
-
 import logging as _logging
+import sys as _sys
+import types as _types
+
+__version__ = "0.1.0"
 
 # Harmless start-up noise from optional libraries pulled in by the AWQ extra: torchao's CUDA-only
 # kernels fail to load on a CPU torch, and torch's pytree warns about torchao's enums.
 for _name in ("torchao", "torch.utils._pytree"):
     _logging.getLogger(_name).setLevel(_logging.ERROR)
-
-import sys as _sys
-import types as _types
 
 API = ("download", "quantize", "bench", "load", "run")
 __all__ = ["__version__", *API]

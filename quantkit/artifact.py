@@ -52,7 +52,7 @@ def library_versions(*names: str) -> dict[str, str]:
 
 
 def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
 
 
 def write_manifest(folder: Path, manifest: dict) -> dict:

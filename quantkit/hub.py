@@ -15,10 +15,10 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path, PurePosixPath
-from typing import Callable
 
 from quantkit.artifact import SOURCE_MANIFEST, now_iso
 from quantkit.errors import DownloadError, InputError, IntegrityError, PreflightError

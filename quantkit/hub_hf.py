@@ -89,9 +89,14 @@ def progress_bars(enabled: bool):
 def errors_mapped(repo_id: str, revision: str, endpoint: str, stage: str):
     """One clear DownloadError for each way the hub can fail."""
     import httpx
-    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError,
-                                        LocalEntryNotFoundError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     try:
         yield

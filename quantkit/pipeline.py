@@ -13,9 +13,9 @@ Layout of OUT: ``artifacts/NAME/`` (the quantize output), ``bench/NAME.json``, `
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from quantkit.errors import GateFailed, QuantkitError
 from quantkit.recipe import ArtifactSpec, Gates, Recipe, settings_key
@@ -215,18 +215,6 @@ def stage_bench(recipe: Recipe, spec: ArtifactSpec, artifact: Path, model_dir: P
     return results, True
 
 
-def get_metric(result: dict, dotted: str):
-    """``quality.kld_mean`` from a nested or a flat results dict."""
-    if dotted in result:
-        return result[dotted]
-    value = result
-    for part in dotted.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
 def check_gates(result: dict, gates: Gates) -> list[str]:
     """Why ``result`` fails ``gates`` (empty: it passes), by quantkit.gates' rules: its defaults for
     the artifact's bit width, with the recipe's thresholds applied. Computed from the stored
@@ -291,6 +279,9 @@ def run(recipe: Recipe, out_dir: Path | str, only: str | list[str] | None = None
             summary.error = "preflight: " + "; ".join(f"{row.artifact}: {row.note}" for row in blocked(summary.plan))
         return summary
     out_dir.mkdir(parents=True, exist_ok=True)
+    # The run's verdict is rewritten at the end: a rerun killed half-way must not leave the last one.
+    for stale in ("results.json", "report.md"):
+        (out_dir / stale).unlink(missing_ok=True)
     from quantkit.quiet import libraries_to_log
 
     log = out_dir / "run.log"
@@ -371,11 +362,3 @@ def finish(recipe: Recipe, summary: RunSummary, seconds: float, echo: Echo) -> N
     except Exception as exc:  # the results are safe in results.json; say why the report is not
         summary.error = summary.error or f"report failed: {exc}"
         echo(f"[report] FAILED: {exc}")
-
-
-def raise_for(summary: RunSummary) -> None:
-    """For Python callers who prefer an exception to an exit code."""
-    if summary.exit_code == GateFailed.exit_code:
-        raise GateFailed(f"{len(summary.failed)} artifact(s) failed their gates", hint=str(summary.report))
-    if summary.exit_code:
-        raise QuantkitError(summary.error or f"{len(summary.failed)} artifact(s) failed", hint=str(summary.report))

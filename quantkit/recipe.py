@@ -242,7 +242,7 @@ def _section(ctx, node, key, table, cls, defaults=None):
     """Build dataclass ``cls`` from a mapping node using the ``table`` of allowed keys."""
     values = dict(defaults or {})
     nodes = {}
-    for name, (key_node, value_node) in _mapping(ctx, node, key, table).items():
+    for name, (_key_node, value_node) in _mapping(ctx, node, key, table).items():
         kind, choices = table[name]
         where = f"{key}.{name}"
         if kind == "gates":
@@ -390,7 +390,7 @@ def parse_recipe(text: str, file: Path | str = "<recipe>") -> Recipe:
         if bench.device == "cuda":
             raise ctx.fail(bench_nodes["device"], "bench.device", "device cuda in a recipe whose runner is cpu", hint="set runner: gpu")
     # A gate on something the bench is told not to measure could never pass.
-    for i, spec in enumerate(artifacts):
+    for spec in artifacts:
         if spec.gates.smoke and not bench.smoke:
             raise ctx.fail(bench_nodes["smoke"], "bench.smoke", f"artifact {spec.name} gates on the smoke chat",
                            hint="set gates: {smoke: false} or measure it")

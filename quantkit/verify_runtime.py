@@ -15,7 +15,6 @@ import os
 import sys
 import time
 
-
 TOP_K = 64  # base log-probs kept per position (KL over them plus one bucket for the rest)
 
 

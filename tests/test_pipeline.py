@@ -246,10 +246,10 @@ def test_end_to_end_with_real_bench(tmp_path, tiny_llama):
     assert summary.exit_code == 0, log + json.dumps([a.error for a in summary.artifacts])
     result = summary.artifacts[0].results[0]
     for key in ("decode_tokens_per_s", "prefill_tokens_per_s", "size_bytes"):
-        assert pipeline.get_metric(result, key), key
-    assert pipeline.get_metric(result, "quality.kld_mean") is not None
-    # Random weights babble: the smoke chat ran and failed, but this recipe does not gate on it.
-    assert result["smoke"]["passed"] is False and result["passed"] is True and result["gates"]["smoke"] is False
+        assert result[key], key
+    assert result["quality"]["kld_mean"] is not None
+    # The smoke chat ran, but this recipe does not gate on it (random weights babble).
+    assert result["smoke"]["turns"] and result["passed"] is True and result["gates"]["smoke"] is False
     report = (out / "report.md").read_text()
     assert "## Benchmarks" in report and "(bench-report/size_vs_decode.png)" in report
     assert (out / "bench-report" / "size_vs_decode.png").stat().st_size > 1000

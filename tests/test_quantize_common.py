@@ -13,7 +13,6 @@ from quantkit import preflight
 from quantkit.atomic import PARTIAL_MARK
 from quantkit.cli import main
 from quantkit.errors import InputError, PreflightError
-from quantkit.methods import QuantizeOptions
 from quantkit.quantize import copy_support_files, quantize
 
 # A Llama-3.1-405B-shaped config.json: ~400B parameters, far beyond this machine's RAM.

@@ -10,8 +10,18 @@ from pathlib import Path
 import pytest
 
 from quantkit.errors import InputError
-from quantkit.recipe import (ARTIFACT_KEYS, BENCH_KEYS, GATE_KEYS, MODEL_KEYS, RecipeError, ci_matrix,
-                             load_recipe, parse_recipe, recipes_dir, shipped_recipes)
+from quantkit.recipe import (
+    ARTIFACT_KEYS,
+    BENCH_KEYS,
+    GATE_KEYS,
+    MODEL_KEYS,
+    RecipeError,
+    ci_matrix,
+    load_recipe,
+    parse_recipe,
+    recipes_dir,
+    shipped_recipes,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 # The method that reads each artifact key, so a valid value of it is accepted.

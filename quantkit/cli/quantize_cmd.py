@@ -2,9 +2,8 @@ from pathlib import Path
 
 import click
 
-from quantkit.methods import METHODS
-
 from quantkit.llamacpp_tools import FTYPES  # a table only: nothing heavy imported
+from quantkit.methods import METHODS
 
 GGUF_TYPES = list(FTYPES)
 METHOD_HELP = "; ".join(f"{name}: {entry.summary}" for name, entry in METHODS.items())

@@ -34,11 +34,9 @@ class GgufMethod:
 
     def check(self, model_dir: Path, config: dict, options: QuantizeOptions) -> None:
         from quantkit import gguf_checks
-        from quantkit.llamacpp_tools import find_converter, installed_version
-        from quantkit.preflight import check_quantize_memory
-
         from quantkit.calibration import read_records
-        from quantkit.llamacpp_tools import tools_bin
+        from quantkit.llamacpp_tools import find_converter, installed_version, tools_bin
+        from quantkit.preflight import check_quantize_memory
 
         types = gguf_types(options)
         installed_version()  # llama-cpp-python runs the checks
@@ -51,7 +49,7 @@ class GgufMethod:
 
     def quantize(self, model_dir: Path, out_dir: Path, options: QuantizeOptions) -> MethodResult:
         from quantkit import gguf_checks
-        from quantkit.llamacpp_tools import convert, converter_view, find_converter, installed_version, quantize_file
+        from quantkit.llamacpp_tools import convert, converter_view, find_converter, quantize_file
 
         types = gguf_types(options)
         with_imatrix = imatrix_types(types, options.imatrix)
