@@ -209,10 +209,12 @@ def percentiles_ms(steps: list[float]) -> dict:
     return {f"p{q}": round(float(np.percentile(values, q)), 3) for q in (50, 90, 99)}
 
 
-def bandwidth_record(engine, decode_tps: float, measure: bool) -> dict:
+def bandwidth_record(engine, decode_tps: float, measure: bool, dequantized: bool = False) -> dict:
     from quantkit.bandwidth import decode_bytes
 
     read = decode_bytes(engine)  # an untied input embedding table is read one row per token
+    if dequantized:  # counted after the first forward: the dense weights the matmuls read
+        read["counted"] += " (dense: dequantized on load)"
     achieved = read["bytes"] * decode_tps / 1e9
     record = {"weights_bytes_per_token": read["bytes"], "achieved_gbps": round(achieved, 2),
               "copy_gbps": None, "fraction": None, "embedding_bytes": read["embedding_bytes"],
@@ -325,7 +327,7 @@ def bench(artifact: str | Path, *, base: str | Path | None = None, options: Benc
             load_s=round(load_peak.seconds, 3), load_peak_rss_mb=load_peak.mb, peak_rss_mb=run_peak.mb,
             prefill=Stat.of([options.prompt_tokens / s for s in prefill_s]), decode=decode,
             ttft=Stat.of([s * 1e3 for s in prefill_s]), decode_latency_ms=percentiles_ms(steps),
-            bandwidth=bandwidth_record(engine, decode.mean, options.bandwidth), cuda=cuda,
+            bandwidth=bandwidth_record(engine, decode.mean, options.bandwidth, dequantized), cuda=cuda,
             environment=environment(engine), base=str(base) if base else None, smoke=smoke, quality=quality,
             gates={"bits": bits, **gates.to_dict()}, failures=check(gates, smoke, quality), notes=notes,
             dequantized=dequantized, runtime_bytes=getattr(engine, "runtime_bytes", None),

@@ -70,8 +70,18 @@ def plan(recipe: Recipe, specs: list[ArtifactSpec], out_dir: Path, force: bool) 
                             quantize_cost(config, spec, device_of(recipe, spec)) if config else None, q_note))
         rows.append(PlanRow("bench", spec.name, b_action,
                             bench_cost(config, spec, recipe.bench, device_of(recipe)) if config else None,
-                            f"pp{recipe.bench.prompt_tokens} tg{recipe.bench.gen_tokens} x{recipe.bench.repetitions}"))
+                            bench_note(recipe, spec)))
     return rows
+
+
+def bench_note(recipe: Recipe, spec: ArtifactSpec) -> str:
+    b = recipe.bench
+    note = f"pp{b.prompt_tokens} tg{b.gen_tokens} x{b.repetitions}"
+    if device_of(recipe) == "cuda" and (b.quality or b.smoke):
+        note += "; GPU peak: the base's bf16 reference, unless cached"  # one model at a time, the base first
+    if spec.method == "awq" and (spec.format or "compressed-tensors") == "compressed-tensors":
+        note += "; runs dense (dequantized) in transformers"
+    return note
 
 
 def blocked(rows: list[PlanRow]) -> list[PlanRow]:
