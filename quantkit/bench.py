@@ -214,7 +214,7 @@ def bandwidth_record(engine, decode_tps: float, measure: bool, dequantized: bool
 
     read = decode_bytes(engine)  # an untied input embedding table is read one row per token
     if dequantized:  # counted after the first forward: the dense weights the matmuls read
-        read["counted"] += " (dense: dequantized on load)"
+        read["counted"] += " (dense: dequantized on the first forward)"
     achieved = read["bytes"] * decode_tps / 1e9
     record = {"weights_bytes_per_token": read["bytes"], "achieved_gbps": round(achieved, 2),
               "copy_gbps": None, "fraction": None, "embedding_bytes": read["embedding_bytes"],
