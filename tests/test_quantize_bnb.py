@@ -92,7 +92,10 @@ def check_artifact(artifact, method: str) -> dict:
     config = json.loads((artifact / "config.json").read_text())
     assert config["quantization_config"]["quant_method"] == "bitsandbytes"
     card = (artifact / "README.md").read_text()
-    assert card.startswith("---\nbase_model:") and "quantized_by: quantkit" in card
+    from huggingface_hub import ModelCard
+
+    header = ModelCard(card).data  # the Hub's own parser reads the header
+    assert header.get("quantized_by") == "quantkit" and header.get("library_name") == "transformers"
     assert f"\n# {artifact.name}\n" in card and f'from_pretrained("{artifact.name}"' in card
     assert "AutoModelForCausalLM.from_pretrained" in card and "quantization_config" not in card
     assert ('quantization="bitsandbytes"' in card) == (method == "nf4")  # vLLM snippet for NF4
