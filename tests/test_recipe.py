@@ -252,10 +252,9 @@ def test_parse_recipe_from_text_uses_given_file_name():
 
 
 # The GPU each shipped GPU recipe names in its comments, in GiB: (quantize stage, bench stage).
-# Qwen2.5-7B: "one 24 GB+ GPU"; Llama-3.1-8B: "one GPU" (a 24 GB card); Yi-34B: "one 80 GB GPU
-# (or 2 x 48 GB) to calibrate" - calibration is one layer at a time, so one 48 GB card holds it,
-# while the bench runs the dense bf16 model (64 GiB) on one device: 80 GB; Baichuan2-13B nf4:
-# "about 8 GB" is the artifact's; the bench's base reference runs in bf16 (26 GiB): a 40/48 GB card.
+# Qwen2.5-7B: "one 24 GB+ GPU"; Llama-3.1-8B: "one GPU" (a 24 GB card); Yi-34B: calibration
+# "one 48 GB" (one layer at a time), the dense bf16 bench "one 80 GB GPU"; Baichuan2-13B nf4:
+# "a 40 GB+ GPU" (the bench's base reference runs in bf16, 26 GiB).
 GPU_HARDWARE_GIB = {"qwen2.5-7b-instruct": (24, 24), "qwen2.5-7b-instruct-modelscope": (24, 24),
                     "llama-3.1-8b-instruct": (24, 24), "yi-34b-chat-awq": (48, 80),
                     "baichuan2-13b-chat-nf4": (16, 40)}
