@@ -24,7 +24,9 @@ Examples:
 @click.option("--bits", type=int, help="Weight bits (awq: 4).")
 @click.option("--group-size", type=int, help="Quantization group size (awq: 128; must divide layer widths).")
 @click.option("--ignore", multiple=True, help="Module name or 're:PATTERN' to leave unquantized (repeatable).")
-@click.option("--calib", type=click.Path(path_type=Path), help="Calibration text (.txt or .jsonl) for awq and the gguf importance matrix.")  # checked by the method: one-line error
+# --calib is checked by the method, so a bad file is its one-line error.
+@click.option("--calib", type=click.Path(path_type=Path),
+              help="Calibration text (.txt or .jsonl) for awq and the gguf importance matrix.")
 @click.option("--calib-samples", type=int, help="Number of calibration samples.")
 @click.option("--calib-seq-len", type=int, help="Tokens per calibration sample.")
 @click.option("--format", "fmt", help="Output format where a method has several (awq: compressed-tensors|autoawq).")
@@ -32,8 +34,10 @@ Examples:
 @click.option("--double-quant/--no-double-quant", default=True, show_default=True, help="bitsandbytes 4-bit double quantization.")
 @click.option("--int8-threshold", type=float, default=6.0, show_default=True, help="LLM.int8 outlier threshold.")
 @click.option("--gguf-type", "gguf_types", multiple=True, type=click.Choice(GGUF_TYPES, case_sensitive=False), help="GGUF type (repeatable).")
-@click.option("--imatrix/--no-imatrix", default=None, help="gguf: importance matrix from the calibration set (default: on at 4 bits and below; IQ1/IQ2/Q2_K_S need it).")
-@click.option("--llama-cpp-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), envvar="LLAMA_CPP_DIR", help="Use this llama.cpp checkout's converter.")
+@click.option("--imatrix/--no-imatrix", default=None,
+              help="gguf: importance matrix from the calibration set (default: on at 4 bits and below; IQ1/IQ2/Q2_K_S need it).")
+@click.option("--llama-cpp-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), envvar="LLAMA_CPP_DIR",
+              help="Use this llama.cpp checkout's converter.")
 @click.option("--ollama", is_flag=True, help="gguf: also write an Ollama Modelfile.")
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), help="Compute/save dtype.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
