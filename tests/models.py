@@ -128,3 +128,16 @@ def tiny_arch_dir(model_type: str) -> Path:
     shutil.rmtree(final, ignore_errors=True)
     staging.rename(final)
     return final
+
+
+def linked_copy(src: Path, dst: Path, skip=()) -> Path:
+    """A model folder sharing ``src``'s weights (symlinked), its small files copied."""
+    dst.mkdir(parents=True)
+    for file in src.iterdir():
+        if file.name in skip:
+            continue
+        if file.suffix == ".safetensors":
+            os.symlink(file, dst / file.name)
+        else:
+            shutil.copy(file, dst / file.name)
+    return dst

@@ -3,10 +3,10 @@ folder itself (transformers); every documented key present and sane; JSON from t
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
+from models import linked_copy
 
 from quantkit.bench import BenchOptions, bench
 from quantkit.bundled import bundled_gguf
@@ -83,19 +83,6 @@ def test_bad_options_are_refused(smollm2):
         bench(smollm2, options=options(gen_tokens=0))
     with pytest.raises(InputError):
         bench(smollm2.parent / "does-not-exist")
-
-
-def linked_copy(src: Path, dst: Path, skip=()) -> Path:
-    """A model folder sharing ``src``'s weights (symlinked), its small files copied."""
-    dst.mkdir(parents=True)
-    for file in src.iterdir():
-        if file.name in skip:
-            continue
-        if file.suffix == ".safetensors":
-            os.symlink(file, dst / file.name)
-        else:
-            shutil.copy(file, dst / file.name)
-    return dst
 
 
 @pytest.fixture

@@ -2,11 +2,10 @@
 base-logits cache, and broken artifacts (a zeroed linear layer, a swapped tokenizer) failing the
 gates, through the library and the CLI (exit code 3)."""
 
-import os
-import shutil
 
 import numpy as np
 import pytest
+from models import linked_copy
 
 from quantkit.bundled import bundled_gguf
 from quantkit.cli import main
@@ -18,25 +17,12 @@ SMALL = QualityOptions(max_tokens=256, ctx=256)  # one chunk, 127 scored positio
 ENGINE = EngineOptions(threads=1)
 
 
-def copy_model(src, dst, skip=()):
-    """A copy of an HF folder with the weights symlinked (cheap), minus ``skip``."""
-    dst.mkdir(parents=True)
-    for file in src.iterdir():
-        if file.name in skip:
-            continue
-        if file.suffix == ".safetensors":
-            os.symlink(file, dst / file.name)
-        else:
-            shutil.copy(file, dst / file.name)
-    return dst
-
-
 @pytest.fixture(scope="module")
 def zeroed_layer(smollm2, tmp_path_factory):
     """SmolLM2 with one linear layer's weights zeroed (the first MLP's down projection)."""
     from safetensors.torch import load_file, save_file
 
-    dst = copy_model(smollm2, tmp_path_factory.mktemp("broken") / "zeroed", skip=("model.safetensors",))
+    dst = linked_copy(smollm2, tmp_path_factory.mktemp("broken") / "zeroed", skip=("model.safetensors",))
     tensors = load_file(smollm2 / "model.safetensors")
     tensors["model.layers.0.mlp.down_proj.weight"].zero_()
     save_file(tensors, dst / "model.safetensors", metadata={"format": "pt"})
@@ -50,7 +36,7 @@ def swapped_tokenizer(smollm2, tmp_path_factory):
 
     from quantkit.quality import eval_text
 
-    dst = copy_model(smollm2, tmp_path_factory.mktemp("broken") / "swapped", skip=("tokenizer.json",))
+    dst = linked_copy(smollm2, tmp_path_factory.mktemp("broken") / "swapped", skip=("tokenizer.json",))
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
