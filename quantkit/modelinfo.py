@@ -171,8 +171,8 @@ def gguf_engines(arch: str) -> dict[str, str | None]:
     import ast
     import re
 
+    from quantkit.library_tables import package_root, version_of
     from quantkit.llamacpp_tools import cached_converter
-    from quantkit.support import package_root, version_of
 
     converter = cached_converter()
     constants = converter.root / "gguf-py" / "gguf" / "constants.py" if converter else None

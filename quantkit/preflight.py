@@ -64,8 +64,8 @@ def require_bits(method: str, bits: int | None, allowed: tuple[int, ...]) -> Non
 
 def transformers_knows(model_type: str) -> bool:
     """Whether transformers implements ``model_type`` itself (its own model-type table, read
-    without importing torch: see quantkit.support)."""
-    from quantkit.support import transformers_knows as knows
+    without importing torch: see quantkit.library_tables)."""
+    from quantkit.library_tables import transformers_knows as knows
 
     return knows(model_type)
 

@@ -55,7 +55,7 @@ def results_file() -> Path:
     run in parts: ``make architectures PYTEST_ARGS='-k gguf'``), so the table covers them all."""
     import transformers
 
-    from quantkit.support import version_of
+    from quantkit.library_tables import version_of
 
     versions = "-".join(str(v) for v in (transformers.__version__, version_of("llmcompressor"),
                                           version_of("bitsandbytes"), version_of("llama-cpp-python")))
@@ -146,7 +146,7 @@ def write_table():
 def render_table(results: dict[tuple[str, str], dict]) -> str:
     import transformers
 
-    from quantkit.support import version_of
+    from quantkit.library_tables import version_of
 
     archs = [a for a in ARCHITECTURES if any((a, m) in results for m in METHODS)]
     lines = [
@@ -255,7 +255,7 @@ def test_support_verdicts_come_from_config_alone():
 def test_awq_refuses_what_its_default_mapping_cannot_resolve():
     """An architecture neither llm-compressor nor quantkit maps, whose modules are not Llama-shaped
     (GPT-2: c_attn/c_fc), is refused from a meta-device model, with the fix."""
-    from quantkit.support import awq_reason
+    from quantkit.awq_support import awq_reason
 
     config = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_embd": 128, "hidden_size": 128,
               "n_layer": 2, "n_head": 4, "vocab_size": 1024}
@@ -273,8 +273,8 @@ def test_gemma3_text_is_known_to_transformers_by_its_own_table():
 def test_tables_read_without_torch_match_the_libraries():
     """The model-type and AWQ tables quantkit reads from the sources (no torch import) are the
     libraries' own, as importing them gives."""
-    code = ("import sys\nfrom quantkit import support\n"
-            "support.transformers_tables(); support.llmcompressor_awq_tables()\n"
+    code = ("import sys\nfrom quantkit import awq_support, library_tables\n"
+            "library_tables.transformers_tables(); awq_support.llmcompressor_awq_tables()\n"
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -283,13 +283,14 @@ def test_tables_read_without_torch_match_the_libraries():
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    from quantkit import support
+    from quantkit.awq_support import llmcompressor_awq_tables
+    from quantkit.library_tables import transformers_tables
 
-    tables = support.transformers_tables()
+    tables = transformers_tables()
     assert set(tables["config"]) == set(CONFIG_MAPPING_NAMES)
     assert tables["causal_lm"] == {k: [v] if isinstance(v, str) else list(v)
                                    for k, v in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.items()}
-    awq = support.llmcompressor_awq_tables()
+    awq = llmcompressor_awq_tables()
     assert awq["registry"] == {arch: [[m.smooth_layer, list(m.balance_layers)] for m in mappings]
                                for arch, mappings in AWQ_MAPPING_REGISTRY.items()}
     assert set(awq["dynamic"]) == set(AWQ_DYNAMIC_MAPPING_REGISTRY)

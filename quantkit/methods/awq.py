@@ -51,8 +51,8 @@ class AwqMethod:
     extra = "awq"
 
     def supports(self, config: dict) -> str | None:
-        """llm-compressor's AWQ mappings must cover the architecture (see quantkit.support)."""
-        from quantkit.support import awq_reason
+        """llm-compressor's AWQ mappings must cover the architecture (see quantkit.awq_support)."""
+        from quantkit.awq_support import awq_reason
 
         return awq_reason(config)
 
@@ -138,7 +138,7 @@ def awq_mappings(model, ignore: list[str]):
     """llm-compressor's AWQ mappings for this model minus those whose balance layers are all
     ignored: 0.14.0.1 divides by zero smoothing into a layer left unquantized (e.g. up_proj ->
     down_proj with down_proj ignored, the seed use case); such a mapping has nothing to balance."""
-    from quantkit.support import awq_layer_mappings  # llm-compressor's, or quantkit's for the few it lacks
+    from quantkit.awq_support import awq_layer_mappings  # llm-compressor's, or quantkit's for the few it lacks
 
     names = [name for name, _ in model.named_modules()]
     kept = []
