@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from quantkit.errors import GateFailed, QuantkitError
-from quantkit.recipe import ArtifactSpec, Gates, Recipe, settings_key
+from quantkit.recipe_schema import ArtifactSpec, Gates, Recipe, settings_key
 
 Echo = Callable[[str], None]
 

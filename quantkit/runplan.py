@@ -6,7 +6,7 @@ from pathlib import Path
 
 from quantkit.estimate import Cost, bench_cost, download_cost, find_config, quantize_cost
 from quantkit.modelinfo import text_config
-from quantkit.recipe import ArtifactSpec, Recipe, settings_key
+from quantkit.recipe_schema import ArtifactSpec, Recipe, settings_key
 
 
 @dataclass

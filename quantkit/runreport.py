@@ -5,7 +5,7 @@ artifact's model card filled with its results."""
 import re
 from pathlib import Path
 
-from quantkit.recipe import Recipe
+from quantkit.recipe_schema import Recipe
 
 STATUS = {"passed": "passed", "gate_failed": "FAILED gates", "failed": "FAILED", "pending": "not run"}
 BENCH_DIR = "bench-report"  # quantkit.report's own folder inside the run folder

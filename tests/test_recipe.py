@@ -303,7 +303,7 @@ def test_force_is_an_artifact_key_that_does_not_change_the_artifact(tmp_path):
     assert forced.force is True and plain.force is False
     assert forced.quantize_settings() == plain.quantize_settings()  # no rebuild for skipping a check
     from quantkit.pipeline import quantize_options
-    from quantkit.recipe import ModelSpec, Recipe
+    from quantkit.recipe_schema import ModelSpec, Recipe
 
     recipe = Recipe(name="t", model=ModelSpec(id="x/y"), artifacts=[forced])
     assert quantize_options(recipe, forced).force is True
