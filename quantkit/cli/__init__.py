@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("quantkit.cli.serve_cmd", "Serve an artifact with an OpenAI-compatible API and a web chat."),
     "push": ("quantkit.cli.push_cmd", "Publish a validated artifact to the HF Hub or ModelScope with its measured results."),
     "run": ("quantkit.cli.run_cmd", "Run a recipe: download, quantize, bench, gates, report."),
+    "pick": ("quantkit.cli.pick_cmd", "Choose a run's best artifact for a memory budget and an engine."),
     "recipes": ("quantkit.cli.recipes_cmd", "List the shipped recipes (or the CI matrix as JSON)."),
 }
 

@@ -17,7 +17,8 @@ Examples:
 @click.option("--force", is_flag=True, help="Redo every stage, even those whose outputs are up to date.")
 @click.option("--dry-run", is_flag=True, help="Print the plan with memory/disk/time estimates and exit.")
 @click.option("--verbose", "-v", is_flag=True, help="Stream the libraries' output too (default: to RUN/run.log).")
-def command(recipe, out, only, force, dry_run, verbose):
+@click.option("--pick", "pick_memory", metavar="MEMORY", help="After the run, print the artifact to deploy in MEMORY (quantkit pick).")
+def command(recipe, out, only, force, dry_run, verbose, pick_memory):
     """Run RECIPE (a YAML file or a shipped recipe's name): model, every artifact, bench, smoke
     chat, quality, gates, report.
 
@@ -37,6 +38,15 @@ def command(recipe, out, only, force, dry_run, verbose):
         summary_table(summary)
     if summary.error:
         click.echo(f"error: {summary.error}", err=True)
+    if pick_memory and not dry_run:
+        from quantkit.cli.pick_cmd import show
+        from quantkit.errors import QuantkitError
+        from quantkit.pick import pick
+
+        try:
+            show(pick(summary.out_dir, pick_memory))
+        except QuantkitError as exc:  # the run's own result and exit code still stand
+            click.echo(f"pick: {exc}", err=True)
     if summary.report:
         click.echo(str(summary.report))
     if summary.exit_code:
