@@ -121,3 +121,20 @@ def test_cli(run_dir):
     out = CliRunner().invoke(cli, ["pick", str(run_dir), "--memory", "6GiB", "--context", "8192"])
     assert out.exit_code == 0, out.output
     assert out.output.strip().splitlines()[-1] == "gguf/Q4_K_M"
+
+
+def test_run_pick_prints_the_pick(tmp_path, tiny_llama, monkeypatch):
+    """``quantkit run RECIPE --pick`` (the bench seam canned, as in test_pipeline)."""
+    from click.testing import CliRunner
+    from test_pipeline import write_recipe
+
+    from quantkit import pipeline
+    from quantkit.cli import cli
+
+    monkeypatch.setattr(pipeline, "bench_one", lambda target, base, recipe: json.loads(json.dumps(GOOD)))
+    recipe = write_recipe(tmp_path, tiny_llama, "- name: int8\n  method: int8\n  device: cpu\n")
+    out = CliRunner().invoke(cli, ["run", str(recipe), "--out", str(tmp_path / "run"), "--pick", "1GiB"])
+    assert out.exit_code == 0, out.output
+    lines = out.output.strip().splitlines()
+    assert lines[-2] == "int8" and lines[-1].endswith("report.md")  # the pick, then the report's path last
+    assert (tmp_path / "run" / "pick.png").is_file()
