@@ -2,13 +2,13 @@
 
 import pytest
 from click.testing import CliRunner
-from test_recipe import error_of, recipe_text, write
 
 from quantkit import api
 from quantkit.cli import cli
 from quantkit.errors import InputError
 from quantkit.methods import METHODS, MethodEntry
 from quantkit.methods.options import unused, unused_message
+from test_recipe import error_of, recipe_text, write
 
 
 def test_gguf_with_group_size_flag_is_an_error_naming_the_flag():
