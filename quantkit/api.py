@@ -43,11 +43,6 @@ def quantize(model: str | Path, method: str, out: str | Path | None = None, *, o
     if isinstance(settings.get("gguf_types"), str):
         settings["gguf_types"] = [settings["gguf_types"]]
     options = _options(QuantizeOptions, settings, "quantize")
-    from quantkit.methods import METHODS
-    from quantkit.methods.options import unused
-
-    if method in METHODS and (extra := unused(method, sorted(settings))):
-        raise InputError(f"the {method} method does not use {', '.join(extra)}", hint="drop it, or pick a method that uses it")
     return run_quantize(model, method, out, options, overwrite=overwrite, source=source, revision=revision)
 
 

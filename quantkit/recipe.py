@@ -121,8 +121,6 @@ ARTIFACT_KEYS = {"name": ("str", None), "method": ("str", None), "format": ("str
                  "double_quant": ("bool", None), "int8_threshold": ("float", None),
                  "gguf_types": ("list[str]", GGUF_TYPES), "imatrix": ("bool?", None), "force": ("bool", None),
                  "gates": ("gates", None)}
-QUANTIZE_FIELDS = ("format", "bits", "group_size", "ignore", "calib", "calib_samples", "calib_seq_len", "dtype", "device",
-                   "quant_type", "double_quant", "int8_threshold", "gguf_types", "imatrix", "force")
 PUSH_KEYS = {"repo": ("str", None), "source": ("str", SOURCES), "private": ("bool", None), "revision": ("str?", None),
              "allow_failed": ("bool", None), "artifacts": ("list[str]", None)}
 TOP_KEYS = ("name", "description", "runner", "model", "artifacts", "bench", "gates", "push")
@@ -175,10 +173,15 @@ def _artifact(ctx, node, key, gates: Gates) -> tuple[ArtifactSpec, dict]:
     if not NAME_RE.match(spec.name):
         raise ctx.fail(*where("name"), f"{spec.name!r} must be lower case letters, digits, '.', '_' or '-'")
     # Settings that only one method reads are errors elsewhere: a silently ignored setting is a lie.
-    from quantkit.methods.options import unused, unused_message
-
-    for name in unused(spec.method, [n for n in nodes if n in QUANTIZE_FIELDS]):
-        raise ctx.fail(*where(name), unused_message(name, spec.method))
+    only = {"format": "awq", "bits": "awq", "group_size": "awq", "calib": "awq gguf", "calib_samples": "awq gguf",
+            "calib_seq_len": "awq gguf", "quant_type": "nf4", "int8_threshold": "int8", "gguf_types": "gguf",
+            "imatrix": "gguf"}
+    for name, methods in only.items():
+        if name in nodes and spec.method not in methods.split():
+            raise ctx.fail(*where(name), f"only the {' and '.join(methods.split())} method{'s' if ' ' in methods else ''} "
+                                         f"use{'' if ' ' in methods else 's'} this setting, not {spec.method}")
+    if "double_quant" in nodes and spec.method != "nf4":
+        raise ctx.fail(*where("double_quant"), f"only the nf4 method uses this setting, not {spec.method}")
     formats = spec.format if isinstance(spec.format, list) else [spec.format] if spec.format is not None else []
     for fmt in formats:
         if fmt not in AWQ_FORMATS:

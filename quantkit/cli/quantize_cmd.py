@@ -49,19 +49,9 @@ def command(model, method, output, overwrite, fmt, gguf_types, source, revision,
     """Quantize MODEL (a folder, bundled:NAME or a hub id) into an artifact folder.
 
     Prints the artifact folder as the last line."""
-    from quantkit.errors import InputError
     from quantkit.methods import QuantizeOptions
-    from quantkit.methods.options import unused
     from quantkit.quantize import quantize
 
-    # A flag the method does not read would be silently ignored: refuse it, naming the flag.
-    ctx = click.get_current_context()
-    given = [p for p in ctx.command.params if ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
-    # --bits and --format each method checks itself, with a message naming the values it can make.
-    for param in given:
-        if param.name in {*settings, "gguf_types"} - {"bits"} and unused(method, [param.name]):
-            raise InputError(f"the {method} method does not use {param.opts[0]}",
-                             hint=f"drop {param.opts[0]}, or pick a method that uses it")
     options = QuantizeOptions(
         format=fmt, gguf_types=[t.upper() for t in gguf_types],
         ignore=list(settings.pop("ignore")), **settings,

@@ -12,17 +12,13 @@ from quantkit.methods.base import Method, MethodResult, QuantizeOptions
 class MethodEntry:
     target: str  # "module:Class"
     summary: str
-    options: tuple[str, ...] = ()  # QuantizeOptions fields it reads beyond options.COMMON
 
 
 METHODS: dict[str, MethodEntry] = {
-    "awq": MethodEntry("quantkit.methods.awq:AwqMethod", "4-bit AWQ via llm-compressor (vLLM/transformers)",
-                      ("format", "bits", "group_size", "calib", "calib_samples", "calib_seq_len")),
-    "nf4": MethodEntry("quantkit.methods.bnb:Nf4Method", "bitsandbytes 4-bit NF4/FP4, double quant",
-                      ("quant_type", "double_quant")),
-    "int8": MethodEntry("quantkit.methods.bnb:Int8Method", "bitsandbytes LLM.int8()", ("int8_threshold",)),
-    "gguf": MethodEntry("quantkit.methods.gguf:GgufMethod", "GGUF via llama.cpp (Q8_0, Q4_K_M, ...)",
-                       ("calib", "calib_samples", "calib_seq_len", "gguf_types", "imatrix", "llama_cpp_dir", "ollama")),
+    "awq": MethodEntry("quantkit.methods.awq:AwqMethod", "4-bit AWQ via llm-compressor (vLLM/transformers)"),
+    "nf4": MethodEntry("quantkit.methods.bnb:Nf4Method", "bitsandbytes 4-bit NF4/FP4, double quant"),
+    "int8": MethodEntry("quantkit.methods.bnb:Int8Method", "bitsandbytes LLM.int8()"),
+    "gguf": MethodEntry("quantkit.methods.gguf:GgufMethod", "GGUF via llama.cpp (Q8_0, Q4_K_M, ...)"),
 }
 
 
