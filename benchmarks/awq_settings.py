@@ -29,10 +29,10 @@ SETTINGS = {
 
 
 def measure(model: str, name: str, knobs: dict, samples: int, seq_len: int, work: Path) -> dict:
-    from quantkit.bench import BenchOptions, bench
-    from quantkit.methods import QuantizeOptions, awq
-    from quantkit.quality import QualityOptions
-    from quantkit.quantize import quantize
+    from quantkit.bench.bench import BenchOptions, bench
+    from quantkit.bench.quality import QualityOptions
+    from quantkit.quantize.quantize import quantize
+    from quantkit.quantize.registry import QuantizeOptions, awq
 
     awq.TUNING = dataclasses.replace(awq.AwqTuning(), **knobs)
     out = work / name.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "")

@@ -54,7 +54,7 @@ def run_measured(cmd: list[str], env: dict | None = None) -> dict:
 
 
 def direct(model_dir: Path, types: list[str], work: Path) -> dict:
-    from quantkit.llamacpp_tools import converter_env, converter_view, find_converter
+    from quantkit.quantize.gguf.tools import converter_env, converter_view, find_converter
 
     converter = find_converter()
     source, _ = converter_view(model_dir, work / "view")  # same input as quantkit hands the converter
@@ -76,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     types = args.types or ["Q8_0", "Q4_K_M"]
 
-    from quantkit.modelref import resolve_model
+    from quantkit.hub.model_ref import resolve_model
 
     model_dir = resolve_model(args.model)  # materialize/download outside the timed runs
     with tempfile.TemporaryDirectory(prefix="gguf-bench-") as tmp:

@@ -18,12 +18,12 @@ from pathlib import Path
 
 
 def main():
+    from quantkit.bench.quality import QualityOptions, evaluate
     from quantkit.engines import EngineOptions, load_engine
-    from quantkit.llamacpp_tools import convert, converter_view, find_converter, quantize_file
-    from quantkit.methods import QuantizeOptions
-    from quantkit.methods.gguf import make_imatrix
-    from quantkit.modelref import resolve_model
-    from quantkit.quality import QualityOptions, evaluate
+    from quantkit.hub.model_ref import resolve_model
+    from quantkit.quantize.gguf.method import make_imatrix
+    from quantkit.quantize.gguf.tools import convert, converter_view, find_converter, quantize_file
+    from quantkit.quantize.registry import QuantizeOptions
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="bundled:smollm2-135m-instruct")

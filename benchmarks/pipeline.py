@@ -2,7 +2,7 @@
 
     python benchmarks/pipeline.py [RECIPE] [--out DIR] [--only NAME ...] [--force]
 
-Runs ``quantkit.pipeline.run`` (resumable: pass --force to time a cold run into an existing
+Runs ``quantkit.pipeline.run.run`` (resumable: pass --force to time a cold run into an existing
 folder) and prints the wall time of the model stage and of each artifact's quantize and bench.
 """
 
@@ -11,8 +11,8 @@ import json
 import time
 from pathlib import Path
 
-from quantkit.pipeline import run
-from quantkit.recipe import load_recipe
+from quantkit.pipeline.recipe import load_recipe
+from quantkit.pipeline.run import run
 
 
 def main() -> None:

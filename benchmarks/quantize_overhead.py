@@ -71,7 +71,7 @@ AutoTokenizer.from_pretrained(model_dir).save_pretrained(out)
 
 def measure(cmd: list[str]) -> tuple[float, float]:
     """Wall seconds and peak RSS (MiB) of one subprocess, its RSS polled every 10 ms (as
-    quantkit.memory.PeakRSS does; wait4's ru_maxrss would count the parent image forked before exec)."""
+    quantkit.core.memory.PeakRSS does; wait4's ru_maxrss would count the parent image forked before exec)."""
     import psutil
 
     started = time.perf_counter()
@@ -106,7 +106,7 @@ def awq_calibration(model_dir: Path, samples: int, seq_len: int, group: int, pat
     """The exact samples quantkit will use, for the direct script; returns their hash."""
     from transformers import AutoTokenizer
 
-    from quantkit.calibration import build
+    from quantkit.quantize.calibration import build
 
     calib = build(AutoTokenizer.from_pretrained(model_dir), None, samples, seq_len)
     path.write_text(json.dumps({"samples": calib.samples, "seq_len": seq_len, "group_size": group}))
@@ -123,7 +123,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
-    from quantkit.bundled import materialize
+    from quantkit.hub.bundled import materialize
 
     model_dir = materialize("bundled:smollm2-135m-instruct")
     work = Path(tempfile.mkdtemp(prefix="quantize-overhead-"))

@@ -63,8 +63,8 @@ def main() -> None:
     parser.add_argument("--json", dest="json_out", help="Also write the results here.")
     args = parser.parse_args()
 
-    from quantkit.bundled import bundled_gguf, materialize
-    from quantkit.loadtest import load_test
+    from quantkit.bench.loadtest import load_test
+    from quantkit.hub.bundled import bundled_gguf, materialize
 
     spec = "bundled:smollm2-135m-instruct"
     path = bundled_gguf(spec) if args.gguf else materialize(spec)

@@ -27,8 +27,8 @@ def _api_function(name: str) -> property:
         return getattr(api, name)
 
     def keep_function(_package, _submodule):
-        """The import system sets a loaded submodule of the same name (quantkit.quantize,
-        quantkit.bench) here; it stays in sys.modules, and the API name keeps meaning the function."""
+        """The import system sets a loaded submodule of the same name (quantkit.quantize.quantize,
+        quantkit.bench.bench) here; it stays in sys.modules, and the API name keeps meaning the function."""
 
     return property(get, keep_function)
 

@@ -14,7 +14,7 @@ Each function imports what it needs when called, so ``import quantkit`` stays ch
 from dataclasses import fields
 from pathlib import Path
 
-from quantkit.errors import InputError
+from quantkit.core.errors import InputError
 
 
 def _options(cls, kwargs: dict, what: str):
@@ -28,7 +28,7 @@ def _options(cls, kwargs: dict, what: str):
 
 def download(repo_id: str, **kwargs):
     """Fetch ``repo_id`` (hub id, ``bundled:NAME``) verified; returns a DownloadResult (``.path``)."""
-    from quantkit.hub import download as hub_download
+    from quantkit.hub.download import download as hub_download
 
     return hub_download(repo_id, progress=kwargs.pop("progress", False), **kwargs)
 
@@ -37,8 +37,8 @@ def quantize(model: str | Path, method: str, out: str | Path | None = None, *, o
              source: str = "hf", revision: str | None = None, **settings) -> Path:
     """Quantize ``model`` with ``method``; ``settings`` are the method's options (``group_size=64``,
     ``gguf_types=["Q4_K_M"]``, ...). Returns the artifact folder."""
-    from quantkit.methods import QuantizeOptions
-    from quantkit.quantize import quantize as run_quantize
+    from quantkit.quantize.quantize import quantize as run_quantize
+    from quantkit.quantize.registry import QuantizeOptions
 
     if isinstance(settings.get("gguf_types"), str):
         settings["gguf_types"] = [settings["gguf_types"]]
@@ -50,8 +50,8 @@ def bench(artifact: str | Path, *, base: str | Path | None = None, **settings):
     """Benchmark and validate ``artifact``; ``settings`` are BenchOptions fields
     (``prompt_tokens``, ``gen_tokens``, ``repetitions``, ``threads``, ``smoke``, ``quality``, ...).
     Returns a BenchResult (``.passed``, ``.failures``, ``.to_dict()``)."""
-    from quantkit.bench import BenchOptions
-    from quantkit.bench import bench as run_bench
+    from quantkit.bench.bench import BenchOptions
+    from quantkit.bench.bench import bench as run_bench
 
     return run_bench(artifact, base=base, options=_options(BenchOptions, settings, "bench"))
 
@@ -60,8 +60,8 @@ def run(recipe: str | Path, out_dir: str | Path | None = None, *, only: list[str
         force: bool = False, dry_run: bool = False, echo=None):
     """Run a recipe (a file or a shipped recipe's name) into ``out_dir`` (default ``runs/NAME``);
     returns the RunSummary (``.exit_code`` 0 when every artifact passed its gates)."""
-    from quantkit import pipeline
-    from quantkit.recipe import load_recipe
+    from quantkit.pipeline import run as pipeline
+    from quantkit.pipeline.recipe import load_recipe
 
     loaded = load_recipe(recipe)
     out = Path(out_dir) if out_dir else Path("runs") / loaded.name
@@ -103,7 +103,7 @@ class LoadedModel:
 def load(artifact: str | Path, **engine_settings) -> LoadedModel:
     """Load ``artifact`` (folder, .gguf, ``bundled:NAME``) in the engine its manifest names;
     ``engine_settings`` are EngineOptions fields (``device``, ``threads``, ``n_ctx``, ...)."""
-    from quantkit.bench import artifact_path
+    from quantkit.bench.bench import artifact_path
     from quantkit.engines import EngineOptions, load_engine
 
     options = _options(EngineOptions, engine_settings, "load")

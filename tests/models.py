@@ -22,7 +22,7 @@ def test_cache() -> Path:
 
 
 def smollm2_dir() -> Path:
-    from quantkit.bundled import materialize
+    from quantkit.hub.bundled import materialize
 
     return materialize("bundled:smollm2-135m-instruct")
 

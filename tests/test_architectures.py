@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 from models import ARCHITECTURES, arch_config, test_cache, tiny_arch_dir
 
-from quantkit.errors import PreflightError
-from quantkit.methods import QuantizeOptions, get_method
-from quantkit.modelinfo import estimate_params, load_config
-from quantkit.quantize import quantize
+from quantkit.core.errors import PreflightError
+from quantkit.core.modelinfo import estimate_params, load_config
+from quantkit.quantize.quantize import quantize
+from quantkit.quantize.registry import QuantizeOptions, get_method
 
 METHODS = ("awq", "nf4", "int8", "gguf")
 OPTIONS = {"awq": dict(calib_samples=8, calib_seq_len=64), "gguf": dict(gguf_types=["Q8_0"])}
@@ -55,7 +55,7 @@ def results_file() -> Path:
     run in parts: ``make architectures PYTEST_ARGS='-k gguf'``), so the table covers them all."""
     import transformers
 
-    from quantkit.library_tables import version_of
+    from quantkit.core.library_tables import version_of
 
     versions = "-".join(str(v) for v in (transformers.__version__, version_of("llmcompressor"),
                                           version_of("bitsandbytes"), version_of("llama-cpp-python")))
@@ -146,7 +146,7 @@ def write_table():
 def render_table(results: dict[tuple[str, str], dict]) -> str:
     import transformers
 
-    from quantkit.library_tables import version_of
+    from quantkit.core.library_tables import version_of
 
     archs = [a for a in ARCHITECTURES if any((a, m) in results for m in METHODS)]
     lines = [
@@ -255,7 +255,7 @@ def test_support_verdicts_come_from_config_alone():
 def test_awq_refuses_what_its_default_mapping_cannot_resolve():
     """An architecture neither llm-compressor nor quantkit maps, whose modules are not Llama-shaped
     (GPT-2: c_attn/c_fc), is refused from a meta-device model, with the fix."""
-    from quantkit.awq_support import awq_reason
+    from quantkit.quantize.awq.support import awq_reason
 
     config = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_embd": 128, "hidden_size": 128,
               "n_layer": 2, "n_head": 4, "vocab_size": 1024}
@@ -264,7 +264,7 @@ def test_awq_refuses_what_its_default_mapping_cannot_resolve():
 
 
 def test_gemma3_text_is_known_to_transformers_by_its_own_table():
-    from quantkit.preflight import causal_lm_reason, transformers_knows
+    from quantkit.core.preflight import causal_lm_reason, transformers_knows
 
     assert transformers_knows("gemma3_text")  # it lives in transformers/models/gemma3/
     assert causal_lm_reason({"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text"}) is None
@@ -283,8 +283,8 @@ def test_tables_read_without_torch_match_the_libraries():
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    from quantkit.awq_support import llmcompressor_awq_tables
-    from quantkit.library_tables import transformers_tables
+    from quantkit.core.library_tables import transformers_tables
+    from quantkit.quantize.awq.support import llmcompressor_awq_tables
 
     tables = transformers_tables()
     assert set(tables["config"]) == set(CONFIG_MAPPING_NAMES)
@@ -297,7 +297,7 @@ def test_tables_read_without_torch_match_the_libraries():
 
 
 def test_converter_architectures_are_the_converters_own_list():
-    from quantkit.llamacpp_tools import converter_env, find_converter, supported_architectures
+    from quantkit.quantize.gguf.tools import converter_env, find_converter, supported_architectures
 
     converter = find_converter()
     out = subprocess.run([sys.executable, str(converter.script), "--print-supported-models"], capture_output=True,
@@ -327,8 +327,8 @@ def test_parameter_estimate_matches_meta_models_of_every_architecture():
 def test_gguf_refuses_a_sentencepiece_only_converter_without_tokenizer_model_up_front(tmp_path):
     """Gemma 2's converter reads only tokenizer.model: without one, check() refuses in one line
     before converting (it used to fail inside the converter); Gemma 3's falls back to tokenizer.json."""
-    from quantkit.llamacpp_tools import find_converter
-    from quantkit.support import sentencepiece_only
+    from quantkit.quantize.gguf.tools import find_converter
+    from quantkit.quantize.support import sentencepiece_only
 
     converter = find_converter()
     assert sentencepiece_only(converter, "Gemma2ForCausalLM")

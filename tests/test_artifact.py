@@ -2,8 +2,9 @@ import json
 
 import pytest
 
-from quantkit.artifact import MANIFEST, fill_card_results, read_manifest, verify, write_manifest, write_model_card
-from quantkit.errors import IntegrityError
+from quantkit.core.card import fill_card_results, write_model_card
+from quantkit.core.errors import IntegrityError
+from quantkit.core.manifest import MANIFEST, read_manifest, verify, write_manifest
 
 
 def test_manifest_hashes_and_verify(tmp_path):

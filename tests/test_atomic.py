@@ -1,7 +1,7 @@
 import pytest
 
-from quantkit.atomic import atomic_dir
-from quantkit.errors import InputError
+from quantkit.core.atomic import atomic_dir
+from quantkit.core.errors import InputError
 
 
 def test_complete_folder_appears_only_at_the_end(tmp_path):
@@ -53,7 +53,7 @@ def test_helper_process_dies_with_its_parent_even_by_sigkill(tmp_path):
 
     parent = subprocess.Popen([sys.executable, "-c", (
         "import subprocess, sys, time\n"
-        "from quantkit.atomic import die_with_parent\n"
+        "from quantkit.core.atomic import die_with_parent\n"
         "child = subprocess.Popen(['sleep', '300'], preexec_fn=die_with_parent)\n"
         "print(child.pid, flush=True)\n"
         "time.sleep(300)\n")], stdout=subprocess.PIPE, text=True)

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from models import linked_copy
 
-from quantkit.bench import BenchOptions, bench
-from quantkit.bundled import bundled_gguf
-from quantkit.quality import QualityOptions
-from quantkit.smoke import SmokeOptions
+from quantkit.bench.bench import BenchOptions, bench
+from quantkit.bench.quality import QualityOptions
+from quantkit.bench.smoke import SmokeOptions
+from quantkit.hub.bundled import bundled_gguf
 
 DOCUMENTED = ("prefill_tokens_per_s", "decode_tokens_per_s", "ttft_ms", "peak_rss_mb", "size_bytes",
               "bits_per_weight", "passed", "environment", "decode_latency_ms", "load_s", "bandwidth")
@@ -77,7 +77,7 @@ def test_bench_without_a_base_skips_quality():
 
 
 def test_bad_options_are_refused(smollm2):
-    from quantkit.errors import InputError
+    from quantkit.core.errors import InputError
 
     with pytest.raises(InputError):
         bench(smollm2, options=options(gen_tokens=0))
@@ -154,8 +154,8 @@ def test_base_model_recipe_exports_to_gguf_benches_and_reports(tiny_base, tmp_pa
     """A recipe on a base model (no chat template): GGUF export checks it with a completion smoke
     and writes the artifact; bench runs the completion smoke on it and on the base and judges it
     against the base; the report shows both side by side."""
-    from quantkit import pipeline
-    from quantkit.recipe import load_recipe
+    from quantkit.pipeline import run as pipeline
+    from quantkit.pipeline.recipe import load_recipe
 
     recipe = tmp_path / "base.yaml"
     recipe.write_text(f"name: tiny-base\nmodel:\n  id: {tiny_base}\n"
@@ -198,7 +198,7 @@ def test_base_model_benches_with_a_completion_smoke(tiny_base, tmp_path, monkeyp
 
 
 def test_default_base_is_the_recorded_source(tiny_llama, tmp_path):
-    from quantkit.bench import default_base
+    from quantkit.bench.bench import default_base
 
     assert default_base({"source": {"path": str(tiny_llama), "model": "someone/else"}}) == tiny_llama
     assert default_base({"source": {"path": str(tmp_path / "gone"), "model": str(tiny_llama)}}) == tiny_llama
@@ -219,9 +219,9 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
 # ... and a bench of it against itself, base side (smoke and logits) computed first, nothing cached.
 BENCH_BOTH = """
 import resource, sys
-from quantkit.bench import BenchOptions, bench
-from quantkit.quality import QualityOptions
-from quantkit.smoke import SmokeOptions
+from quantkit.bench.bench import BenchOptions, bench
+from quantkit.bench.quality import QualityOptions
+from quantkit.bench.smoke import SmokeOptions
 result = bench(sys.argv[1], base=sys.argv[1], options=BenchOptions(
     prompt_tokens=8, gen_tokens=2, repetitions=1, warmup=0, threads=1, bandwidth=False,
     smoke_options=SmokeOptions(max_tokens=4), quality_options=QualityOptions(max_tokens=64, ctx=64)))

@@ -4,9 +4,9 @@ import sys
 
 import pytest
 
-from quantkit.bundled import bundled_entry
-from quantkit.errors import InputError
-from quantkit.modelinfo import describe
+from quantkit.core.errors import InputError
+from quantkit.core.modelinfo import describe
+from quantkit.hub.bundled import bundled_entry
 
 
 def test_unknown_bundled_name_is_an_input_error():

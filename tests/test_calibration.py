@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from quantkit import calibration
-from quantkit.errors import InputError
+from quantkit.core.errors import InputError
+from quantkit.quantize import calibration
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import sys
 import pexpect
 import pytest
 
-from quantkit.chat import is_command, read_message
+from quantkit.serve.chat import is_command, read_message
 
 PROMPT = ">>> "
 
@@ -85,7 +85,7 @@ def test_chat_terminal_transformers(smollm2, tmp_path):
 
 @pytest.mark.slow
 def test_chat_terminal_gguf_ctrl_c_and_clear(tmp_path):
-    from quantkit.bundled import bundled_gguf
+    from quantkit.hub.bundled import bundled_gguf
 
     # With the template's default system prompt this Q4_1 file answers in French riddles; a plain one keeps it on track.
     # A high token cap keeps the story streaming long after Ctrl-C is sent, even on a busy machine.

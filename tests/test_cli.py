@@ -70,7 +70,7 @@ def test_inspect_json_of_a_tiny_model(tiny_llama):
 def test_inspect_reads_a_gguf_files_own_metadata():
     """`inspect model.gguf` reads the file (no "expected a model folder"): architecture, real
     parameter count, file type, context, chat template, and the engines that run it."""
-    from quantkit.bundled import bundled_gguf
+    from quantkit.hub.bundled import bundled_gguf
 
     gguf = bundled_gguf("bundled:smollm2-135m-instruct")
     result = run_quantkit("inspect", str(gguf), "--json")

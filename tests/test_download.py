@@ -1,4 +1,4 @@
-"""quantkit.hub.download against the loopback fake hub, through the real snapshot_download of
+"""quantkit.hub.download.download against the loopback fake hub, through the real snapshot_download of
 huggingface_hub and modelscope: pinning, patterns, dry run, safety refusals, integrity, errors."""
 
 import hashlib
@@ -15,9 +15,9 @@ os.environ.setdefault("MODELSCOPE_API_MAX_RETRIES", "1")
 import pytest  # noqa: E402
 from fakehub import TOKEN, fake_hub, fake_hub_session, tiny_llama_files  # noqa: E402,F401
 
-from quantkit.artifact import SOURCE_MANIFEST  # noqa: E402
-from quantkit.errors import DownloadError, InputError, IntegrityError, PreflightError  # noqa: E402
-from quantkit.hub import download  # noqa: E402
+from quantkit.core.errors import DownloadError, InputError, IntegrityError, PreflightError  # noqa: E402
+from quantkit.core.manifest import SOURCE_MANIFEST  # noqa: E402
+from quantkit.hub.download import download  # noqa: E402
 
 SOURCES = ["hf", "modelscope"]
 REPO = "acme/tiny-llama"
@@ -186,10 +186,10 @@ def test_endpoint_from_environment(fake_hub, source, tmp_path, monkeypatch):
 
 
 def test_refuses_early_without_disk_room(fake_hub, tmp_path, monkeypatch):
-    import quantkit.hub
+    import quantkit.hub.download
 
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(quantkit.hub.shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 100, 100))
+    monkeypatch.setattr(quantkit.hub.download.shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 100, 100))
     with pytest.raises(PreflightError, match="not enough disk space"):
         fetch(fake_hub, "hf", tmp_path)
     assert fake_hub.hub.gets("/resolve/") == 0

@@ -9,7 +9,7 @@ import sys
 import pytest
 from fakehub import fake_hub, fake_hub_session  # noqa: F401
 
-from quantkit.artifact import SOURCE_MANIFEST
+from quantkit.core.manifest import SOURCE_MANIFEST
 
 REPO = "acme/tiny-llama"
 

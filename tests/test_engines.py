@@ -5,10 +5,10 @@ teacher-forced logits that agree with their own incremental forward path."""
 import numpy as np
 import pytest
 
-from quantkit.bundled import bundled_gguf
+from quantkit.core.errors import InputError
 from quantkit.engines import EngineOptions, engine_for, load_engine
 from quantkit.engines.generate import Sampler
-from quantkit.errors import InputError
+from quantkit.hub.bundled import bundled_gguf
 
 TEXT = "Hello world! The lighthouse keeper wrote 3 pages. def f(x): return x * 2  # 你好"
 QUESTION = [{"role": "system", "content": "You are a helpful assistant."},

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from quantkit import estimate, memory, preflight
-from quantkit.errors import PreflightError
-from quantkit.methods import QuantizeOptions
+from quantkit.core import estimate, memory, preflight
+from quantkit.core.errors import PreflightError
+from quantkit.quantize.registry import QuantizeOptions
 
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"
 GiB = 2**30
@@ -122,7 +122,7 @@ def test_bench_estimate_counts_one_model_dense_awq_and_kv():
 
 
 def test_bench_preflight_refuses_before_loading(fake_gpu, plenty_of_ram, tiny_llama, tmp_path):
-    from quantkit.bench import BenchOptions, bench, memory_preflight
+    from quantkit.bench.bench import BenchOptions, bench, memory_preflight
 
     fake_gpu(free_gib=0.01, total_gib=8)  # 10 MB free: not even the CUDA context fits
     with pytest.raises(PreflightError, match="bench of .* needs about .* of GPU memory"):
@@ -144,8 +144,8 @@ def test_bench_estimate_from_files_reads_dense_size_of_compressed_tensors(tmp_pa
 
 
 def test_dry_run_plan_has_ram_and_gpu_for_gpu_recipes(monkeypatch, tmp_path):
-    from quantkit.recipe import load_recipe
-    from quantkit.runplan import plan
+    from quantkit.pipeline.plan import plan
+    from quantkit.pipeline.recipe import load_recipe
 
     monkeypatch.setenv("QUANTKIT_CONFIG_DIR", str(CONFIGS))
     recipe = load_recipe("llama-3.1-8b-instruct")
@@ -193,7 +193,7 @@ def test_device_memory_never_creates_a_torch_context(monkeypatch):
 def test_cuda_bandwidth_probe_sizes_to_free_memory_and_survives_oom(monkeypatch):
     import torch
 
-    from quantkit import bandwidth
+    from quantkit.bench import bandwidth
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
@@ -215,8 +215,8 @@ def test_cuda_bandwidth_probe_sizes_to_free_memory_and_survives_oom(monkeypatch)
 
 
 def test_logits_cache_key_includes_device_and_dtype(tiny_llama):
+    from quantkit.bench.quality import QualityOptions, reference_key
     from quantkit.engines import EngineOptions
-    from quantkit.quality import QualityOptions, reference_key
 
     options = QualityOptions()
     keys = {reference_key(tiny_llama, "text", options, "transformers", EngineOptions(device=d, dtype=t))
@@ -228,7 +228,7 @@ def test_dequantized_awq_bandwidth_counts_dense_weights_only():
     """After decompression a compressed-tensors Linear is dense; its leftover scales are not read."""
     import torch
 
-    from quantkit.bandwidth import torch_decode_bytes
+    from quantkit.bench.bandwidth import torch_decode_bytes
 
     class Tiny(torch.nn.Module):
         def __init__(self):

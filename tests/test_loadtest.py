@@ -1,4 +1,4 @@
-"""`quantkit bench --url`'s load test (quantkit.loadtest) against a real `quantkit serve` of the
+"""`quantkit bench --url`'s load test (quantkit.bench.loadtest) against a real `quantkit serve` of the
 bundled SmolLM2 GGUF (llama.cpp loads in about a second)."""
 
 import json
@@ -6,15 +6,15 @@ import json
 import pytest
 from test_serve import start_server, stop_server
 
-from quantkit.errors import InputError, QuantkitError
-from quantkit.loadtest import api_base, load_test, summary_ms
+from quantkit.bench.loadtest import api_base, load_test, summary_ms
+from quantkit.core.errors import InputError, QuantkitError
 
 KEY = "load-key"
 
 
 @pytest.fixture(scope="module")
 def gguf_server():
-    from quantkit.bundled import bundled_gguf
+    from quantkit.hub.bundled import bundled_gguf
 
     proc, url = start_server(bundled_gguf("bundled:smollm2-135m-instruct"), "--parallel", "2", "--queue-size", "1",
                              "--api-key", KEY)
@@ -93,8 +93,8 @@ def sweep_result(concurrency, tok_s, ttft):
 def test_sweep_table_fits_80_columns_and_compares_servers(tmp_path):
     from rich.console import Console
 
+    from quantkit.bench.loadtest import plot_sweep
     from quantkit.cli.bench_url import render
-    from quantkit.loadtest import plot_sweep
 
     levels = (1, 2, 4, 8)
     data = {"servers": [

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from quantkit.errors import InputError
-from quantkit.ollama import chat_format, go_template, modelfile_text, render, render_template, write_modelfile
+from quantkit.core.errors import InputError
+from quantkit.quantize.gguf.ollama import chat_format, go_template, modelfile_text, render, render_template, write_modelfile
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Hi"}],
@@ -229,7 +229,7 @@ def free_port() -> int:
 def test_ollama_create_accepts_the_modelfile_where_ollama_exists(smollm2_template, tmp_path):
     """Always checks the file's syntax; runs `ollama create` too when the binary is installed
     (it is not on the machine these tests were written on), on the bundled SmolLM2 GGUF."""
-    from quantkit.bundled import DEFAULT, bundled_gguf
+    from quantkit.hub.bundled import DEFAULT, bundled_gguf
 
     gguf = tmp_path / "smollm2.gguf"
     gguf.symlink_to(bundled_gguf(DEFAULT))

@@ -11,8 +11,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from test_pipeline import GOOD  # noqa: E402
 
-from quantkit.errors import InputError  # noqa: E402
-from quantkit.pick import parse_memory, pick  # noqa: E402
+from quantkit.core.errors import InputError  # noqa: E402
+from quantkit.pipeline.pick import parse_memory, pick  # noqa: E402
 
 CONFIG = Path(__file__).parent / "fixtures" / "configs" / "llama-3.1-8b-instruct.json"
 GiB = 2**30
@@ -128,8 +128,8 @@ def test_run_pick_prints_the_pick(tmp_path, tiny_llama, monkeypatch):
     from click.testing import CliRunner
     from test_pipeline import write_recipe
 
-    from quantkit import pipeline
     from quantkit.cli import cli
+    from quantkit.pipeline import run as pipeline
 
     monkeypatch.setattr(pipeline, "bench_one", lambda target, base, recipe: json.loads(json.dumps(GOOD)))
     recipe = write_recipe(tmp_path, tiny_llama, "- name: int8\n  method: int8\n  device: cpu\n")

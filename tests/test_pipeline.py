@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from quantkit import pipeline
-from quantkit.artifact import MANIFEST, read_manifest
-from quantkit.errors import InputError
-from quantkit.recipe import load_recipe, shipped_recipes
+from quantkit.core.errors import InputError
+from quantkit.core.manifest import MANIFEST, read_manifest
+from quantkit.pipeline import run as pipeline
+from quantkit.pipeline.recipe import load_recipe, shipped_recipes
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"
-# The shape of quantkit.bench's BenchResult.to_dict(), as much as the pipeline and report read.
+# The shape of quantkit.bench.bench's BenchResult.to_dict(), as much as the pipeline and report read.
 GOOD = {"schema": 1, "kind": "bench", "engine": "transformers", "bits": 4, "size_bytes": 1000, "bits_per_weight": 4.5,
         "prompt_tokens": 8, "gen_tokens": 4, "repetitions": 1, "peak_rss_mb": 100.0, "ttft_ms": 2.0, "ttft_ms_std": 0.1,
         "decode_tokens_per_s": 50.0, "decode_tokens_per_s_std": 1.0, "prefill_tokens_per_s": 400.0,
@@ -33,7 +33,7 @@ GOOD = {"schema": 1, "kind": "bench", "engine": "transformers", "bits": 4, "size
         "failures": [], "passed": True}
 # A subprocess with the same canned bench, for the tests that kill a run.
 FAKE_BENCH_MAIN = (
-    "import sys, json; import quantkit.pipeline as p\n"
+    "import sys, json; import quantkit.pipeline.run as p\n"
     f"p.bench_one = lambda target, base, recipe: json.loads({json.dumps(json.dumps(GOOD))})\n"
     "from quantkit.cli import main; main(sys.argv[1:])\n"
 )

@@ -17,13 +17,13 @@ import pytest  # noqa: E402
 from fakehub_upload import WRITE_TOKEN, upload_hub, upload_hub_session  # noqa: E402,F401
 from huggingface_hub import ModelCard  # noqa: E402
 
-from quantkit.artifact import MANIFEST, read_manifest  # noqa: E402
-from quantkit.bench import BenchResult, Stat  # noqa: E402
+from quantkit.bench.bench import BenchResult, Stat  # noqa: E402
+from quantkit.bench.report import fill_card  # noqa: E402
 from quantkit.cli import main  # noqa: E402
-from quantkit.errors import GateFailed, IntegrityError, PushAuthError, PushError  # noqa: E402
-from quantkit.hub import download  # noqa: E402
-from quantkit.push import push  # noqa: E402
-from quantkit.report import fill_card  # noqa: E402
+from quantkit.core.errors import GateFailed, IntegrityError, PushAuthError, PushError  # noqa: E402
+from quantkit.core.manifest import MANIFEST, read_manifest  # noqa: E402
+from quantkit.hub.download import download  # noqa: E402
+from quantkit.hub.push import push  # noqa: E402
 
 BASE = "acme/tiny-llama-base"
 slow = pytest.mark.slow  # the first test using the int8 artifact makes it (~50 s: quantize + verify)
@@ -46,7 +46,7 @@ def bench_result(artifact, passed=True, tps=42.5, kld=0.0123) -> dict:
 @pytest.fixture(scope="session")
 def int8_artifact(tiny_llama, tmp_path_factory):
     """A real int8 artifact of the tiny llama, made from a copy recorded as downloaded from BASE."""
-    from quantkit.quantize import quantize
+    from quantkit.quantize.quantize import quantize
 
     root = tmp_path_factory.mktemp("push")
     base = root / "base"
@@ -81,7 +81,7 @@ def test_push_then_download_gives_the_same_files_and_a_card_with_the_numbers(upl
     published = json.loads((back.path / MANIFEST).read_text())
     assert published["files"] == manifest["files"]
     assert "/" not in json.dumps(published["source"]).replace(BASE, "")  # no local path left
-    from quantkit.artifact import verify
+    from quantkit.core.manifest import verify
 
     verify(back.path)  # the downloaded copy checks against its own manifest
 
@@ -204,7 +204,8 @@ def test_modelscope_push_resumes_and_downloads_back(upload_hub, artifact, tmp_pa
 
 
 def test_multi_file_gguf_card_is_one_table(tmp_path):
-    from quantkit.artifact import write_manifest, write_model_card
+    from quantkit.core.card import write_model_card
+    from quantkit.core.manifest import write_manifest
 
     folder = tmp_path / "smollm2-gguf"
     folder.mkdir()
@@ -227,10 +228,10 @@ def test_recipe_pushes_only_what_passed(upload_hub, int8_artifact, tmp_path, mon
     is not (the quantize and bench stages are replaced; their real tests are elsewhere)."""
     import importlib
 
-    from quantkit import pipeline
-    from quantkit.recipe import parse_recipe
+    from quantkit.pipeline import run as pipeline
+    from quantkit.pipeline.recipe import parse_recipe
 
-    monkeypatch.setattr(importlib.import_module("quantkit.quantize"), "quantize",  # the module, not the API
+    monkeypatch.setattr(importlib.import_module("quantkit.quantize.quantize"), "quantize",  # the module, not the API
                         lambda model, method, final, options, overwrite: shutil.copytree(int8_artifact, final))
     monkeypatch.setattr(pipeline, "bench_one", lambda target, base, recipe: bench_result(target, passed=target.name == "good"))
     monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN)
@@ -258,7 +259,7 @@ push:
 
 
 def test_recipe_push_section_is_strict(tmp_path):
-    from quantkit.recipe import RecipeError, parse_recipe
+    from quantkit.pipeline.recipe import RecipeError, parse_recipe
 
     text = """name: t
 model: {id: bundled:smollm2-135m-instruct}
@@ -278,8 +279,8 @@ push:
 @pytest.mark.slow
 def test_smollm2_gguf_pushes_and_downloads_back_with_one_table(upload_hub, smollm2, tmp_path, capsys):
     """The bundled SmolLM2 as a two-file GGUF artifact: dry run, push, download back identical."""
-    from quantkit.methods import QuantizeOptions
-    from quantkit.quantize import quantize
+    from quantkit.quantize.quantize import quantize
+    from quantkit.quantize.registry import QuantizeOptions
 
     folder = quantize(str(smollm2), "gguf", tmp_path / "smollm2-gguf", QuantizeOptions(gguf_types=["Q8_0", "Q6_K"]))
     ggufs = sorted(folder.glob("*.gguf"))

@@ -116,14 +116,14 @@ def ct_llama(tiny_llama, awq_home, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def ct_qwen2(tiny_qwen2, awq_home, tmp_path_factory) -> Path:
     """compressed-tensors AWQ of the tiny Qwen2 through the Python API, down_proj left alone."""
-    from quantkit.quantize import quantize
+    from quantkit.quantize.quantize import quantize
 
     out = tmp_path_factory.mktemp("awq") / "qwen2-awq"
     return quantize(tiny_qwen2, "awq", out, qwen2_options())
 
 
 def qwen2_options(**overrides):
-    from quantkit.methods import QuantizeOptions
+    from quantkit.quantize.registry import QuantizeOptions
 
     return QuantizeOptions(group_size=64, ignore=["re:.*down_proj"], calib_samples=8, calib_seq_len=64, **overrides)
 
@@ -131,7 +131,7 @@ def qwen2_options(**overrides):
 @pytest.fixture(scope="module")
 def autoawq_qwen2_shared(ct_qwen2, tiny_qwen2, tmp_path_factory) -> Path:
     """The autoawq layout of ct_qwen2's very calibration (same options): a repack from the cache."""
-    from quantkit.quantize import quantize
+    from quantkit.quantize.quantize import quantize
 
     out = tmp_path_factory.mktemp("awq") / "qwen2-autoawq-shared"
     return quantize(tiny_qwen2, "awq", out, qwen2_options(format="autoawq"))
@@ -169,8 +169,8 @@ def test_compressed_tensors_qwen2_ignore_keeps_down_proj_dense(ct_qwen2):
 
 
 def test_manifest_records_calibration_and_settings(ct_llama, ct_qwen2):
-    from quantkit.artifact import verify
-    from quantkit.calibration import DEFAULT_NAME
+    from quantkit.core.manifest import verify
+    from quantkit.quantize.calibration import DEFAULT_NAME
 
     for artifact, group in ((ct_llama, 128), (ct_qwen2, 64)):
         verify(artifact)
@@ -324,9 +324,9 @@ def test_bad_inputs_fail_in_one_line_leaving_nothing(tiny_llama, tmp_path, args,
 
 
 def test_smollm2_default_group_size_128_is_refused_with_a_fix(smollm2, tmp_path):
-    from quantkit.errors import PreflightError
-    from quantkit.methods import QuantizeOptions
-    from quantkit.quantize import quantize
+    from quantkit.core.errors import PreflightError
+    from quantkit.quantize.quantize import quantize
+    from quantkit.quantize.registry import QuantizeOptions
 
     with pytest.raises(PreflightError) as err:
         quantize(smollm2, "awq", tmp_path / "x", QuantizeOptions(group_size=128))
@@ -389,8 +389,8 @@ def test_awq_on_a_gpu_keeps_the_model_on_the_cpu_and_clears_the_session(tiny_lla
     import torch
     from llmcompressor.core import active_session
 
-    from quantkit.methods import awq
-    from quantkit.modelinfo import load_config
+    from quantkit.core.modelinfo import load_config
+    from quantkit.quantize.registry import awq
 
     monkeypatch.setenv("QUANTKIT_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(awq, "resolve_device", lambda options: "cuda")
@@ -439,7 +439,7 @@ artifacts:
 
 
 def test_one_recipe_entry_asks_for_several_formats():
-    from quantkit.recipe import parse_recipe
+    from quantkit.pipeline.recipe import parse_recipe
 
     recipe = parse_recipe(RECIPE % "[compressed-tensors, autoawq]")
     assert [(a.name, a.format, a.group_size) for a in recipe.artifacts] == [
@@ -456,7 +456,7 @@ def test_one_recipe_entry_asks_for_several_formats():
     ("[]", "artifacts[0].format: a list of formats needs at least one, each once"),
 ])
 def test_bad_format_lists_are_refused_with_the_line(value, message):
-    from quantkit.recipe import RecipeError, parse_recipe
+    from quantkit.pipeline.recipe import RecipeError, parse_recipe
 
     with pytest.raises(RecipeError) as err:
         parse_recipe(RECIPE % value, "r.yaml")
@@ -464,7 +464,7 @@ def test_bad_format_lists_are_refused_with_the_line(value, message):
 
 
 def test_an_expanded_name_that_clashes_is_refused():
-    from quantkit.recipe import RecipeError, parse_recipe
+    from quantkit.pipeline.recipe import RecipeError, parse_recipe
 
     text = RECIPE % "[compressed-tensors, autoawq]" + "  - name: awq-autoawq\n    method: nf4\n"
     with pytest.raises(RecipeError, match="artifact name 'awq-autoawq' is used twice"):

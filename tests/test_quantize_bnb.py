@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from quantkit.artifact import sha256_file, verify
-from quantkit.methods import QuantizeOptions
-from quantkit.quantize import quantize
+from quantkit.core.manifest import sha256_file, verify
+from quantkit.quantize.quantize import quantize
+from quantkit.quantize.registry import QuantizeOptions
 
 # Runs in a fresh interpreter: plain transformers only. Reads a JSON list of jobs
 # {base, artifact, question} (one interpreter for several artifacts: imports cost seconds here)

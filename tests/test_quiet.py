@@ -6,7 +6,7 @@ import sys
 
 SCRIPT = r"""
 import os, subprocess, sys
-from quantkit.quiet import libraries_to_log, progress_logger
+from quantkit.core.quiet import libraries_to_log, progress_logger
 with libraries_to_log(sys.argv[1]):
     print("python stdout noise")
     print("python stderr noise", file=sys.stderr)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from quantkit.errors import InputError
-from quantkit.recipe import (
+from quantkit.core.errors import InputError
+from quantkit.pipeline.recipe import (
     ARTIFACT_KEYS,
     BENCH_KEYS,
     GATE_KEYS,
@@ -264,7 +264,7 @@ CONFIGS = Path(__file__).parent / "fixtures" / "configs"
 
 @pytest.mark.parametrize("name", sorted(GPU_HARDWARE_GIB))
 def test_gpu_recipe_dry_run_fits_the_hardware_it_names(name, monkeypatch, tmp_path):
-    from quantkit.runplan import plan
+    from quantkit.pipeline.plan import plan
 
     monkeypatch.setenv("QUANTKIT_CONFIG_DIR", str(CONFIGS))
     recipe = load_recipe(name)
@@ -287,7 +287,7 @@ def test_gpu_recipe_dry_run_fits_the_hardware_it_names(name, monkeypatch, tmp_pa
 def test_yi_calibration_fits_one_48gb_card_but_its_dense_bench_needs_80gb(monkeypatch, tmp_path):
     """The issue's case: AWQ layer by layer keeps Yi-34B's calibration far below one 48 GB card,
     the RAM holds the bf16 model, and the dense bf16 bench does not fit 48 GB."""
-    from quantkit.runplan import plan
+    from quantkit.pipeline.plan import plan
 
     monkeypatch.setenv("QUANTKIT_CONFIG_DIR", str(CONFIGS))
     recipe = load_recipe("yi-34b-chat-awq")
@@ -302,8 +302,8 @@ def test_force_is_an_artifact_key_that_does_not_change_the_artifact(tmp_path):
     forced = load_recipe(write(tmp_path, recipe_text(artifact="    force: true\n"), "b.yaml")).artifacts[0]
     assert forced.force is True and plain.force is False
     assert forced.quantize_settings() == plain.quantize_settings()  # no rebuild for skipping a check
-    from quantkit.pipeline import quantize_options
-    from quantkit.recipe_schema import ModelSpec, Recipe
+    from quantkit.pipeline.recipe_schema import ModelSpec, Recipe
+    from quantkit.pipeline.run import quantize_options
 
     recipe = Recipe(name="t", model=ModelSpec(id="x/y"), artifacts=[forced])
     assert quantize_options(recipe, forced).force is True

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from quantkit.artifact import RESULTS_BEGIN, write_model_card
-from quantkit.bench import BenchResult, Stat
-from quantkit.errors import InputError
-from quantkit.report import load_results, write_report
+from quantkit.bench.bench import BenchResult, Stat
+from quantkit.bench.report import load_results, write_report
+from quantkit.core.card import RESULTS_BEGIN, write_model_card
+from quantkit.core.errors import InputError
 
 
 def result(artifact, size, tps, kld, passed=True) -> dict:
@@ -81,7 +81,7 @@ def test_multi_gguf_folder_card_gets_a_row_per_file(artifact, tmp_path):
 
 def test_smoke_transcripts_side_by_side_with_the_base(tmp_path):
     """The artifact's and the base's replies per turn in one table, control tokens visible."""
-    from quantkit.smoke import SmokeResult, SmokeTurn, against_base
+    from quantkit.bench.smoke import SmokeResult, SmokeTurn, against_base
 
     def smoke(mode, *replies, problems=()):
         turns = [SmokeTurn(user=f"question {i}|?", reply=r, tokens=3, stopped=True, repeat_ratio=0.0, finite=True)

@@ -225,7 +225,7 @@ def test_seed_endpoint_health_and_page(server, client):
 
 @pytest.mark.slow
 def test_gguf_server_streams_with_openai_client(tmp_path):
-    from quantkit.bundled import bundled_gguf
+    from quantkit.hub.bundled import bundled_gguf
 
     proc, url = start_server(bundled_gguf("bundled:smollm2-135m-instruct"), "--model-name", "smol-gguf")
     try:
@@ -243,9 +243,9 @@ def test_engine_queue_is_fair_between_clients():
     """A client with many waiting requests does not starve the others (real llama.cpp engine)."""
     import asyncio
 
-    from quantkit.bundled import bundled_gguf
-    from quantkit.engine_worker import EngineWorker, Job
     from quantkit.engines import EngineOptions, load_engine
+    from quantkit.hub.bundled import bundled_gguf
+    from quantkit.serve.worker import EngineWorker, Job
 
     engine = load_engine(bundled_gguf("bundled:smollm2-135m-instruct"), EngineOptions(threads=1, n_ctx=512))
     worker = EngineWorker(engine, n_ctx=512, max_tokens_limit=16, queue_size=8)
@@ -284,9 +284,9 @@ def test_continuous_batching_joins_agrees_and_frees():
 
     import llama_cpp
 
-    from quantkit.bundled import bundled_gguf
-    from quantkit.engine_worker import EngineWorker, Job
     from quantkit.engines import EngineOptions, load_engine
+    from quantkit.hub.bundled import bundled_gguf
+    from quantkit.serve.worker import EngineWorker, Job
 
     engine = load_engine(bundled_gguf("bundled:smollm2-135m-instruct"), EngineOptions(threads=1, n_ctx=512))
     questions = ["Write a poem about the sea.", "What is the capital of France?", "List three uses of a paperclip.",

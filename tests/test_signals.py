@@ -13,8 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from quantkit.artifact import MANIFEST
-from quantkit.atomic import PARTIAL_MARK
+from quantkit.core.atomic import PARTIAL_MARK
+from quantkit.core.manifest import MANIFEST
 
 
 def start(*args: str) -> subprocess.Popen:

@@ -102,7 +102,7 @@ class Browser:
 
 @pytest.fixture(scope="module")
 def server():
-    from quantkit.bundled import bundled_gguf
+    from quantkit.hub.bundled import bundled_gguf
 
     proc, url = start_server(bundled_gguf("bundled:smollm2-135m-instruct"), "--api-key", KEY, "--parallel", "1",
                              "--queue-size", "1", "--max-body-bytes", "4096", "--model-name", "smol")

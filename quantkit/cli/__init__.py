@@ -60,7 +60,7 @@ def cli():
 
 def main(argv=None) -> None:
     """Entry point: the one place where library errors become a line on stderr and an exit code."""
-    from quantkit.errors import QuantkitError
+    from quantkit.core.errors import QuantkitError
 
     debug = os.environ.get("QUANTKIT_DEBUG", "") not in ("", "0")
     # A plain kill (SIGTERM) unwinds like Ctrl-C, so atomic outputs remove their staging folder.

@@ -37,15 +37,15 @@ def command(artifact, base, json_file, device, threads, n_gpu_layers, prompt_tok
     and quality against its base model; exits 3 when a gate fails.
 
     ARTIFACT is a quantkit artifact folder, a Hugging Face model folder or a .gguf file."""
-    if url:  # a serving load test (quantkit.loadtest) instead of an artifact benchmark
+    if url:  # a serving load test (quantkit.bench.loadtest) instead of an artifact benchmark
         from quantkit.cli import bench_url
 
         return bench_url.run(url, json_file=json_file, **load)
     if not artifact:
         raise click.UsageError("give an ARTIFACT to benchmark (or --url URL)")
-    from quantkit.bench import BenchOptions, bench
-    from quantkit.errors import GateFailed
-    from quantkit.quality import QualityOptions
+    from quantkit.bench.bench import BenchOptions, bench
+    from quantkit.bench.quality import QualityOptions
+    from quantkit.core.errors import GateFailed
 
     options = BenchOptions(
         prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, repetitions=repetitions, warmup=warmup, device=device,
@@ -61,7 +61,9 @@ def command(artifact, base, json_file, device, threads, n_gpu_layers, prompt_tok
     data = result.to_dict()
     render(data)
     if json_file:
-        write_json(json_file, data)
+        from quantkit.core.atomic import write_json
+
+        write_json(json_file, data, ensure_ascii=False)
         click.echo(json_file)
     if not result.passed:
         raise GateFailed(f"{len(result.failures)} gate(s) failed: {result.failures[0]}",
@@ -71,18 +73,6 @@ def command(artifact, base, json_file, device, threads, n_gpu_layers, prompt_tok
 STEP_TEXT = {"base": "base model: logits and smoke (cached after the first run)", "load": "loading the model",
              "speed": "timing prefill and decode", "smoke": "smoke (3 turns)",
              "quality": "quality against the base model"}
-
-
-def write_json(path, data) -> None:
-    import json
-    import os
-    from pathlib import Path
-
-    file = Path(path)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    partial = file.with_name(f".{file.name}.partial")
-    partial.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    os.replace(partial, file)
 
 
 def render(data: dict) -> None:

@@ -1,4 +1,4 @@
-"""`quantkit bench --url`: the options and printing of the serving load test (quantkit.loadtest),
+"""`quantkit bench --url`: the options and printing of the serving load test (quantkit.bench.loadtest),
 kept apart from bench_cmd so that command only gains one decorator and one branch."""
 
 import click
@@ -31,8 +31,8 @@ def run(url, json_file=None, concurrency=(), request_rate=(), num_requests=16, m
         api_key=None, plot_file=None) -> None:
     from pathlib import Path
 
-    from quantkit.errors import QuantkitError
-    from quantkit.loadtest import load_test, plot_sweep
+    from quantkit.bench.loadtest import load_test, plot_sweep
+    from quantkit.core.errors import QuantkitError
 
     urls = [url] if isinstance(url, str) else list(url)
     servers = [{"url": u, "results": [r.to_dict() for r in load_test(
@@ -41,7 +41,7 @@ def run(url, json_file=None, concurrency=(), request_rate=(), num_requests=16, m
     data = {"url": urls[0], "results": servers[0]["results"], "servers": servers}
     render(data)
     if json_file:
-        from quantkit.cli.bench_cmd import write_json
+        from quantkit.core.atomic import write_json
 
         write_json(json_file, data)
         click.echo(json_file)

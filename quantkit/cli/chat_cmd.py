@@ -24,7 +24,7 @@ def artifact_path(spec: str) -> Path:
     path = Path(spec).expanduser()
     if path.is_file():
         return path.resolve()
-    from quantkit.modelref import resolve_model
+    from quantkit.hub.model_ref import resolve_model
 
     return resolve_model(spec)
 
@@ -58,8 +58,8 @@ def command(artifact, system, max_tokens, temperature, top_p, seed, engine, devi
     """Chat with ARTIFACT (an artifact folder, a .gguf file, a model folder or bundled:NAME)."""
     import signal
 
-    from quantkit.chat import ChatSettings, chat_loop
     from quantkit.engines import load_engine
+    from quantkit.serve.chat import ChatSettings, chat_loop
 
     # Ctrl-C must stop a reply even when we were started with SIGINT ignored (a background job,
     # nohup, some CI shells): Python then installs no KeyboardInterrupt handler of its own.

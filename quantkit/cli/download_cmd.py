@@ -22,7 +22,7 @@ Examples:
 @click.option("--allow-pickle", is_flag=True, help="Also fetch pickle weights (.bin/.pt), which can run code when loaded.")
 def command(repo_id, source, revision, include, exclude, local_dir, token, endpoint, dry_run, allow_pickle):
     """Fetch REPO_ID (or bundled:NAME), verify every file, print its local folder as the last line."""
-    from quantkit.hub import download
+    from quantkit.hub.download import download
 
     result = download(repo_id, source=source, revision=revision, include=list(include), exclude=list(exclude),
                       local_dir=local_dir, token=token, endpoint=endpoint, dry_run=dry_run,
@@ -31,7 +31,7 @@ def command(repo_id, source, revision, include, exclude, local_dir, token, endpo
         click.echo(f"warning: the hub is unreachable; using the verified copy of {result.repo_id}@{result.revision} "
                    f"(commit {result.commit})", err=True)
     if dry_run:
-        from quantkit.modelinfo import human_size
+        from quantkit.core.modelinfo import human_size
 
         for record in result.files:
             click.echo(f"{human_size(record.size):>10}  {record.name}")
@@ -42,7 +42,7 @@ def command(repo_id, source, revision, include, exclude, local_dir, token, endpo
 def show_preflight(result) -> None:
     """Before any weight is fetched: what the model is and how much will come (stderr)."""
     from quantkit.cli.render import console, model_table
-    from quantkit.modelinfo import human_size
+    from quantkit.core.modelinfo import human_size
 
     pinned = f"@{result.revision} ({result.commit[:12]})" if result.commit else ""
     console.print(f"[bold]{result.repo_id}[/]{pinned} from {result.source}: "
@@ -51,6 +51,9 @@ def show_preflight(result) -> None:
         console.print(f"[yellow]skipping pickle files[/] {', '.join(result.skipped_pickle)} "
                       "(safetensors present; --allow-pickle fetches them)")
     if result.info is not None:
+        from quantkit.quantize.registry import method_support
+
+        result.info.support = method_support(result.info.config)
         model_table(result.info, download_bytes=result.total_bytes)
     else:
         console.print("no config.json among the selected files: architecture unknown")

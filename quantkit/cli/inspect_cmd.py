@@ -19,7 +19,7 @@ def command(model, as_json):
 
     path = Path(model).expanduser()
     if path.is_file() and path.suffix == ".gguf":
-        from quantkit.modelinfo import describe_gguf
+        from quantkit.quantize.gguf.inspect import describe_gguf
 
         info = describe_gguf(path)
         if as_json:
@@ -29,12 +29,14 @@ def command(model, as_json):
         click.echo(str(path.resolve()))
         return
 
-    from quantkit.artifact import read_manifest
-    from quantkit.modelinfo import describe
-    from quantkit.modelref import resolve_model
+    from quantkit.core.manifest import read_manifest
+    from quantkit.core.modelinfo import describe
+    from quantkit.hub.model_ref import resolve_model
+    from quantkit.quantize.registry import method_support
 
     path = resolve_model(model)
     info = describe(path)
+    info.support = method_support(info.config)
     manifest = read_manifest(path)
     if as_json:
         click.echo(json.dumps({"path": str(path), "model": info.as_dict(), "manifest": manifest}, indent=2))
@@ -49,7 +51,7 @@ def gguf_table(info: dict) -> None:
     from rich.table import Table
 
     from quantkit.cli.render import console
-    from quantkit.modelinfo import human_count, human_size
+    from quantkit.core.modelinfo import human_count, human_size
 
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_row("file", f"GGUF, {info['file_type'] or 'unknown type'} ({info['bits_per_weight']} bits per weight)")

@@ -16,7 +16,7 @@ Examples:
 def command(run_dir, memory, engine, min_top1, context, as_json):
     """Choose the artifact of a finished run that fits MEMORY with the best quality (lowest KLD),
     the fastest among near-equals; say why each other one lost. Writes RUN_DIR/pick.png."""
-    from quantkit.pick import pick
+    from quantkit.pipeline.pick import pick
 
     result = pick(run_dir, memory, engine=engine, min_top1=min_top1, context=context)
     if as_json:
@@ -29,7 +29,7 @@ def show(result) -> None:
     from rich.table import Table
 
     from quantkit.cli.render import console
-    from quantkit.pick import fmt_num, fmt_pct, gib
+    from quantkit.pipeline.pick import fmt_num, fmt_pct, gib
 
     c = result.chosen
     table = Table(title=f"pick for {gib(result.memory_bytes)}, {result.context} tokens")

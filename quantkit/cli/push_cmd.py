@@ -20,8 +20,8 @@ Examples:
 def command(artifact, repo_id, source, private, revision, token, endpoint, dry_run, allow_failed):
     """Publish ARTIFACT (verified against quantkit.json, gates passed) to REPO_ID with a model card
     that carries its measured results. Run it again to resume an interrupted upload."""
-    from quantkit.modelinfo import human_size
-    from quantkit.push import push
+    from quantkit.core.modelinfo import human_size
+    from quantkit.hub.push import push
 
     result = push(artifact, repo_id, source=source, private=private, revision=revision, token=token,
                   endpoint=endpoint, dry_run=dry_run, allow_failed=allow_failed)

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import click
 
-from quantkit.llamacpp_tools import FTYPES  # a table only: nothing heavy imported
-from quantkit.methods import METHODS
+from quantkit.quantize.gguf.tools import FTYPES  # a table only: nothing heavy imported
+from quantkit.quantize.registry import METHODS
 
 GGUF_TYPES = list(FTYPES)
 METHOD_HELP = "; ".join(f"{name}: {entry.summary}" for name, entry in METHODS.items())
@@ -49,8 +49,8 @@ def command(model, method, output, overwrite, fmt, gguf_types, source, revision,
     """Quantize MODEL (a folder, bundled:NAME or a hub id) into an artifact folder.
 
     Prints the artifact folder as the last line."""
-    from quantkit.methods import QuantizeOptions
-    from quantkit.quantize import quantize
+    from quantkit.quantize.quantize import quantize
+    from quantkit.quantize.registry import QuantizeOptions
 
     options = QuantizeOptions(
         format=fmt, gguf_types=[t.upper() for t in gguf_types],

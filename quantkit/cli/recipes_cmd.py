@@ -12,7 +12,7 @@ def command(matrix, runner):
     """List the shipped recipes, or print the JSON matrix a CI workflow runs them with."""
     import json
 
-    from quantkit.recipe import ci_matrix, load_recipe, shipped_recipes
+    from quantkit.pipeline.recipe import ci_matrix, load_recipe, shipped_recipes
 
     if matrix:
         click.echo(json.dumps(ci_matrix(runner)))

@@ -3,7 +3,7 @@
 from rich.console import Console
 from rich.table import Table
 
-from quantkit.modelinfo import ModelInfo, human_count, human_size
+from quantkit.core.modelinfo import ModelInfo, human_count, human_size
 
 console = Console(stderr=True)  # tables go to stderr; stdout's last line stays the path
 

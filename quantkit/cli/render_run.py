@@ -3,7 +3,7 @@
 from rich.table import Table
 
 from quantkit.cli.render import console
-from quantkit.modelinfo import human_size
+from quantkit.core.modelinfo import human_size
 
 
 def duration(seconds: float) -> str:

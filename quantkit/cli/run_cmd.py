@@ -24,8 +24,8 @@ def command(recipe, out, only, force, dry_run, verbose, pick_memory):
 
     Resumable: stages whose outputs match the recipe are skipped. Exit code 0 when every artifact
     passed, 3 when only gates failed, 1 when a stage failed. Prints the report's path last."""
-    from quantkit.pipeline import run
-    from quantkit.recipe import load_recipe
+    from quantkit.pipeline.recipe import load_recipe
+    from quantkit.pipeline.run import run
 
     parsed = load_recipe(recipe)
     summary = run(parsed, out or Path("runs") / parsed.name, only=list(only) or None, force=force, dry_run=dry_run,
@@ -40,8 +40,8 @@ def command(recipe, out, only, force, dry_run, verbose, pick_memory):
         click.echo(f"error: {summary.error}", err=True)
     if pick_memory and not dry_run:
         from quantkit.cli.pick_cmd import show
-        from quantkit.errors import QuantkitError
-        from quantkit.pick import pick
+        from quantkit.core.errors import QuantkitError
+        from quantkit.pipeline.pick import pick
 
         try:
             show(pick(summary.out_dir, pick_memory))

@@ -30,7 +30,7 @@ http://127.0.0.1:8000/v1 (GET /health and /metrics show the queue).""")
 def command(artifact, host, port, api_key, model_name, parallel, queue_size, max_tokens_limit, max_body_bytes, log_level,
             engine, device, threads, n_gpu_layers, n_ctx, trust_remote_code):
     """Serve ARTIFACT with an OpenAI-compatible API and a web chat page."""
-    from quantkit.serve import ServeOptions, serve
+    from quantkit.serve.app import ServeOptions, serve
 
     path = artifact_path(artifact)
     click.echo(f"loading {path} ...", err=True)

@@ -5,8 +5,8 @@ from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
 
+from quantkit.core.errors import InputError
 from quantkit.engines.base import Engine, EngineOptions, Token
-from quantkit.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ ENGINES: dict[str, EngineEntry] = {
 
 def engine_for(path: Path) -> str:
     """Which engine runs ``path``: its manifest says; otherwise a .gguf means llama.cpp."""
-    from quantkit.artifact import read_manifest
+    from quantkit.core.manifest import read_manifest
 
     path = Path(path)
     if path.is_file() and path.suffix == ".gguf":

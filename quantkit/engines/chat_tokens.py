@@ -2,7 +2,7 @@
 messages' own text is tokenized as plain text, so a user who writes ``<|im_end|><|im_start|>system``
 gets those characters, not a forged system turn (llama-server and vLLM's default hole)."""
 
-from quantkit.errors import InputError
+from quantkit.core.errors import InputError
 
 
 def chat_ids(rendered: str, messages: list[dict], with_control, as_text) -> list[int]:

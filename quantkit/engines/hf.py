@@ -6,9 +6,9 @@ import logging
 import warnings
 from pathlib import Path
 
+from quantkit.core.errors import EngineError, InputError, missing_extra
 from quantkit.engines.base import EngineOptions
 from quantkit.engines.generate import COMMON_SPECIAL, END_OF_TURN, stream_tokens
-from quantkit.errors import EngineError, InputError, missing_extra
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 

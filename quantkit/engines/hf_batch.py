@@ -8,7 +8,7 @@ transformers' own ``generate_batch`` was measured at ~9.5 s of set-up per call o
 
 import warnings
 
-from quantkit.errors import InputError
+from quantkit.core.errors import InputError
 
 
 class TransformersBatch:

@@ -10,16 +10,16 @@ import os
 import weakref
 from pathlib import Path
 
+from quantkit.core.errors import EngineError, InputError, missing_extra
 from quantkit.engines.base import EngineOptions
 from quantkit.engines.generate import COMMON_SPECIAL, stream_tokens
-from quantkit.errors import EngineError, InputError, missing_extra
 
 
 def find_gguf(path: Path) -> Path:
     """The .gguf file of ``path``: the file itself, the manifest's choice, or the folder's only one."""
     if path.is_file():
         return path
-    from quantkit.artifact import read_manifest
+    from quantkit.core.manifest import read_manifest
 
     manifest = read_manifest(path) or {}
     named = manifest.get("gguf_file") or manifest.get("settings", {}).get("gguf_file")

@@ -4,7 +4,7 @@ and a finished sequence's cells are freed at once so the next request can take i
 
 import ctypes
 
-from quantkit.errors import EngineError, InputError
+from quantkit.core.errors import EngineError, InputError
 
 
 class LlamaCppBatch:

@@ -1,0 +1,141 @@
+"""This machine's memory copy bandwidth, measured once with a large array copy and cached: the
+physical limit of batch-1 decoding, which reads every weight once per token; and the bytes one
+decode step of a loaded model really reads (``decode_bytes``)."""
+
+import json
+import os
+import platform
+import time
+
+from quantkit.core.paths import cache_dir
+
+ARRAY_MB = 256  # well above any CPU cache
+QUANT_METADATA = ("weight_scale", "weight_zero_point", "weight_shape", "weight_g_idx", "weight_global_scale")
+
+
+def machine_key() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{platform.node()}|{cpu}|{os.cpu_count()}"
+
+
+def measure_copy_gbps(size_mb: int = ARRAY_MB, repeats: int = 5) -> float:
+    """Best of ``repeats`` copies of a ``size_mb`` array; read + write bytes counted (as STREAM)."""
+    import numpy as np
+
+    src = np.ones(size_mb * 2**20 // 8, dtype=np.float64)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)  # first touch: page faults are not bandwidth
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - started)
+    return round(2 * src.nbytes / best / 1e9, 2)
+
+
+def copy_bandwidth_gbps(refresh: bool = False) -> float:
+    """The cached measurement for this machine (measured on first use, about a second)."""
+    file = cache_dir("bandwidth") / "copy.json"
+    key = machine_key()
+    known = {}
+    if file.is_file():
+        try:
+            known = json.loads(file.read_text())
+        except json.JSONDecodeError:
+            known = {}
+    if key in known and not refresh:
+        return known[key]
+    known[key] = measure_copy_gbps()
+    partial = file.with_name(f".copy.{os.getpid()}.json")
+    partial.write_text(json.dumps(known, indent=2))
+    os.replace(partial, file)
+    return known[key]
+
+
+def measure_cuda_copy_gbps(size_mb: int = 1024, repeats: int = 5) -> float | None:
+    """The same measurement on the current CUDA device (device-to-device copy), or None. The two
+    buffers take at most a quarter of the free memory (a model is loaded beside them); out of
+    memory is None, not a failed bench."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    free, _ = torch.cuda.mem_get_info()
+    size_mb = min(size_mb, int(free / 8 / 2**20))  # two buffers, a quarter of the free memory
+    if size_mb < 64:  # too small to measure DRAM bandwidth rather than cache
+        return None
+    src = dst = None
+    try:
+        src = torch.ones(size_mb * 2**20 // 4, dtype=torch.float32, device="cuda")
+        dst = torch.empty_like(src)
+        dst.copy_(src)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        best = float("inf")
+        for _ in range(repeats):
+            start.record()
+            dst.copy_(src)
+            end.record()
+            torch.cuda.synchronize()
+            best = min(best, start.elapsed_time(end) / 1e3)
+        return round(2 * src.numel() * 4 / best / 1e9, 2)
+    except torch.cuda.OutOfMemoryError:
+        return None
+    finally:
+        del src, dst
+        torch.cuda.empty_cache()
+
+
+def decode_bytes(engine) -> dict:
+    """The weight bytes one batch-1 decode step reads: every weight once, but the input embedding
+    table only one row (a lookup) unless it is tied to the output projection, which reads it all.
+    From the GGUF's tensors (llama.cpp) or the model's parameters (transformers); else the files."""
+    try:
+        if getattr(engine, "file", None) is not None and str(engine.file).endswith(".gguf"):
+            return gguf_decode_bytes(engine.file)
+        if getattr(engine, "model", None) is not None and hasattr(engine.model, "get_input_embeddings"):
+            return torch_decode_bytes(engine.model)
+    except (ImportError, OSError, ValueError, AttributeError):
+        pass
+    return {"bytes": engine.weights_bytes, "embedding_bytes": None, "tied": None, "counted": "weight files"}
+
+
+def gguf_decode_bytes(path) -> dict:
+    from gguf import GGUFReader
+
+    tensors = {t.name: t for t in GGUFReader(path).tensors}
+    total = sum(int(t.n_bytes) for t in tensors.values())
+    embd = tensors.get("token_embd.weight")
+    tied = "output.weight" not in tensors  # llama.cpp then reuses token_embd as the output projection
+    counted = total
+    if embd is not None and not tied:
+        rows = int(embd.n_elements) // int(embd.shape[0])
+        counted = total - int(embd.n_bytes) + int(embd.n_bytes) // rows
+    return {"bytes": counted, "embedding_bytes": int(embd.n_bytes) if embd is not None else None, "tied": tied,
+            "counted": "GGUF tensors"}
+
+
+def torch_decode_bytes(model) -> dict:
+    def nbytes(t):
+        return t.numel() * t.element_size()
+
+    seen, total = set(), 0
+    for module in model.modules():
+        # A decompressed compressed-tensors Linear keeps its scales and zero points beside the
+        # dense weight; its matmul reads only the weight.
+        dense = not hasattr(module, "weight_packed")
+        tensors = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+        for name, t in tensors:
+            if dense and name in QUANT_METADATA or t.data_ptr() in seen:  # tied weights: one storage
+                continue
+            seen.add(t.data_ptr())
+            total += nbytes(t)
+    embd = model.get_input_embeddings().weight
+    out = model.get_output_embeddings()
+    tied = out is not None and out.weight.data_ptr() == embd.data_ptr()
+    counted = total if tied else total - nbytes(embd) + nbytes(embd) // embd.shape[0]
+    return {"bytes": counted, "embedding_bytes": nbytes(embd), "tied": tied, "counted": "model parameters"}

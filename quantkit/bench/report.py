@@ -1,0 +1,191 @@
+"""Reports from bench results (the dicts of ``BenchResult.to_dict()``): a Markdown summary with PNG
+plots (size vs decode tokens/s, size vs KLD), the merged JSON, and each artifact's model card
+results section."""
+
+import json
+from pathlib import Path
+
+from quantkit.core.atomic import atomic_dir
+from quantkit.core.errors import InputError
+from quantkit.core.manifest import CARD
+
+REPORT = "report.md"
+COLUMNS = ("artifact", "engine", "bits", "size", "bpw", "pp tok/s", "tg tok/s", "TTFT ms", "peak RSS MB",
+           "KLD mean", "top-1", "PPL ratio", "smoke", "passed")
+
+
+def load_results(paths: list[str | Path]) -> list[dict]:
+    """Bench results from JSON files and folders (searched for ``*.json`` holding kind=bench)."""
+    results = []
+    for path in map(Path, paths):
+        files = sorted(path.rglob("*.json")) if path.is_dir() else [path]
+        if not path.exists():
+            raise InputError(f"{path} does not exist")
+        for file in files:
+            try:
+                data = json.loads(file.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                if path.is_dir():
+                    continue  # other JSON in a results folder is not ours
+                raise InputError(f"{file} is not valid JSON: {exc}") from exc
+            items = data if isinstance(data, list) else [data]
+            results += [item for item in items if isinstance(item, dict) and item.get("kind") == "bench"]
+    if not results:
+        raise InputError("no bench results found", hint="write them with: quantkit bench ARTIFACT --json FILE")
+    return results
+
+
+def fmt(value, digits: int = 2, scale: float = 1.0, suffix: str = "") -> str:
+    return "-" if value is None else f"{value * scale:.{digits}f}{suffix}"
+
+
+def label(result: dict) -> str:
+    """A recipe's name for the artifact when the pipeline gave one, else its file/folder name."""
+    return str(result.get("name") or Path(result.get("artifact", "?")).name)
+
+
+def row(result: dict) -> list[str]:
+    quality, smoke = result.get("quality") or {}, result.get("smoke")
+    return [
+        label(result), result["engine"], str(result.get("bits", "-")),
+        fmt(result["size_bytes"] / 2**20, 1, suffix=" MiB"), fmt(result.get("bits_per_weight")),
+        f"{fmt(result['prefill_tokens_per_s'], 1)} ± {fmt(result['prefill_tokens_per_s_std'], 1)}",
+        f"{fmt(result['decode_tokens_per_s'], 1)} ± {fmt(result['decode_tokens_per_s_std'], 1)}",
+        fmt(result["ttft_ms"], 1), fmt(result["peak_rss_mb"], 0), fmt(quality.get("kld_mean"), 4),
+        fmt(quality.get("top1_agreement"), 1, 100, "%"), fmt(quality.get("ppl_ratio"), 3),
+        "-" if smoke is None else smoke_verdict(smoke),
+        "yes" if result["passed"] else "**no**",
+    ]
+
+
+def smoke_verdict(smoke: dict) -> str:
+    return ("pass" if smoke["passed"] else "FAIL") + (" (completion)" if smoke.get("mode") == "completion" else "")
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row(r)) + " |" for r in results]
+    return "\n".join(lines)
+
+
+def results_markdown(result: dict) -> str:
+    """One artifact's results, for its model card."""
+    env = result.get("environment", {})
+    lines = [table([result]), "",
+             f"Measured with `quantkit bench` on {env.get('cpu', '?')} ({env.get('device', '?')}, "
+             f"{env.get('threads', '?')} threads): pp{result['prompt_tokens']} / tg{result['gen_tokens']}, "
+             f"{result['repetitions']} repetitions; quality teacher-forced against `{result.get('base') or 'no base'}`."]
+    if result.get("failures"):
+        lines += ["", "Gate failures:", *[f"- {f}" for f in result["failures"]]]
+    return "\n".join(lines)
+
+
+def cell(text: str) -> str:
+    """Text for one Markdown table cell: control tokens stay visible (HTML-escaped), no code spans,
+    newlines as <br>."""
+    import html
+
+    return html.escape(text.strip()).replace("|", "&#124;").replace("`", "&#96;").replace("\n", "<br>") or "*(empty)*"
+
+
+def smoke_section(smoke: dict) -> list[str]:
+    """The smoke's transcript: side by side with the base's, turn by turn, when judged against it."""
+    title = (smoke.get("title") or "smoke chat").capitalize()
+    base = smoke.get("base")
+    if not base:
+        return [f"{title} transcript (no base to compare with):", "", "```text", smoke.get("transcript", ""), "```", ""]
+    completion = smoke.get("mode") == "completion"
+    lines = [f"{title}, the artifact's replies beside the base's (greedy; a defect counts only where the "
+             "base does not show it on the same turn):", "",
+             f"| # | {'prompt' if completion else 'user'} | artifact | base |",
+             "|---|---|---|---|"]
+    base_turns = base.get("turns") or []
+    for i, turn in enumerate(smoke.get("turns") or []):
+        other = base_turns[i] if i < len(base_turns) else {}
+        replies = [cell(t.get("reply", "")) + (f"<br>**{cell('; '.join(t['problems']))}**" if t.get("problems") else "")
+                   for t in (turn, other)]
+        lines.append(f"| {i + 1} | {cell(turn.get('user', ''))} | {replies[0]} | {replies[1]} |")
+    if smoke.get("excused"):
+        lines += ["", "Shown by the base too (not counted):", *[f"- {e}" for e in smoke["excused"]]]
+    return lines + [""]
+
+
+def plot(results: list[dict], y_key, y_label: str, file: Path, log_y: bool = False) -> bool:
+    """Scatter of size (MiB) against one metric; False when no result has it."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    points = [(r["size_bytes"] / 2**20, y_key(r), label(r)) for r in results]
+    points = [p for p in points if p[1] is not None]
+    if not points:
+        return False
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    ax.scatter([p[0] for p in points], [p[1] for p in points])
+    for x, y, text in points:
+        ax.annotate(text, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    ax.set_xlabel("size on disk (MiB)")
+    ax.set_ylabel(y_label)
+    if log_y and all(p[1] > 0 for p in points):
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(file)
+    plt.close(fig)
+    return True
+
+
+def write_report(results: list[dict], out_dir: str | Path, fill_cards: bool = True) -> Path:
+    """Write report.md, results.json and the plots into ``out_dir``; fill each artifact's card.
+    Returns the path of report.md."""
+    if not results:
+        raise InputError("no results to report")
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir, overwrite=True) as staging:
+        (staging / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+        plots = []
+        if plot(results, lambda r: r["decode_tokens_per_s"], "decode tokens/s", staging / "size_vs_decode.png"):
+            plots.append(("Size vs decode speed", "size_vs_decode.png"))
+        if plot(results, lambda r: (r.get("quality") or {}).get("kld_mean"), "mean KLD vs base (log)",
+                staging / "size_vs_kld.png", log_y=True):
+            plots.append(("Size vs KL divergence", "size_vs_kld.png"))
+        parts = ["# quantkit report", "", table(results), ""]
+        parts += [f"![{title}]({name})\n" for title, name in plots]
+        for result in results:
+            parts += [f"## {label(result)}", ""]
+            if result.get("failures"):
+                parts += ["Gate failures:", *[f"- {f}" for f in result["failures"]], ""]
+            if result.get("smoke"):
+                parts += smoke_section(result["smoke"])
+        (staging / REPORT).write_text("\n".join(parts))
+    if fill_cards:
+        for folder, rows in card_folders(results).items():
+            fill_card(folder, rows)
+    return out_dir.resolve() / REPORT
+
+
+def fill_card(folder: Path, results: list[dict]) -> None:
+    """Record an artifact's results beside its card (``quantkit-results.json``, what ``quantkit
+    push`` publishes from) and put them in the card: one table, a row per file, and the header's
+    model-index. No local path is kept: files by name, the base by its hub id."""
+    from quantkit.core.card import refill, result_record, write_results
+    from quantkit.core.manifest import read_manifest
+
+    records = [result_record(r, Path(folder)) for r in results]
+    write_results(folder, records)
+    refill(folder, read_manifest(folder) or {}, records)
+
+
+def card_folders(results: list[dict]) -> dict[Path, list[dict]]:
+    """Artifact folders with a model card -> their results (a multi-type GGUF folder gets one
+    row per .gguf file benched)."""
+    from quantkit.core.manifest import MANIFEST
+
+    folders: dict[Path, list[dict]] = {}
+    for result in results:
+        path = Path(result.get("artifact", ""))
+        folder = path if path.is_dir() else path.parent if (path.parent / MANIFEST).is_file() else None
+        if folder is not None and (folder / CARD).is_file():
+            folders.setdefault(folder, []).append(result)
+    return folders

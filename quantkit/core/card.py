@@ -1,0 +1,349 @@
+"""The artifact's model card, built with the Hub's own ``ModelCard`` / ``ModelCardData``.
+
+The YAML header carries what the Hub reads: ``base_model`` with ``base_model_relation:
+quantized`` (the model tree lists it as a quantization), the base's ``license``, the library,
+tags per format and the measured results as ``model-index`` eval results. The body repeats the
+results as one table (a row per file of a multi-file GGUF artifact) and says how to load it.
+The base is named by its hub id only; nothing in a card names a local path.
+
+Results are kept beside the card in ``quantkit-results.json`` (written by ``quantkit report`` /
+``quantkit run``), so a card can be rendered again, e.g. for ``quantkit push`` with the repo id.
+"""
+
+import json
+from pathlib import Path
+
+from quantkit.core.atomic import write_json
+from quantkit.core.errors import InputError
+from quantkit.core.manifest import CARD, RESULTS_FILE, SOURCE_MANIFEST, now_iso
+
+RESULTS_BEGIN = "<!-- quantkit:results:begin -->"
+RESULTS_END = "<!-- quantkit:results:end -->"
+HUB_URLS = {"hf": "https://huggingface.co", "modelscope": "https://modelscope.cn/models"}
+LIBRARY = {"gguf": "gguf", "transformers": "transformers"}
+FORMAT_TAGS = {"gguf": ["gguf", "llama.cpp"], "bitsandbytes": ["bitsandbytes"], "nf4": ["bitsandbytes", "4-bit"],
+               "int8": ["bitsandbytes", "8-bit"], "compressed-tensors": ["compressed-tensors", "awq", "4-bit"],
+               "autoawq": ["awq", "4-bit"], "awq": ["awq", "4-bit"]}
+# model-index metric types; the dataset is quantkit's evaluation text scored against the base
+METRICS = (("kld_mean", "kl_divergence", "mean KL divergence vs base"),
+           ("top1_agreement", "top1_agreement", "same top token as base"),
+           ("ppl_ratio", "perplexity_ratio", "perplexity ratio vs base"),
+           ("bits_per_weight", "bits_per_weight", "bits per weight (whole file)"),
+           ("prefill_tokens_per_s", "prompt_tokens_per_second", "prompt tokens/s"),
+           ("decode_tokens_per_s", "generated_tokens_per_second", "generated tokens/s"))
+
+
+# --- where the card's facts come from ---------------------------------------------------------
+
+def base_id(manifest: dict) -> str | None:
+    """The base model's hub id (``owner/name``); None for a local checkpoint of unknown origin."""
+    from quantkit.core.modelinfo import REPO_ID
+
+    repo = (manifest.get("source") or {}).get("repo_id")
+    return repo if isinstance(repo, str) and REPO_ID.fullmatch(repo) else None
+
+
+def base_hub(manifest: dict) -> str:
+    """Which hub the base lives on (a bundled model's original is on the Hugging Face Hub)."""
+    return "modelscope" if (manifest.get("source") or {}).get("source") == "modelscope" else "hf"
+
+
+def base_license(manifest: dict) -> str | None:
+    """The base's license: the manifest's source record, the base folder's source manifest, then
+    the base's own model card."""
+
+    source = manifest.get("source") or {}
+    if source.get("license"):
+        return str(source["license"])
+    folder = Path(source["path"]) if source.get("path") else None
+    if folder is None or not folder.is_dir():
+        return None
+    try:
+        found = json.loads((folder / SOURCE_MANIFEST).read_text()).get("license")
+    except (OSError, ValueError):
+        found = None
+    if found:
+        return str(found)
+    readme = folder / "README.md"
+    if readme.is_file():
+        from huggingface_hub import ModelCard
+
+        try:
+            return ModelCard.load(readme).data.get("license")
+        except Exception:  # a base card we cannot parse just has no license for us
+            return None
+    return None
+
+
+def artifact_format(manifest: dict) -> str:
+    return str(manifest.get("format") or manifest.get("method") or "unknown")
+
+
+# --- results ------------------------------------------------------------------------------------
+
+def result_record(result: dict, folder: Path, name: str | None = None) -> dict:
+    """One bench result as the card keeps it: headline numbers and the machine, no local paths."""
+    quality, smoke = result.get("quality") or {}, result.get("smoke")
+    target = Path(result.get("artifact") or folder)
+    file = target.name if target.is_file() or target.suffix == ".gguf" else None
+    env = result.get("environment") or {}
+    return {
+        "name": name or file or folder.name,
+        "file": file,
+        "engine": result.get("engine"),
+        "bits": result.get("bits"),
+        "size_bytes": result.get("size_bytes"),
+        "bits_per_weight": result.get("bits_per_weight"),
+        "prompt_tokens": result.get("prompt_tokens"),
+        "gen_tokens": result.get("gen_tokens"),
+        "repetitions": result.get("repetitions"),
+        "prefill_tokens_per_s": result.get("prefill_tokens_per_s"),
+        "prefill_tokens_per_s_std": result.get("prefill_tokens_per_s_std"),
+        "decode_tokens_per_s": result.get("decode_tokens_per_s"),
+        "decode_tokens_per_s_std": result.get("decode_tokens_per_s_std"),
+        "ttft_ms": result.get("ttft_ms"),
+        "peak_rss_mb": result.get("peak_rss_mb"),
+        "kld_mean": quality.get("kld_mean"),
+        "kld_p99": quality.get("kld_p99"),
+        "top1_agreement": quality.get("top1_agreement"),
+        "ppl_ratio": quality.get("ppl_ratio"),
+        "smoke": None if smoke is None else ("pass" if smoke.get("passed") else "fail"),
+        "smoke_mode": None if smoke is None else smoke.get("mode", "chat"),
+        "passed": bool(result.get("passed", not result.get("failures"))),
+        "failures": list(result.get("failures") or []),
+        "machine": {"cpu": env.get("cpu"), "device": env.get("device"), "threads": env.get("threads")},
+    }
+
+
+def read_results(folder: Path) -> list[dict] | None:
+    """The results recorded beside the card; None when the artifact was never benchmarked."""
+    path = Path(folder) / RESULTS_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise InputError(f"{path} is not valid JSON: {exc}", hint="run quantkit bench / report again") from exc
+    return data.get("results") if isinstance(data, dict) else None
+
+
+def write_results(folder: Path, records: list[dict]) -> None:
+    write_json(Path(folder) / RESULTS_FILE, {"schema": 1, "written": now_iso(), "results": records}, ensure_ascii=False)
+
+
+def _fmt(value, digits: int = 2, scale: float = 1.0, suffix: str = "") -> str:
+    return "-" if value is None else f"{value * scale:.{digits}f}{suffix}"
+
+
+def _speed(row: dict, key: str) -> str:
+    return f"{_fmt(row.get(key), 1)} ± {_fmt(row.get(key + '_std'), 1)}"
+
+
+def results_table(rows: list[dict]) -> str:
+    """One Markdown table, a row per benchmarked file."""
+    head = ["file", "engine", "bits", "size", "bits/weight", "pp tok/s", "tg tok/s", "KLD mean", "top-1",
+            "PPL ratio", "smoke", "gates"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        smoke = row.get("smoke") or "-"
+        if row.get("smoke_mode") == "completion":
+            smoke += " (completion)"
+        size = row.get("size_bytes")
+        lines.append("| " + " | ".join([
+            str(row["name"]), str(row.get("engine") or "-"), str(row.get("bits") or "-"),
+            "-" if size is None else f"{size / 2**20:.1f} MiB", _fmt(row.get("bits_per_weight")),
+            _speed(row, "prefill_tokens_per_s"), _speed(row, "decode_tokens_per_s"), _fmt(row.get("kld_mean"), 4),
+            _fmt(row.get("top1_agreement"), 1, 100, "%"), _fmt(row.get("ppl_ratio"), 3), smoke,
+            "passed" if row.get("passed") else "**failed**"]) + " |")
+    return "\n".join(lines)
+
+
+def results_section(rows: list[dict] | None, base: str | None) -> str:
+    if not rows:
+        return "Not benchmarked yet: run `quantkit bench` on this folder."
+    machines = {json.dumps(r.get("machine") or {}, sort_keys=True) for r in rows}
+    lines = [results_table(rows), ""]
+    for text in sorted(machines):
+        m = json.loads(text)
+        lines.append(f"Measured with `quantkit bench` on {m.get('cpu') or '?'} ({m.get('device') or '?'}, "
+                     f"{m.get('threads') or '?'} threads): pp{rows[0].get('prompt_tokens') or '?'} / "
+                     f"tg{rows[0].get('gen_tokens') or '?'}, {rows[0].get('repetitions') or '?'} repetitions; "
+                     f"quality teacher-forced against {f'`{base}`' if base else 'the base checkpoint'} "
+                     "on the same token ids.")
+    failures = [f"{r['name']}: {f}" for r in rows for f in r.get("failures") or []]
+    if failures:
+        lines += ["", "Gate failures:", *[f"- {f}" for f in failures]]
+    return "\n".join(lines)
+
+
+def eval_results(rows: list[dict], base: str | None):
+    """The measured numbers as model-index entries (one per metric per file)."""
+    from huggingface_hub import EvalResult
+
+    found = []
+    for row in rows:
+        for key, metric_type, metric_name in METRICS:
+            if row.get(key) is None:
+                continue
+            found.append(EvalResult(
+                task_type="text-generation", dataset_type="quantkit/eval-text",
+                dataset_name=f"quantkit evaluation text vs {base or 'base'}",
+                metric_type=metric_type, metric_value=row[key],
+                metric_name=f"{metric_name} ({row['name']})" if len(rows) > 1 else metric_name,
+                metric_config=row.get("file")))
+    return found or None
+
+
+# --- the card -----------------------------------------------------------------------------------
+
+def card_data(manifest: dict, rows: list[dict] | None, model_name: str):
+    from huggingface_hub import ModelCardData
+
+    base = base_id(manifest)
+    fmt = artifact_format(manifest)
+    engine = manifest.get("engine") or ("llama.cpp" if fmt == "gguf" else "transformers")
+    tags = ["quantkit", "quantized", str(manifest.get("method") or fmt), *FORMAT_TAGS.get(fmt, [fmt]),
+            *FORMAT_TAGS.get(str(manifest.get("method")), []), *manifest.get("tags", [])]
+    extra = {"base_model_relation": "quantized"} if base else {}
+    return ModelCardData(
+        base_model=base, license=base_license(manifest), library_name=LIBRARY.get(fmt, manifest.get("library_name") or
+                                                                                  LIBRARY.get(engine, "transformers")),
+        pipeline_tag="text-generation", tags=list(dict.fromkeys(tags)), model_name=model_name,
+        eval_results=eval_results(rows or [], base), quantized_by="quantkit", **extra)
+
+
+def intro(manifest: dict) -> str:
+    from quantkit import __version__
+
+    base = base_id(manifest)
+    method = str(manifest.get("method") or "unknown").upper()
+    version = manifest.get("quantkit_version", __version__)
+    if base:
+        named = f"[{base}]({HUB_URLS[base_hub(manifest)]}/{base})"
+    else:
+        model_type = (manifest.get("model") or {}).get("model_type") or (manifest.get("model") or {}).get("architecture")
+        named = f"a local checkpoint{f' ({model_type})' if model_type else ''}"
+    return f"{method} quantization of {named}, made with quantkit {version}."
+
+
+def settings_text(manifest: dict) -> str:
+    settings = manifest.get("settings") or {}
+    return "\n".join(f"- `{k}`: `{v}`" for k, v in settings.items()) or "- defaults"
+
+
+def body(manifest: dict, rows: list[dict] | None, usage: str, title: str) -> str:
+    return f"""
+# {title}
+
+{intro(manifest)}
+
+## Settings
+
+{settings_text(manifest)}
+
+## Results
+
+{RESULTS_BEGIN}
+{results_section(rows, base_id(manifest))}
+{RESULTS_END}
+
+## Use it
+
+{usage.strip()}
+"""
+
+
+def render(manifest: dict, rows: list[dict] | None, usage: str, title: str):
+    """The whole card as a ``huggingface_hub.ModelCard``."""
+    from huggingface_hub import ModelCard
+
+    data = card_data(manifest, rows, title)
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body(manifest, rows, usage, title)}")
+
+
+def refill(folder: Path, manifest: dict, rows: list[dict]) -> None:
+    """Put ``rows`` into an existing card: its header's model-index and its results section; the
+    rest of the body (how to use it) stays as written."""
+    from huggingface_hub import ModelCard
+
+    path = Path(folder) / "README.md"
+    card = ModelCard.load(path)
+    title = card.data.get("model_name") or Path(folder).name
+    if manifest:
+        fresh = card_data(manifest, rows, title)
+    else:  # a card without its manifest beside it: keep its header, update the results
+        fresh = card.data
+        fresh.model_name, fresh.eval_results = title, eval_results(rows, fresh.get("base_model"))
+    text = card.text
+    section = results_section(rows, base_id(manifest) or card.data.get("base_model"))
+    start, end = text.find(RESULTS_BEGIN), text.find(RESULTS_END)
+    if start < 0 or end < 0:
+        text += f"\n## Results\n\n{RESULTS_BEGIN}\n{section}\n{RESULTS_END}\n"
+    else:
+        text = text[: start + len(RESULTS_BEGIN)] + "\n" + section + "\n" + text[end:]
+    path.write_text(f"---\n{fresh.to_yaml()}\n---\n{text}")
+
+
+# --- how to load it from a hub repo -------------------------------------------------------------
+
+def hub_usage(manifest: dict, files: list[str], repo_id: str, source: str) -> str:
+    """How to load the published repo in each runtime that can (the names are the repo's)."""
+    fmt = artifact_format(manifest)
+    if source == "modelscope":
+        fetch = f"```bash\nmodelscope download --model {repo_id} --local_dir ./{repo_id.split('/')[-1]}\n```"
+        where = f"./{repo_id.split('/')[-1]}"
+    else:
+        fetch = f"```bash\nhf download {repo_id} --local-dir ./{repo_id.split('/')[-1]}\n```"
+        where = repo_id
+    quantkit_text = (f"quantkit (benchmark, chat, OpenAI-compatible server):\n\n```bash\n"
+                     f"quantkit download {repo_id}{' --source modelscope' if source == 'modelscope' else ''}\n"
+                     f"quantkit serve ./{repo_id.split('/')[-1]}\n```")
+    if fmt == "gguf":
+        ggufs = [f for f in files if f.endswith(".gguf")] or ["model.gguf"]
+        first = ggufs[0]
+        lines = ["Files:", "", *[f"- `{name}`" for name in ggufs], "", "Fetch them:", "", fetch, "",
+                 "llama.cpp:", "", f"```bash\nllama-cli -m {first} -cnv\nllama-server -m {first} --port 8080\n```", "",
+                 "llama-cpp-python (the chat template travels inside the file):", "",
+                 "```python\nfrom llama_cpp import Llama\n\n"
+                 + (f'llm = Llama.from_pretrained(repo_id="{repo_id}", filename="{first}")\n' if source == "hf"
+                    else f'llm = Llama(model_path="{where}/{first}")\n')
+                 + 'print(llm.create_chat_completion(messages=[{"role": "user", "content": "Hello!"}])'
+                   '["choices"][0]["message"]["content"])\n```', ""]
+        if "Modelfile" in files:
+            lines += ["Ollama (the Modelfile carries the chat template and stop tokens):", "",
+                      f"```bash\nollama create {repo_id.split('/')[-1].lower()} -f Modelfile\n```", ""]
+        return "\n".join(lines + [quantkit_text])
+    needs = {"nf4": "bitsandbytes", "int8": "bitsandbytes", "compressed-tensors": "compressed-tensors",
+             "autoawq": "gptqmodel (or autoawq)"}.get(fmt) or {"nf4": "bitsandbytes", "int8": "bitsandbytes",
+                                                            "awq": "compressed-tensors"}.get(str(manifest.get("method")))
+    lines = [f"transformers{f' (with {needs} installed)' if needs else ''}:", "",
+             "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+             f'model = AutoModelForCausalLM.from_pretrained("{where}", device_map="auto")\n'
+             f'tokenizer = AutoTokenizer.from_pretrained("{where}")\n'
+             'messages = [{"role": "user", "content": "What is the capital of France?"}]\n'
+             "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\", "
+             "return_dict=True)\nprint(tokenizer.decode(model.generate(**inputs, max_new_tokens=32)[0]))\n```", ""]
+    if source == "modelscope":
+        lines[0:0] = ["Fetch it:", "", fetch, ""]
+    if fmt in ("compressed-tensors", "nf4") or manifest.get("method") == "nf4":
+        lines += ["vLLM (GPU):", "", f"```bash\nvllm serve {where}\n```", ""]
+    return "\n".join(lines + [quantkit_text])
+
+
+def write_model_card(folder: Path, manifest: dict, usage: str, results: list[dict] | None = None,
+                     title: str | None = None) -> None:
+    """A model card in the Hub's format (``quantkit.core.card``): metadata header, settings, a results
+    section that ``quantkit report`` fills in later, and how to load it."""
+    render(manifest, results, usage, title or folder.name).save(folder / CARD)
+
+
+def fill_card_results(folder: Path, results_markdown: str) -> None:
+    """Replace the results section of an existing model card."""
+    card = folder / CARD
+    text = card.read_text()
+    start, end = text.find(RESULTS_BEGIN), text.find(RESULTS_END)
+    if start < 0 or end < 0:
+        text += f"\n## Results\n\n{RESULTS_BEGIN}\n{results_markdown.strip()}\n{RESULTS_END}\n"
+    else:
+        text = text[: start + len(RESULTS_BEGIN)] + "\n" + results_markdown.strip() + "\n" + text[end:]
+    card.write_text(text)

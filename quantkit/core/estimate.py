@@ -1,0 +1,338 @@
+"""What each stage of a recipe will cost, from config.json alone: peak RAM, peak GPU memory,
+disk, time.
+
+``quantize_need`` and ``bench_need`` are the one estimate of each stage's memory: the real
+preflight (quantkit.core.preflight.check_fit, called by every method's ``check`` and by ``bench``) and
+``quantkit run --dry-run`` both use them. Where the weights live decides which memory they count:
+AWQ on a GPU keeps the model in RAM (bf16) and onloads one decoder layer at a time to the GPU;
+bitsandbytes on a GPU quantizes straight onto the device; bench holds one model at a time.
+
+Used by ``quantkit run --dry-run``. The numbers are rough on purpose (a factor of 2 either way):
+they are there to tell "fits / does not fit" and "minutes / hours" apart before downloading
+anything. The constants below say what they assume; they were taken from the measurements in
+FACTS (SmolLM2 AWQ on this CPU) and from commonly published GPU figures.
+"""
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from quantkit.core.modelinfo import DTYPE_BYTES, UNGATED_MLP, config_dtype, estimate_params, human_size, text_config
+
+# torch + transformers + tokenizer already take this much RAM before the first weight is read.
+LIBRARY_ALLOWANCE_BYTES = 600 * 2**20
+
+DOWNLOAD_BYTES_PER_S = 50e6  # a typical hub download
+DISK_BYTES_PER_S = 300e6  # reading/writing checkpoints
+# AWQ calibration seconds per billion parameters per 1,000 calibration tokens
+# (CPU: SmolLM2-135M, 64 x 256 tokens took ~15 min here; GPU: ~2 min for 7B at 128 x 512).
+AWQ_S_PER_B_PER_KTOK = {"cpu": 400.0, "cuda": 0.25}
+GGUF_QUANTIZE_S_PER_B = 40.0  # llama.cpp's quantizer, per type
+DECODE_BANDWIDTH = {"cpu": 10e9, "cuda": 1.5e12}  # bytes/s actually achieved in batch-1 decode
+HF_CPU_DECODE_CAP = 20.0  # tok/s: transformers' decode loop on CPU is Python-bound (FACTS)
+SMOKE_TOKENS = 3 * 128  # three turns of the smoke chat, a typical reply length each
+GGUF_BITS = {"F16": 16, "BF16": 16, "Q8_0": 8.5, "Q6_K": 6.56, "Q5_K_M": 5.69, "Q5_K_S": 5.54, "Q5_0": 5.5,
+             "Q4_K_M": 4.85, "Q4_K_S": 4.58, "Q4_0": 4.5, "Q3_K_M": 3.91, "Q2_K": 3.35}
+# Peak RAM of quantizing on the CPU, as a multiple of the model's size in the dtype it is held in:
+# AWQ calibrates in fp32 and saves a 16-bit copy; bitsandbytes' quantize-at-load peaks under 2x its
+# load dtype (SmolLM2); llama.cpp's lazy converter holds about one F16 copy.
+CPU_RAM_FACTOR = {"awq": 2.0, "nf4": 2.0, "int8": 2.0, "gguf": 1.2}
+# AWQ on a GPU: the model stays in RAM in bf16 (+ the compressed copy save_pretrained builds).
+AWQ_GPU_RAM_FACTOR = 1.3
+# The CUDA context, cuBLAS workspace and allocator slack a process pays on its first kernel.
+CUDA_OVERHEAD_BYTES = 1 * 2**30
+# llama.cpp's compute buffers on the device beside weights and KV cache (n_batch 512).
+LLAMACPP_COMPUTE_BYTES = 512 * 2**20
+TEMPORARIES = 4  # live activation-sized temporaries of one block's forward (inputs, outputs, MLP)
+CONFIG_DIR_ENV = "QUANTKIT_CONFIG_DIR"  # a folder of NAME.json configs for offline dry runs (tests, CI)
+
+
+@dataclass
+class Cost:
+    memory_bytes: int  # peak RAM
+    disk_bytes: int
+    seconds: float
+    gpu_bytes: int = 0  # peak memory on the one GPU the stage uses (0: none)
+
+
+@dataclass
+class Need:
+    """Peak memory of one stage: RAM and GPU (0 when the stage does not use one), and what
+    each counts, for the preflight's message."""
+
+    ram_bytes: int
+    gpu_bytes: int = 0
+    why: str = ""
+
+
+def find_config(model_id: str, source: str, revision: str | None, local_config: Path | None) -> tuple[dict | None, str]:
+    """A config.json for planning without downloading: the recipe's local_config, the folder
+    named by $QUANTKIT_CONFIG_DIR, a local model folder, the bundled cache or the HF cache."""
+    candidates = []
+    if local_config:
+        candidates.append(Path(local_config))
+    if os.environ.get(CONFIG_DIR_ENV):
+        candidates.append(Path(os.environ[CONFIG_DIR_ENV]) / f"{model_id.rstrip('/').split('/')[-1].lower()}.json")
+    if model_id.startswith("bundled:"):
+        from quantkit.core.paths import quantkit_home
+
+        candidates.append(quantkit_home() / "bundled" / model_id.split(":", 1)[1] / "config.json")
+    candidates.append(Path(model_id).expanduser() / "config.json")
+    for path in candidates:
+        if path.is_file():
+            return json.loads(path.read_text()), str(path)
+    if source == "hf" and model_id.count("/") == 1:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(model_id, "config.json", revision=revision)
+            if isinstance(cached, str):
+                return json.loads(Path(cached).read_text()), cached
+        except Exception:  # a planning aid only: no cache is not an error
+            pass
+    return None, "no config.json available offline (set model.local_config to plan with estimates)"
+
+
+def checkpoint_bytes(config: dict) -> int:
+    per_param = DTYPE_BYTES.get(config_dtype(config).replace("torch.", ""), 2)
+    return estimate_params(config) * per_param
+
+
+def embedding_params(config: dict) -> int:
+    cfg = text_config(config)
+    tied = cfg.get("tie_word_embeddings", config.get("tie_word_embeddings"))
+    return (cfg.get("vocab_size") or 0) * (cfg.get("hidden_size") or 0) * (1 if tied else 2)
+
+
+def artifact_bytes(config: dict, method: str, group_size: int | None, gguf_types: list[str]) -> int:
+    """Weights on disk: quantized linear layers plus embeddings kept in 16 bits."""
+    n, embed = estimate_params(config), embedding_params(config)
+    body = max(n - embed, 0)
+    if method == "gguf":
+        return int(sum(n * GGUF_BITS.get(t, 8) / 8 for t in gguf_types))
+    bits = {"awq": 4 + 32 / (group_size or 128), "nf4": 4.5, "int8": 8.1}[method]
+    return int(body * bits / 8 + embed * 2)
+
+
+def download_cost(config: dict, local: bool) -> Cost:
+    size = checkpoint_bytes(config)
+    return Cost(0, 0 if local else size, 0.0 if local else size / DOWNLOAD_BYTES_PER_S)
+
+
+def dtype_bytes(dtype: str | None, config: dict, default: str | None = None) -> int:
+    """Bytes per parameter of ``dtype`` ("auto"/None: ``default``, else the checkpoint's)."""
+    name = dtype if dtype and dtype != "auto" else (default or config_dtype(config))
+    return DTYPE_BYTES.get(str(name).replace("torch.", ""), 4)
+
+
+def shape(config: dict) -> dict:
+    """The widths the estimates need, from a Llama-shaped reading of config.json."""
+    cfg = text_config(config)
+    hidden = cfg.get("hidden_size") or cfg.get("n_embd") or cfg.get("d_model") or 0
+    heads = cfg.get("num_attention_heads") or cfg.get("n_head") or 1
+    head_dim = cfg.get("head_dim") or (hidden // heads if heads else 0)
+    layers = cfg.get("num_hidden_layers") or cfg.get("n_layer") or 1
+    n, embed = estimate_params(config), embedding_params(config)
+    return {"hidden": hidden, "layers": layers, "vocab": cfg.get("vocab_size") or 0, "head_dim": head_dim,
+            "attn_out": heads * head_dim, "kv_heads": cfg.get("num_key_value_heads") or cfg.get("num_kv_heads") or heads,
+            "inter": cfg.get("ffn_hidden_size") or cfg.get("intermediate_size") or cfg.get("n_inner") or 4 * hidden,
+            "ungated": str(cfg.get("model_type") or config.get("model_type") or "") in UNGATED_MLP,
+            "layer_params": max(n - embed - hidden, 0) // layers, "params": n}
+
+
+def kv_cache_bytes(config: dict, n_ctx: int, per_value: int = 2) -> int:
+    """K and V of every layer for ``n_ctx`` positions."""
+    s = shape(config)
+    return 2 * s["layers"] * s["kv_heads"] * s["head_dim"] * n_ctx * per_value
+
+
+def awq_cached_width(config: dict, ignore: list[str]) -> int:
+    """Sum of the input widths whose activations llm-compressor 0.14's AWQ caches on the device
+    for every calibration sample (``_parent_args_cache``, offload_device None for dense models):
+    attention and o_proj inputs, MLP input, down_proj input (gone when down_proj is ignored)."""
+    s = shape(config)
+    width = 2 * s["hidden"] + s["attn_out"]
+    if not any("down_proj" in p for p in ignore or []):
+        width += s["inter"]
+    return width
+
+
+def quantize_need(config: dict, method: str, device: str, spec) -> Need:
+    """Peak RAM and GPU memory of quantizing with ``method`` on ``device``. ``spec`` is anything
+    with the method's settings as attributes (an ArtifactSpec, QuantizeOptions)."""
+    s, n = shape(config), estimate_params(config)
+    if method == "awq":
+        samples = getattr(spec, "calib_samples", None) or 64
+        seq = getattr(spec, "calib_seq_len", None) or 256
+        batch = min(8, samples)  # quantkit.quantize.awq.method.CALIB_BATCH
+        if device == "cuda":
+            # bf16 on the GPU: one decoder layer (+ the copy the scale search restores from), the
+            # cached activations of every sample, one batch's temporaries, and the last subgraph's
+            # lm_head with one batch of logits in fp32.
+            layer = 2 * s["layer_params"] * 2
+            cached = samples * seq * awq_cached_width(config, getattr(spec, "ignore", None)) * 2
+            temps = TEMPORARIES * batch * seq * max(s["inter"], s["hidden"]) * 2
+            head = s["vocab"] * s["hidden"] * 2 + batch * seq * s["vocab"] * 4
+            gpu = layer + cached + temps + head + CUDA_OVERHEAD_BYTES
+            # RAM: the model in bf16 and the layer inputs offloaded there between layers.
+            ram = int(n * 2 * AWQ_GPU_RAM_FACTOR + 2 * samples * seq * s["hidden"] * 2) + LIBRARY_ALLOWANCE_BYTES
+            return Need(ram, int(gpu), f"bf16 model in RAM, one layer + {samples}x{seq} activations on the GPU")
+        cached = samples * seq * awq_cached_width(config, getattr(spec, "ignore", None)) * 4
+        ram = int(n * 4 * CPU_RAM_FACTOR["awq"] + cached) + LIBRARY_ALLOWANCE_BYTES
+        return Need(ram, 0, "fp32 model + activations in RAM")
+    if method in ("nf4", "int8"):
+        if device == "cuda":
+            # transformers quantizes each weight as it lands on the device: the quantized model,
+            # plus the largest tensor in 16 bits on its way (usually the embedding table).
+            quantized = artifact_bytes(config, method, None, [])
+            largest = max(s["vocab"] * s["hidden"], s["inter"] * s["hidden"]) * 2
+            ram = quantized + LIBRARY_ALLOWANCE_BYTES  # save_pretrained brings the state dict back to RAM
+            return Need(ram, quantized + largest + CUDA_OVERHEAD_BYTES, "quantized weights on the GPU")
+        load = n * dtype_bytes(getattr(spec, "dtype", None), config)
+        return Need(int(load * CPU_RAM_FACTOR[method]) + LIBRARY_ALLOWANCE_BYTES, 0, "quantize at load in RAM")
+    if method == "gguf":  # llama.cpp's converter and quantizer run on the CPU
+        return Need(int(n * 2 * CPU_RAM_FACTOR["gguf"]) + LIBRARY_ALLOWANCE_BYTES, 0, "F16 conversion in RAM")
+    raise ValueError(f"no memory estimate for method {method!r}")
+
+
+def runtime_bytes(config: dict, method: str | None, fmt: str | None, device: str,
+                  gguf_type: str | None = None) -> tuple[int, bool]:
+    """Bytes the loaded artifact holds where it runs, and whether it runs dequantized: a
+    compressed-tensors AWQ artifact in transformers decompresses to dense weights on its first
+    forward (bf16 on a GPU, fp32 on the CPU), so it holds and reads the dense size."""
+    n = estimate_params(config)
+    dense = n * (4 if device == "cpu" else 2)
+    if method == "awq" and (fmt or "compressed-tensors") == "compressed-tensors":
+        return dense, True
+    if method in ("awq", "nf4", "int8"):
+        return artifact_bytes(config, method, None, []), False
+    if method == "gguf":
+        return artifact_bytes(config, "gguf", None, [gguf_type or "Q4_K_M"]), False
+    return (dense if device == "cpu" else n * dtype_bytes(None, config)), False  # an unquantized model
+
+
+def bench_need(config: dict, method: str | None, fmt: str | None, device: str, n_ctx: int, *,
+               gguf_type: str | None = None, with_base: bool = True, n_gpu_layers: int | None = -1,
+               quality_ctx: int = 512, runtime: int | None = None, base_runtime: int | None = None) -> Need:
+    """Peak memory of benching one artifact: one model at a time (the base's reference first,
+    unless cached, then the artifact), each with its KV cache for ``n_ctx`` and a chunk of logits.
+    ``runtime``/``base_runtime`` replace the config-based sizes when the files are at hand."""
+    s = shape(config)
+    art, _ = runtime_bytes(config, method, fmt, device, gguf_type) if runtime is None else (runtime, None)
+    base = 0
+    if with_base:
+        base = base_runtime if base_runtime is not None else runtime_bytes(config, None, None, device)[0]
+    kv = kv_cache_bytes(config, n_ctx, 4 if device == "cpu" else 2)
+    logits = quality_ctx * s["vocab"] * 4
+    if device != "cuda":
+        return Need(max(art, base) + kv + logits + LIBRARY_ALLOWANCE_BYTES, 0, "one model at a time in RAM")
+    if method == "gguf":
+        share = 1.0 if n_gpu_layers is None or n_gpu_layers < 0 else min(n_gpu_layers, s["layers"]) / s["layers"]
+        on_gpu = int(art * share) + kv + LLAMACPP_COMPUTE_BYTES
+        # The base's reference runs in transformers on the GPU before llama.cpp loads.
+        gpu = max(on_gpu, base + kv + logits + CUDA_OVERHEAD_BYTES if base else 0)
+        return Need(int(art * (1 - share)) + LIBRARY_ALLOWANCE_BYTES, gpu, f"GGUF with {share:.0%} of layers on the GPU")
+    gpu = max(art, base) + kv + logits + CUDA_OVERHEAD_BYTES
+    return Need(LIBRARY_ALLOWANCE_BYTES + max(art, base) // 10, gpu, "one model at a time on the GPU")
+
+
+def quantize_cost(config: dict, spec, device: str) -> Cost:
+    size, n_b = checkpoint_bytes(config), estimate_params(config) / 1e9
+    out = artifact_bytes(config, spec.method, spec.group_size, spec.gguf_types)
+    need = quantize_need(config, spec.method, device, spec)
+    seconds = size / DISK_BYTES_PER_S * 2
+    if spec.method == "awq":
+        ktok = (spec.calib_samples or 128) * (spec.calib_seq_len or 512) / 1000
+        seconds += n_b * ktok * AWQ_S_PER_B_PER_KTOK[device]
+    if spec.method == "gguf":
+        out += estimate_params(config) * 2  # the F16 intermediate the converter writes first
+        seconds += n_b * GGUF_QUANTIZE_S_PER_B * len(spec.gguf_types)
+    return Cost(need.ram_bytes, out, seconds, need.gpu_bytes)
+
+
+def bench_n_ctx(bench) -> int:
+    """The context bench loads engines with (quantkit.bench.bench)."""
+    return max(4096, bench.prompt_tokens + bench.gen_tokens + 8)
+
+
+def bench_cost(config: dict, spec, bench, device: str) -> Cost:
+    """Load + warm-up + repetitions of pp/tg + quality, for each GGUF type; memory of the largest."""
+    types = spec.gguf_types or [None]
+    per_target = artifact_bytes(config, spec.method, spec.group_size, types[:1] if types[0] else [])
+    fmt = spec.format if isinstance(spec.format, str) else None
+    read, _ = runtime_bytes(config, spec.method, fmt, device, types[0])  # what a decode step reads
+    decode_tps = DECODE_BANDWIDTH[device] / max(read, 1)
+    if device == "cpu" and spec.method != "gguf":
+        decode_tps = min(decode_tps, HF_CPU_DECODE_CAP)
+    one = (bench.gen_tokens / decode_tps + bench.prompt_tokens / (decode_tps * 8)) * (bench.repetitions + bench.warmup)
+    quality = 2 * (bench.quality_tokens or 1024) / (decode_tps * 8) if bench.quality else 0.0
+    smoke = SMOKE_TOKENS / decode_tps if bench.smoke else 0.0
+    load = per_target / DISK_BYTES_PER_S
+    needs = [bench_need(config, spec.method, fmt, device, bench_n_ctx(bench), gguf_type=t,
+                        with_base=bench.quality or bench.smoke, n_gpu_layers=gpu_layers(bench, device))
+             for t in types]
+    return Cost(max(n.ram_bytes for n in needs), 0, (one + quality + smoke + load) * len(types),
+                max(n.gpu_bytes for n in needs))
+
+
+def gpu_layers(bench, device: str) -> int | None:
+    """llama.cpp's offload as the engine resolves it: on cuda, 0 (the default) means all layers."""
+    layers = getattr(bench, "n_gpu_layers", 0)
+    return -1 if device == "cuda" and not layers else layers
+
+
+def describe_need(need: Need) -> str:
+    gpu = f", GPU {human_size(need.gpu_bytes)}" if need.gpu_bytes else ""
+    return f"RAM {human_size(need.ram_bytes)}{gpu}"
+
+
+def folder_config(path: Path) -> dict | None:
+    file = (path if path.is_dir() else path.parent) / "config.json"
+    try:
+        return json.loads(file.read_text()) if file.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def files_bytes(path: Path, suffixes=(".safetensors", ".bin", ".gguf")) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.iterdir() if p.is_file() and p.suffix in suffixes)
+
+
+def bench_need_for(path: Path, engine_name: str, device: str, n_ctx: int, *, base: Path | None = None,
+                   n_gpu_layers: int | None = -1, quality_ctx: int = 512) -> Need:
+    """``bench_need`` from the files at hand (the real preflight): the artifact's size where it
+    runs (a .gguf's file; a compressed-tensors folder's dense size; a bitsandbytes folder's
+    weights; a plain folder's weights in the dtype it runs in) and the base's, with the shape
+    (KV cache, vocabulary) from whichever config.json is there."""
+    from quantkit.core.modelinfo import estimate_params
+
+    path = Path(path)
+    config = folder_config(path) if path.is_dir() else None
+    base_config = folder_config(Path(base)) if base is not None else None
+    shape_config = config or base_config
+    if engine_name != "llama.cpp" and config is None:
+        return Need(LIBRARY_ALLOWANCE_BYTES, 0, "no config.json: nothing to estimate")  # the engine says why
+    if engine_name == "llama.cpp":
+        gguf = path if path.is_file() else next(iter(sorted(path.glob("*.gguf"))), path)
+        runtime, method = files_bytes(gguf), "gguf"
+    else:
+        qc = (config or {}).get("quantization_config") or {}
+        method = {"compressed-tensors": "awq", "bitsandbytes": "nf4", "awq": "awq"}.get(qc.get("quant_method"))
+        if qc.get("quant_method") == "compressed-tensors":
+            runtime = estimate_params(config) * (4 if device == "cpu" else 2)  # dense once decompressed
+        elif method or device != "cpu":
+            runtime = files_bytes(path) if method else estimate_params(config) * dtype_bytes(None, config)
+        else:
+            runtime = estimate_params(config) * 4  # fp32 on the CPU
+    base_runtime = None
+    if base_config is not None:
+        per = 4 if device == "cpu" else dtype_bytes(None, base_config)
+        base_runtime = estimate_params(base_config) * per
+    if shape_config is None:  # a lone .gguf: its file, no KV estimate
+        return Need(runtime + LIBRARY_ALLOWANCE_BYTES if device == "cpu" else LIBRARY_ALLOWANCE_BYTES,
+                    0 if device == "cpu" else runtime + LLAMACPP_COMPUTE_BYTES, "the GGUF file")
+    return bench_need(shape_config, method, None, device, n_ctx, with_base=base_runtime is not None,
+                      n_gpu_layers=n_gpu_layers, quality_ctx=quality_ctx, runtime=runtime, base_runtime=base_runtime)

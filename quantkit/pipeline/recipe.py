@@ -1,0 +1,330 @@
+"""Recipes: what to build from one model, how to bench it and which gates it must pass, as data.
+
+Loading is strict, like llm-compressor's recipes: an unknown key, a wrong type or an impossible
+setting is one ``RecipeError`` naming the file, the line and the key (``recipe.yaml:12:
+artifacts[1].group_size: ...``). Line numbers come from the YAML node marks, so the YAML is
+composed into nodes and each value is checked against a small schema table below.
+"""
+
+from dataclasses import MISSING, asdict, replace
+from pathlib import Path
+
+import yaml
+
+from quantkit.core.errors import InputError
+from quantkit.pipeline.recipe_schema import (
+    AWQ_FORMATS,
+    DEVICES,
+    DTYPES,
+    GGUF_TYPES,
+    NAME_RE,
+    RECIPE_SUFFIXES,
+    RUNNERS,
+    SOURCES,
+    ArtifactSpec,
+    BenchSettings,
+    Gates,
+    ModelSpec,
+    PushSettings,
+    Recipe,
+    RecipeError,
+)
+
+# --- strict loading --------------------------------------------------------------------------
+
+class _Ctx:
+    """Where we are: the file and the key path, for error messages."""
+
+    def __init__(self, file: Path, loader: yaml.SafeLoader):
+        self.file, self.loader = file, loader
+
+    def fail(self, node: yaml.Node, key: str, problem: str, hint: str | None = None) -> RecipeError:
+        line = node.start_mark.line + 1
+        return RecipeError(f"{self.file}:{line}: {key}: {problem}", hint=hint)
+
+    def scalar(self, node: yaml.Node, key: str):
+        if not isinstance(node, yaml.ScalarNode):
+            kind = "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
+            raise self.fail(node, key, f"expected a single value, got {kind}")
+        return self.loader.construct_object(node)
+
+
+def _mapping(ctx: _Ctx, node: yaml.Node, key: str, allowed) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+    """The mapping's entries as name -> (key node, value node); unknown or repeated keys fail."""
+    if not isinstance(node, yaml.MappingNode):
+        raise ctx.fail(node, key or "recipe", "expected a mapping of settings")
+    entries = {}
+    for key_node, value_node in node.value:
+        name = str(ctx.scalar(key_node, key or "recipe"))
+        where = f"{key}.{name}" if key else name
+        if name not in allowed:
+            close = [a for a in allowed if a.replace("_", "") == name.replace("_", "").replace("-", "")]
+            hint = f"did you mean {close[0]!r}?" if close else f"allowed keys: {', '.join(allowed)}"
+            raise ctx.fail(key_node, where, "unknown key", hint=hint)
+        if name in entries:
+            raise ctx.fail(key_node, where, "key given twice")
+        entries[name] = (key_node, value_node)
+    return entries
+
+
+def _typed(ctx: _Ctx, node: yaml.Node, key: str, kind: str, choices=None):
+    """One value of ``kind`` (str, int, float, bool, path, str?, int?, float?, list[str])."""
+    if kind == "str|list[str]":  # one value, or several (format: [compressed-tensors, autoawq])
+        return _typed(ctx, node, key, "list[str]" if isinstance(node, yaml.SequenceNode) else "str?", choices)
+    optional = kind.endswith("?")
+    kind = kind.rstrip("?")
+    if kind == "list[str]":
+        if not isinstance(node, yaml.SequenceNode):
+            raise ctx.fail(node, key, "expected a list of strings")
+        items = [_typed(ctx, item, f"{key}[{i}]", "str", choices) for i, item in enumerate(node.value)]
+        return items
+    value = ctx.scalar(node, key)
+    if value is None and optional:
+        return None
+    ok = {
+        "str": isinstance(value, str),
+        "path": isinstance(value, str),
+        "bool": isinstance(value, bool),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+    }[kind]
+    if not ok:
+        raise ctx.fail(node, key, f"expected {kind}, got {type(value).__name__} {value!r}")
+    if choices is not None and value not in choices:
+        raise ctx.fail(node, key, f"{value!r} is not one of {', '.join(map(str, choices))}")
+    if kind == "float":
+        value = float(value)
+    if kind == "path":
+        value = (ctx.file.parent / Path(value).expanduser()).resolve()
+    return value
+
+
+def _positive(ctx, node, key, value):
+    if value is not None and value <= 0:
+        raise ctx.fail(node, key, f"must be positive, got {value}")
+    return value
+
+
+# key -> (type, choices); the dataclasses above hold the defaults
+MODEL_KEYS = {"id": ("str", None), "source": ("str", SOURCES), "revision": ("str?", None),
+              "trust_remote_code": ("bool", None), "local_config": ("path?", None)}
+GATE_KEYS = {"smoke": ("bool", None), "top1_min": ("float?", None), "kld_mean_max": ("float?", None),
+             "kld_p99_max": ("float?", None), "ppl_ratio_max": ("float?", None)}
+BENCH_KEYS = {"prompt_tokens": ("int", None), "gen_tokens": ("int", None), "repetitions": ("int", None),
+              "warmup": ("int", None),
+              "threads": ("int?", None), "device": ("str", DEVICES), "n_gpu_layers": ("int", None),
+              "smoke": ("bool", None), "quality": ("bool", None), "quality_tokens": ("int?", None)}
+ARTIFACT_KEYS = {"name": ("str", None), "method": ("str", None), "format": ("str|list[str]", None),
+                 "bits": ("int?", None), "group_size": ("int?", None), "ignore": ("list[str]", None),
+                 "calib": ("path?", None), "calib_samples": ("int?", None), "calib_seq_len": ("int?", None),
+                 "dtype": ("str?", DTYPES), "device": ("str", DEVICES), "quant_type": ("str?", ("nf4", "fp4")),
+                 "double_quant": ("bool", None), "int8_threshold": ("float", None),
+                 "gguf_types": ("list[str]", GGUF_TYPES), "imatrix": ("bool?", None), "force": ("bool", None),
+                 "gates": ("gates", None)}
+PUSH_KEYS = {"repo": ("str", None), "source": ("str", SOURCES), "private": ("bool", None), "revision": ("str?", None),
+             "allow_failed": ("bool", None), "artifacts": ("list[str]", None)}
+TOP_KEYS = ("name", "description", "runner", "model", "artifacts", "bench", "gates", "push")
+POSITIVE = ("prompt_tokens", "gen_tokens", "repetitions", "threads", "quality_tokens", "bits",
+            "group_size", "calib_samples", "calib_seq_len")
+
+
+def _section(ctx, node, key, table, cls, defaults=None):
+    """Build dataclass ``cls`` from a mapping node using the ``table`` of allowed keys."""
+    values = dict(defaults or {})
+    nodes = {}
+    for name, (_key_node, value_node) in _mapping(ctx, node, key, table).items():
+        kind, choices = table[name]
+        where = f"{key}.{name}"
+        if kind == "gates":
+            values[name] = _gates(ctx, value_node, where, values.get("gates") or Gates())
+            continue
+        value = _typed(ctx, value_node, where, kind, choices)
+        if name in POSITIVE:
+            _positive(ctx, value_node, where, value)
+        if name == "warmup" and value < 0:
+            raise ctx.fail(value_node, where, f"must be 0 or more, got {value}")
+        values[name] = value
+        nodes[name] = value_node
+    missing = [n for n, f in cls.__dataclass_fields__.items()
+               if n not in values and f.default is f.default_factory is MISSING]
+    if missing:
+        raise ctx.fail(node, f"{key}.{missing[0]}", "required key is missing")
+    return cls(**values), nodes
+
+
+def _gates(ctx, node, key, base: Gates) -> Gates:
+    gates, nodes = _section(ctx, node, key, GATE_KEYS, Gates, asdict(base))
+    checks = {"top1_min": (0.0, 1.0), "kld_mean_max": (0.0, float("inf")), "kld_p99_max": (0.0, float("inf")),
+              "ppl_ratio_max": (1.0, float("inf"))}
+    for name, (low, high) in checks.items():
+        value = getattr(gates, name)
+        if name in nodes and value is not None and not low <= value <= high:
+            raise ctx.fail(nodes[name], f"{key}.{name}", f"{value} is outside [{low}, {high}]")
+    return gates
+
+
+def _artifact(ctx, node, key, gates: Gates) -> tuple[ArtifactSpec, dict]:
+    from quantkit.quantize.registry import METHODS
+
+    spec, nodes = _section(ctx, node, key, ARTIFACT_KEYS, ArtifactSpec, {"gates": gates})
+    where = lambda name: (nodes.get(name, node), f"{key}.{name}")  # noqa: E731
+    if spec.method not in METHODS:
+        raise ctx.fail(*where("method"), f"unknown method {spec.method!r}", hint=f"choose one of {', '.join(METHODS)}")
+    if not NAME_RE.match(spec.name):
+        raise ctx.fail(*where("name"), f"{spec.name!r} must be lower case letters, digits, '.', '_' or '-'")
+    # Settings that only one method reads are errors elsewhere: a silently ignored setting is a lie.
+    only = {"format": "awq", "bits": "awq", "group_size": "awq", "calib": "awq gguf", "calib_samples": "awq gguf",
+            "calib_seq_len": "awq gguf", "quant_type": "nf4", "int8_threshold": "int8", "gguf_types": "gguf",
+            "imatrix": "gguf"}
+    for name, methods in only.items():
+        if name in nodes and spec.method not in methods.split():
+            raise ctx.fail(*where(name), f"only the {' and '.join(methods.split())} method{'s' if ' ' in methods else ''} "
+                                         f"use{'' if ' ' in methods else 's'} this setting, not {spec.method}")
+    if "double_quant" in nodes and spec.method != "nf4":
+        raise ctx.fail(*where("double_quant"), f"only the nf4 method uses this setting, not {spec.method}")
+    formats = spec.format if isinstance(spec.format, list) else [spec.format] if spec.format is not None else []
+    for fmt in formats:
+        if fmt not in AWQ_FORMATS:
+            raise ctx.fail(*where("format"), f"{fmt!r} is not one of {', '.join(AWQ_FORMATS)}")
+    if isinstance(spec.format, list) and (not formats or len(set(formats)) != len(formats)):
+        raise ctx.fail(*where("format"), "a list of formats needs at least one, each once",
+                       hint="e.g. format: [compressed-tensors, autoawq]")
+    if spec.bits is not None and spec.bits != 4:
+        raise ctx.fail(*where("bits"), f"awq writes 4-bit weights here, not {spec.bits}")
+    if spec.method == "gguf" and not spec.gguf_types:
+        raise ctx.fail(*where("gguf_types"), "a gguf artifact needs at least one type", hint="e.g. gguf_types: [Q4_K_M]")
+    if len(set(spec.gguf_types)) != len(spec.gguf_types):
+        raise ctx.fail(*where("gguf_types"), "a type is listed twice")
+    return spec, nodes
+
+
+def _push(ctx, node, artifacts: list[ArtifactSpec]) -> PushSettings:
+    """The ``push:`` section: every artifact it names exists, and each gets a repo of its own."""
+    from quantkit.hub.download import REPO_ID
+
+    push, nodes = _section(ctx, node, "push", PUSH_KEYS, PushSettings)
+    names = [a.name for a in artifacts]
+    for i, name in enumerate(push.artifacts):
+        if name not in names:
+            raise ctx.fail(nodes["artifacts"].value[i], f"push.artifacts[{i}]", f"the recipe has no artifact {name!r}",
+                           hint=f"choose from {', '.join(names)}")
+    chosen = push.artifacts or names
+    if len(chosen) > 1 and "{name}" not in push.repo:
+        raise ctx.fail(nodes["repo"], "push.repo", f"{len(chosen)} artifacts would be pushed to one repo",
+                       hint="put {name} in it, e.g. acme/smollm2-{name}")
+    for name in chosen:
+        if not REPO_ID.fullmatch(push.repo_for(name)) or ".." in push.repo_for(name):
+            raise ctx.fail(nodes["repo"], "push.repo", f"{push.repo_for(name)!r} is not a hub repo id",
+                           hint="owner/name, e.g. acme/smollm2-{name}")
+    return push
+
+
+def expand_formats(spec: ArtifactSpec) -> list[ArtifactSpec]:
+    """An entry asking for several formats of one calibration -> one artifact per format: the
+    first keeps the entry's name, each other is NAME-FORMAT (awq, awq-autoawq). They share the
+    calibration through the AWQ method's cache, so the second one is a repack in seconds."""
+    if not isinstance(spec.format, list):
+        return [spec]
+    return [replace(spec, format=fmt, name=spec.name if i == 0 else f"{spec.name}-{fmt}")
+            for i, fmt in enumerate(spec.format)]
+
+
+def parse_recipe(text: str, file: Path | str = "<recipe>") -> Recipe:
+    """A Recipe from YAML text; ``file`` is used for messages and relative paths."""
+    file = Path(file)
+    loader = yaml.SafeLoader(text)
+    ctx = _Ctx(file, loader)
+    try:
+        root = loader.get_single_node()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise RecipeError(f"{file}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    finally:
+        loader.dispose()
+    if root is None:
+        raise RecipeError(f"{file}:1: recipe: the file is empty")
+    top = _mapping(ctx, root, "", TOP_KEYS)
+    for required in ("name", "model", "artifacts"):
+        if required not in top:
+            raise ctx.fail(root, required, "required key is missing")
+    name_node = top["name"][1]
+    name = _typed(ctx, name_node, "name", "str")
+    if not NAME_RE.match(name):
+        raise ctx.fail(name_node, "name", f"{name!r} must be lower case letters, digits, '.', '_' or '-'")
+    model, _ = _section(ctx, top["model"][1], "model", MODEL_KEYS, ModelSpec)
+    if model.source == "modelscope" and model.id.startswith("bundled:"):
+        raise ctx.fail(top["model"][1], "model.source", "a bundled model comes from no hub")
+    gates = _gates(ctx, top["gates"][1], "gates", Gates()) if "gates" in top else Gates()
+    bench, bench_nodes = BenchSettings(), {}
+    if "bench" in top:
+        bench, bench_nodes = _section(ctx, top["bench"][1], "bench", BENCH_KEYS, BenchSettings)
+    art_node = top["artifacts"][1]
+    if not isinstance(art_node, yaml.SequenceNode) or not art_node.value:
+        raise ctx.fail(art_node, "artifacts", "expected a non-empty list of artifacts")
+    artifacts, device_nodes, seen = [], [], set()
+    for i, item in enumerate(art_node.value):
+        entry, nodes = _artifact(ctx, item, f"artifacts[{i}]", gates)
+        for spec in expand_formats(entry):
+            device_nodes.append((i, nodes.get("device", item)))
+            if spec.name in seen:
+                raise ctx.fail(item, f"artifacts[{i}].name", f"artifact name {spec.name!r} is used twice")
+            seen.add(spec.name)
+            artifacts.append(spec)
+    runner = _typed(ctx, top["runner"][1], "runner", "str", RUNNERS) if "runner" in top else "cpu"
+    if runner == "cpu":
+        for spec, (i, device_node) in zip(artifacts, device_nodes):
+            if spec.device == "cuda":
+                raise ctx.fail(device_node, f"artifacts[{i}].device", "device cuda in a recipe whose runner is cpu",
+                               hint="set runner: gpu")
+        if bench.device == "cuda":
+            raise ctx.fail(bench_nodes["device"], "bench.device", "device cuda in a recipe whose runner is cpu", hint="set runner: gpu")
+    # A gate on something the bench is told not to measure could never pass.
+    for spec in artifacts:
+        if spec.gates.smoke and not bench.smoke:
+            raise ctx.fail(bench_nodes["smoke"], "bench.smoke", f"artifact {spec.name} gates on the smoke chat",
+                           hint="set gates: {smoke: false} or measure it")
+        if not bench.quality and spec.gates.overrides():
+            raise ctx.fail(bench_nodes["quality"], "bench.quality", f"artifact {spec.name} has quality gates",
+                           hint="drop its quality thresholds or measure quality")
+    description = _typed(ctx, top["description"][1], "description", "str") if "description" in top else ""
+    push = _push(ctx, top["push"][1], artifacts) if "push" in top else None
+    return Recipe(name=name, model=model, artifacts=artifacts, description=description, runner=runner,
+                  bench=bench, path=file, push=push)
+
+
+def load_recipe(spec: str | Path) -> Recipe:
+    """A recipe from a file path or the name of a shipped recipe (``smollm2-135m-instruct``)."""
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        shipped = shipped_recipes().get(str(spec))
+        if shipped is None:
+            raise InputError(f"no recipe file or shipped recipe named {spec}",
+                             hint="`quantkit recipes` lists the shipped ones")
+        path = shipped
+    return parse_recipe(path.read_text(), path.resolve())
+
+
+def recipes_dir() -> Path:
+    """The shipped recipes: ``quantkit/data/recipes`` is a link to the repo's ``recipes/`` folder,
+    so one copy serves a source checkout, an editable install and a wheel (which copies the files)."""
+    return Path(__file__).resolve().parents[1] / "data" / "recipes"
+
+
+def shipped_recipes() -> dict[str, Path]:
+    folder = recipes_dir()
+    files = sorted(p for p in folder.glob("*") if p.suffix in RECIPE_SUFFIXES) if folder.is_dir() else []
+    return {p.stem: p for p in files}
+
+
+def ci_matrix(runner: str | None = None) -> dict:
+    """``{"include": [{"recipe", "artifact", "runner", "method"}...]}``: one CI job per recipe x
+    artifact (``quantkit run RECIPE --only ARTIFACT``), optionally for one kind of runner."""
+    include = []
+    for name, path in shipped_recipes().items():
+        recipe = load_recipe(path)
+        if runner and recipe.runner != runner:
+            continue
+        include += [{"recipe": name, "artifact": a.name, "runner": recipe.runner, "method": a.method}
+                    for a in recipe.artifacts]
+    return {"include": include}

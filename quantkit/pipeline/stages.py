@@ -1,0 +1,49 @@
+"""The ``stages/`` folder of a run: one JSON record per finished stage, keyed by the hash of the
+settings that made it, so a rerun skips what is already built with the same settings."""
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from quantkit.core.atomic import write_json
+from quantkit.pipeline.recipe_schema import ArtifactSpec, Recipe, settings_key
+
+
+class Stages:
+    """The ``stages/`` folder: one JSON record per finished stage."""
+
+    def __init__(self, out_dir: Path):
+        self.folder = out_dir / "stages"
+
+    def matches(self, stage: str, key: str) -> dict | None:
+        path = self.folder / f"{stage}.json"
+        if not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            return None
+        return record if record.get("key") == key else None
+
+    def record(self, stage: str, key: str, settings: dict, **extra) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_json(self.folder / f"{stage}.json", {"key": key, "settings": settings, **extra}, default=str)
+
+    def forget(self, stage: str) -> None:
+        (self.folder / f"{stage}.json").unlink(missing_ok=True)
+
+
+def model_settings(recipe: Recipe) -> dict:
+    m = recipe.model
+    return {"id": m.id, "source": m.source, "revision": m.revision}
+
+
+def quantize_settings(recipe: Recipe, spec: ArtifactSpec) -> dict:
+    return {"model": model_settings(recipe), "trust_remote_code": recipe.model.trust_remote_code,
+            **spec.quantize_settings()}
+
+
+def bench_settings(recipe: Recipe, spec: ArtifactSpec) -> dict:
+    return {"quantize": settings_key(quantize_settings(recipe, spec)), **asdict(recipe.bench)}
+
+

@@ -1,0 +1,356 @@
+"""AWQ: 4-bit weight-only, activation-aware, asymmetric group quantization.
+
+Default format ``compressed-tensors`` (llm-compressor's AWQModifier + a W4A16 asymmetric group
+scheme, ``oneshot`` on local calibration text): what vLLM and transformers load natively.
+``--format autoawq`` writes the classic AutoAWQ GEMM layout by repacking that same result
+(awq_repack.py). One calibration serves both: its compressed-tensors result is kept in quantkit's
+cache (awq_cache.py), so a second format or a second call with the same inputs takes seconds.
+
+On a GPU the model stays on the CPU: llm-compressor's sequential pipeline onloads one decoder
+layer at a time to the GPU, so a model bigger than the GPU calibrates too.
+"""
+
+import contextlib
+import importlib.util
+import re
+import shutil
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from quantkit.core.errors import DependencyError, InputError, PreflightError, QuantizeError, missing_extra
+from quantkit.core.modelinfo import config_dtype, text_config
+from quantkit.quantize import calibration
+from quantkit.quantize.base import MethodResult, QuantizeOptions
+
+FORMATS = ("compressed-tensors", "autoawq")
+BITS = (4,)  # W4A16 is what AWQ kernels (vLLM, classic GEMM) exist for
+FALLBACK_GROUPS = (128, 64, 32)  # tried in order when --group-size is not given
+DEFAULT_SAMPLES, DEFAULT_SEQ_LEN = 64, 256  # ~15 min for SmolLM2-135M on 2 CPU cores
+CALIB_BATCH = 8
+ALWAYS_IGNORED = ["lm_head"]
+SAVE_DTYPES = ("bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class AwqTuning:
+    """llm-compressor's AWQ knobs (benchmarks/awq_settings.md measures them on SmolLM2)."""
+
+    duo_scaling: bool | str = True  # scales from activations and weights; "both" searches each
+    n_grid: int = 20  # grid points of the scale search
+    observer: str = "minmax"  # weight range: "minmax", or "mse" (a clipping search)
+
+
+TUNING = AwqTuning()
+
+
+class AwqMethod:
+    name = "awq"
+    summary = "4-bit AWQ via llm-compressor (vLLM/transformers)"
+    extra = "awq"
+
+    def supports(self, config: dict) -> str | None:
+        """llm-compressor's AWQ mappings must cover the architecture (see quantkit.quantize.awq.support)."""
+        from quantkit.quantize.awq.support import awq_reason
+
+        return awq_reason(config)
+
+    def check(self, model_dir: Path, config: dict, options: QuantizeOptions) -> None:
+        from quantkit.core import preflight
+
+        fmt = options.format or FORMATS[0]
+        if fmt not in FORMATS:
+            raise InputError(f"awq has no format {fmt!r}", hint=f"choose --format {' or '.join(FORMATS)}")
+        preflight.require_bits(self.name, options.bits, BITS)
+        for flag, value in {"--quant-type": options.quant_type, "--gguf-type": options.gguf_types}.items():
+            if value:
+                raise InputError(f"method awq does not use {flag}", hint=f"leave {flag} out")
+        if (reason := self.supports(config)) is not None:
+            raise PreflightError(reason)
+        preflight.require_trusted_code(config, options.trust_remote_code)
+        group_size(config, options)  # raises with a working size when the asked one does not divide
+        if options.calib_samples is not None and options.calib_samples < 1:
+            raise InputError("--calib-samples must be at least 1")
+        if options.calib_seq_len is not None and options.calib_seq_len < 8:
+            raise InputError("--calib-seq-len must be at least 8")
+        calibration.read_records(options.calib)  # a missing, empty or malformed file fails now
+        if options.dtype not in (None, "auto", *SAVE_DTYPES):
+            raise InputError(f"awq saves its unquantized tensors in 16 bits, not {options.dtype}",
+                             hint=f"use --dtype {' or '.join(SAVE_DTYPES)}")
+        # Both formats come from llm-compressor's calibration (autoawq is a repack of it).
+        if importlib.util.find_spec("llmcompressor") is None:
+            raise missing_extra("llmcompressor", self.extra)
+        # fp32 model in RAM on a CPU; with a GPU, bf16 in RAM and one layer + activations on the GPU.
+        preflight.check_quantize_memory(config, self.name, options)
+
+    def quantize(self, model_dir: Path, out_dir: Path, options: QuantizeOptions) -> MethodResult:
+        from quantkit.core.modelinfo import load_config
+
+        config = load_config(model_dir)
+        group = group_size(config, options)
+        fmt = options.format or FORMATS[0]
+        # The libraries print progress to stdout; the CLI's stdout is kept for the artifact path.
+        with contextlib.redirect_stdout(sys.stderr):
+            folder, record, reused = calibrated(model_dir, options, group, config)
+            if fmt == "autoawq":
+                from quantkit.quantize.awq.repack import USAGE_AUTOAWQ, repack
+
+                repack(folder, out_dir)  # weights and config.json
+                copy_result(folder, out_dir, weights=False)
+                settings, usage = {**record["settings"], "format": fmt, "version": "gemm"}, USAGE_AUTOAWQ
+            else:
+                copy_result(folder, out_dir)
+                settings, usage = {**record["settings"], "format": fmt}, USAGE_COMPRESSED
+        finish_folder(model_dir, out_dir)
+        return MethodResult(
+            format=fmt, engine="transformers", settings=settings, usage=usage,
+            extra={"calibration": record["calibration"],
+                   "calibration_cache": {"key": record["key"], "reused": reused,
+                                         "calibration_wall_s": record["calibration_wall_s"]}},
+        )
+
+
+def layer_widths(config: dict) -> dict[str, int]:
+    """Input width of each quantized Linear of a Llama-shaped block (what AWQ groups run along)."""
+    cfg = text_config(config)
+    hidden = cfg["hidden_size"]
+    heads = cfg.get("num_attention_heads") or 1
+    attn_out = heads * (cfg.get("head_dim") or hidden // heads)
+    inter = cfg.get("ffn_hidden_size") or cfg.get("intermediate_size") or cfg.get("n_inner") or 4 * hidden  # Falcon: ffn_hidden_size
+    return {"self_attn.q_proj": hidden, "self_attn.k_proj": hidden, "self_attn.v_proj": hidden,
+            "self_attn.o_proj": attn_out, "mlp.gate_proj": hidden, "mlp.up_proj": hidden,
+            "mlp.down_proj": inter}
+
+
+def is_ignored(name: str, patterns: list[str]) -> bool:
+    """Whether --ignore patterns ('re:REGEX' from the start, or a plain name's last parts) hit ``name``."""
+    return any(matches(name, as_regex(p)) for p in patterns)
+
+
+def as_regex(pattern: str) -> str:
+    """A plain module name as the 're:' pattern that matches it anywhere (compressed-tensors
+    matches plain names only against the full name)."""
+    return pattern if pattern.startswith("re:") else rf"re:(.*\.)?{re.escape(pattern)}$"
+
+
+def awq_mappings(model, ignore: list[str]):
+    """llm-compressor's AWQ mappings for this model minus those whose balance layers are all
+    ignored: 0.14.0.1 divides by zero smoothing into a layer left unquantized (e.g. up_proj ->
+    down_proj with down_proj ignored, the seed use case); such a mapping has nothing to balance."""
+    from quantkit.quantize.awq.support import awq_layer_mappings  # llm-compressor's, or quantkit's for the few it lacks
+
+    names = [name for name, _ in model.named_modules()]
+    kept = []
+    for mapping in awq_layer_mappings(model):
+        balanced = [n for n in names if any(matches(n, p) for p in mapping.balance_layers)]
+        if not balanced or not all(is_ignored(n, ignore) for n in balanced):
+            kept.append(mapping)
+    return kept
+
+
+def matches(name: str, pattern: str) -> bool:
+    return re.match(pattern[3:], name) is not None if pattern.startswith("re:") else name == pattern
+
+
+def group_size(config: dict, options: QuantizeOptions) -> int:
+    """The group size to use; refuse one that does not divide every quantized layer's input width.
+    Without --group-size, the default 128 falls back to 64/32 (SmolLM2's 576 needs 64)."""
+    widths = {name: w for name, w in layer_widths(config).items()
+              if not is_ignored(f"model.layers.0.{name}", options.ignore)}
+    if not widths:
+        raise InputError("--ignore leaves no layer to quantize", hint="ignore fewer modules")
+    fits = [g for g in FALLBACK_GROUPS if all(w % g == 0 for w in widths.values())]
+    if options.group_size is None:
+        if not fits:
+            raise PreflightError(f"no AWQ group size in {FALLBACK_GROUPS} divides the layer widths {sorted(set(widths.values()))}",
+                                 hint="pass a --group-size that divides them")
+        return fits[0]
+    if options.group_size < 1:
+        raise InputError(f"--group-size must be positive, not {options.group_size}")
+    bad = {name: w for name, w in widths.items() if w % options.group_size}
+    if bad:
+        name, width = next(iter(bad.items()))
+        hint = f"use --group-size {fits[0]}" if fits else "choose a size that divides every layer width"
+        raise PreflightError(f"--group-size {options.group_size} does not divide the input width {width} of {name}",
+                             hint=hint)
+    return options.group_size
+
+
+def resolve_device(options: QuantizeOptions) -> str:
+    from quantkit.core.preflight import resolve_device as resolve
+
+    return resolve(options.device)
+
+
+def save_dtype(options: QuantizeOptions, config: dict) -> str:
+    """Non-quantized tensors are saved in 16 bits: the asked dtype, else the checkpoint's, else bf16."""
+    for candidate in (options.dtype, config_dtype(config)):
+        if candidate in SAVE_DTYPES:
+            return candidate
+    return "bfloat16"
+
+
+@contextlib.contextmanager
+def cpu_only_pin_memory_guard():
+    """llm-compressor 0.14's AWQ pins cached activations for faster host-to-GPU copies; on a torch
+    without any accelerator pin_memory raises "Cannot access accelerator device", so make it a
+    no-op there (and only there: with a GPU, pinning is kept)."""
+    import torch
+
+    if torch.cuda.is_available():
+        yield
+        return
+    from llmcompressor.pipelines.cache import IntermediatesCache
+
+    original = IntermediatesCache.pin_memory
+    IntermediatesCache.pin_memory = lambda self, *args, **kwargs: None
+    try:
+        yield
+    finally:
+        IntermediatesCache.pin_memory = original
+
+
+def calibration_set(model_dir: Path, options: QuantizeOptions, tokenizer):
+    return calibration.build(tokenizer, options.calib, options.calib_samples or DEFAULT_SAMPLES,
+                             options.calib_seq_len or DEFAULT_SEQ_LEN)
+
+
+def finish_folder(model_dir: Path, out_dir: Path) -> None:
+    """Support files the libraries did not write (generation config, chat template), and normal
+    permissions: safetensors writes weights through a private (0600) temp file."""
+    from quantkit.quantize.quantize import copy_support_files
+
+    copy_support_files(model_dir, out_dir)
+    for path in Path(out_dir).iterdir():
+        if path.is_file():
+            path.chmod(0o644)
+
+
+def calib_batch_size(calib) -> int:
+    """Samples per forward pass. AWQ's grid search runs every cached batch through each block
+    ~80 times; on CPU one call per short sample is overhead-bound, batches of 8 cut that several
+    fold. Samples are packed to at least seq_len tokens, so the truncating collator cuts nothing."""
+    return max(1, min(CALIB_BATCH, len(calib.samples)))
+
+
+def settings_record(options: QuantizeOptions, group: int, device: str, calib_dtype: str, saved_dtype: str) -> dict:
+    """What the calibration was made with (the format is added per artifact)."""
+    return {"bits": 4, "group_size": group, "symmetric": False,
+            "ignore": ALWAYS_IGNORED + list(options.ignore),
+            "calib_samples": options.calib_samples or DEFAULT_SAMPLES,
+            "calib_seq_len": options.calib_seq_len or DEFAULT_SEQ_LEN,
+            "device": device, "calibration_dtype": calib_dtype, "save_dtype": saved_dtype,
+            "awq": asdict(TUNING)}
+
+
+def calibrated(model_dir: Path, options: QuantizeOptions, group: int, config: dict) -> tuple[Path, dict, bool]:
+    """The compressed-tensors AWQ result for these inputs - the cache's folder, its record, and
+    whether it was reused - calibrating (and caching) it first when no earlier run made it."""
+    from quantkit.quantize.registry import awq_cache
+
+    try:
+        from transformers import AutoTokenizer
+    except ImportError as exc:
+        raise DependencyError(f"transformers cannot be imported: {exc}", hint="pip install 'quantkit[awq]'") from exc
+    device = resolve_device(options)
+    # fp16/bf16 matmuls on CPU are ~100x slower than fp32; on a GPU calibrate in bf16 (fp16's
+    # range overflows on some models' activations).
+    calib_dtype = "float32" if device == "cpu" else "bfloat16"
+    saved = save_dtype(options, config)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=options.trust_remote_code)
+    calib = calibration_set(model_dir, options, tokenizer)
+    settings = settings_record(options, group, device, calib_dtype, saved)
+    keyed = {**settings, "trust_remote_code": options.trust_remote_code, "batch": calib_batch_size(calib)}
+    key = awq_cache.cache_key(model_dir, keyed, calib.sha256)
+    if (hit := awq_cache.lookup(key)) is not None:
+        print(f"AWQ: reusing the calibration cached as {key} (same model, settings and data)", file=sys.stderr)
+        return *hit, True
+
+    def build(staging: Path) -> None:
+        calibrate(model_dir, staging, options, group, calib, tokenizer, calib_dtype, saved)
+
+    folder, record = awq_cache.store(key, build, {"settings": settings, "calibration": calib.record()})
+    return folder, record, False
+
+
+def copy_result(folder: Path, out_dir: Path, weights: bool = True) -> None:
+    """The cached compressed-tensors folder into the artifact (all of it, or all but the weights
+    and config.json, which the autoawq repack writes)."""
+    from quantkit.quantize.awq.cache import RECORD
+    from quantkit.quantize.awq.repack import INDEX
+
+    for path in Path(folder).iterdir():
+        skip = path.suffix == ".safetensors" or path.name in ("config.json", INDEX)
+        if path.is_file() and path.name != RECORD and (weights or not skip):
+            shutil.copyfile(path, Path(out_dir) / path.name)
+
+
+def calibrate(model_dir: Path, out_dir: Path, options: QuantizeOptions, group: int, calib, tokenizer,
+              calib_dtype: str, saved: str) -> None:
+    """llm-compressor's AWQ + W4A16 asymmetric groups on ``calib``; the compressed-tensors folder
+    goes to ``out_dir``. The model is loaded on the CPU and stays there: the sequential pipeline
+    (which the default "independent" pipeline picks for AWQ) offloads every layer to where it sits
+    and onloads one at a time to llm-compressor's main device (cuda:0 when there is a GPU)."""
+    try:
+        import torch
+        from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
+        from datasets import Dataset
+        from llmcompressor import oneshot
+        from llmcompressor.modifiers.quantization import QuantizationModifier
+        from llmcompressor.modifiers.transform.awq import AWQModifier
+        from transformers import AutoModelForCausalLM
+    except ImportError as exc:
+        raise DependencyError(f"llm-compressor cannot be imported: {exc}", hint="pip install 'quantkit[awq]'") from exc
+
+    trust = options.trust_remote_code
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, calib_dtype), trust_remote_code=trust)
+    scheme = QuantizationScheme(targets=["Linear"], weights=QuantizationArgs(
+        num_bits=4, type="int", symmetric=False, strategy="group", group_size=group, dynamic=False,
+        observer=TUNING.observer))
+    ignore = ALWAYS_IGNORED + [as_regex(p) for p in options.ignore]
+    recipe = [AWQModifier(duo_scaling=TUNING.duo_scaling, n_grid=TUNING.n_grid, mappings=awq_mappings(model, ignore)),
+              QuantizationModifier(config_groups={"group_0": scheme}, targets=["Linear"], ignore=ignore)]
+    dataset = Dataset.from_dict({"text": calib.samples})
+    try:
+        with cpu_only_pin_memory_guard():
+            oneshot(model=model, tokenizer=tokenizer, dataset=dataset, recipe=recipe, pipeline="independent",
+                    max_seq_length=calib.seq_len, num_calibration_samples=len(calib.samples),
+                    shuffle_calibration_samples=False, trust_remote_code_model=trust,
+                    batch_size=calib_batch_size(calib))
+        model.to(getattr(torch, saved))
+        model.save_pretrained(out_dir, save_compressed=True)
+    except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise QuantizeError(f"llm-compressor AWQ failed: {exc}") from exc
+    finally:
+        # llm-compressor's session keeps the model (and its hooks) after oneshot: clear it and
+        # give the GPU memory back, so the bench of the same run starts from an empty device.
+        from llmcompressor.core import reset_session
+
+        reset_session()
+        del model
+        free_accelerator_memory()
+    tokenizer.save_pretrained(out_dir)
+
+
+def free_accelerator_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+USAGE_COMPRESSED = """\
+Weights are 4-bit AWQ in the [compressed-tensors](https://github.com/neuralmagic/compressed-tensors)
+`pack-quantized` format (`pip install compressed-tensors`).
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+model = AutoModelForCausalLM.from_pretrained("PATH")
+tokenizer = AutoTokenizer.from_pretrained("PATH")
+```
+
+vLLM: `vllm serve PATH`
+"""

@@ -1,0 +1,184 @@
+"""bitsandbytes methods: ``nf4`` (4-bit NF4/FP4, double quantization on by default) and ``int8``
+(LLM.int8 with an outlier threshold). transformers quantizes while loading and ``save_pretrained``
+writes the bitsandbytes state (absmax, quant maps, SCB) into safetensors together with a
+``quantization_config`` in config.json, so plain ``AutoModelForCausalLM.from_pretrained(folder)``
+reloads the artifact without quantkit.
+
+Options read: bits, ignore, dtype (of the tensors left unquantized), device, trust_remote_code,
+force, quant_type and double_quant (nf4), int8_threshold (int8).
+"""
+
+import importlib.util
+import logging
+from pathlib import Path
+
+from quantkit.core import preflight
+from quantkit.core.atomic import PARTIAL_MARK
+from quantkit.core.errors import InputError, QuantizeError, missing_extra
+from quantkit.quantize.base import MethodResult, QuantizeOptions
+
+
+def quiet_bitsandbytes() -> None:
+    """bitsandbytes warns once per matmul on CPU (int8 casts its inputs to fp16) and once at
+    import about an optional kernels package; neither is actionable, so only errors get through."""
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+
+def final_name(out_dir: Path) -> str:
+    """The artifact's folder name as the user will see it (``out_dir`` is the staging folder)."""
+    return out_dir.name.split(PARTIAL_MARK)[0].lstrip(".") or out_dir.name
+
+
+class BnbMethod:
+    """What NF4 and int8 share; subclasses give the BitsAndBytesConfig and the settings."""
+
+    name = "bnb"
+    summary = "bitsandbytes"
+    extra = "bnb"
+    bits: tuple[int, ...] = ()
+    layer_type = ""  # the bitsandbytes module class that replaces nn.Linear
+
+    def supports(self, config: dict) -> str | None:
+        from quantkit.quantize.support import bnb_reason
+
+        return bnb_reason(config)
+
+    def check(self, model_dir: Path, config: dict, options: QuantizeOptions) -> None:
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise missing_extra("bitsandbytes", self.extra)
+        preflight.require_bits(self.name, options.bits, self.bits)
+        unused = {"--group-size": options.group_size, "--calib": options.calib,
+                  "--calib-samples": options.calib_samples, "--calib-seq-len": options.calib_seq_len,
+                  "--gguf-type": options.gguf_types}
+        for flag, value in unused.items():
+            if value:
+                raise InputError(f"method {self.name} does not use {flag}", hint=f"leave {flag} out")
+        if options.format not in (None, "bitsandbytes"):
+            raise InputError(f"method {self.name} writes only the bitsandbytes format, not {options.format!r}",
+                             hint="leave --format out")
+        preflight.require_trusted_code(config, options.trust_remote_code)
+        preflight.resolve_device(options.device)
+        preflight.check_quantize_memory(config, self.name, options)  # on a GPU: the quantized size there
+
+    def quant_config(self, options: QuantizeOptions, device: str):
+        raise NotImplementedError
+
+    def settings(self, options: QuantizeOptions, device: str) -> dict:
+        raise NotImplementedError
+
+    def usage(self, name: str) -> str:
+        return f"""Plain transformers reloads it (bitsandbytes installed; no quantization config needed):
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+model = AutoModelForCausalLM.from_pretrained("{name}", device_map="auto")
+tokenizer = AutoTokenizer.from_pretrained("{name}")
+messages = [{{"role": "user", "content": "What is the capital of France?"}}]
+inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+print(tokenizer.decode(model.generate(**inputs, max_new_tokens=32)[0]))
+```
+"""
+
+    def quantize(self, model_dir: Path, out_dir: Path, options: QuantizeOptions) -> MethodResult:
+        quiet_bitsandbytes()
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        from quantkit.quantize.quantize import copy_support_files
+
+        device = preflight.resolve_device(options.device)
+        dtype = getattr(torch, options.dtype) if options.dtype and options.dtype != "auto" else "auto"
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                model_dir, quantization_config=self.quant_config(options, device), device_map=device,
+                dtype=dtype, trust_remote_code=options.trust_remote_code,
+            )
+            model.save_pretrained(out_dir)
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise QuantizeError(f"bitsandbytes {self.name} failed: {exc}") from exc
+        copy_support_files(model_dir, out_dir)
+        for path in out_dir.iterdir():
+            if path.is_file():
+                path.chmod(0o644)  # save_pretrained writes weights through a private temp file
+        layers = sum(type(m).__name__ == self.layer_type for m in model.modules())
+        if layers == 0:
+            raise QuantizeError(f"bitsandbytes {self.name} quantized no layer of {model_dir}")
+        settings = self.settings(options, device)
+        settings["dtype"] = str(model.dtype).replace("torch.", "")  # of the unquantized tensors
+        quantizer = getattr(model, "hf_quantizer", None)  # knows the default skips (lm_head) too
+        settings["skipped_modules"] = sorted(set(getattr(quantizer, "modules_to_not_convert", None) or []))
+        return MethodResult(format="bitsandbytes", engine="transformers", settings=settings,
+                            extra={"quantized_layers": layers, "layer_type": self.layer_type},
+                            usage=self.usage(final_name(out_dir)))
+
+    def skip_modules(self, options: QuantizeOptions) -> list[str] | None:
+        """--ignore patterns (``re:`` prefix allowed; transformers matches them as regexes or
+        name suffixes). Passing any replaces transformers' default skips, so keep lm_head."""
+        if not options.ignore:
+            return None
+        return ["lm_head", *(p.removeprefix("re:") for p in options.ignore)]
+
+
+class Nf4Method(BnbMethod):
+    name = "nf4"
+    summary = "bitsandbytes 4-bit NF4/FP4, double quant"
+    bits = (4,)
+    layer_type = "Linear4bit"
+
+    def compute_dtype(self, device: str) -> str:
+        # fp32 compute is faster than bf16 on CPUs without native bf16; bf16 is the GPU default.
+        return "bfloat16" if device == "cuda" else "float32"
+
+    def check(self, model_dir, config, options):
+        if options.quant_type not in (None, "nf4", "fp4"):
+            raise InputError(f"unknown 4-bit type {options.quant_type!r}", hint="use --quant-type nf4 or fp4")
+        super().check(model_dir, config, options)
+
+    def quant_config(self, options, device):
+        import torch
+        from transformers import BitsAndBytesConfig
+
+        return BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type=options.quant_type or "nf4",
+            bnb_4bit_use_double_quant=options.double_quant,
+            bnb_4bit_compute_dtype=getattr(torch, self.compute_dtype(device)),
+            llm_int8_skip_modules=self.skip_modules(options),
+        )
+
+    def settings(self, options, device):
+        return {"bits": 4, "quant_type": options.quant_type or "nf4", "double_quant": options.double_quant,
+                "compute_dtype": self.compute_dtype(device), "blocksize": 64, "device": device}
+
+    def usage(self, name):
+        return super().usage(name) + f"""
+vLLM loads bitsandbytes 4-bit checkpoints on a GPU:
+
+```python
+from vllm import LLM
+
+llm = LLM(model="{name}", quantization="bitsandbytes")
+```
+"""
+
+
+class Int8Method(BnbMethod):
+    name = "int8"
+    summary = "bitsandbytes LLM.int8()"
+    bits = (8,)
+    layer_type = "Linear8bitLt"
+
+    def quant_config(self, options, device):
+        from transformers import BitsAndBytesConfig
+
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=options.int8_threshold,
+                                  llm_int8_skip_modules=self.skip_modules(options))
+
+    def settings(self, options, device):
+        return {"bits": 8, "int8_threshold": options.int8_threshold, "device": device}
+
+    def usage(self, name):
+        return super().usage(name) + """
+On CPU bitsandbytes logs a cast warning on every int8 matmul unless the rest of the model is
+float16; `logging.getLogger("bitsandbytes").setLevel(logging.ERROR)` silences it.
+"""

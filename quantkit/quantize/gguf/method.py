@@ -1,0 +1,250 @@
+"""GGUF through llama.cpp itself: its converter (F16/BF16, once), ``llama-imatrix`` on that file
+from quantkit's calibration set (the same samples and chat formatting as AWQ), and
+``llama-quantize`` (each other type from that file, with the importance matrix where used), with
+the fidelity checks of ``gguf_checks`` and, on request, an Ollama Modelfile. Options used:
+``gguf_types``, ``imatrix``, ``calib``, ``calib_samples``, ``calib_seq_len``, ``llama_cpp_dir``,
+``ollama``, ``force``."""
+
+import hashlib
+import shutil
+import sys
+from pathlib import Path
+
+from quantkit.core.errors import InputError
+from quantkit.quantize.base import MethodResult, QuantizeOptions
+from quantkit.quantize.gguf.tools import CONVERTER_TYPES  # a table; that module imports nothing heavy
+
+DEFAULT_TYPE = "Q4_K_M"
+# The importance matrix is on by default at 4 bits and below, where it measured better on SmolLM2
+# (docs/gguf.md); above that the grids are fine enough that it changes little.
+IMATRIX_MAX_BITS = 4
+CALIB_SAMPLES, CALIB_SEQ_LEN = 64, 256  # AWQ's defaults: one calibration set for both
+
+
+class GgufMethod:
+    name = "gguf"
+    summary = "GGUF via llama.cpp's converter and quantizer (Q8_0, Q4_K_M, ...)"
+    extra = "gguf"
+
+    def supports(self, config: dict) -> str | None:
+        """Judged against the converter's list only when it is already unpacked (no download here)."""
+        from quantkit.quantize.support import gguf_reason
+
+        return gguf_reason(config)
+
+    def check(self, model_dir: Path, config: dict, options: QuantizeOptions) -> None:
+        from quantkit.core.preflight import check_quantize_memory
+        from quantkit.quantize.calibration import read_records
+        from quantkit.quantize.gguf import checks as gguf_checks
+        from quantkit.quantize.gguf.tools import find_converter, installed_version, tools_bin
+
+        types = gguf_types(options)
+        installed_version()  # llama-cpp-python runs the checks
+        if any(t not in CONVERTER_TYPES for t in types):
+            tools_bin()  # llama-quantize / llama-imatrix, built by `make tools`
+        if imatrix_types(types, options.imatrix):
+            read_records(options.calib)  # a bad --calib file fails now, not after the conversion
+        check_quantize_memory(config, self.name, options)  # lazy converter: about one F16 copy
+        gguf_checks.preflight(find_converter(options.llama_cpp_dir), model_dir, config)
+
+    def quantize(self, model_dir: Path, out_dir: Path, options: QuantizeOptions) -> MethodResult:
+        from quantkit.quantize.gguf import checks as gguf_checks
+        from quantkit.quantize.gguf.tools import convert, converter_view, find_converter, quantize_file
+
+        types = gguf_types(options)
+        with_imatrix = imatrix_types(types, options.imatrix)
+        converter = find_converter(options.llama_cpp_dir)
+        name = artifact_stem(model_dir)
+        files, fallbacks = {}, {}
+        # Quantized types start from F16 (BF16 if that is asked for and F16 is not): one conversion.
+        base = "F16" if "F16" in types or "BF16" not in types else "BF16"
+        with_base = [t for t in CONVERTER_TYPES if t in types] or [base]
+        scratch = out_dir / ".work"
+        scratch.mkdir()
+        source, fixes = converter_view(model_dir, scratch)
+        converter_args = {}
+        for ftype in dict.fromkeys([base, *with_base]):
+            target = (out_dir if ftype in types else scratch) / f"{name}-{ftype}.gguf"
+            converter_args[ftype] = convert(converter, source, target, outtype=ftype)
+            if ftype in types:
+                files[ftype] = target
+        base_file = files.get(base) or scratch / f"{name}-{base}.gguf"
+        imatrix_file, imatrix_record = make_imatrix(model_dir, base_file, scratch, options) if with_imatrix else (None, None)
+        for ftype in types:
+            if ftype not in CONVERTER_TYPES:
+                files[ftype] = out_dir / f"{name}-{ftype}.gguf"
+                fallbacks[ftype] = quantize_file(base_file, files[ftype], ftype,
+                                                 imatrix=imatrix_file if ftype in with_imatrix else None)
+        shutil.rmtree(scratch)
+        ordered = {t: files[t] for t in types}
+        checks = gguf_checks.verify(model_dir, ordered)
+        per_file = {t: file_record(path, fallbacks.get(t, []), checks[t]) for t, path in ordered.items()}
+        extra = {
+            "library_name": "gguf",
+            "tags": ["gguf", "llama.cpp", *types],
+            "gguf_file": ordered[types[0]].name,
+            "llama_cpp": llama_cpp_record(converter, any(t not in CONVERTER_TYPES for t in types)),
+            "converter_args": converter_args,
+            "converter_input_fixes": fixes,
+            "gguf_files": per_file,
+            "checks": checks,
+        }
+        for ftype, result in checks.items():
+            if not result.get("smoke_chat", {}).get("stopped_by_itself", True):
+                print(f"quantkit: warning: the {ftype} smoke chat did not stop within its token budget", file=sys.stderr)
+        if imatrix_record:
+            extra["imatrix"] = imatrix_record
+            extra["calibration"] = imatrix_record["calibration"]
+        if options.ollama:
+            extra["ollama"] = write_modelfiles(out_dir, ordered, model_dir, checks[types[0]]["metadata"])
+        return MethodResult(
+            format="gguf", engine="llama.cpp",
+            settings={"gguf_types": types, "base_type": base,
+                      "imatrix": {None: "auto", True: "on", False: "off"}[options.imatrix],
+                      "imatrix_types": with_imatrix},
+            extra=extra, usage=usage(ordered, options.ollama, name),
+        )
+
+
+def gguf_types(options: QuantizeOptions) -> list[str]:
+    from quantkit.quantize.gguf.tools import FTYPES
+
+    types = list(dict.fromkeys(t.upper() for t in options.gguf_types)) or [DEFAULT_TYPE]
+    unknown = [t for t in types if t not in FTYPES]
+    if unknown:
+        raise InputError(f"unknown GGUF type {', '.join(unknown)}", hint=f"choose from {', '.join(FTYPES)}")
+    return types
+
+
+def imatrix_types(types: list[str], imatrix: bool | None) -> list[str]:
+    """The quantized types made with the importance matrix: all (``imatrix`` True), none (False;
+    refused when a type cannot be made without one), else those of IMATRIX_MAX_BITS or fewer."""
+    from quantkit.quantize.gguf.tools import FTYPES, NEEDS_IMATRIX
+
+    quantized = [t for t in types if t not in CONVERTER_TYPES]
+    if imatrix is False:
+        refused = [t for t in quantized if t in NEEDS_IMATRIX]
+        if refused:
+            raise InputError(f"--no-imatrix: llama.cpp cannot make {', '.join(refused)} without an importance matrix",
+                             hint="leave out --no-imatrix, or choose a type such as Q4_K_M or Q2_K")
+        return []
+    return [t for t in quantized if imatrix or FTYPES[t] <= IMATRIX_MAX_BITS or t in NEEDS_IMATRIX]
+
+
+def make_imatrix(model_dir: Path, base_file: Path, scratch: Path, options: QuantizeOptions) -> tuple[Path, dict]:
+    """llama-imatrix on the 16-bit GGUF over quantkit's calibration samples (written as one text
+    file, chunked by the sequence length); returns the imatrix file and its manifest record."""
+    from quantkit.quantize import calibration
+    from quantkit.quantize.gguf.checks import hf_tokenizer
+    from quantkit.quantize.gguf.tools import compute_imatrix
+
+    tokenizer = hf_tokenizer(model_dir)
+    calib = calibration.build(tokenizer, options.calib, options.calib_samples or CALIB_SAMPLES,
+                              options.calib_seq_len or CALIB_SEQ_LEN)
+    text = "\n\n".join(calib.samples)
+    n_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    ctx = min(calib.seq_len, n_tokens // 2)  # llama-imatrix wants at least two chunks
+    if ctx < 8:
+        raise InputError(f"the calibration set holds only {n_tokens} tokens: too few for an importance matrix",
+                         hint="give --calib a longer text, or more --calib-samples")
+    (scratch / "calibration.txt").write_text(text, encoding="utf-8")
+    out = scratch / "imatrix.gguf"
+    run = compute_imatrix(base_file, scratch / "calibration.txt", out, ctx=ctx)
+    record = {"calibration": calib.record(), "tokens": n_tokens, **run, "from": base_file.name.rsplit("-", 1)[-1].removesuffix(".gguf"),
+              "sha256": hashlib.sha256(out.read_bytes()).hexdigest()}
+    return out, record
+
+
+def llama_cpp_record(converter, with_tools: bool) -> dict:
+    """The llama.cpp commit of converter, tools and runtime (one commit when all come from the sdist)."""
+    from quantkit.quantize.gguf.tools import installed_version, runtime_commit, tools_record
+
+    record = {"commit": converter.commit, "converter": converter.origin, "llama_cpp_python": installed_version(),
+              "runtime_commit": runtime_commit()}
+    if with_tools:
+        record.update(tools_record())
+    commits = {record.get(k) for k in ("commit", "runtime_commit", "tools_commit") if k in record}
+    record["one_commit"] = len(commits) == 1 and None not in commits
+    return record
+
+
+def artifact_stem(model_dir: Path) -> str:
+    """NAME in NAME-Q4_K_M.gguf: the source repo's name when known, else the folder's."""
+    import json
+
+    from quantkit.core.manifest import SOURCE_MANIFEST
+
+    source = model_dir / SOURCE_MANIFEST
+    if source.is_file():
+        repo = json.loads(source.read_text()).get("repo_id")
+        if repo:
+            return repo.rsplit("/", 1)[-1]
+    return model_dir.name
+
+
+def file_record(path: Path, fallbacks: list[dict], check: dict) -> dict:
+    """Size, bits per weight and tensor types of one GGUF file (as the checks read it back with
+    gguf.GGUFReader); the fallback tensors llama.cpp logged, with the type the file really holds."""
+    from collections import Counter
+
+    kinds, n_params = check.pop("tensors"), check.pop("n_params")
+    size = path.stat().st_size
+    for row in fallbacks:
+        row["in_file"] = kinds.get(row["tensor"])
+    return {"file": path.name, "size_bytes": size, "n_params": n_params,
+            "bits_per_weight": round(size * 8 / n_params, 3) if n_params else None,
+            "tensor_types": dict(Counter(kinds.values()).most_common()),
+            "n_tensors": len(kinds), "n_fallback": len(fallbacks), "fallback_tensors": fallbacks}
+
+
+def write_modelfiles(out_dir: Path, files: dict[str, Path], model_dir: Path, metadata: dict) -> dict:
+    """``Modelfile`` for the first type, ``Modelfile.TYPE`` for the others."""
+    from quantkit.quantize.gguf.checks import hf_tokenizer
+    from quantkit.quantize.gguf.ollama import MODELFILE, write_modelfile
+
+    tokenizer = hf_tokenizer(model_dir)
+    if not tokenizer.chat_template:
+        raise InputError("the model has no chat template to translate into an Ollama TEMPLATE",
+                         hint="leave out --ollama, or add a chat template to the model folder")
+    stops = [s for s in (metadata.get("end_of_turn"), metadata.get("eot_token"), metadata.get("eos_token")) if s]
+    written = {}
+    for i, (ftype, path) in enumerate(files.items()):
+        name = MODELFILE if i == 0 else f"{MODELFILE}.{ftype}"
+        write_modelfile(out_dir, path.name, tokenizer.chat_template, stops,
+                        bos=tokenizer.bos_token or "", eos=tokenizer.eos_token or "", name=name)
+        written[ftype] = name
+    return {"modelfiles": written, "stop": list(dict.fromkeys(stops))}
+
+
+def usage(files: dict[str, Path], ollama: bool, name: str) -> str:
+    first = next(iter(files.values())).name
+    listing = "\n".join(f"- `{path.name}` ({ftype})" for ftype, path in files.items())
+    if ollama:
+        ollama_text = f"```bash\nollama create {name.lower()} -f Modelfile\nollama run {name.lower()}\n```"
+    else:  # Ollama guesses the template from the file; `--ollama` writes it out with the stop tokens
+        ollama_text = (f"```bash\necho 'FROM ./{first}' > Modelfile\nollama create {name.lower()} -f Modelfile\n```\n\n"
+                       "`quantkit quantize ... --ollama` writes a Modelfile with the chat template and stop tokens.")
+    return f"""Files:
+
+{listing}
+
+llama.cpp:
+
+```bash
+llama-cli -m {first} -cnv
+llama-server -m {first} --host 127.0.0.1 --port 8080
+```
+
+llama-cpp-python (the chat template travels inside the file):
+
+```python
+from llama_cpp import Llama
+
+llm = Llama(model_path="{first}", n_ctx=4096)
+print(llm.create_chat_completion(messages=[{{"role": "user", "content": "Hello!"}}])["choices"][0]["message"]["content"])
+```
+
+Ollama:
+
+{ollama_text}
+"""

@@ -1,0 +1,103 @@
+"""``quantize()``: one model, one method, one artifact folder - written atomically, with the
+manifest and the model card that every method shares. The method does only its library call;
+``verify`` then loads the result in its own runtime, in a fresh process, before it is renamed."""
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from quantkit.core.atomic import atomic_dir, check_output
+from quantkit.core.card import write_model_card
+from quantkit.core.errors import PreflightError
+from quantkit.core.manifest import SOURCE_MANIFEST, bits_per_weight, library_versions, write_manifest
+from quantkit.core.memory import PeakRSS
+from quantkit.core.modelinfo import describe, load_config
+from quantkit.core.preflight import check_device
+from quantkit.hub.model_ref import model_name, resolve_model
+from quantkit.quantize.registry import QuantizeOptions, get_method
+from quantkit.quantize.verify import verify_artifact
+
+VERSIONED = ("torch", "transformers", "accelerate", "safetensors", "huggingface_hub", "llmcompressor",
+             "compressed-tensors", "gptqmodel", "bitsandbytes", "llama-cpp-python", "gguf")
+WEIGHT_SUFFIXES = (".safetensors", ".gguf")
+# What a transformers artifact needs besides weights and config (tokenizer_config.json may hold
+# an older-style chat template; newer checkpoints keep it in chat_template.jinja).
+SUPPORT_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                 "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json",
+                 "generation_config.json")
+
+
+def default_output(model: str | Path, method: str, options: QuantizeOptions) -> Path:
+    """``./NAME-METHOD`` (plus the format when it is not the method's default)."""
+    suffix = f"-{options.format}" if options.format else ""
+    return Path.cwd() / f"{model_name(model)}-{method}{suffix}"
+
+
+def quantize(model: str | Path, method: str, out: str | Path | None = None,
+             options: QuantizeOptions | None = None, overwrite: bool = False,
+             source: str = "hf", revision: str | None = None) -> Path:
+    """Quantize ``model`` (folder, ``bundled:NAME`` or hub id) with ``method``; return the artifact folder."""
+    options = options or QuantizeOptions()
+    impl = get_method(method)
+    final = Path(out).expanduser().resolve() if out else default_output(model, method, options)
+    check_output(final, overwrite)  # refuse before downloading or loading anything
+    check_device(options.device)
+    model_dir = resolve_model(model, source=source, revision=revision)
+    config = load_config(model_dir)
+    info = describe(config=config)
+    reason = impl.supports(config)
+    if reason:
+        raise PreflightError(f"{method} cannot quantize {info.architecture}: {reason}",
+                             hint=f"`quantkit inspect {model}` lists the methods that can")
+    impl.check(model_dir, config, options)
+    with atomic_dir(final, overwrite=overwrite) as staging:
+        started = time.time()
+        with PeakRSS() as peak:
+            result = impl.quantize(model_dir, staging, options)
+        quantize_s = round(time.time() - started, 1)
+        # Loaded the way a user loads it, in a fresh process, before anything is published.
+        verification = verify_artifact(staging, model_dir, method, result, options.trust_remote_code)
+        weights = sum(p.stat().st_size for p in staging.rglob("*") if p.suffix in WEIGHT_SUFFIXES)
+        manifest = {
+            "kind": "artifact",
+            "method": method,
+            "format": result.format,
+            "engine": result.engine,
+            "settings": result.settings,
+            "source": source_record(model, model_dir),
+            "model": info.as_dict(),
+            "versions": library_versions(*VERSIONED),
+            "run": {"wall_s": quantize_s, "peak_rss_mb": peak.mb},
+            "weights_bytes": weights,
+            "bits_per_weight": bits_per_weight(weights, info.n_params),
+            **result.extra,
+            "verification": verification,
+        }
+        manifest = write_manifest(staging, manifest)
+        write_model_card(staging, manifest, result.usage, title=final.name)  # staging has a temp name
+    return final
+
+
+def copy_support_files(model_dir: Path, out_dir: Path) -> list[str]:
+    """Copy tokenizer, chat template and generation config from the source folder, keeping any
+    file the method already wrote; return the names copied. For methods that save weights only."""
+    copied = []
+    for name in SUPPORT_FILES:
+        src, dst = Path(model_dir) / name, Path(out_dir) / name
+        if src.is_file() and not dst.exists():
+            shutil.copyfile(src, dst)
+            copied.append(name)
+    return copied
+
+
+def source_record(spec: str | Path, model_dir: Path) -> dict:
+    """What the artifact was made from: the spec as typed, the folder, and its source manifest."""
+    record = {"model": str(spec), "path": str(model_dir)}
+    source_file = model_dir / SOURCE_MANIFEST
+    if source_file.is_file():
+        src = json.loads(source_file.read_text())
+        for key in ("source", "repo_id", "revision", "commit", "bundled"):
+            if key in src:
+                record[key] = src[key]
+    return record

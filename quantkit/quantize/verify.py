@@ -1,0 +1,151 @@
+"""``verify_artifact()``: the last step of every quantize, before the staging folder is renamed.
+
+A fresh interpreter that never imports quantkit (``python -I quantkit/quantize/verify_runtime.py``) loads
+the artifact the way a user does - plain transformers for awq/nf4/int8, ``llama_cpp.Llama`` for
+each GGUF file - and checks that it reads the evaluation text with the base's token ids, that its
+logits are finite, and that teacher forced on a few hundred tokens it picks the base's top token
+far above chance. Failing that, ``quantize`` publishes nothing; the numbers go into quantkit.json.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+from quantkit.core.atomic import die_with_parent
+from quantkit.core.errors import VerificationError
+
+CACHE_VERSION = 1
+TOKENS = 256  # teacher-forced positions: ~2 s of forward pass on SmolLM2, enough to see breakage
+SCRIPT = Path(__file__).with_name("verify_runtime.py")
+# Lowest share of positions whose top token matches the base's, per nominal bit width: a floor
+# for "it works at all", far above chance (1/vocab), not a quality gate (bench has those).
+# Measured: SmolLM2 nf4 0.69, Q4_K_M 0.83; tiny random Llama/Qwen2 nf4 0.64-0.65, int8 0.96-0.97,
+# Llama Q4_K_M 0.82, Q3_K_M 0.74, Q2_K 0.64 (a random model's near-flat logits flip more top
+# tokens); zeroed embeddings 0.00-0.02.
+TOP1_MIN = {16: 0.80, 8: 0.60, 6: 0.50, 5: 0.45, 4: 0.40, 3: 0.25, 2: 0.15}
+
+
+def top1_min(bits: int) -> float:
+    """The floor for ``bits`` (the nearest width at or below it)."""
+    return TOP1_MIN[max((w for w in TOP1_MIN if w <= bits), default=2)]
+
+
+def eval_text_file() -> Path:
+    return Path(str(resources.files("quantkit").joinpath("data/eval.txt")))
+
+
+def threads() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def verify_artifact(folder: Path, base_dir: Path, method: str, result, trust_remote_code: bool = False) -> dict:
+    """Verify the artifact in ``folder`` (the staging folder) written by ``method`` with ``result``
+    (its MethodResult) against ``base_dir``; return the record for quantkit.json or raise
+    VerificationError in one line."""
+    from quantkit.core.weights import artifact_bits, bits_from_name
+
+    folder, base_dir = Path(folder), Path(base_dir)
+    device = "cuda" if result.settings.get("device") == "cuda" else "cpu"
+    if result.engine == "llama.cpp":
+        files = {kind: folder / row["file"] for kind, row in result.extra.get("gguf_files", {}).items()}
+        if not files:
+            files = {path.stem: path for path in sorted(folder.glob("*.gguf"))}
+        artifact = {"runtime": "llama.cpp", "files": {k: str(v) for k, v in files.items()}}
+        bits = {k: bits_from_name(k) or bits_from_name(v.name) or 16 for k, v in files.items()}
+    else:
+        artifact = {"runtime": "transformers", "path": str(folder), "label": method}
+        bits = {method: artifact_bits({"method": method, "settings": result.settings})}
+    spec = {"base": str(base_dir), "artifact": artifact, "text": str(eval_text_file()), "tokens": TOKENS,
+            "threads": threads(), "device": device, "trust_remote_code": trust_remote_code,
+            "cache": str(base_cache(base_dir, device))}
+    print(f"quantkit: verifying the artifact in a fresh process ({artifact['runtime']}, {TOKENS} tokens "
+          "teacher forced against the base)", file=sys.stderr)
+    answer = run_runtime(spec)
+    if answer.get("quantkit_imported"):  # the point is to load it without us
+        raise VerificationError("the verification process imported quantkit",
+                                hint="verify_runtime.py must stay standalone")
+    checked = {}
+    for label, row in answer["results"].items():
+        row["bits"], row["top1_min"] = bits[label], top1_min(bits[label])
+        failure = judge(label, row)
+        if failure:
+            raise failure
+        checked[label] = row
+    record = {"runtime": artifact["runtime"], "process": f"python -I {SCRIPT.name} (quantkit not imported)",
+              "text": "quantkit/data/eval.txt"}
+    if artifact["runtime"] == "llama.cpp":
+        record["files"] = checked
+    else:
+        record.update(checked[method])
+        record["artifact_s"] = record.pop("seconds")
+    record.update(base_s=answer.get("base_s"), base_cached=answer.get("base_cached"), seconds=answer.get("seconds"))  # the whole check, start to end
+    return record
+
+
+def base_cache(base_dir: Path, device: str) -> Path:
+    """Where the base's side of the check is kept (ids, top-64 log-probs: ~130 kB), keyed by the
+    base's weights (names, sizes, mtimes), the text and the settings."""
+    import hashlib
+
+    from quantkit.core.paths import cache_dir
+    from quantkit.core.weights import weights_identity
+
+    blob = json.dumps([CACHE_VERSION, str(base_dir.resolve()), weights_identity(base_dir), device, TOKENS,
+                       hashlib.sha256(eval_text_file().read_bytes()).hexdigest()])
+    return cache_dir("verify-base") / f"{hashlib.sha256(blob.encode()).hexdigest()[:24]}.npz"
+
+
+def judge(label: str, row: dict) -> VerificationError | None:
+    """The one-line error for a row that fails, or None."""
+    hint = "the artifact is broken; nothing was published (QUANTKIT_DEBUG=1 shows the full output)"
+    if not row["tokenizer_parity"]:
+        return VerificationError(
+            f"verification of {label}: the artifact's tokenizer reads text differently from its base's "
+            f"(first difference at token {row['first_difference']}: base {row['base_ids']} vs artifact "
+            f"{row['artifact_ids']})", hint="the tokenizer files or the GGUF vocabulary do not match the base")
+    if not row["finite"]:
+        return VerificationError(f"verification of {label}: the artifact's logits contain NaN or inf", hint=hint)
+    if row["top1"] < row["top1_min"]:
+        return VerificationError(
+            f"verification of {label}: the artifact picks its base's top token at only {row['top1']:.0%} of "
+            f"{row['tokens']} positions (at least {row['top1_min']:.0%} expected at {row['bits']} bits; "
+            f"KL {row['kld_mean']}, PPL ratio {row['ppl_ratio']})", hint=hint)
+    return None
+
+
+def run_runtime(spec: dict) -> dict:
+    """Run verify_runtime.py isolated (-I: no user site, no PYTHONPATH, not the current folder)."""
+    started = time.time()
+    proc = subprocess.run([sys.executable, "-I", str(SCRIPT), json.dumps(spec)], capture_output=True, text=True,
+                          errors="replace", cwd=Path(spec["base"]).anchor or "/", env=runtime_env(),
+                          preexec_fn=die_with_parent)
+    if os.environ.get("QUANTKIT_DEBUG"):
+        sys.stderr.write(proc.stderr)
+    lines = proc.stdout.strip().splitlines()
+    try:
+        answer = json.loads(lines[-1]) if lines else {}
+    except json.JSONDecodeError:
+        answer = {}
+    if proc.returncode == 0 and "results" in answer:
+        return answer
+    where = "llama.cpp" if spec["artifact"]["runtime"] == "llama.cpp" else "plain transformers"
+    reason = answer.get("error") or last_line(proc.stderr) or f"exit code {proc.returncode}"
+    raise VerificationError(f"verification failed after {time.time() - started:.0f}s: {where} could not load or "
+                            f"run the artifact: {reason}",
+                            hint="nothing was published; rerun with QUANTKIT_DEBUG=1 for the runtime's output")
+
+
+def runtime_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSTARTUP")}
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return env
+
+
+def last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:500] if lines else ""
+
