@@ -390,7 +390,7 @@ def test_awq_on_a_gpu_keeps_the_model_on_the_cpu_and_clears_the_session(tiny_lla
     from llmcompressor.core import active_session
 
     from quantkit.core.modelinfo import load_config
-    from quantkit.quantize.registry import awq
+    from quantkit.quantize.awq import method as awq
 
     monkeypatch.setenv("QUANTKIT_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(awq, "resolve_device", lambda options: "cuda")

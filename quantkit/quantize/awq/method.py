@@ -246,7 +246,7 @@ def settings_record(options: QuantizeOptions, group: int, device: str, calib_dty
 def calibrated(model_dir: Path, options: QuantizeOptions, group: int, config: dict) -> tuple[Path, dict, bool]:
     """The compressed-tensors AWQ result for these inputs - the cache's folder, its record, and
     whether it was reused - calibrating (and caching) it first when no earlier run made it."""
-    from quantkit.quantize.registry import awq_cache
+    from quantkit.quantize.awq import cache as awq_cache
 
     try:
         from transformers import AutoTokenizer
