@@ -31,13 +31,13 @@ SETTINGS = {
 def measure(model: str, name: str, knobs: dict, samples: int, seq_len: int, work: Path) -> dict:
     from quantkit.bench.bench import BenchOptions, bench
     from quantkit.bench.quality import QualityOptions
+    from quantkit.quantize.awq import method as awq
     from quantkit.quantize.quantize import quantize
-    from quantkit.quantize.registry import QuantizeOptions, awq
 
     awq.TUNING = dataclasses.replace(awq.AwqTuning(), **knobs)
     out = work / name.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "")
     started = time.time()
-    quantize(model, "awq", out, QuantizeOptions(group_size=64, calib_samples=samples, calib_seq_len=seq_len,
+    quantize(model, "awq", out, awq.AwqOptions(group_size=64, calib_samples=samples, calib_seq_len=seq_len,
                                                 device="cpu"), overwrite=True)
     manifest = json.loads((out / "quantkit.json").read_text())
     quantize_s = manifest["calibration_cache"]["calibration_wall_s"] or round(time.time() - started, 1)

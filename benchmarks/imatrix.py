@@ -21,9 +21,8 @@ def main():
     from quantkit.bench.quality import QualityOptions, evaluate
     from quantkit.engines import EngineOptions, load_engine
     from quantkit.hub.model_ref import resolve_model
-    from quantkit.quantize.gguf.method import make_imatrix
+    from quantkit.quantize.gguf.method import GgufOptions, make_imatrix
     from quantkit.quantize.gguf.tools import convert, converter_view, find_converter, quantize_file
-    from quantkit.quantize.registry import QuantizeOptions
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="bundled:smollm2-135m-instruct")
@@ -46,8 +45,8 @@ def main():
         convert(find_converter(), source, f16, "f16", echo=False)
         convert_s = time.perf_counter() - started
         started = time.perf_counter()
-        imatrix, record = make_imatrix(base, f16, tmp, QuantizeOptions(calib_samples=args.calib_samples,
-                                                                       calib_seq_len=args.calib_seq_len))
+        imatrix, record = make_imatrix(base, f16, tmp, GgufOptions(calib_samples=args.calib_samples or 64,
+                                                                   calib_seq_len=args.calib_seq_len or 256))
         imatrix_s = time.perf_counter() - started
         for gguf_type in args.types:
             for use in (False, True):

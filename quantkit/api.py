@@ -36,13 +36,12 @@ def download(repo_id: str, **kwargs):
 def quantize(model: str | Path, method: str, out: str | Path | None = None, *, overwrite: bool = False,
              source: str = "hf", revision: str | None = None, **settings) -> Path:
     """Quantize ``model`` with ``method``; ``settings`` are the method's options (``group_size=64``,
-    ``gguf_types=["Q4_K_M"]``, ...). Returns the artifact folder."""
+    ``gguf_types=["Q4_K_M"]``, ...: docs/methods.md lists them; one the method does not use is an
+    error). Returns the artifact folder."""
     from quantkit.quantize.quantize import quantize as run_quantize
-    from quantkit.quantize.registry import QuantizeOptions
+    from quantkit.quantize.registry import make_options
 
-    if isinstance(settings.get("gguf_types"), str):
-        settings["gguf_types"] = [settings["gguf_types"]]
-    options = _options(QuantizeOptions, settings, "quantize")
+    options = make_options(method, settings)
     return run_quantize(model, method, out, options, overwrite=overwrite, source=source, revision=revision)
 
 

@@ -25,7 +25,7 @@ from models import ARCHITECTURES, arch_config, test_cache, tiny_arch_dir
 from quantkit.core.errors import PreflightError
 from quantkit.core.modelinfo import estimate_params, load_config
 from quantkit.quantize.quantize import quantize
-from quantkit.quantize.registry import QuantizeOptions, get_method
+from quantkit.quantize.registry import get_method, make_options
 
 METHODS = ("awq", "nf4", "int8", "gguf")
 OPTIONS = {"awq": dict(calib_samples=8, calib_seq_len=64), "gguf": dict(gguf_types=["Q8_0"])}
@@ -83,8 +83,8 @@ if os.environ.get("QUANTKIT_ARCH_RESUME"):  # `make architectures QUANTKIT_ARCH_
 PROBE = "The capital of France is Paris. Water boils at 100 degrees Celsius."
 
 
-def options(method: str) -> QuantizeOptions:
-    return QuantizeOptions(**OPTIONS.get(method, {}))
+def options(method: str):
+    return make_options(method, OPTIONS.get(method, {}))
 
 
 def refusal(model_dir: Path, method: str) -> str | None:

@@ -7,6 +7,7 @@ import sys
 from click.testing import CliRunner
 
 from quantkit.cli import COMMANDS, cli
+from quantkit.quantize.registry import METHODS
 
 
 def run_quantkit(*args, env=None, **kwargs):
@@ -98,7 +99,7 @@ def test_inspect_answers_per_method_from_config_alone(tmp_path):
     gemma = arch_config("gemma3_text", pad_token_id=0, bos_token_id=1, eos_token_id=2).to_dict()
     result = run_quantkit("inspect", write_config(tmp_path / "gemma3", gemma), "--json")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["model"]["support"] == {"awq": None, "nf4": None, "int8": None, "gguf": None}
+    assert json.loads(result.stdout)["model"]["support"] == {name: None for name in METHODS}
     moe = arch_config("qwen3_moe", pad_token_id=0, bos_token_id=1, eos_token_id=2).to_dict()
     table = run_quantkit("inspect", write_config(tmp_path / "moe", moe))
     assert table.returncode == 0, table.stderr

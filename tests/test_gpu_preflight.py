@@ -12,7 +12,7 @@ import pytest
 
 from quantkit.core import estimate, memory, preflight
 from quantkit.core.errors import PreflightError
-from quantkit.quantize.registry import QuantizeOptions
+from quantkit.quantize.registry import get_method, make_options
 
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"
 GiB = 2**30
@@ -47,10 +47,19 @@ def plenty_of_ram(monkeypatch):
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Ample)
 
 
+def footprint(method: str, **settings):
+    return get_method(method).footprint(make_options(method, settings))
+
+
+def check_memory(config: dict, method: str, **settings):
+    options = make_options(method, settings)
+    return preflight.check_quantize_memory(config, method, get_method(method).footprint(options), options)
+
+
 def test_quantize_refuses_when_the_gpu_is_too_small(fake_gpu, plenty_of_ram):
     fake_gpu(free_gib=4, total_gib=24)
     with pytest.raises(PreflightError) as info:
-        preflight.check_quantize_memory(config("llama-3.1-8b-instruct"), "nf4", QuantizeOptions(device="cuda"))
+        check_memory(config("llama-3.1-8b-instruct"), "nf4", device="cuda")
     message, hint = str(info.value), info.value.hint
     assert "GPU memory" in message and "4.0 GB free of 24.0 GB" in message and "\n" not in message
     assert "--force" in hint and "force: true" in hint
@@ -59,10 +68,10 @@ def test_quantize_refuses_when_the_gpu_is_too_small(fake_gpu, plenty_of_ram):
 def test_quantize_passes_when_it_fits_and_force_skips(fake_gpu, plenty_of_ram):
     llama = config("llama-3.1-8b-instruct")
     fake_gpu(free_gib=23, total_gib=24)
-    need = preflight.check_quantize_memory(llama, "nf4", QuantizeOptions(device="cuda"))
+    need = check_memory(llama, "nf4", device="cuda")
     assert 5 * GiB < need.gpu_bytes < 10 * GiB  # ~5.6 GB of NF4 weights + the embedding table in 16 bits
     fake_gpu(free_gib=0.5, total_gib=24)
-    forced = preflight.check_quantize_memory(llama, "nf4", QuantizeOptions(device="cuda", force=True))
+    forced = check_memory(llama, "nf4", device="cuda", force=True)
     assert forced.gpu_bytes == need.gpu_bytes  # skipped, estimate unchanged
 
 
@@ -85,39 +94,38 @@ def test_ram_factors_follow_where_the_weights_live():
     """GPU runs no longer demand 2x the bf16 size in RAM (Llama-3.1-8B nf4 demanded 30.5 GiB)."""
     llama = config("llama-3.1-8b-instruct")
     bf16 = estimate.estimate_params(llama) * 2
-    gpu_nf4 = estimate.quantize_need(llama, "nf4", "cuda", QuantizeOptions())
-    cpu_nf4 = estimate.quantize_need(llama, "nf4", "cpu", QuantizeOptions())
+    gpu_nf4 = estimate.quantize_need(llama, footprint("nf4"), "cuda")
+    cpu_nf4 = estimate.quantize_need(llama, footprint("nf4"), "cpu")
     assert gpu_nf4.ram_bytes < 8 * GiB and cpu_nf4.ram_bytes > 2 * bf16  # quantize-at-load in RAM on a CPU
     assert cpu_nf4.gpu_bytes == 0
     # AWQ on a GPU: the model stays in RAM in bf16 (not fp32), one layer at a time on the GPU.
-    awq = QuantizeOptions(calib_samples=128, calib_seq_len=512)
-    gpu_awq = estimate.quantize_need(llama, "awq", "cuda", awq)
+    gpu_awq = estimate.quantize_need(llama, footprint("awq", calib_samples=128, calib_seq_len=512), "cuda")
     assert bf16 < gpu_awq.ram_bytes < 1.6 * bf16
     assert gpu_awq.gpu_bytes < bf16 / 1.5
-    more = estimate.quantize_need(llama, "awq", "cuda", QuantizeOptions(calib_samples=512, calib_seq_len=512))
+    more = estimate.quantize_need(llama, footprint("awq", calib_samples=512, calib_seq_len=512), "cuda")
     # 384 more samples x 512 tokens of cached activations (q/k/v, o_proj, MLP, down_proj inputs) in bf16
     assert more.gpu_bytes - gpu_awq.gpu_bytes == 384 * 512 * (3 * 4096 + 14336) * 2
     # Ignoring down_proj drops its (intermediate-wide) cached inputs.
-    keep = estimate.quantize_need(llama, "awq", "cuda", QuantizeOptions(calib_samples=128, calib_seq_len=512,
-                                                                        ignore=["re:.*down_proj"]))
+    keep = estimate.quantize_need(llama, footprint("awq", calib_samples=128, calib_seq_len=512,
+                                                          ignore=["re:.*down_proj"]), "cuda")
     assert keep.gpu_bytes < gpu_awq.gpu_bytes
-    assert estimate.quantize_need(llama, "gguf", "cuda", QuantizeOptions()).gpu_bytes == 0  # converter on CPU
+    assert estimate.quantize_need(llama, footprint("gguf"), "cpu").gpu_bytes == 0  # converter on CPU
 
 
 def test_bench_estimate_counts_one_model_dense_awq_and_kv():
     qwen = config("qwen2.5-7b-instruct")
     n = estimate.estimate_params(qwen)
-    awq, dequantized = estimate.runtime_bytes(qwen, "awq", "compressed-tensors", "cuda")
+    awq, dequantized = estimate.runtime_bytes(qwen, footprint("awq"), "cuda")
     assert dequantized and awq == n * 2  # decompressed to bf16 on the first forward
-    nf4, dequantized = estimate.runtime_bytes(qwen, "nf4", None, "cuda")
+    nf4, dequantized = estimate.runtime_bytes(qwen, footprint("nf4"), "cuda")
     assert not dequantized and nf4 < awq / 2.5
-    alone = estimate.bench_need(qwen, "nf4", None, "cuda", 4096, with_base=False)
-    with_base = estimate.bench_need(qwen, "nf4", None, "cuda", 4096, with_base=True)
+    alone = estimate.bench_need(qwen, footprint("nf4"), "cuda", 4096, with_base=False)
+    with_base = estimate.bench_need(qwen, footprint("nf4"), "cuda", 4096, with_base=True)
     assert alone.gpu_bytes < with_base.gpu_bytes < n * 2 + 3 * GiB  # the base's, not base + artifact
-    long = estimate.bench_need(qwen, "nf4", None, "cuda", 32768, with_base=False)
+    long = estimate.bench_need(qwen, footprint("nf4"), "cuda", 32768, with_base=False)
     assert long.gpu_bytes - alone.gpu_bytes == estimate.kv_cache_bytes(qwen, 32768 - 4096)
-    half = estimate.bench_need(qwen, "gguf", None, "cuda", 4096, with_base=False, n_gpu_layers=14)
-    full = estimate.bench_need(qwen, "gguf", None, "cuda", 4096, with_base=False, n_gpu_layers=-1)
+    half = estimate.bench_need(qwen, footprint("gguf"), "cuda", 4096, with_base=False, n_gpu_layers=14)
+    full = estimate.bench_need(qwen, footprint("gguf"), "cuda", 4096, with_base=False, n_gpu_layers=-1)
     assert half.gpu_bytes < full.gpu_bytes and half.ram_bytes > full.ram_bytes
 
 
@@ -269,7 +277,7 @@ def test_nf4_quantize_peak_rss_within_the_estimate(tmp_path):
         partial.rename(model)
     cfg = json.loads((model / "config.json").read_text())
     assert 1.0e9 < estimate.estimate_params(cfg) < 1.2e9
-    need = estimate.quantize_need(cfg, "nf4", "cpu", QuantizeOptions())
+    need = estimate.quantize_need(cfg, footprint("nf4"), "cpu")
     code = ("import sys, resource, logging\nfrom transformers import AutoModelForCausalLM, BitsAndBytesConfig\n"
             "logging.disable(logging.WARNING)\n"
             "q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4', bnb_4bit_use_double_quant=True)\n"

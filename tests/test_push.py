@@ -279,10 +279,10 @@ push:
 @pytest.mark.slow
 def test_smollm2_gguf_pushes_and_downloads_back_with_one_table(upload_hub, smollm2, tmp_path, capsys):
     """The bundled SmolLM2 as a two-file GGUF artifact: dry run, push, download back identical."""
+    from quantkit.quantize.gguf.method import GgufOptions
     from quantkit.quantize.quantize import quantize
-    from quantkit.quantize.registry import QuantizeOptions
 
-    folder = quantize(str(smollm2), "gguf", tmp_path / "smollm2-gguf", QuantizeOptions(gguf_types=["Q8_0", "Q6_K"]))
+    folder = quantize(str(smollm2), "gguf", tmp_path / "smollm2-gguf", GgufOptions(gguf_types=["Q8_0", "Q6_K"]))
     ggufs = sorted(folder.glob("*.gguf"))
     assert len(ggufs) == 2
     fill_card(folder, [bench_result(path, tps=60.0 + i) for i, path in enumerate(ggufs)])

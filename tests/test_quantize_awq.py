@@ -123,9 +123,9 @@ def ct_qwen2(tiny_qwen2, awq_home, tmp_path_factory) -> Path:
 
 
 def qwen2_options(**overrides):
-    from quantkit.quantize.registry import QuantizeOptions
+    from quantkit.quantize.awq.method import AwqOptions
 
-    return QuantizeOptions(group_size=64, ignore=["re:.*down_proj"], calib_samples=8, calib_seq_len=64, **overrides)
+    return AwqOptions(group_size=64, ignore=["re:.*down_proj"], calib_samples=8, calib_seq_len=64, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -325,11 +325,11 @@ def test_bad_inputs_fail_in_one_line_leaving_nothing(tiny_llama, tmp_path, args,
 
 def test_smollm2_default_group_size_128_is_refused_with_a_fix(smollm2, tmp_path):
     from quantkit.core.errors import PreflightError
+    from quantkit.quantize.awq.method import AwqOptions
     from quantkit.quantize.quantize import quantize
-    from quantkit.quantize.registry import QuantizeOptions
 
     with pytest.raises(PreflightError) as err:
-        quantize(smollm2, "awq", tmp_path / "x", QuantizeOptions(group_size=128))
+        quantize(smollm2, "awq", tmp_path / "x", AwqOptions(group_size=128))
     assert "does not divide the input width 576" in str(err.value) and "--group-size 64" in str(err.value)
     assert list(tmp_path.iterdir()) == []
 
@@ -417,7 +417,7 @@ def test_awq_on_a_gpu_keeps_the_model_on_the_cpu_and_clears_the_session(tiny_lla
 
     monkeypatch.setattr(torch.nn.Module, "to", recording_to)
     monkeypatch.setattr(llmcompressor, "oneshot", recording_oneshot)
-    options = awq.QuantizeOptions(calib_samples=2, calib_seq_len=16)
+    options = awq.AwqOptions(calib_samples=2, calib_seq_len=16)
     folder, record, reused = awq.calibrated(tiny_llama, options, 128, load_config(tiny_llama))
     assert seen["devices"] == {"cpu"} and seen["moves_before"] == []  # no model.to("cuda") before calibration
     assert seen["dtype"] == torch.bfloat16 and record["settings"]["calibration_dtype"] == "bfloat16"

@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from quantkit.core.manifest import sha256_file, verify
+from quantkit.quantize.bnb import Nf4Options
 from quantkit.quantize.quantize import quantize
-from quantkit.quantize.registry import QuantizeOptions
 
 # Runs in a fresh interpreter: plain transformers only. Reads a JSON list of jobs
 # {base, artifact, question} (one interpreter for several artifacts: imports cost seconds here)
@@ -134,7 +134,7 @@ def test_tiny_artifact_reloads_without_quantkit(tiny_artifacts, kind, method):
 
 
 def test_nf4_fp4_without_double_quant_and_ignore(tiny_llama, tmp_path):
-    options = QuantizeOptions(quant_type="fp4", double_quant=False, ignore=["re:.*down_proj"])
+    options = Nf4Options(quant_type="fp4", double_quant=False, ignore=["re:.*down_proj"])
     artifact = quantize(tiny_llama, "nf4", tmp_path / "fp4", options)
     manifest = json.loads((artifact / "quantkit.json").read_text())
     assert manifest["settings"]["quant_type"] == "fp4" and manifest["settings"]["double_quant"] is False

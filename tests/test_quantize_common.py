@@ -13,7 +13,8 @@ from quantkit.cli import main
 from quantkit.core import preflight
 from quantkit.core.atomic import PARTIAL_MARK
 from quantkit.core.errors import InputError, PreflightError
-from quantkit.quantize.quantize import copy_support_files, quantize
+from quantkit.quantize.base import copy_support_files
+from quantkit.quantize.quantize import quantize
 
 # A Llama-3.1-405B-shaped config.json: ~400B parameters, far beyond this machine's RAM.
 HUGE = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 16384,
@@ -90,12 +91,29 @@ def test_causal_lm_reasons():
 @pytest.mark.parametrize("method, bits", [("nf4", 3), ("nf4", 8), ("int8", 4)])
 def test_bits_the_method_lacks(tiny_llama, tmp_path, capsys, method, bits):
     line = fails_in_one_line(capsys, tmp_path, tiny_llama, "--method", method, "--bits", bits, "-o", tmp_path / "out")
-    assert f"cannot make {bits}-bit" in line and "--bits" in line
+    assert f"--bits {bits} is not one of" in line
 
 
-def test_option_the_method_does_not_use(tiny_llama, tmp_path, capsys):
-    line = fails_in_one_line(capsys, tmp_path, tiny_llama, "--method", "nf4", "--group-size", 64, "-o", tmp_path / "out")
-    assert "does not use --group-size" in line
+@pytest.mark.parametrize("method, flags, flag, users", [
+    ("nf4", ["--group-size", 64], "--group-size", "awq, gptq"),
+    ("gguf", ["--group-size", 64], "--group-size", "awq, gptq"),  # was silently ignored
+    ("gguf", ["--ignore", "lm_head"], "--ignore", "awq, gptq, nf4, int8"),
+    ("awq", ["--gguf-type", "Q8_0"], "--gguf-type", "gguf"),
+    ("int8", ["--calib-samples", 8], "--calib-samples", "awq, gptq, gguf"),
+])
+def test_option_the_method_does_not_use(tiny_llama, tmp_path, capsys, method, flags, flag, users):
+    """Derived from each method's settings declaration: a flag the method does not read is an
+    error naming the flag and the methods that use it, never silently ignored."""
+    line = fails_in_one_line(capsys, tmp_path, tiny_llama, "--method", method, *flags, "-o", tmp_path / "out")
+    assert f"{flag} is not used by --method {method}" in line and f"it is a setting of {users}" in line
+
+
+def test_the_api_refuses_a_setting_the_method_does_not_use(tiny_llama, tmp_path):
+    import quantkit as qk
+
+    with pytest.raises(InputError, match="method gguf does not use the setting 'group_size'"):
+        qk.quantize(tiny_llama, "gguf", tmp_path / "out", group_size=64)
+    assert not (tmp_path / "out").exists()
 
 
 def test_not_enough_ram(tmp_path, capsys):
@@ -122,13 +140,6 @@ def test_device_resolution_and_cuda_refusal(tiny_llama, tmp_path, capsys):
     else:
         line = fails_in_one_line(capsys, tmp_path, tiny_llama, "--method", "int8", "--device", "cuda", "-o", tmp_path / "out")
         assert "CUDA" in line
-
-
-def test_require_bits():
-    preflight.require_bits("awq", None, (4,))
-    preflight.require_bits("awq", 4, (4,))
-    with pytest.raises(InputError, match="--bits 4"):
-        preflight.require_bits("awq", 2, (4,))
 
 
 def test_copy_support_files_keeps_what_the_method_wrote(tiny_qwen2, tmp_path):

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from quantkit.core.errors import InputError, PreflightError, QuantizeError
+from quantkit.quantize.gguf.method import GgufOptions
 from quantkit.quantize.quantize import quantize
-from quantkit.quantize.registry import QuantizeOptions
+from quantkit.quantize.registry import make_options
 
 TYPES = ["Q8_0", "Q4_K_M"]
 
@@ -53,7 +54,7 @@ def quantkit_cli(*args: str) -> subprocess.CompletedProcess:
 def smollm2_gguf(smollm2, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("gguf") / "smollm2-gguf"
     # A small calibration keeps llama-imatrix to a few chunks (the default 64 x 256 is ~74 of them).
-    return quantize(str(smollm2), "gguf", out, QuantizeOptions(gguf_types=TYPES, ollama=True, calib_samples=8,
+    return quantize(str(smollm2), "gguf", out, GgufOptions(gguf_types=TYPES, ollama=True, calib_samples=8,
                                                                calib_seq_len=128))
 
 
@@ -246,12 +247,10 @@ def test_converter_view_turns_off_byte_fallback_only_for_byte_level_bpe(tiny_lla
 
 
 def test_unknown_gguf_type_is_an_input_error(tiny_llama):
-    from quantkit.quantize.gguf.method import gguf_types
-
-    assert gguf_types(QuantizeOptions()) == ["Q4_K_M"]
-    assert gguf_types(QuantizeOptions(gguf_types=["q8_0", "Q8_0", "F16"])) == ["Q8_0", "F16"]
-    with pytest.raises(InputError, match="unknown GGUF type Q1_X"):
-        gguf_types(QuantizeOptions(gguf_types=["Q1_X"]))
+    assert GgufOptions().gguf_types == ["Q4_K_M"]
+    assert GgufOptions(gguf_types=["q8_0", "Q8_0", "F16"]).gguf_types == ["Q8_0", "F16"]
+    with pytest.raises(InputError, match="gguf_types 'Q1_X' is not one of"):
+        make_options("gguf", {"gguf_types": ["Q1_X"]})
 
 
 def test_help_lists_gguf_types():
@@ -293,7 +292,7 @@ def test_iq_types_with_the_importance_matrix_of_a_given_calibration_file(tiny_ll
     lines = [{"text": f"Paragraph {i}: the quick brown fox jumps over the lazy dog, again and again, {i} times."}
              for i in range(40)] + [{"messages": [{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello there."}]}]
     calib.write_text("\n".join(json.dumps(x) for x in lines))
-    out = quantize(str(tiny_llama), "gguf", tmp_path / "iq", QuantizeOptions(
+    out = quantize(str(tiny_llama), "gguf", tmp_path / "iq", GgufOptions(
         gguf_types=["IQ4_XS", "IQ2_XXS"], calib=calib, calib_samples=8, calib_seq_len=64))
     manifest = json.loads((out / "quantkit.json").read_text())
     assert manifest["settings"]["imatrix_types"] == ["IQ4_XS", "IQ2_XXS"]

@@ -11,23 +11,24 @@ import pytest
 
 from quantkit.core.errors import InputError
 from quantkit.pipeline.recipe import (
-    ARTIFACT_KEYS,
     BENCH_KEYS,
     GATE_KEYS,
     MODEL_KEYS,
     RecipeError,
+    artifact_keys,
     ci_matrix,
     load_recipe,
     parse_recipe,
     recipes_dir,
     shipped_recipes,
 )
+from quantkit.quantize.registry import settings_table
 
 REPO = Path(__file__).resolve().parents[1]
-# The method that reads each artifact key, so a valid value of it is accepted.
-METHOD_FOR = {"format": "awq", "bits": "awq", "group_size": "awq", "calib": "awq", "calib_samples": "awq",
-              "calib_seq_len": "awq", "quant_type": "nf4", "double_quant": "nf4", "int8_threshold": "int8",
-              "gguf_types": "gguf", "imatrix": "gguf"}
+# The artifact keys come from the methods' own settings declarations (quantkit/quantize/options.py).
+ARTIFACT_KEYS = artifact_keys()
+# A method that reads each artifact key (nf4 when it uses it), so a valid value of it is accepted.
+METHOD_FOR = {name: "nf4" if "nf4" in users else users[0] for name, (_f, users) in settings_table().items()}
 WRONG = {"str": "5", "str?": "[a, b]", "int": '"many"', "int?": '"many"', "float": '"high"', "float?": '"high"',
          "bool": '"maybe"', "bool?": '"maybe"', "path?": "7", "list[str]": "just-one", "gates": "5", "str|list[str]": "5"}
 EXPECT = {"str": "expected str", "str?": "expected a single value", "int": "expected int", "int?": "expected int",
@@ -116,17 +117,19 @@ def test_wrong_type_for_every_key(tmp_path, section, key, kind):
 @pytest.mark.parametrize("text_args,fragment,key,problem", [
     ({"method": "magic"}, "method: magic", "artifacts[0].method", "unknown method 'magic'"),
     ({"name": "Bad Name"}, "name: Bad Name", "artifacts[0].name", "must be lower case"),
-    ({"artifact": "    format: autoawq\n"}, "format: autoawq", "artifacts[0].format", "only the awq method"),
-    ({"artifact": "    imatrix: false\n"}, "imatrix: false", "artifacts[0].imatrix", "only the gguf method uses"),
+    ({"artifact": "    format: autoawq\n"}, "format: autoawq", "artifacts[0].format",
+     "the nf4 method does not use this setting (it is a setting of awq)"),
+    ({"artifact": "    imatrix: false\n"}, "imatrix: false", "artifacts[0].imatrix", "(it is a setting of gguf)"),
     ({"method": "int8", "artifact": "    calib_samples: 8\n"}, "calib_samples", "artifacts[0].calib_samples",
-     "only the awq and gguf methods use"),
+     "the int8 method does not use this setting (it is a setting of awq, gptq, gguf)"),
     ({"method": "awq", "artifact": "    format: exl2\n"}, "format: exl2", "artifacts[0].format", "not one of"),
-    ({"method": "awq", "artifact": "    bits: 8\n"}, "bits: 8", "artifacts[0].bits", "not 8"),
-    ({"method": "awq", "artifact": "    group_size: 0\n"}, "group_size: 0", "artifacts[0].group_size", "must be positive"),
-    ({"method": "gguf"}, "- name: a", "artifacts[0].gguf_types", "needs at least one type"),
+    ({"method": "awq", "artifact": "    bits: 8\n"}, "bits: 8", "artifacts[0].bits", "8 is not one of 4"),
+    ({"method": "awq", "artifact": "    group_size: 0\n"}, "group_size: 0", "artifacts[0].group_size", "must be at least 1"),
+    ({"method": "gptq", "artifact": "    calib_seq_len: 4\n"}, "calib_seq_len", "artifacts[0].calib_seq_len", "at least 8"),
     ({"method": "gguf", "artifact": "    gguf_types: [Q4_K_M, Q4_K_M]\n"}, "gguf_types:", "artifacts[0].gguf_types", "listed twice"),
     ({"method": "gguf", "artifact": "    gguf_types: [Q9_X]\n"}, "gguf_types:", "artifacts[0].gguf_types[0]", "'Q9_X' is not one of"),
-    ({"method": "int8", "artifact": "    double_quant: false\n"}, "double_quant", "artifacts[0].double_quant", "only the nf4 method"),
+    ({"method": "int8", "artifact": "    double_quant: false\n"}, "double_quant", "artifacts[0].double_quant",
+     "the int8 method does not use this setting (it is a setting of nf4)"),
     ({"artifact": "    dtype: float8\n"}, "dtype: float8", "artifacts[0].dtype", "not one of"),
     ({"artifact": "    device: cuda\n"}, "device: cuda", "artifacts[0].device", "runner is cpu"),
     ({"bench": "  device: cuda\n"}, "device: cuda", "bench.device", "runner is cpu"),
@@ -186,7 +189,7 @@ def test_relative_paths_resolve_against_the_recipe_file(tmp_path):
     text = recipe_text(model="  local_config: configs/c.json\n", method="awq", artifact="    calib: data/calib.txt\n")
     recipe = load_recipe(write(tmp_path, text))
     assert recipe.model.local_config == (tmp_path / "configs" / "c.json").resolve()
-    assert recipe.artifacts[0].calib == (tmp_path / "data" / "calib.txt").resolve()
+    assert recipe.artifacts[0].options.calib == (tmp_path / "data" / "calib.txt").resolve()
 
 
 def test_gates_merge_recipe_defaults_with_artifact_overrides(tmp_path):
@@ -213,13 +216,13 @@ def test_shipped_recipes_are_the_repo_folder_and_all_parse():
     smol = load_recipe("smollm2-135m-instruct")
     assert smol.runner == "cpu" and smol.model.id == "bundled:smollm2-135m-instruct"
     expected = {("awq", "compressed-tensors"), ("awq", "autoawq"), ("nf4", None), ("int8", None), ("gguf", None)}
-    assert {(a.method, a.format) for a in smol.artifacts} >= expected
-    assert next(a for a in smol.artifacts if a.method == "gguf").gguf_types == ["Q8_0", "Q4_K_M"]
-    assert all(a.group_size == 64 for a in smol.artifacts if a.method == "awq")  # 576 = 9 x 64
+    assert {(a.method, getattr(a.options, "format", None)) for a in smol.artifacts} >= expected
+    assert next(a for a in smol.artifacts if a.method == "gguf").options.gguf_types == ["Q8_0", "Q4_K_M"]
+    assert all(a.options.group_size == 64 for a in smol.artifacts if a.method == "awq")  # 576 = 9 x 64
     yi = load_recipe("yi-34b-chat-awq").artifacts[0]
-    assert yi.method == "awq" and yi.ignore == ["re:.*down_proj"]
+    assert yi.method == "awq" and yi.options.ignore == ["re:.*down_proj"]
     baichuan = load_recipe("baichuan2-13b-chat-nf4")
-    assert baichuan.artifacts[0].double_quant is True and baichuan.model.trust_remote_code is True
+    assert baichuan.artifacts[0].options.double_quant is True and baichuan.model.trust_remote_code is True
     ms = load_recipe("qwen2.5-7b-instruct-modelscope").model
     assert (ms.id, ms.source) == ("qwen/Qwen2.5-7B-Instruct", "modelscope")
 

@@ -15,8 +15,8 @@ import quantkit.quantize.verify_runtime as runtime
 from quantkit.cli import main
 from quantkit.core.errors import VerificationError
 from quantkit.quantize.base import MethodResult
+from quantkit.quantize.gguf.method import GgufOptions
 from quantkit.quantize.quantize import quantize
-from quantkit.quantize.registry import QuantizeOptions
 from quantkit.quantize.verify import SCRIPT, TOP1_MIN, judge, top1_min, verify_artifact
 
 # --- the pieces, fast --------------------------------------------------------------------------
@@ -130,7 +130,7 @@ def test_a_broken_artifact_is_not_published(tiny_llama, tmp_path, capsys, monkey
 @pytest.fixture(scope="module")
 def tiny_gguf(tiny_llama, tmp_path_factory) -> Path:
     return quantize(tiny_llama, "gguf", tmp_path_factory.mktemp("verify") / "tiny-gguf",
-                    QuantizeOptions(gguf_types=["Q8_0"]))
+                    GgufOptions(gguf_types=["Q8_0"]))
 
 
 @pytest.mark.slow

@@ -29,6 +29,7 @@ DISK_BYTES_PER_S = 300e6  # reading/writing checkpoints
 # (CPU: SmolLM2-135M, 64 x 256 tokens took ~15 min here; GPU: ~2 min for 7B at 128 x 512).
 AWQ_S_PER_B_PER_KTOK = {"cpu": 400.0, "cuda": 0.25}
 GGUF_QUANTIZE_S_PER_B = 40.0  # llama.cpp's quantizer, per type
+IMATRIX_S_PER_B_PER_KTOK = 8.0  # llama-imatrix on the CPU (SmolLM2, 16 x 64 tokens: ~2 s)
 DECODE_BANDWIDTH = {"cpu": 10e9, "cuda": 1.5e12}  # bytes/s actually achieved in batch-1 decode
 HF_CPU_DECODE_CAP = 20.0  # tok/s: transformers' decode loop on CPU is Python-bound (FACTS)
 SMOKE_TOKENS = 3 * 128  # three turns of the smoke chat, a typical reply length each
@@ -37,7 +38,7 @@ GGUF_BITS = {"F16": 16, "BF16": 16, "Q8_0": 8.5, "Q6_K": 6.56, "Q5_K_M": 5.69, "
 # Peak RAM of quantizing on the CPU, as a multiple of the model's size in the dtype it is held in:
 # AWQ calibrates in fp32 and saves a 16-bit copy; bitsandbytes' quantize-at-load peaks under 2x its
 # load dtype (SmolLM2); llama.cpp's lazy converter holds about one F16 copy.
-CPU_RAM_FACTOR = {"awq": 2.0, "nf4": 2.0, "int8": 2.0, "gguf": 1.2}
+CPU_RAM_FACTOR = {"calibrate": 2.0, "load": 2.0, "llama.cpp": 1.2}
 # AWQ on a GPU: the model stays in RAM in bf16 (+ the compressed copy save_pretrained builds).
 AWQ_GPU_RAM_FACTOR = 1.3
 # The CUDA context, cuBLAS workspace and allocator slack a process pays on its first kernel.
@@ -105,14 +106,37 @@ def embedding_params(config: dict) -> int:
     return (cfg.get("vocab_size") or 0) * (cfg.get("hidden_size") or 0) * (1 if tied else 2)
 
 
-def artifact_bytes(config: dict, method: str, group_size: int | None, gguf_types: list[str]) -> int:
-    """Weights on disk: quantized linear layers plus embeddings kept in 16 bits."""
+@dataclass(frozen=True)
+class Footprint:
+    """What the estimates need to know about a method with its settings (each method declares
+    it in ``footprint(options)``): how it quantizes, the bits per weight of each file it writes,
+    whether transformers runs it decompressed, and its calibration set's size."""
+
+    kind: str  # "calibrate" (llm-compressor: fp32 on the CPU, layer by layer on a GPU), "load", "llama.cpp"
+    bits: tuple[float, ...]  # per weight of each file (GGUF: one per type), scales included
+    dense_runtime: bool = False  # compressed-tensors in transformers: dense once decompressed
+    calib_samples: int = 0
+    calib_seq_len: int = 0
+    ignore: tuple[str, ...] = ()
+    dtype: str | None = None  # of the model while it quantizes at load ("load" methods)
+    files: tuple[str, ...] = ()  # names of the files (GGUF types), for the bench's rows
+    calib_s_factor: float = 1.0  # calibration time relative to AWQ's (GPTQ's Hessians are quicker)
+
+
+def gguf_footprint(types: list[str], calib_samples: int = 0, calib_seq_len: int = 0) -> Footprint:
+    return Footprint("llama.cpp", tuple(GGUF_BITS.get(t, 8) for t in types), calib_samples=calib_samples,
+                     calib_seq_len=calib_seq_len, files=tuple(types))
+
+
+def artifact_bytes(config: dict, fp: Footprint, file: int | None = None) -> int:
+    """Weights on disk (of every file, or of file ``file``): quantized layers plus 16-bit
+    embeddings; a GGUF file quantizes the embeddings too."""
     n, embed = estimate_params(config), embedding_params(config)
     body = max(n - embed, 0)
-    if method == "gguf":
-        return int(sum(n * GGUF_BITS.get(t, 8) / 8 for t in gguf_types))
-    bits = {"awq": 4 + 32 / (group_size or 128), "nf4": 4.5, "int8": 8.1}[method]
-    return int(body * bits / 8 + embed * 2)
+    bits = fp.bits if file is None else fp.bits[file:file + 1]
+    if fp.kind == "llama.cpp":
+        return int(sum(n * b / 8 for b in bits))
+    return int(sum(body * b / 8 + embed * 2 for b in bits))
 
 
 def download_cost(config: dict, local: bool) -> Cost:
@@ -158,76 +182,70 @@ def awq_cached_width(config: dict, ignore: list[str]) -> int:
     return width
 
 
-def quantize_need(config: dict, method: str, device: str, spec) -> Need:
-    """Peak RAM and GPU memory of quantizing with ``method`` on ``device``. ``spec`` is anything
-    with the method's settings as attributes (an ArtifactSpec, QuantizeOptions)."""
+def quantize_need(config: dict, fp: Footprint, device: str) -> Need:
+    """Peak RAM and GPU memory of quantizing as ``fp`` says on ``device``."""
     s, n = shape(config), estimate_params(config)
-    if method == "awq":
-        samples = getattr(spec, "calib_samples", None) or 64
-        seq = getattr(spec, "calib_seq_len", None) or 256
+    if fp.kind == "calibrate":
+        samples, seq = fp.calib_samples, fp.calib_seq_len
         batch = min(8, samples)  # quantkit.quantize.awq.method.CALIB_BATCH
         if device == "cuda":
             # bf16 on the GPU: one decoder layer (+ the copy the scale search restores from), the
             # cached activations of every sample, one batch's temporaries, and the last subgraph's
             # lm_head with one batch of logits in fp32.
             layer = 2 * s["layer_params"] * 2
-            cached = samples * seq * awq_cached_width(config, getattr(spec, "ignore", None)) * 2
+            cached = samples * seq * awq_cached_width(config, list(fp.ignore)) * 2
             temps = TEMPORARIES * batch * seq * max(s["inter"], s["hidden"]) * 2
             head = s["vocab"] * s["hidden"] * 2 + batch * seq * s["vocab"] * 4
             gpu = layer + cached + temps + head + CUDA_OVERHEAD_BYTES
             # RAM: the model in bf16 and the layer inputs offloaded there between layers.
             ram = int(n * 2 * AWQ_GPU_RAM_FACTOR + 2 * samples * seq * s["hidden"] * 2) + LIBRARY_ALLOWANCE_BYTES
             return Need(ram, int(gpu), f"bf16 model in RAM, one layer + {samples}x{seq} activations on the GPU")
-        cached = samples * seq * awq_cached_width(config, getattr(spec, "ignore", None)) * 4
-        ram = int(n * 4 * CPU_RAM_FACTOR["awq"] + cached) + LIBRARY_ALLOWANCE_BYTES
+        cached = samples * seq * awq_cached_width(config, list(fp.ignore)) * 4
+        ram = int(n * 4 * CPU_RAM_FACTOR["calibrate"] + cached) + LIBRARY_ALLOWANCE_BYTES
         return Need(ram, 0, "fp32 model + activations in RAM")
-    if method in ("nf4", "int8"):
+    if fp.kind == "load":
         if device == "cuda":
             # transformers quantizes each weight as it lands on the device: the quantized model,
             # plus the largest tensor in 16 bits on its way (usually the embedding table).
-            quantized = artifact_bytes(config, method, None, [])
+            quantized = artifact_bytes(config, fp)
             largest = max(s["vocab"] * s["hidden"], s["inter"] * s["hidden"]) * 2
             ram = quantized + LIBRARY_ALLOWANCE_BYTES  # save_pretrained brings the state dict back to RAM
             return Need(ram, quantized + largest + CUDA_OVERHEAD_BYTES, "quantized weights on the GPU")
-        load = n * dtype_bytes(getattr(spec, "dtype", None), config)
-        return Need(int(load * CPU_RAM_FACTOR[method]) + LIBRARY_ALLOWANCE_BYTES, 0, "quantize at load in RAM")
-    if method == "gguf":  # llama.cpp's converter and quantizer run on the CPU
-        return Need(int(n * 2 * CPU_RAM_FACTOR["gguf"]) + LIBRARY_ALLOWANCE_BYTES, 0, "F16 conversion in RAM")
-    raise ValueError(f"no memory estimate for method {method!r}")
+        load = n * dtype_bytes(fp.dtype, config)
+        return Need(int(load * CPU_RAM_FACTOR["load"]) + LIBRARY_ALLOWANCE_BYTES, 0, "quantize at load in RAM")
+    # llama.cpp's converter and quantizer run on the CPU
+    return Need(int(n * 2 * CPU_RAM_FACTOR["llama.cpp"]) + LIBRARY_ALLOWANCE_BYTES, 0, "F16 conversion in RAM")
 
 
-def runtime_bytes(config: dict, method: str | None, fmt: str | None, device: str,
-                  gguf_type: str | None = None) -> tuple[int, bool]:
+def runtime_bytes(config: dict, fp: Footprint | None, device: str, file: int = 0) -> tuple[int, bool]:
     """Bytes the loaded artifact holds where it runs, and whether it runs dequantized: a
     compressed-tensors AWQ artifact in transformers decompresses to dense weights on its first
     forward (bf16 on a GPU, fp32 on the CPU), so it holds and reads the dense size."""
     n = estimate_params(config)
     dense = n * (4 if device == "cpu" else 2)
-    if method == "awq" and (fmt or "compressed-tensors") == "compressed-tensors":
+    if fp is not None and fp.dense_runtime:
         return dense, True
-    if method in ("awq", "nf4", "int8"):
-        return artifact_bytes(config, method, None, []), False
-    if method == "gguf":
-        return artifact_bytes(config, "gguf", None, [gguf_type or "Q4_K_M"]), False
+    if fp is not None:
+        return artifact_bytes(config, fp, file), False
     return (dense if device == "cpu" else n * dtype_bytes(None, config)), False  # an unquantized model
 
 
-def bench_need(config: dict, method: str | None, fmt: str | None, device: str, n_ctx: int, *,
-               gguf_type: str | None = None, with_base: bool = True, n_gpu_layers: int | None = -1,
+def bench_need(config: dict, fp: Footprint | None, device: str, n_ctx: int, *,
+               file: int = 0, with_base: bool = True, n_gpu_layers: int | None = -1,
                quality_ctx: int = 512, runtime: int | None = None, base_runtime: int | None = None) -> Need:
     """Peak memory of benching one artifact: one model at a time (the base's reference first,
     unless cached, then the artifact), each with its KV cache for ``n_ctx`` and a chunk of logits.
     ``runtime``/``base_runtime`` replace the config-based sizes when the files are at hand."""
     s = shape(config)
-    art, _ = runtime_bytes(config, method, fmt, device, gguf_type) if runtime is None else (runtime, None)
+    art, _ = runtime_bytes(config, fp, device, file) if runtime is None else (runtime, None)
     base = 0
     if with_base:
-        base = base_runtime if base_runtime is not None else runtime_bytes(config, None, None, device)[0]
+        base = base_runtime if base_runtime is not None else runtime_bytes(config, None, device)[0]
     kv = kv_cache_bytes(config, n_ctx, 4 if device == "cpu" else 2)
     logits = quality_ctx * s["vocab"] * 4
     if device != "cuda":
         return Need(max(art, base) + kv + logits + LIBRARY_ALLOWANCE_BYTES, 0, "one model at a time in RAM")
-    if method == "gguf":
+    if fp is not None and fp.kind == "llama.cpp":
         share = 1.0 if n_gpu_layers is None or n_gpu_layers < 0 else min(n_gpu_layers, s["layers"]) / s["layers"]
         on_gpu = int(art * share) + kv + LLAMACPP_COMPUTE_BYTES
         # The base's reference runs in transformers on the GPU before llama.cpp loads.
@@ -237,17 +255,17 @@ def bench_need(config: dict, method: str | None, fmt: str | None, device: str, n
     return Need(LIBRARY_ALLOWANCE_BYTES + max(art, base) // 10, gpu, "one model at a time on the GPU")
 
 
-def quantize_cost(config: dict, spec, device: str) -> Cost:
+def quantize_cost(config: dict, fp: Footprint, device: str) -> Cost:
     size, n_b = checkpoint_bytes(config), estimate_params(config) / 1e9
-    out = artifact_bytes(config, spec.method, spec.group_size, spec.gguf_types)
-    need = quantize_need(config, spec.method, device, spec)
+    out = artifact_bytes(config, fp)
+    need = quantize_need(config, fp, device if fp.kind != "llama.cpp" else "cpu")
     seconds = size / DISK_BYTES_PER_S * 2
-    if spec.method == "awq":
-        ktok = (spec.calib_samples or 128) * (spec.calib_seq_len or 512) / 1000
-        seconds += n_b * ktok * AWQ_S_PER_B_PER_KTOK[device]
-    if spec.method == "gguf":
+    ktok = fp.calib_samples * fp.calib_seq_len / 1000
+    if fp.kind == "calibrate":
+        seconds += n_b * ktok * AWQ_S_PER_B_PER_KTOK[device] * fp.calib_s_factor
+    if fp.kind == "llama.cpp":
         out += estimate_params(config) * 2  # the F16 intermediate the converter writes first
-        seconds += n_b * GGUF_QUANTIZE_S_PER_B * len(spec.gguf_types)
+        seconds += n_b * GGUF_QUANTIZE_S_PER_B * len(fp.bits) + n_b * ktok * IMATRIX_S_PER_B_PER_KTOK
     return Cost(need.ram_bytes, out, seconds, need.gpu_bytes)
 
 
@@ -256,23 +274,20 @@ def bench_n_ctx(bench) -> int:
     return max(4096, bench.prompt_tokens + bench.gen_tokens + 8)
 
 
-def bench_cost(config: dict, spec, bench, device: str) -> Cost:
-    """Load + warm-up + repetitions of pp/tg + quality, for each GGUF type; memory of the largest."""
-    types = spec.gguf_types or [None]
-    per_target = artifact_bytes(config, spec.method, spec.group_size, types[:1] if types[0] else [])
-    fmt = spec.format if isinstance(spec.format, str) else None
-    read, _ = runtime_bytes(config, spec.method, fmt, device, types[0])  # what a decode step reads
+def bench_cost(config: dict, fp: Footprint, bench, device: str) -> Cost:
+    """Load + warm-up + repetitions of pp/tg + quality, for each file; memory of the largest."""
+    read, _ = runtime_bytes(config, fp, device)  # what a decode step reads
     decode_tps = DECODE_BANDWIDTH[device] / max(read, 1)
-    if device == "cpu" and spec.method != "gguf":
+    if device == "cpu" and fp.kind != "llama.cpp":
         decode_tps = min(decode_tps, HF_CPU_DECODE_CAP)
     one = (bench.gen_tokens / decode_tps + bench.prompt_tokens / (decode_tps * 8)) * (bench.repetitions + bench.warmup)
     quality = 2 * (bench.quality_tokens or 1024) / (decode_tps * 8) if bench.quality else 0.0
     smoke = SMOKE_TOKENS / decode_tps if bench.smoke else 0.0
-    load = per_target / DISK_BYTES_PER_S
-    needs = [bench_need(config, spec.method, fmt, device, bench_n_ctx(bench), gguf_type=t,
+    load = artifact_bytes(config, fp, 0) / DISK_BYTES_PER_S
+    needs = [bench_need(config, fp, device, bench_n_ctx(bench), file=i,
                         with_base=bench.quality or bench.smoke, n_gpu_layers=gpu_layers(bench, device))
-             for t in types]
-    return Cost(max(n.ram_bytes for n in needs), 0, (one + quality + smoke + load) * len(types),
+             for i in range(len(fp.bits))]
+    return Cost(max(n.ram_bytes for n in needs), 0, (one + quality + smoke + load) * len(fp.bits),
                 max(n.gpu_bytes for n in needs))
 
 
@@ -317,11 +332,12 @@ def bench_need_for(path: Path, engine_name: str, device: str, n_ctx: int, *, bas
         return Need(LIBRARY_ALLOWANCE_BYTES, 0, "no config.json: nothing to estimate")  # the engine says why
     if engine_name == "llama.cpp":
         gguf = path if path.is_file() else next(iter(sorted(path.glob("*.gguf"))), path)
-        runtime, method = files_bytes(gguf), "gguf"
+        runtime, fp = files_bytes(gguf), Footprint("llama.cpp", (8.0,))
     else:
         qc = (config or {}).get("quantization_config") or {}
-        method = {"compressed-tensors": "awq", "bitsandbytes": "nf4", "awq": "awq"}.get(qc.get("quant_method"))
-        if qc.get("quant_method") == "compressed-tensors":
+        method = qc.get("quant_method")
+        fp = Footprint("load", (4.0,), dense_runtime=method == "compressed-tensors") if method else None
+        if method == "compressed-tensors":
             runtime = estimate_params(config) * (4 if device == "cpu" else 2)  # dense once decompressed
         elif method or device != "cpu":
             runtime = files_bytes(path) if method else estimate_params(config) * dtype_bytes(None, config)
@@ -334,5 +350,5 @@ def bench_need_for(path: Path, engine_name: str, device: str, n_ctx: int, *, bas
     if shape_config is None:  # a lone .gguf: its file, no KV estimate
         return Need(runtime + LIBRARY_ALLOWANCE_BYTES if device == "cpu" else LIBRARY_ALLOWANCE_BYTES,
                     0 if device == "cpu" else runtime + LLAMACPP_COMPUTE_BYTES, "the GGUF file")
-    return bench_need(shape_config, method, None, device, n_ctx, with_base=base_runtime is not None,
+    return bench_need(shape_config, fp, device, n_ctx, with_base=base_runtime is not None,
                       n_gpu_layers=n_gpu_layers, quality_ctx=quality_ctx, runtime=runtime, base_runtime=base_runtime)

@@ -4,11 +4,10 @@ Each helper raises a typed error with a one-line fix, or returns quietly:
 
 - ``check_device(device)``: cheap, for ``quantize()`` itself; imports torch only for ``cuda``.
 - ``resolve_device(device) -> "cuda" | "cpu"``: ``auto`` picks CUDA when torch sees a GPU.
-- ``require_bits(method, bits, allowed)``: ``--bits`` must be one the method offers (None = default).
 - ``causal_lm_reason(config) -> str | None``: None for a decoder-only causal LM that transformers
   (or, with --trust-remote-code, the model's own code) can load; a reason otherwise. For ``supports``.
 - ``require_trusted_code(config, trust_remote_code)``: a model that ships its own code needs the flag.
-- ``check_quantize_memory(config, method, options)``: the quantize stage's peak RAM and GPU
+- ``check_quantize_memory(config, method, footprint, options)``: the quantize stage's peak RAM and GPU
   memory (quantkit.core.estimate.quantize_need: where the method keeps the weights on that device)
   must fit in the RAM available now and in the GPU's free memory (``torch.cuda.mem_get_info``);
   ``force`` (``--force``, ``force: true`` in a recipe) skips both.
@@ -44,14 +43,6 @@ def resolve_device(device: str | None) -> str:
     if device in (None, "auto"):
         return "cuda" if cuda_available() else "cpu"
     return device
-
-
-def require_bits(method: str, bits: int | None, allowed: tuple[int, ...]) -> None:
-    """``bits`` None means the method's default; anything else must be in ``allowed``."""
-    if bits is not None and bits not in allowed:
-        choices = ", ".join(str(b) for b in allowed)
-        raise InputError(f"method {method} cannot make {bits}-bit weights",
-                         hint=f"use --bits {choices} or leave --bits out")
 
 
 def transformers_knows(model_type: str) -> bool:
@@ -128,8 +119,9 @@ def check_fit(need: Need, stage: str, force: bool = False) -> Need:
     return need
 
 
-def check_quantize_memory(config: dict, method: str, options) -> Need:
-    """The quantize stage of ``method`` on the device ``options.device`` resolves to must fit."""
-    device = resolve_device(options.device) if method != "gguf" else "cpu"
-    need = quantize_need(config, method, device, options)
+def check_quantize_memory(config: dict, method: str, footprint, options) -> Need:
+    """The quantize stage of ``method`` (its declared ``footprint``) on the device
+    ``options.device`` resolves to must fit."""
+    device = resolve_device(options.device) if footprint.kind != "llama.cpp" else "cpu"
+    need = quantize_need(config, footprint, device)
     return check_fit(need, f"{method} on {device}", options.force)

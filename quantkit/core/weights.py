@@ -4,7 +4,6 @@ and a cheap identity for cache keys."""
 import re
 from pathlib import Path
 
-METHOD_BITS = {"int8": 8, "nf4": 4, "awq": 4}
 GGUF_TYPE = re.compile(r"(?:^|[^A-Za-z0-9])(I?Q(\d)_[A-Z0-9_]*|BF16|F16|F32)(?:[^A-Za-z0-9]|$)", re.IGNORECASE)
 
 
@@ -26,8 +25,6 @@ def artifact_bits(manifest: dict | None, file_name: str = "", bits_per_weight: f
     for value in (file_name, str(settings.get("gguf_type", "")), " ".join(map(str, settings.get("gguf_types", []) or []))):
         if value and (bits := bits_from_name(value)):
             return min(bits, 16)
-    if manifest.get("method") in METHOD_BITS:
-        return METHOD_BITS[manifest["method"]]
     if bits_per_weight:
         for bits in (16, 8, 6, 5, 4, 3):
             if bits_per_weight >= bits * 0.9:  # whole-file bpw is a little above the nominal width

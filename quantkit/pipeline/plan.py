@@ -5,8 +5,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from quantkit.core.estimate import Cost, bench_cost, download_cost, find_config, quantize_cost
-from quantkit.core.modelinfo import text_config
 from quantkit.pipeline.recipe_schema import ArtifactSpec, Recipe, settings_key
+from quantkit.quantize.registry import get_method
 
 
 @dataclass
@@ -20,20 +20,18 @@ class PlanRow:
 
 def preflight(recipe: Recipe, spec: ArtifactSpec, config: dict) -> str | None:
     """Why ``spec`` cannot work on this model, from config.json alone (None: no objection)."""
-    from quantkit.quantize.registry import get_method
+    from quantkit.core.errors import QuantkitError
 
-    verdict = get_method(spec.method).supports(config)
+    method = get_method(spec.method)
+    verdict = method.supports(config)
     if verdict:
         return verdict
-    cfg = text_config(config)
     if config.get("auto_map") and not recipe.model.trust_remote_code:
         return "the model ships its own code (auto_map): set model.trust_remote_code: true to allow it"
-    if spec.method == "awq":
-        group = spec.group_size or 128
-        for key in ("hidden_size", "intermediate_size"):
-            width = cfg.get(key)
-            if width and width % group:
-                return f"group_size {group} does not divide {key} {width}: choose a divisor"
+    try:
+        method.check_config(config, spec.options)  # the very check quantize runs (AWQ's group fallback, ...)
+    except QuantkitError as exc:
+        return str(exc)
     return None
 
 
@@ -56,6 +54,7 @@ def plan(recipe: Recipe, specs: list[ArtifactSpec], out_dir: Path, force: bool) 
     local = recipe.model.id.startswith("bundled:") or Path(recipe.model.id).expanduser().is_dir()
     rows = [PlanRow("model", None, action("model", model_settings(recipe)),
                     download_cost(config, local) if config else None, f"config: {found}")]
+    calibrated: dict[str, str] = {}  # calibration key -> the first artifact made from it
     for spec in specs:
         problem = preflight(recipe, spec, config) if config else None
         if problem:
@@ -65,21 +64,38 @@ def plan(recipe: Recipe, specs: list[ArtifactSpec], out_dir: Path, force: bool) 
         b_action = action(f"{spec.name}.bench", bench_settings(recipe, spec))
         if q_action == "run":
             b_action = "run"  # a rebuilt artifact is benched again
-        q_note = spec.method + (f" {spec.format}" if spec.format else "") + (f" {'+'.join(spec.gguf_types)}" if spec.gguf_types else "")
-        rows.append(PlanRow("quantize", spec.name, q_action,
-                            quantize_cost(config, spec, device_of(recipe, spec)) if config else None, q_note))
+        footprint = get_method(spec.method).footprint(spec.options)
+        fmt, types = getattr(spec.options, "format", None), getattr(spec.options, "gguf_types", [])
+        q_note = spec.method + (f" {fmt}" if fmt else "") + (f" {'+'.join(types)}" if types else "")
+        q_cost = quantize_cost(config, footprint, device_of(recipe, spec)) if config else None
+        if q_cost and (first := calibrated.get(calibration_key(spec))):
+            q_cost, q_note = repack_cost(q_cost), q_note + f" (repack of {first}'s calibration)"
+        calibrated.setdefault(calibration_key(spec), spec.name)
+        rows.append(PlanRow("quantize", spec.name, q_action, q_cost, q_note))
         rows.append(PlanRow("bench", spec.name, b_action,
-                            bench_cost(config, spec, recipe.bench, device_of(recipe)) if config else None,
-                            bench_note(recipe, spec)))
+                            bench_cost(config, footprint, recipe.bench, device_of(recipe)) if config else None,
+                            bench_note(recipe, spec, footprint)))
     return rows
 
 
-def bench_note(recipe: Recipe, spec: ArtifactSpec) -> str:
+def calibration_key(spec: ArtifactSpec) -> str:
+    """Artifacts of one calibration in different formats share this (AWQ's cache reuses it)."""
+    settings = spec.quantize_settings()
+    settings.pop("format", None)
+    return settings_key(settings)
+
+
+def repack_cost(cost: Cost) -> Cost:
+    """A format repacked from a cached calibration: a copy of the weights, no calibration."""
+    return Cost(cost.memory_bytes // 4, cost.disk_bytes, cost.disk_bytes / 300e6 + 5, 0)
+
+
+def bench_note(recipe: Recipe, spec: ArtifactSpec, footprint) -> str:
     b = recipe.bench
     note = f"pp{b.prompt_tokens} tg{b.gen_tokens} x{b.repetitions}"
     if device_of(recipe) == "cuda" and (b.quality or b.smoke):
         note += "; GPU peak: the base's bf16 reference, unless cached"  # one model at a time, the base first
-    if spec.method == "awq" and (spec.format or "compressed-tensors") == "compressed-tensors":
+    if footprint.dense_runtime:
         note += "; runs dense (dequantized) in transformers"
     return note
 

@@ -6,17 +6,14 @@ artifacts[1].group_size: ...``). Line numbers come from the YAML node marks, so 
 composed into nodes and each value is checked against a small schema table below.
 """
 
-from dataclasses import MISSING, asdict, replace
+from dataclasses import MISSING, asdict
 from pathlib import Path
 
 import yaml
 
 from quantkit.core.errors import InputError
 from quantkit.pipeline.recipe_schema import (
-    AWQ_FORMATS,
     DEVICES,
-    DTYPES,
-    GGUF_TYPES,
     NAME_RE,
     RECIPE_SUFFIXES,
     RUNNERS,
@@ -114,18 +111,23 @@ BENCH_KEYS = {"prompt_tokens": ("int", None), "gen_tokens": ("int", None), "repe
               "warmup": ("int", None),
               "threads": ("int?", None), "device": ("str", DEVICES), "n_gpu_layers": ("int", None),
               "smoke": ("bool", None), "quality": ("bool", None), "quality_tokens": ("int?", None)}
-ARTIFACT_KEYS = {"name": ("str", None), "method": ("str", None), "format": ("str|list[str]", None),
-                 "bits": ("int?", None), "group_size": ("int?", None), "ignore": ("list[str]", None),
-                 "calib": ("path?", None), "calib_samples": ("int?", None), "calib_seq_len": ("int?", None),
-                 "dtype": ("str?", DTYPES), "device": ("str", DEVICES), "quant_type": ("str?", ("nf4", "fp4")),
-                 "double_quant": ("bool", None), "int8_threshold": ("float", None),
-                 "gguf_types": ("list[str]", GGUF_TYPES), "imatrix": ("bool?", None), "force": ("bool", None),
-                 "gates": ("gates", None)}
 PUSH_KEYS = {"repo": ("str", None), "source": ("str", SOURCES), "private": ("bool", None), "revision": ("str?", None),
              "allow_failed": ("bool", None), "artifacts": ("list[str]", None)}
 TOP_KEYS = ("name", "description", "runner", "model", "artifacts", "bench", "gates", "push")
-POSITIVE = ("prompt_tokens", "gen_tokens", "repetitions", "threads", "quality_tokens", "bits",
-            "group_size", "calib_samples", "calib_seq_len")
+POSITIVE = ("prompt_tokens", "gen_tokens", "repetitions", "threads", "quality_tokens")
+
+
+def artifact_keys() -> dict:
+    """An artifact's keys: its name, method and gates, and every method setting a recipe may
+    hold (quantkit/quantize/options.py: the one declaration the CLI's flags come from too)."""
+    from quantkit.quantize.options import kind_of
+    from quantkit.quantize.registry import settings_table
+
+    keys = {"name": ("str", None), "method": ("str", None)}
+    for name, (f, _users) in settings_table().items():
+        if f.metadata.get("recipe", True):
+            keys[name] = (f.metadata.get("recipe_kind") or kind_of(f), f.metadata.get("choices"))
+    return {**keys, "gates": ("gates", None)}
 
 
 def _section(ctx, node, key, table, cls, defaults=None):
@@ -163,44 +165,61 @@ def _gates(ctx, node, key, base: Gates) -> Gates:
     return gates
 
 
-def _artifact(ctx, node, key, gates: Gates) -> tuple[ArtifactSpec, dict]:
-    from quantkit.quantize.registry import METHODS
+def _artifact(ctx, node, key, gates: Gates) -> tuple[list[ArtifactSpec], dict]:
+    """One entry of ``artifacts:``: the method's settings checked by its own declaration (a
+    setting the method does not use is an error: a silently ignored setting is a lie). An entry
+    listing several formats of one calibration yields one artifact per format."""
+    from quantkit.quantize.registry import METHODS, make_options, settings_table
 
-    spec, nodes = _section(ctx, node, key, ARTIFACT_KEYS, ArtifactSpec, {"gates": gates})
+    table = artifact_keys()
+    values, nodes = {"gates": gates}, {}
+    for name, (_key_node, value_node) in _mapping(ctx, node, key, table).items():
+        kind, choices = table[name]
+        where = f"{key}.{name}"
+        if kind == "gates":
+            values[name] = _gates(ctx, value_node, where, gates)
+            continue
+        value = _typed(ctx, value_node, where, kind, choices)
+        minimum = settings_table()[name][0].metadata.get("minimum") if name in settings_table() else None
+        if minimum is not None and value is not None and value < minimum:
+            raise ctx.fail(value_node, where, f"must be at least {minimum}, got {value}")
+        values[name], nodes[name] = value, value_node
+    for required in ("name", "method"):
+        if required not in values:
+            raise ctx.fail(node, f"{key}.{required}", "required key is missing")
     where = lambda name: (nodes.get(name, node), f"{key}.{name}")  # noqa: E731
-    if spec.method not in METHODS:
-        raise ctx.fail(*where("method"), f"unknown method {spec.method!r}", hint=f"choose one of {', '.join(METHODS)}")
-    if not NAME_RE.match(spec.name):
-        raise ctx.fail(*where("name"), f"{spec.name!r} must be lower case letters, digits, '.', '_' or '-'")
-    # Settings that only one method reads are errors elsewhere: a silently ignored setting is a lie.
-    only = {"format": "awq", "bits": "awq", "group_size": "awq", "calib": "awq gguf", "calib_samples": "awq gguf",
-            "calib_seq_len": "awq gguf", "quant_type": "nf4", "int8_threshold": "int8", "gguf_types": "gguf",
-            "imatrix": "gguf"}
-    for name, methods in only.items():
-        if name in nodes and spec.method not in methods.split():
-            raise ctx.fail(*where(name), f"only the {' and '.join(methods.split())} method{'s' if ' ' in methods else ''} "
-                                         f"use{'' if ' ' in methods else 's'} this setting, not {spec.method}")
-    if "double_quant" in nodes and spec.method != "nf4":
-        raise ctx.fail(*where("double_quant"), f"only the nf4 method uses this setting, not {spec.method}")
-    formats = spec.format if isinstance(spec.format, list) else [spec.format] if spec.format is not None else []
-    for fmt in formats:
-        if fmt not in AWQ_FORMATS:
-            raise ctx.fail(*where("format"), f"{fmt!r} is not one of {', '.join(AWQ_FORMATS)}")
-    if isinstance(spec.format, list) and (not formats or len(set(formats)) != len(formats)):
+    name, method, gates = values.pop("name"), values.pop("method"), values.pop("gates")
+    if method not in METHODS:
+        raise ctx.fail(*where("method"), f"unknown method {method!r}", hint=f"choose one of {', '.join(METHODS)}")
+    if not NAME_RE.match(name):
+        raise ctx.fail(*where("name"), f"{name!r} must be lower case letters, digits, '.', '_' or '-'")
+    for setting in values:
+        users = settings_table()[setting][1]
+        if method not in users:
+            raise ctx.fail(*where(setting), f"the {method} method does not use this setting (it is a setting of "
+                                            f"{', '.join(users)})")
+    formats = values.pop("format", None)
+    if isinstance(formats, list) and (not formats or len(set(formats)) != len(formats)):
         raise ctx.fail(*where("format"), "a list of formats needs at least one, each once",
                        hint="e.g. format: [compressed-tensors, autoawq]")
-    if spec.bits is not None and spec.bits != 4:
-        raise ctx.fail(*where("bits"), f"awq writes 4-bit weights here, not {spec.bits}")
-    if spec.method == "gguf" and not spec.gguf_types:
-        raise ctx.fail(*where("gguf_types"), "a gguf artifact needs at least one type", hint="e.g. gguf_types: [Q4_K_M]")
-    if len(set(spec.gguf_types)) != len(spec.gguf_types):
+    if len(set(values.get("gguf_types") or [])) != len(values.get("gguf_types") or []):
         raise ctx.fail(*where("gguf_types"), "a type is listed twice")
-    return spec, nodes
+    specs = []
+    for i, fmt in enumerate(formats if isinstance(formats, list) else [formats]):
+        settings = {**values, **({"format": fmt} if fmt is not None else {})}
+        try:
+            options = make_options(method, settings)
+        except InputError as exc:
+            raise ctx.fail(node, key, exc.message, hint=exc.hint) from None
+        # Several formats of one calibration: the first keeps the entry's name, each other is
+        # NAME-FORMAT (awq, awq-autoawq); the AWQ cache makes the second a repack in seconds.
+        specs.append(ArtifactSpec(name if i == 0 else f"{name}-{fmt}", method, options, gates))
+    return specs, nodes
 
 
 def _push(ctx, node, artifacts: list[ArtifactSpec]) -> PushSettings:
     """The ``push:`` section: every artifact it names exists, and each gets a repo of its own."""
-    from quantkit.hub.download import REPO_ID
+    from quantkit.core.modelinfo import REPO_ID
 
     push, nodes = _section(ctx, node, "push", PUSH_KEYS, PushSettings)
     names = [a.name for a in artifacts]
@@ -217,16 +236,6 @@ def _push(ctx, node, artifacts: list[ArtifactSpec]) -> PushSettings:
             raise ctx.fail(nodes["repo"], "push.repo", f"{push.repo_for(name)!r} is not a hub repo id",
                            hint="owner/name, e.g. acme/smollm2-{name}")
     return push
-
-
-def expand_formats(spec: ArtifactSpec) -> list[ArtifactSpec]:
-    """An entry asking for several formats of one calibration -> one artifact per format: the
-    first keeps the entry's name, each other is NAME-FORMAT (awq, awq-autoawq). They share the
-    calibration through the AWQ method's cache, so the second one is a repack in seconds."""
-    if not isinstance(spec.format, list):
-        return [spec]
-    return [replace(spec, format=fmt, name=spec.name if i == 0 else f"{spec.name}-{fmt}")
-            for i, fmt in enumerate(spec.format)]
 
 
 def parse_recipe(text: str, file: Path | str = "<recipe>") -> Recipe:
@@ -264,8 +273,8 @@ def parse_recipe(text: str, file: Path | str = "<recipe>") -> Recipe:
         raise ctx.fail(art_node, "artifacts", "expected a non-empty list of artifacts")
     artifacts, device_nodes, seen = [], [], set()
     for i, item in enumerate(art_node.value):
-        entry, nodes = _artifact(ctx, item, f"artifacts[{i}]", gates)
-        for spec in expand_formats(entry):
+        entries, nodes = _artifact(ctx, item, f"artifacts[{i}]", gates)
+        for spec in entries:
             device_nodes.append((i, nodes.get("device", item)))
             if spec.name in seen:
                 raise ctx.fail(item, f"artifacts[{i}].name", f"artifact name {spec.name!r} is used twice")
@@ -274,7 +283,7 @@ def parse_recipe(text: str, file: Path | str = "<recipe>") -> Recipe:
     runner = _typed(ctx, top["runner"][1], "runner", "str", RUNNERS) if "runner" in top else "cpu"
     if runner == "cpu":
         for spec, (i, device_node) in zip(artifacts, device_nodes):
-            if spec.device == "cuda":
+            if getattr(spec.options, "device", "auto") == "cuda":
                 raise ctx.fail(device_node, f"artifacts[{i}].device", "device cuda in a recipe whose runner is cpu",
                                hint="set runner: gpu")
         if bench.device == "cuda":

@@ -6,17 +6,14 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from quantkit.core.errors import InputError
-from quantkit.quantize.gguf.tools import FTYPES  # a table only: that module imports no llama_cpp at top
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
 RUNNERS = ("cpu", "gpu")
 SOURCES = ("hf", "modelscope")
 DEVICES = ("auto", "cpu", "cuda")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-AWQ_FORMATS = ("compressed-tensors", "autoawq")
-GGUF_TYPES = tuple(FTYPES)  # the types quantkit's llama.cpp tooling can write
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 
@@ -67,29 +64,23 @@ class BenchSettings:
 class ArtifactSpec:
     name: str
     method: str
-    format: str | None = None
-    bits: int | None = None
-    group_size: int | None = None
-    ignore: list[str] = field(default_factory=list)
-    calib: Path | None = None
-    calib_samples: int | None = None
-    calib_seq_len: int | None = None
-    dtype: str | None = None
-    device: str = "auto"
-    quant_type: str | None = None
-    double_quant: bool = True
-    int8_threshold: float = 6.0
-    gguf_types: list[str] = field(default_factory=list)
-    imatrix: bool | None = None  # gguf: None = on at 4 bits and below
-    force: bool = False  # skip the RAM/GPU memory preflight of its quantize and bench (as --force)
+    options: Any  # the method's settings dataclass (quantkit/quantize/options.py), checked at load
     gates: Gates = field(default_factory=Gates)
 
     def quantize_settings(self) -> dict:
         """Everything that changes the artifact's bytes (its name, gates and force do not)."""
-        data = asdict(self)
-        for key in ("name", "gates", "force"):
-            data.pop(key)
+        data = {"method": self.method, **asdict(self.options)}
+        for key in ("force", "trust_remote_code"):  # trust_remote_code is the model's (ModelSpec)
+            data.pop(key, None)
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()}
+
+    @property
+    def device(self) -> str:
+        return getattr(self.options, "device", "auto")
+
+    @property
+    def force(self) -> bool:
+        return self.options.force
 
 
 @dataclass

@@ -13,7 +13,7 @@ Layout of OUT: ``artifacts/NAME/`` (the quantize output), ``bench/NAME.json``, `
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from quantkit.core.atomic import write_json
@@ -89,12 +89,8 @@ def stage_model(recipe: Recipe, stages: Stages, force: bool, echo: Echo) -> Path
 
 
 def quantize_options(recipe: Recipe, spec: ArtifactSpec):
-    from quantkit.quantize.registry import QuantizeOptions
-
-    values = spec.quantize_settings()
-    values.pop("method")
-    values["calib"] = spec.calib
-    return QuantizeOptions(trust_remote_code=recipe.model.trust_remote_code, force=spec.force, **values)
+    """The artifact's settings with the model's trust_remote_code (a recipe sets it once, on the model)."""
+    return replace(spec.options, trust_remote_code=recipe.model.trust_remote_code)
 
 
 def stage_quantize(recipe: Recipe, spec: ArtifactSpec, model_dir: Path, out_dir: Path, stages: Stages,

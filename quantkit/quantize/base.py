@@ -1,36 +1,21 @@
-"""The protocol every quantization method implements, and the options they share.
+"""The protocol every quantization method implements, and the files every artifact shares.
 
 A method module imports nothing heavy at top level (torch, transformers, ... are imported inside
-``quantize``), so the registry can ask every method about a config.json cheaply.
+``quantize``), so the registry can ask every method about a config.json cheaply. Its settings
+are one dataclass (``Options``, see quantkit/quantize/options.py) from which the CLI, recipes,
+the API and the docs are derived.
 """
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-
-@dataclass
-class QuantizeOptions:
-    """Every setting a method may read; each method documents which ones it uses."""
-
-    bits: int | None = None
-    group_size: int | None = None
-    ignore: list[str] = field(default_factory=list)
-    calib: Path | None = None
-    calib_samples: int | None = None
-    calib_seq_len: int | None = None
-    dtype: str | None = None
-    device: str = "auto"
-    trust_remote_code: bool = False
-    format: str | None = None
-    quant_type: str | None = None  # nf4 | fp4 (bnb 4-bit)
-    double_quant: bool = True  # bnb 4-bit
-    int8_threshold: float = 6.0  # LLM.int8 outlier threshold
-    gguf_types: list[str] = field(default_factory=list)
-    imatrix: bool | None = None  # gguf: importance matrix (None: on at 4 bits and below)
-    llama_cpp_dir: Path | None = None
-    ollama: bool = False
-    force: bool = False  # skip the RAM preflight
+# What a transformers artifact needs besides weights and config (tokenizer_config.json may hold
+# an older-style chat template; newer checkpoints keep it in chat_template.jinja).
+SUPPORT_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                 "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json",
+                 "generation_config.json")
 
 
 @dataclass
@@ -39,21 +24,39 @@ class MethodResult:
 
     format: str  # compressed-tensors | autoawq | bitsandbytes | gguf
     engine: str  # transformers | llama.cpp
-    settings: dict
+    settings: dict  # always holds "bits": the nominal weight width (which gates apply)
     extra: dict = field(default_factory=dict)  # method-specific manifest keys (calibration, ...)
     usage: str = ""  # markdown: how to load the artifact without quantkit
 
 
 class Method(Protocol):
     name: str
-    summary: str
     extra: str  # the pip extra that brings its libraries
+    Options: type  # its settings dataclass
 
     def supports(self, config: dict) -> str | None:
         """None when the architecture in ``config`` can be handled, else the reason why not."""
 
-    def check(self, model_dir: Path, config: dict, options: QuantizeOptions) -> None:
+    def check_config(self, config: dict, options) -> None:
+        """What config.json and the settings alone decide (the dry run asks this too); raise with a fix."""
+
+    def footprint(self, options):
+        """``quantkit.core.estimate.Footprint``: how the estimates count this method's cost."""
+
+    def check(self, model_dir: Path, config: dict, options) -> None:
         """Raise PreflightError/InputError/DependencyError with a fix, before loading weights."""
 
-    def quantize(self, model_dir: Path, out_dir: Path, options: QuantizeOptions) -> MethodResult:
+    def quantize(self, model_dir: Path, out_dir: Path, options) -> MethodResult:
         """Write the artifact's weights, tokenizer and configs into ``out_dir``."""
+
+
+def copy_support_files(model_dir: Path, out_dir: Path) -> list[str]:
+    """Copy tokenizer, chat template and generation config from the source folder, keeping any
+    file the method already wrote; return the names copied. For methods that save weights only."""
+    copied = []
+    for name in SUPPORT_FILES:
+        src, dst = Path(model_dir) / name, Path(out_dir) / name
+        if src.is_file() and not dst.exists():
+            shutil.copyfile(src, dst)
+            copied.append(name)
+    return copied

@@ -4,18 +4,34 @@ writes the bitsandbytes state (absmax, quant maps, SCB) into safetensors togethe
 ``quantization_config`` in config.json, so plain ``AutoModelForCausalLM.from_pretrained(folder)``
 reloads the artifact without quantkit.
 
-Options read: bits, ignore, dtype (of the tensors left unquantized), device, trust_remote_code,
-force, quant_type and double_quant (nf4), int8_threshold (int8).
+Settings: ``Nf4Options`` and ``Int8Options`` below.
 """
 
 import importlib.util
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from quantkit.core import preflight
 from quantkit.core.atomic import PARTIAL_MARK
-from quantkit.core.errors import InputError, QuantizeError, missing_extra
-from quantkit.quantize.base import MethodResult, QuantizeOptions
+from quantkit.core.errors import QuantizeError, missing_extra
+from quantkit.core.estimate import Footprint
+from quantkit.quantize.base import MethodResult, copy_support_files
+from quantkit.quantize.options import TransformersOptions, option
+
+
+@dataclass
+class Nf4Options(TransformersOptions):
+    bits: int = option(4, "Weight bits.", choices=(4,))
+    quant_type: str = option("nf4", "bitsandbytes 4-bit type.", choices=("nf4", "fp4"))
+    double_quant: bool = option(True, "bitsandbytes 4-bit double quantization (the scales quantized too).")
+
+
+@dataclass
+class Int8Options(TransformersOptions):
+    bits: int = option(8, "Weight bits.", choices=(8,))
+    int8_threshold: float = option(6.0, "LLM.int8 outlier threshold (activations above it stay in 16 bits).",
+                                   minimum=0.0)
 
 
 def quiet_bitsandbytes() -> None:
@@ -33,37 +49,32 @@ class BnbMethod:
     """What NF4 and int8 share; subclasses give the BitsAndBytesConfig and the settings."""
 
     name = "bnb"
-    summary = "bitsandbytes"
     extra = "bnb"
-    bits: tuple[int, ...] = ()
     layer_type = ""  # the bitsandbytes module class that replaces nn.Linear
+    disk_bits = 16.0  # bits per quantized weight on disk, absmax/statistics included
 
     def supports(self, config: dict) -> str | None:
         from quantkit.quantize.support import bnb_reason
 
         return bnb_reason(config)
 
-    def check(self, model_dir: Path, config: dict, options: QuantizeOptions) -> None:
+    def check_config(self, config: dict, options) -> None:
+        """Nothing in config.json decides more than ``supports`` does."""
+
+    def footprint(self, options) -> Footprint:
+        return Footprint("load", (self.disk_bits,), dtype=options.dtype)
+
+    def check(self, model_dir: Path, config: dict, options) -> None:
         if importlib.util.find_spec("bitsandbytes") is None:
             raise missing_extra("bitsandbytes", self.extra)
-        preflight.require_bits(self.name, options.bits, self.bits)
-        unused = {"--group-size": options.group_size, "--calib": options.calib,
-                  "--calib-samples": options.calib_samples, "--calib-seq-len": options.calib_seq_len,
-                  "--gguf-type": options.gguf_types}
-        for flag, value in unused.items():
-            if value:
-                raise InputError(f"method {self.name} does not use {flag}", hint=f"leave {flag} out")
-        if options.format not in (None, "bitsandbytes"):
-            raise InputError(f"method {self.name} writes only the bitsandbytes format, not {options.format!r}",
-                             hint="leave --format out")
         preflight.require_trusted_code(config, options.trust_remote_code)
         preflight.resolve_device(options.device)
-        preflight.check_quantize_memory(config, self.name, options)  # on a GPU: the quantized size there
+        preflight.check_quantize_memory(config, self.name, self.footprint(options), options)  # on a GPU: the quantized size there
 
-    def quant_config(self, options: QuantizeOptions, device: str):
+    def quant_config(self, options, device: str):
         raise NotImplementedError
 
-    def settings(self, options: QuantizeOptions, device: str) -> dict:
+    def settings(self, options, device: str) -> dict:
         raise NotImplementedError
 
     def usage(self, name: str) -> str:
@@ -80,12 +91,10 @@ print(tokenizer.decode(model.generate(**inputs, max_new_tokens=32)[0]))
 ```
 """
 
-    def quantize(self, model_dir: Path, out_dir: Path, options: QuantizeOptions) -> MethodResult:
+    def quantize(self, model_dir: Path, out_dir: Path, options) -> MethodResult:
         quiet_bitsandbytes()
         import torch
         from transformers import AutoModelForCausalLM
-
-        from quantkit.quantize.quantize import copy_support_files
 
         device = preflight.resolve_device(options.device)
         dtype = getattr(torch, options.dtype) if options.dtype and options.dtype != "auto" else "auto"
@@ -112,7 +121,7 @@ print(tokenizer.decode(model.generate(**inputs, max_new_tokens=32)[0]))
                             extra={"quantized_layers": layers, "layer_type": self.layer_type},
                             usage=self.usage(final_name(out_dir)))
 
-    def skip_modules(self, options: QuantizeOptions) -> list[str] | None:
+    def skip_modules(self, options) -> list[str] | None:
         """--ignore patterns (``re:`` prefix allowed; transformers matches them as regexes or
         name suffixes). Passing any replaces transformers' default skips, so keep lm_head."""
         if not options.ignore:
@@ -122,32 +131,27 @@ print(tokenizer.decode(model.generate(**inputs, max_new_tokens=32)[0]))
 
 class Nf4Method(BnbMethod):
     name = "nf4"
-    summary = "bitsandbytes 4-bit NF4/FP4, double quant"
-    bits = (4,)
+    Options = Nf4Options
     layer_type = "Linear4bit"
+    disk_bits = 4.5
 
     def compute_dtype(self, device: str) -> str:
         # fp32 compute is faster than bf16 on CPUs without native bf16; bf16 is the GPU default.
         return "bfloat16" if device == "cuda" else "float32"
-
-    def check(self, model_dir, config, options):
-        if options.quant_type not in (None, "nf4", "fp4"):
-            raise InputError(f"unknown 4-bit type {options.quant_type!r}", hint="use --quant-type nf4 or fp4")
-        super().check(model_dir, config, options)
 
     def quant_config(self, options, device):
         import torch
         from transformers import BitsAndBytesConfig
 
         return BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type=options.quant_type or "nf4",
+            load_in_4bit=True, bnb_4bit_quant_type=options.quant_type,
             bnb_4bit_use_double_quant=options.double_quant,
             bnb_4bit_compute_dtype=getattr(torch, self.compute_dtype(device)),
             llm_int8_skip_modules=self.skip_modules(options),
         )
 
     def settings(self, options, device):
-        return {"bits": 4, "quant_type": options.quant_type or "nf4", "double_quant": options.double_quant,
+        return {"bits": 4, "quant_type": options.quant_type, "double_quant": options.double_quant,
                 "compute_dtype": self.compute_dtype(device), "blocksize": 64, "device": device}
 
     def usage(self, name):
@@ -164,9 +168,9 @@ llm = LLM(model="{name}", quantization="bitsandbytes")
 
 class Int8Method(BnbMethod):
     name = "int8"
-    summary = "bitsandbytes LLM.int8()"
-    bits = (8,)
+    Options = Int8Options
     layer_type = "Linear8bitLt"
+    disk_bits = 8.1
 
     def quant_config(self, options, device):
         from transformers import BitsAndBytesConfig

@@ -1,23 +1,40 @@
 """GPTQ: 4-bit weight-only (W4A16) symmetric group quantization via llm-compressor's GPTQModifier,
-written as compressed-tensors. Reuses AWQ's plumbing (calibration set with chat formatting, group
-size with its 128 -> 64 -> 32 fallback, CPU pin-memory guard, save dtype, support files)."""
+written as compressed-tensors (what vLLM and transformers load). Reuses AWQ's plumbing: the same
+calibration set and chat formatting, the group size with its 128 -> 64 -> 32 fallback, the CPU
+pin-memory guard, the save dtype and the support files."""
 
 import contextlib
+import importlib.util
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from quantkit.core.errors import DependencyError, QuantizeError
-from quantkit.quantize.base import MethodResult, QuantizeOptions
+from quantkit.core.errors import DependencyError, PreflightError, QuantizeError, missing_extra
+from quantkit.core.estimate import Footprint
+from quantkit.quantize import calibration
 from quantkit.quantize.awq import method as awq
+from quantkit.quantize.base import MethodResult
+from quantkit.quantize.options import CalibrationOptions, TransformersOptions, option
 
-DAMPENING_FRAC = 0.01  # llm-compressor's default
-ACTORDER = "static"  # llm-compressor's default: group order fixed up front (no runtime permutation)
+ACTORDERS = ("static", "group", "weight", "none")
+
+
+@dataclass
+class GptqOptions(CalibrationOptions, TransformersOptions):
+    bits: int = option(4, "Weight bits.", choices=(4,))
+    group_size: int | None = option(None, "Quantization group size; must divide every layer width "
+                                          "(default: 128, else 64 or 32 where 128 does not divide them).", minimum=1)
+    actorder: str = option("static", "GPTQ activation ordering: static (groups fixed up front, no runtime "
+                                     "permutation), group, weight or none.", choices=ACTORDERS)
+    dampening_frac: float = option(0.01, "GPTQ: fraction of the Hessian's mean diagonal added for stability.",
+                                   minimum=0.0)
+    dtype: str | None = option(None, "dtype of the tensors left unquantized.", choices=("auto", *awq.SAVE_DTYPES))
 
 
 class GptqMethod:
     name = "gptq"
-    summary = "4-bit GPTQ (W4A16) via llm-compressor, compressed-tensors"
-    extra = "awq"  # same libraries as awq (llm-compressor)
+    extra = "awq"  # the same libraries as awq (llm-compressor)
+    Options = GptqOptions
 
     def supports(self, config: dict) -> str | None:
         """GPTQ needs no layer mappings: any causal LM transformers loads."""
@@ -25,13 +42,28 @@ class GptqMethod:
 
         return causal_lm_reason(config)
 
-    def check(self, model_dir: Path, config: dict, options: QuantizeOptions) -> None:
-        # AWQ's checks (format, bits, group size, calibration file, dtype, llm-compressor, memory)
-        # minus its mapping support; the memory estimate is AWQ's (fp32 model + activations).
-        proxy = type("AsAwq", (), {"name": "awq", "extra": self.extra, "supports": lambda _, c: self.supports(c)})()
-        awq.AwqMethod.check(proxy, model_dir, config, options)
+    def check_config(self, config: dict, options: GptqOptions) -> None:
+        awq.group_size(config, options)
 
-    def quantize(self, model_dir: Path, out_dir: Path, options: QuantizeOptions) -> MethodResult:
+    def footprint(self, options: GptqOptions) -> Footprint:
+        # The Hessian pass is one forward per layer (AWQ's grid search is ~20): a fraction of the time.
+        return Footprint("calibrate", (options.bits + 16 / (options.group_size or 128),), dense_runtime=True,
+                         calib_samples=options.calib_samples, calib_seq_len=options.calib_seq_len,
+                         ignore=tuple(options.ignore), calib_s_factor=0.3)
+
+    def check(self, model_dir: Path, config: dict, options: GptqOptions) -> None:
+        from quantkit.core import preflight
+
+        if (reason := self.supports(config)) is not None:
+            raise PreflightError(reason)
+        preflight.require_trusted_code(config, options.trust_remote_code)
+        self.check_config(config, options)
+        calibration.read_records(options.calib)
+        if importlib.util.find_spec("llmcompressor") is None:
+            raise missing_extra("llmcompressor", self.extra)
+        preflight.check_quantize_memory(config, self.name, self.footprint(options), options)
+
+    def quantize(self, model_dir: Path, out_dir: Path, options: GptqOptions) -> MethodResult:
         from transformers import AutoTokenizer
 
         from quantkit.core.modelinfo import load_config
@@ -46,15 +78,17 @@ class GptqMethod:
         with contextlib.redirect_stdout(sys.stderr):
             calibrate(model_dir, out_dir, options, group, calib, tokenizer, calib_dtype, saved)
         awq.finish_folder(model_dir, out_dir)
-        settings = {**awq.settings_record(options, group, device, calib_dtype, saved), "symmetric": True,
-                    "format": "compressed-tensors", "gptq": {"dampening_frac": DAMPENING_FRAC, "actorder": ACTORDER}}
-        settings.pop("awq")
+        settings = {"bits": options.bits, "group_size": group, "symmetric": True,
+                    "ignore": awq.ALWAYS_IGNORED + list(options.ignore), "calib_samples": options.calib_samples,
+                    "calib_seq_len": options.calib_seq_len, "device": device, "calibration_dtype": calib_dtype,
+                    "save_dtype": saved, "format": "compressed-tensors",
+                    "gptq": {"dampening_frac": options.dampening_frac, "actorder": options.actorder}}
         return MethodResult(format="compressed-tensors", engine="transformers", settings=settings,
                             usage=awq.USAGE_COMPRESSED.replace("4-bit AWQ", "4-bit GPTQ"),
                             extra={"calibration": calib.record()})
 
 
-def calibrate(model_dir, out_dir, options, group, calib, tokenizer, calib_dtype, saved) -> None:
+def calibrate(model_dir, out_dir, options: GptqOptions, group, calib, tokenizer, calib_dtype, saved) -> None:
     try:
         import torch
         from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
@@ -66,10 +100,12 @@ def calibrate(model_dir, out_dir, options, group, calib, tokenizer, calib_dtype,
         raise DependencyError(f"llm-compressor cannot be imported: {exc}", hint="pip install 'quantkit[awq]'") from exc
     trust = options.trust_remote_code
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, calib_dtype), trust_remote_code=trust)
+    actorder = None if options.actorder == "none" else options.actorder
     scheme = QuantizationScheme(targets=["Linear"], weights=QuantizationArgs(
-        num_bits=4, type="int", symmetric=True, strategy="group", group_size=group, dynamic=False))
+        num_bits=options.bits, type="int", symmetric=True, strategy="group", group_size=group, dynamic=False,
+        actorder=actorder))
     ignore = awq.ALWAYS_IGNORED + [awq.as_regex(p) for p in options.ignore]
-    recipe = GPTQModifier(config_groups={"group_0": scheme}, ignore=ignore, dampening_frac=DAMPENING_FRAC)
+    recipe = GPTQModifier(config_groups={"group_0": scheme}, ignore=ignore, dampening_frac=options.dampening_frac)
     try:
         with awq.cpu_only_pin_memory_guard():
             oneshot(model=model, tokenizer=tokenizer, dataset=Dataset.from_dict({"text": calib.samples}), recipe=recipe,

@@ -3,46 +3,46 @@ manifest and the model card that every method shares. The method does only its l
 ``verify`` then loads the result in its own runtime, in a fresh process, before it is renamed."""
 
 import json
-import shutil
 import time
+from dataclasses import fields
 from pathlib import Path
 
 from quantkit.core.atomic import atomic_dir, check_output
 from quantkit.core.card import write_model_card
-from quantkit.core.errors import PreflightError
+from quantkit.core.errors import InputError, PreflightError
 from quantkit.core.manifest import SOURCE_MANIFEST, bits_per_weight, library_versions, write_manifest
 from quantkit.core.memory import PeakRSS
 from quantkit.core.modelinfo import describe, load_config
 from quantkit.core.preflight import check_device
 from quantkit.hub.model_ref import model_name, resolve_model
-from quantkit.quantize.registry import QuantizeOptions, get_method
+from quantkit.quantize.registry import get_method, make_options
 from quantkit.quantize.verify import verify_artifact
 
 VERSIONED = ("torch", "transformers", "accelerate", "safetensors", "huggingface_hub", "llmcompressor",
              "compressed-tensors", "gptqmodel", "bitsandbytes", "llama-cpp-python", "gguf")
 WEIGHT_SUFFIXES = (".safetensors", ".gguf")
-# What a transformers artifact needs besides weights and config (tokenizer_config.json may hold
-# an older-style chat template; newer checkpoints keep it in chat_template.jinja).
-SUPPORT_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
-                 "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json",
-                 "generation_config.json")
 
 
-def default_output(model: str | Path, method: str, options: QuantizeOptions) -> Path:
+def default_output(model: str | Path, method: str, options) -> Path:
     """``./NAME-METHOD`` (plus the format when it is not the method's default)."""
-    suffix = f"-{options.format}" if options.format else ""
+    default = next((f.default for f in fields(options) if f.name == "format"), None)
+    suffix = f"-{options.format}" if getattr(options, "format", None) not in (None, default) else ""
     return Path.cwd() / f"{model_name(model)}-{method}{suffix}"
 
 
-def quantize(model: str | Path, method: str, out: str | Path | None = None,
-             options: QuantizeOptions | None = None, overwrite: bool = False,
+def quantize(model: str | Path, method: str, out: str | Path | None = None, options=None, overwrite: bool = False,
              source: str = "hf", revision: str | None = None) -> Path:
-    """Quantize ``model`` (folder, ``bundled:NAME`` or hub id) with ``method``; return the artifact folder."""
-    options = options or QuantizeOptions()
+    """Quantize ``model`` (folder, ``bundled:NAME`` or hub id) with ``method``; return the artifact
+    folder. ``options`` is the method's settings (``registry.make_options(method, {...})``; None:
+    its defaults)."""
     impl = get_method(method)
+    options = make_options(method) if options is None else options
+    if not isinstance(options, impl.Options):
+        raise InputError(f"method {method} takes {impl.Options.__name__}, not {type(options).__name__}",
+                         hint="build them with quantkit.quantize.registry.make_options")
     final = Path(out).expanduser().resolve() if out else default_output(model, method, options)
     check_output(final, overwrite)  # refuse before downloading or loading anything
-    check_device(options.device)
+    check_device(getattr(options, "device", "cpu"))
     model_dir = resolve_model(model, source=source, revision=revision)
     config = load_config(model_dir)
     info = describe(config=config)
@@ -77,18 +77,6 @@ def quantize(model: str | Path, method: str, out: str | Path | None = None,
         manifest = write_manifest(staging, manifest)
         write_model_card(staging, manifest, result.usage, title=final.name)  # staging has a temp name
     return final
-
-
-def copy_support_files(model_dir: Path, out_dir: Path) -> list[str]:
-    """Copy tokenizer, chat template and generation config from the source folder, keeping any
-    file the method already wrote; return the names copied. For methods that save weights only."""
-    copied = []
-    for name in SUPPORT_FILES:
-        src, dst = Path(model_dir) / name, Path(out_dir) / name
-        if src.is_file() and not dst.exists():
-            shutil.copyfile(src, dst)
-            copied.append(name)
-    return copied
 
 
 def source_record(spec: str | Path, model_dir: Path) -> dict:

@@ -19,14 +19,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from quantkit.core.errors import DependencyError, InputError, PreflightError, QuantizeError, missing_extra
+from quantkit.core.estimate import Footprint
 from quantkit.core.modelinfo import config_dtype, text_config
 from quantkit.quantize import calibration
-from quantkit.quantize.base import MethodResult, QuantizeOptions
+from quantkit.quantize.base import MethodResult, copy_support_files
+from quantkit.quantize.options import CalibrationOptions, TransformersOptions, option
 
 FORMATS = ("compressed-tensors", "autoawq")
 BITS = (4,)  # W4A16 is what AWQ kernels (vLLM, classic GEMM) exist for
-FALLBACK_GROUPS = (128, 64, 32)  # tried in order when --group-size is not given
-DEFAULT_SAMPLES, DEFAULT_SEQ_LEN = 64, 256  # ~15 min for SmolLM2-135M on 2 CPU cores
+FALLBACK_GROUPS = (128, 64, 32)  # tried in order when no group size is given
 CALIB_BATCH = 8
 ALWAYS_IGNORED = ["lm_head"]
 SAVE_DTYPES = ("bfloat16", "float16")
@@ -44,10 +45,24 @@ class AwqTuning:
 TUNING = AwqTuning()
 
 
+@dataclass
+class AwqOptions(CalibrationOptions, TransformersOptions):
+    """AWQ's settings (calibration: 64 samples x 256 tokens by default, ~15 min for SmolLM2-135M
+    on 2 CPU cores; the demo uses 16 x 64)."""
+
+    bits: int = option(4, "Weight bits.", choices=BITS)
+    group_size: int | None = option(None, "Quantization group size; must divide every layer width "
+                                          "(default: 128, else 64 or 32 where 128 does not divide them).", minimum=1)
+    format: str = option(FORMATS[0], "Output layout: compressed-tensors (vLLM, transformers) or autoawq (the classic "
+                                     "GEMM layout, repacked from the same calibration); a recipe may list both.",
+                         choices=FORMATS, recipe_kind="str|list[str]")
+    dtype: str | None = option(None, "dtype of the tensors left unquantized.", choices=("auto", *SAVE_DTYPES))
+
+
 class AwqMethod:
     name = "awq"
-    summary = "4-bit AWQ via llm-compressor (vLLM/transformers)"
     extra = "awq"
+    Options = AwqOptions
 
     def supports(self, config: dict) -> str | None:
         """llm-compressor's AWQ mappings must cover the architecture (see quantkit.quantize.awq.support)."""
@@ -55,40 +70,34 @@ class AwqMethod:
 
         return awq_reason(config)
 
-    def check(self, model_dir: Path, config: dict, options: QuantizeOptions) -> None:
+    def check_config(self, config: dict, options: AwqOptions) -> None:
+        group_size(config, options)  # raises with a working size when the asked one does not divide
+
+    def footprint(self, options: AwqOptions) -> Footprint:
+        return Footprint("calibrate", (options.bits + 32 / (options.group_size or 128),),
+                         dense_runtime=options.format == "compressed-tensors", calib_samples=options.calib_samples,
+                         calib_seq_len=options.calib_seq_len, ignore=tuple(options.ignore))
+
+    def check(self, model_dir: Path, config: dict, options: AwqOptions) -> None:
         from quantkit.core import preflight
 
-        fmt = options.format or FORMATS[0]
-        if fmt not in FORMATS:
-            raise InputError(f"awq has no format {fmt!r}", hint=f"choose --format {' or '.join(FORMATS)}")
-        preflight.require_bits(self.name, options.bits, BITS)
-        for flag, value in {"--quant-type": options.quant_type, "--gguf-type": options.gguf_types}.items():
-            if value:
-                raise InputError(f"method awq does not use {flag}", hint=f"leave {flag} out")
         if (reason := self.supports(config)) is not None:
             raise PreflightError(reason)
         preflight.require_trusted_code(config, options.trust_remote_code)
-        group_size(config, options)  # raises with a working size when the asked one does not divide
-        if options.calib_samples is not None and options.calib_samples < 1:
-            raise InputError("--calib-samples must be at least 1")
-        if options.calib_seq_len is not None and options.calib_seq_len < 8:
-            raise InputError("--calib-seq-len must be at least 8")
+        self.check_config(config, options)
         calibration.read_records(options.calib)  # a missing, empty or malformed file fails now
-        if options.dtype not in (None, "auto", *SAVE_DTYPES):
-            raise InputError(f"awq saves its unquantized tensors in 16 bits, not {options.dtype}",
-                             hint=f"use --dtype {' or '.join(SAVE_DTYPES)}")
         # Both formats come from llm-compressor's calibration (autoawq is a repack of it).
         if importlib.util.find_spec("llmcompressor") is None:
             raise missing_extra("llmcompressor", self.extra)
         # fp32 model in RAM on a CPU; with a GPU, bf16 in RAM and one layer + activations on the GPU.
-        preflight.check_quantize_memory(config, self.name, options)
+        preflight.check_quantize_memory(config, self.name, self.footprint(options), options)
 
-    def quantize(self, model_dir: Path, out_dir: Path, options: QuantizeOptions) -> MethodResult:
+    def quantize(self, model_dir: Path, out_dir: Path, options: AwqOptions) -> MethodResult:
         from quantkit.core.modelinfo import load_config
 
         config = load_config(model_dir)
         group = group_size(config, options)
-        fmt = options.format or FORMATS[0]
+        fmt = options.format
         # The libraries print progress to stdout; the CLI's stdout is kept for the artifact path.
         with contextlib.redirect_stdout(sys.stderr):
             folder, record, reused = calibrated(model_dir, options, group, config)
@@ -152,37 +161,35 @@ def matches(name: str, pattern: str) -> bool:
     return re.match(pattern[3:], name) is not None if pattern.startswith("re:") else name == pattern
 
 
-def group_size(config: dict, options: QuantizeOptions) -> int:
+def group_size(config: dict, options: AwqOptions) -> int:
     """The group size to use; refuse one that does not divide every quantized layer's input width.
-    Without --group-size, the default 128 falls back to 64/32 (SmolLM2's 576 needs 64)."""
+    Without a group size, the default 128 falls back to 64/32 (SmolLM2's 576 needs 64)."""
     widths = {name: w for name, w in layer_widths(config).items()
               if not is_ignored(f"model.layers.0.{name}", options.ignore)}
     if not widths:
-        raise InputError("--ignore leaves no layer to quantize", hint="ignore fewer modules")
+        raise InputError("ignore leaves no layer to quantize", hint="ignore fewer modules")
     fits = [g for g in FALLBACK_GROUPS if all(w % g == 0 for w in widths.values())]
     if options.group_size is None:
         if not fits:
             raise PreflightError(f"no AWQ group size in {FALLBACK_GROUPS} divides the layer widths {sorted(set(widths.values()))}",
-                                 hint="pass a --group-size that divides them")
+                                 hint="give a group size that divides them")
         return fits[0]
-    if options.group_size < 1:
-        raise InputError(f"--group-size must be positive, not {options.group_size}")
     bad = {name: w for name, w in widths.items() if w % options.group_size}
     if bad:
         name, width = next(iter(bad.items()))
-        hint = f"use --group-size {fits[0]}" if fits else "choose a size that divides every layer width"
-        raise PreflightError(f"--group-size {options.group_size} does not divide the input width {width} of {name}",
+        hint = f"use group size {fits[0]}" if fits else "choose a size that divides every layer width"
+        raise PreflightError(f"group size {options.group_size} does not divide the input width {width} of {name}",
                              hint=hint)
     return options.group_size
 
 
-def resolve_device(options: QuantizeOptions) -> str:
+def resolve_device(options: AwqOptions) -> str:
     from quantkit.core.preflight import resolve_device as resolve
 
     return resolve(options.device)
 
 
-def save_dtype(options: QuantizeOptions, config: dict) -> str:
+def save_dtype(options: AwqOptions, config: dict) -> str:
     """Non-quantized tensors are saved in 16 bits: the asked dtype, else the checkpoint's, else bf16."""
     for candidate in (options.dtype, config_dtype(config)):
         if candidate in SAVE_DTYPES:
@@ -210,16 +217,13 @@ def cpu_only_pin_memory_guard():
         IntermediatesCache.pin_memory = original
 
 
-def calibration_set(model_dir: Path, options: QuantizeOptions, tokenizer):
-    return calibration.build(tokenizer, options.calib, options.calib_samples or DEFAULT_SAMPLES,
-                             options.calib_seq_len or DEFAULT_SEQ_LEN)
+def calibration_set(model_dir: Path, options: AwqOptions, tokenizer):
+    return calibration.build(tokenizer, options.calib, options.calib_samples, options.calib_seq_len)
 
 
 def finish_folder(model_dir: Path, out_dir: Path) -> None:
     """Support files the libraries did not write (generation config, chat template), and normal
     permissions: safetensors writes weights through a private (0600) temp file."""
-    from quantkit.quantize.quantize import copy_support_files
-
     copy_support_files(model_dir, out_dir)
     for path in Path(out_dir).iterdir():
         if path.is_file():
@@ -233,17 +237,16 @@ def calib_batch_size(calib) -> int:
     return max(1, min(CALIB_BATCH, len(calib.samples)))
 
 
-def settings_record(options: QuantizeOptions, group: int, device: str, calib_dtype: str, saved_dtype: str) -> dict:
+def settings_record(options: AwqOptions, group: int, device: str, calib_dtype: str, saved_dtype: str) -> dict:
     """What the calibration was made with (the format is added per artifact)."""
     return {"bits": 4, "group_size": group, "symmetric": False,
             "ignore": ALWAYS_IGNORED + list(options.ignore),
-            "calib_samples": options.calib_samples or DEFAULT_SAMPLES,
-            "calib_seq_len": options.calib_seq_len or DEFAULT_SEQ_LEN,
+            "calib_samples": options.calib_samples, "calib_seq_len": options.calib_seq_len,
             "device": device, "calibration_dtype": calib_dtype, "save_dtype": saved_dtype,
             "awq": asdict(TUNING)}
 
 
-def calibrated(model_dir: Path, options: QuantizeOptions, group: int, config: dict) -> tuple[Path, dict, bool]:
+def calibrated(model_dir: Path, options: AwqOptions, group: int, config: dict) -> tuple[Path, dict, bool]:
     """The compressed-tensors AWQ result for these inputs - the cache's folder, its record, and
     whether it was reused - calibrating (and caching) it first when no earlier run made it."""
     from quantkit.quantize.awq import cache as awq_cache
@@ -285,7 +288,7 @@ def copy_result(folder: Path, out_dir: Path, weights: bool = True) -> None:
             shutil.copyfile(path, Path(out_dir) / path.name)
 
 
-def calibrate(model_dir: Path, out_dir: Path, options: QuantizeOptions, group: int, calib, tokenizer,
+def calibrate(model_dir: Path, out_dir: Path, options: AwqOptions, group: int, calib, tokenizer,
               calib_dtype: str, saved: str) -> None:
     """llm-compressor's AWQ + W4A16 asymmetric groups on ``calib``; the compressed-tensors folder
     goes to ``out_dir``. The model is loaded on the CPU and stays there: the sequential pipeline

@@ -1,30 +1,47 @@
 """GGUF through llama.cpp itself: its converter (F16/BF16, once), ``llama-imatrix`` on that file
 from quantkit's calibration set (the same samples and chat formatting as AWQ), and
 ``llama-quantize`` (each other type from that file, with the importance matrix where used), with
-the fidelity checks of ``gguf_checks`` and, on request, an Ollama Modelfile. Options used:
-``gguf_types``, ``imatrix``, ``calib``, ``calib_samples``, ``calib_seq_len``, ``llama_cpp_dir``,
-``ollama``, ``force``."""
+the fidelity checks of ``gguf_checks`` and, on request, an Ollama Modelfile. Settings:
+``GgufOptions`` below."""
 
 import hashlib
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from quantkit.core.errors import InputError
-from quantkit.quantize.base import MethodResult, QuantizeOptions
-from quantkit.quantize.gguf.tools import CONVERTER_TYPES  # a table; that module imports nothing heavy
+from quantkit.core.estimate import Footprint, gguf_footprint
+from quantkit.quantize.base import MethodResult
+from quantkit.quantize.gguf.tools import CONVERTER_TYPES, FTYPES  # tables; that module imports nothing heavy
+from quantkit.quantize.options import CalibrationOptions, CommonOptions, option
 
 DEFAULT_TYPE = "Q4_K_M"
 # The importance matrix is on by default at 4 bits and below, where it measured better on SmolLM2
 # (docs/gguf.md); above that the grids are fine enough that it changes little.
 IMATRIX_MAX_BITS = 4
-CALIB_SAMPLES, CALIB_SEQ_LEN = 64, 256  # AWQ's defaults: one calibration set for both
+
+
+@dataclass
+class GgufOptions(CalibrationOptions, CommonOptions):
+    """GGUF's settings; the calibration set (AWQ's, by default the same samples) feeds the importance matrix."""
+
+    gguf_types: list[str] = option([DEFAULT_TYPE], "GGUF type (repeatable): one file each.", choices=tuple(FTYPES),
+                                   flag="--gguf-type")
+    imatrix: bool | None = option(None, "Importance matrix from the calibration set (default: on at 4 bits and below; "
+                                        "IQ1/IQ2/Q2_K_S need it).")
+    ollama: bool = option(False, "Also write an Ollama Modelfile.")
+    llama_cpp_dir: Path | None = option(None, "Use this llama.cpp checkout's converter.", recipe=False,
+                                        envvar="LLAMA_CPP_DIR")
+
+    def __post_init__(self):
+        self.gguf_types = list(dict.fromkeys(t.upper() for t in self.gguf_types)) or [DEFAULT_TYPE]
 
 
 class GgufMethod:
     name = "gguf"
-    summary = "GGUF via llama.cpp's converter and quantizer (Q8_0, Q4_K_M, ...)"
     extra = "gguf"
+    Options = GgufOptions
 
     def supports(self, config: dict) -> str | None:
         """Judged against the converter's list only when it is already unpacked (no download here)."""
@@ -32,26 +49,34 @@ class GgufMethod:
 
         return gguf_reason(config)
 
-    def check(self, model_dir: Path, config: dict, options: QuantizeOptions) -> None:
+    def check_config(self, config: dict, options: GgufOptions) -> None:
+        imatrix_types(options.gguf_types, options.imatrix)  # refuses --no-imatrix with a type that needs one
+
+    def footprint(self, options: GgufOptions) -> Footprint:
+        with_imatrix = imatrix_types(options.gguf_types, options.imatrix)
+        return gguf_footprint(options.gguf_types, *((options.calib_samples, options.calib_seq_len) if with_imatrix else ()))
+
+    def check(self, model_dir: Path, config: dict, options: GgufOptions) -> None:
         from quantkit.core.preflight import check_quantize_memory
         from quantkit.quantize.calibration import read_records
         from quantkit.quantize.gguf import checks as gguf_checks
         from quantkit.quantize.gguf.tools import find_converter, installed_version, tools_bin
 
-        types = gguf_types(options)
+        types = options.gguf_types
+        self.check_config(config, options)
         installed_version()  # llama-cpp-python runs the checks
         if any(t not in CONVERTER_TYPES for t in types):
             tools_bin()  # llama-quantize / llama-imatrix, built by `make tools`
         if imatrix_types(types, options.imatrix):
             read_records(options.calib)  # a bad --calib file fails now, not after the conversion
-        check_quantize_memory(config, self.name, options)  # lazy converter: about one F16 copy
+        check_quantize_memory(config, self.name, self.footprint(options), options)  # lazy converter: about one F16 copy
         gguf_checks.preflight(find_converter(options.llama_cpp_dir), model_dir, config)
 
-    def quantize(self, model_dir: Path, out_dir: Path, options: QuantizeOptions) -> MethodResult:
+    def quantize(self, model_dir: Path, out_dir: Path, options: GgufOptions) -> MethodResult:
         from quantkit.quantize.gguf import checks as gguf_checks
         from quantkit.quantize.gguf.tools import convert, converter_view, find_converter, quantize_file
 
-        types = gguf_types(options)
+        types = options.gguf_types
         with_imatrix = imatrix_types(types, options.imatrix)
         converter = find_converter(options.llama_cpp_dir)
         name = artifact_stem(model_dir)
@@ -106,32 +131,22 @@ class GgufMethod:
         )
 
 
-def gguf_types(options: QuantizeOptions) -> list[str]:
-    from quantkit.quantize.gguf.tools import FTYPES
-
-    types = list(dict.fromkeys(t.upper() for t in options.gguf_types)) or [DEFAULT_TYPE]
-    unknown = [t for t in types if t not in FTYPES]
-    if unknown:
-        raise InputError(f"unknown GGUF type {', '.join(unknown)}", hint=f"choose from {', '.join(FTYPES)}")
-    return types
-
-
 def imatrix_types(types: list[str], imatrix: bool | None) -> list[str]:
     """The quantized types made with the importance matrix: all (``imatrix`` True), none (False;
     refused when a type cannot be made without one), else those of IMATRIX_MAX_BITS or fewer."""
-    from quantkit.quantize.gguf.tools import FTYPES, NEEDS_IMATRIX
+    from quantkit.quantize.gguf.tools import NEEDS_IMATRIX
 
     quantized = [t for t in types if t not in CONVERTER_TYPES]
     if imatrix is False:
         refused = [t for t in quantized if t in NEEDS_IMATRIX]
         if refused:
-            raise InputError(f"--no-imatrix: llama.cpp cannot make {', '.join(refused)} without an importance matrix",
-                             hint="leave out --no-imatrix, or choose a type such as Q4_K_M or Q2_K")
+            raise InputError(f"imatrix off: llama.cpp cannot make {', '.join(refused)} without an importance matrix",
+                             hint="leave the importance matrix on, or choose a type such as Q4_K_M or Q2_K")
         return []
     return [t for t in quantized if imatrix or FTYPES[t] <= IMATRIX_MAX_BITS or t in NEEDS_IMATRIX]
 
 
-def make_imatrix(model_dir: Path, base_file: Path, scratch: Path, options: QuantizeOptions) -> tuple[Path, dict]:
+def make_imatrix(model_dir: Path, base_file: Path, scratch: Path, options: GgufOptions) -> tuple[Path, dict]:
     """llama-imatrix on the 16-bit GGUF over quantkit's calibration samples (written as one text
     file, chunked by the sequence length); returns the imatrix file and its manifest record."""
     from quantkit.quantize import calibration
@@ -139,14 +154,13 @@ def make_imatrix(model_dir: Path, base_file: Path, scratch: Path, options: Quant
     from quantkit.quantize.gguf.tools import compute_imatrix
 
     tokenizer = hf_tokenizer(model_dir)
-    calib = calibration.build(tokenizer, options.calib, options.calib_samples or CALIB_SAMPLES,
-                              options.calib_seq_len or CALIB_SEQ_LEN)
+    calib = calibration.build(tokenizer, options.calib, options.calib_samples, options.calib_seq_len)
     text = "\n\n".join(calib.samples)
     n_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
     ctx = min(calib.seq_len, n_tokens // 2)  # llama-imatrix wants at least two chunks
     if ctx < 8:
         raise InputError(f"the calibration set holds only {n_tokens} tokens: too few for an importance matrix",
-                         hint="give --calib a longer text, or more --calib-samples")
+                         hint="give a longer calibration text, or more calibration samples")
     (scratch / "calibration.txt").write_text(text, encoding="utf-8")
     out = scratch / "imatrix.gguf"
     run = compute_imatrix(base_file, scratch / "calibration.txt", out, ctx=ctx)
