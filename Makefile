@@ -28,7 +28,7 @@ PIP_QUIET ?= -qq
 # Build logs of llama.cpp's tools go to a file; its tail is shown when the build fails.
 TOOLS_LOG := $(CACHE)/logs/llama.cpp-tools-build.log
 
-.PHONY: install demo test architectures lint check-gpu clean-venv wheels tools
+.PHONY: install demo test architectures lint docs check-gpu clean-venv wheels tools
 
 install: $(VENV)/.installed $(LLAMA_TOOLS_STAMP)
 
@@ -85,6 +85,11 @@ test: install
 
 lint: install
 	$(PY) -m ruff check quantkit tests benchmarks
+	$(PY) -m ruff format --check quantkit tests benchmarks
+
+# docs/methods.md from the methods' settings declarations (tests/test_options_schema.py checks it is current).
+docs: install
+	$(PY) -m quantkit.cli.methods_doc > docs/methods.md
 
 # GPU runners: fail unless both torch and llama.cpp were built for the GPU (run before a GPU recipe).
 check-gpu: install

@@ -30,7 +30,6 @@ SETTINGS = {
 
 def measure(model: str, name: str, knobs: dict, samples: int, seq_len: int, work: Path) -> dict:
     from quantkit.bench.bench import BenchOptions, bench
-    from quantkit.bench.quality import QualityOptions
     from quantkit.quantize.awq import method as awq
     from quantkit.quantize.quantize import quantize
 
@@ -42,7 +41,7 @@ def measure(model: str, name: str, knobs: dict, samples: int, seq_len: int, work
     manifest = json.loads((out / "quantkit.json").read_text())
     quantize_s = manifest["calibration_cache"]["calibration_wall_s"] or round(time.time() - started, 1)
     options = BenchOptions(prompt_tokens=8, gen_tokens=2, repetitions=1, warmup=0, device="cpu", threads=2,
-                           smoke=False, bandwidth=False, quality_options=QualityOptions(max_tokens=1024))
+                           smoke=False, bandwidth=False, eval_tokens=1024)
     quality = bench(out, options=options).to_dict()["quality"]
     return {"setting": name, "calib": f"{samples}x{seq_len}", **awq.TUNING.__dict__, "quantize_s": quantize_s,
             "kld_mean": quality["kld_mean"], "top1": quality["top1_agreement"], "ppl_ratio": quality["ppl_ratio"]}

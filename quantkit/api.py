@@ -47,12 +47,14 @@ def quantize(model: str | Path, method: str, out: str | Path | None = None, *, o
 
 def bench(artifact: str | Path, *, base: str | Path | None = None, **settings):
     """Benchmark and validate ``artifact``; ``settings`` are BenchOptions fields
-    (``prompt_tokens``, ``gen_tokens``, ``repetitions``, ``threads``, ``smoke``, ``quality``, ...).
+    (``prompt_tokens``, ``gen_tokens``, ``repetitions``, ``threads``, ``smoke``, ``quality``,
+    ``gates=Gates(kld_mean_max=0.1)``, ...).
     Returns a BenchResult (``.passed``, ``.failures``, ``.to_dict()``)."""
     from quantkit.bench.bench import BenchOptions
     from quantkit.bench.bench import bench as run_bench
+    from quantkit.core.settings import build
 
-    return run_bench(artifact, base=base, options=_options(BenchOptions, settings, "bench"))
+    return run_bench(artifact, base=base, options=build(BenchOptions, "bench", settings))
 
 
 def run(recipe: str | Path, out_dir: str | Path | None = None, *, only: list[str] | None = None,

@@ -29,10 +29,12 @@ def test_quantize_bench_load_on_a_tiny_model(tiny_llama, tmp_path):
 
 
 def test_unknown_parameter_is_one_clear_error(tiny_llama, tmp_path):
-    with pytest.raises(InputError, match="no parameter group_sizes"):
+    with pytest.raises(InputError, match="awq has no setting 'group_sizes' .did you mean 'group_size'"):
         qk.quantize(tiny_llama, "awq", tmp_path / "x", group_sizes=64)
-    with pytest.raises(InputError, match="bench takes no parameter tokens"):
+    with pytest.raises(InputError, match="bench has no setting 'tokens'"):
         qk.bench(tiny_llama, tokens=3)
+    with pytest.raises(InputError, match="bench: repetitions must be at least 1"):
+        qk.bench(tiny_llama, repetitions=0)
 
 
 def test_run_dry_run_plans_a_shipped_recipe(tmp_path):

@@ -19,7 +19,7 @@ DOCUMENTED = ("prefill_tokens_per_s", "decode_tokens_per_s", "ttft_ms", "peak_rs
 
 def options(**kw) -> BenchOptions:
     settings = dict(prompt_tokens=64, gen_tokens=16, repetitions=2, threads=1,
-                    smoke_options=SmokeOptions(max_tokens=160), quality_options=QualityOptions(max_tokens=256, ctx=256))
+                    smoke_options=SmokeOptions(max_tokens=160), eval_tokens=256, quality_options=QualityOptions(ctx=256))
     return BenchOptions(**{**settings, **kw})
 
 
@@ -160,7 +160,7 @@ def test_base_model_recipe_exports_to_gguf_benches_and_reports(tiny_base, tmp_pa
     recipe = tmp_path / "base.yaml"
     recipe.write_text(f"name: tiny-base\nmodel:\n  id: {tiny_base}\n"
                       "bench:\n  prompt_tokens: 16\n  gen_tokens: 4\n  repetitions: 1\n  warmup: 0\n  threads: 1\n"
-                      "  device: cpu\n  quality_tokens: 256\ngates:\n  smoke: true\n"
+                      "  device: cpu\n  eval_tokens: 256\ngates:\n  smoke: true\n"
                       "artifacts:\n  - name: gguf\n    method: gguf\n    gguf_types: [F16]\n")  # F16: no llama.cpp tools
     summary = pipeline.run(load_recipe(recipe), tmp_path / "run", echo=lambda *a, **k: None)
     outcome = summary.artifacts[0]
@@ -224,7 +224,7 @@ from quantkit.bench.quality import QualityOptions
 from quantkit.bench.smoke import SmokeOptions
 result = bench(sys.argv[1], base=sys.argv[1], options=BenchOptions(
     prompt_tokens=8, gen_tokens=2, repetitions=1, warmup=0, threads=1, bandwidth=False,
-    smoke_options=SmokeOptions(max_tokens=4), quality_options=QualityOptions(max_tokens=64, ctx=64)))
+    smoke_options=SmokeOptions(max_tokens=4), eval_tokens=64, quality_options=QualityOptions(ctx=64)))
 assert result.quality["base_cached"] and result.smoke["against_base"], result
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, result.n_params)
 """

@@ -215,7 +215,7 @@ def test_dry_run_refuses_what_cannot_work(tmp_path, monkeypatch):
     monkeypatch.setenv("QUANTKIT_CONFIG_DIR", str(CONFIGS))
     bad = (REPO / "recipes" / "yi-34b-chat-awq.yaml").read_text().replace("group_size: 128", "group_size: 96")
     no_trust = (REPO / "recipes" / "baichuan2-13b-chat-nf4.yaml").read_text().replace("trust_remote_code: true", "trust_remote_code: false")
-    for text, problem in ((bad, "group_size 96 does not divide hidden_size 7168"), (no_trust, "trust_remote_code")):
+    for text, problem in ((bad, "group size 96 does not divide the input width 7168"), (no_trust, "trust_remote_code")):
         path = tmp_path / "r.yaml"
         path.write_text(text)
         summary = pipeline.run(load_recipe(path), tmp_path / "o", dry_run=True)
@@ -239,7 +239,7 @@ def test_dry_run_shows_what_a_rerun_would_skip(tmp_path, tiny_llama, fake_bench)
 def test_end_to_end_with_real_bench(tmp_path, tiny_llama):
     """Every stage for real on the tiny Llama (random weights: its smoke chat is not gated)."""
     recipe = write_recipe(tmp_path, tiny_llama, "- name: nf4\n  method: nf4\n  device: cpu\n",
-                          bench="gen_tokens: 4\n  prompt_tokens: 8\n  repetitions: 1\n  threads: 1\n  quality_tokens: 64",
+                          bench="gen_tokens: 4\n  prompt_tokens: 8\n  repetitions: 1\n  threads: 1\n  eval_tokens: 64",
                           gates="smoke: false")
     out = tmp_path / "out"
     summary, log = run(recipe, out)

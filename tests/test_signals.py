@@ -155,7 +155,7 @@ def test_sigterm_during_awq_calibration_leaves_nothing(tiny_llama, tmp_path):
 def test_sigkill_during_a_recipes_bench_then_rerun(tiny_llama, tmp_path):
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(f"name: tiny\nmodel:\n  id: {tiny_llama}\nbench:\n  gen_tokens: 4\n  prompt_tokens: 8\n"
-                      "  repetitions: 1\n  threads: 1\n  quality_tokens: 64\n  device: cpu\ngates:\n  smoke: false\n"
+                      "  repetitions: 1\n  threads: 1\n  eval_tokens: 64\n  device: cpu\ngates:\n  smoke: false\n"
                       "artifacts:\n  - name: nf4\n    method: nf4\n    device: cpu\n")
     out = tmp_path / "out"
     proc = start("run", str(recipe), "--out", str(out))

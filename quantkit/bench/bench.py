@@ -24,16 +24,18 @@ repetition runs after ``warmup`` untimed ones, results are mean and sample stdde
 import importlib
 import os
 import platform
-import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from quantkit.bench.gates import Gates
 from quantkit.bench.quality import QualityOptions, eval_text
+from quantkit.bench.result import BenchResult, Stat, percentiles_ms
 from quantkit.bench.smoke import SmokeOptions
 from quantkit.core.errors import InputError
 from quantkit.core.manifest import library_versions, read_manifest
 from quantkit.core.memory import PeakRSS, cuda_memory, device_memory, llamacpp_device_memory
+from quantkit.core.settings import option, validate
 from quantkit.engines import ENGINES, EngineOptions, engine_for, load_engine
 
 VERSIONED = ("torch", "transformers", "accelerate", "llama-cpp-python", "bitsandbytes", "compressed-tensors",
@@ -42,77 +44,30 @@ VERSIONED = ("torch", "transformers", "accelerate", "llama-cpp-python", "bitsand
 
 @dataclass
 class BenchOptions:
-    prompt_tokens: int = 512
-    gen_tokens: int = 128
-    repetitions: int = 5
-    warmup: int = 1
-    device: str = "auto"
-    threads: int | None = None
-    n_gpu_layers: int = 0  # llama.cpp; -1 = all; with device cuda, 0 means all too
-    smoke: bool = True
-    quality: bool = True
-    gates: dict = field(default_factory=dict)  # Gates field -> threshold override
-    smoke_options: SmokeOptions = field(default_factory=SmokeOptions)
-    quality_options: QualityOptions = field(default_factory=QualityOptions)
-    bandwidth: bool = True  # measure (once, cached) the machine's copy bandwidth
-    force: bool = False  # skip the RAM/GPU memory preflight
+    """bench's settings, declared once (quantkit/core/settings.py): ``quantkit bench``'s flags, a
+    recipe's ``bench:`` keys and ``qk.bench(...)``'s parameters all come from these fields."""
 
+    prompt_tokens: int = option(512, "Prefill length (pp).", minimum=1, short="-p")
+    gen_tokens: int = option(128, "Decode length (tg).", minimum=1, short="-n")
+    repetitions: int = option(5, "Timed repetitions of pp and tg.", minimum=1)
+    warmup: int = option(1, "Untimed warm-up runs.", minimum=0)
+    device: str = option("auto", "Where to run (auto: a GPU when there is one).", choices=("auto", "cpu", "cuda"))
+    threads: int | None = option(None, "Compute threads (llama.cpp n_threads, torch threads).", minimum=1)
+    n_gpu_layers: int = option(0, "llama.cpp layers to offload (-1: all; with device cuda, 0 means all).")
+    smoke: bool = option(True, "Run the smoke chat.")
+    quality: bool = option(True, "Compare with the base model (PPL, KL divergence, top-1).")
+    eval_tokens: int = option(1024, "Tokens of the evaluation text for quality (chunks of 512).", minimum=16)
+    force: bool = option(False, "Skip the RAM/GPU memory preflight.", recipe=False)
+    gates: Gates = option(None, "Gate thresholds.", cli=False, recipe=False)
+    bandwidth: bool = option(True, "Measure (once, cached) the machine's copy bandwidth.", cli=False, recipe=False)
+    smoke_options: SmokeOptions = option(None, "The smoke chat's limits.", cli=False, recipe=False)
+    quality_options: QualityOptions = option(None, "Chunk length and text of the quality evaluation.", cli=False,
+                                             recipe=False)
 
-@dataclass
-class Stat:
-    mean: float
-    std: float
-
-    @classmethod
-    def of(cls, values: list[float], digits: int = 2) -> "Stat":
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
-        return cls(round(statistics.fmean(values), digits), round(std, digits))
-
-
-@dataclass
-class BenchResult:
-    artifact: str
-    engine: str
-    method: str | None
-    bits: int
-    size_bytes: int
-    weights_bytes: int
-    bits_per_weight: float | None
-    n_params: int | None
-    prompt_tokens: int
-    gen_tokens: int
-    repetitions: int
-    load_s: float
-    load_peak_rss_mb: float
-    peak_rss_mb: float  # during the timed prefill/decode runs
-    prefill: Stat  # tokens/s
-    decode: Stat  # tokens/s
-    ttft: Stat  # ms
-    decode_latency_ms: dict  # p50/p90/p99 of one decode step
-    bandwidth: dict
-    cuda: dict
-    environment: dict
-    base: str | None = None
-    smoke: dict | None = None
-    quality: dict | None = None
-    gates: dict = field(default_factory=dict)
-    failures: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    dequantized: bool = False  # ran as dense matmuls (compressed-tensors in transformers)
-    runtime_bytes: int | None = None  # weight bytes held where it ran (dense when dequantized)
-
-    @property
-    def passed(self) -> bool:
-        return not self.failures
-
-    def to_dict(self) -> dict:
-        """The documented JSON (docs/bench.md): flat headline numbers, nested details."""
-        data = asdict(self)
-        for key, unit in (("prefill", "prefill_tokens_per_s"), ("decode", "decode_tokens_per_s"), ("ttft", "ttft_ms")):
-            stat = data.pop(key)
-            data[unit], data[f"{unit}_std"] = stat["mean"], stat["std"]
-        data["passed"] = self.passed
-        return {"schema": 1, "kind": "bench", **data}
+    def __post_init__(self):
+        self.gates = self.gates or Gates()
+        self.smoke_options = self.smoke_options or SmokeOptions()
+        self.quality_options = replace(self.quality_options or QualityOptions(), max_tokens=self.eval_tokens)
 
 
 def artifact_path(artifact: str | Path) -> Path:
@@ -202,13 +157,6 @@ def timed_runs(engine, prompt: list[int], options: BenchOptions):
     return prefill_s, decode_s, steps
 
 
-def percentiles_ms(steps: list[float]) -> dict:
-    import numpy as np
-
-    values = np.asarray(steps) * 1e3
-    return {f"p{q}": round(float(np.percentile(values, q)), 3) for q in (50, 90, 99)}
-
-
 def bandwidth_record(engine, decode_tps: float, measure: bool, dequantized: bool = False) -> dict:
     from quantkit.bench.bandwidth import decode_bytes
 
@@ -244,8 +192,7 @@ def bench(artifact: str | Path, *, base: str | Path | None = None, options: Benc
     from quantkit.core.weights import artifact_bits
 
     options = options or BenchOptions()
-    if options.prompt_tokens < 1 or options.gen_tokens < 1 or options.repetitions < 1:
-        raise InputError("prompt tokens, generated tokens and repetitions must be at least 1")
+    validate(options, "bench")
     step = on_step or (lambda name: None)
     path = artifact_path(artifact)
     manifest = read_manifest(path)
@@ -321,6 +268,7 @@ def bench(artifact: str | Path, *, base: str | Path | None = None, options: Benc
             round(engine.weights_bytes * 8 / engine.n_params, 3) if engine.n_params else None)
         bits = artifact_bits(manifest, target.name, bpw)
         gates = gates_for(bits, options.gates)
+        smoke_gated = smoke if options.gates.smoke else None
         result = BenchResult(
             artifact=str(path), engine=engine.name, method=(manifest or {}).get("method"), bits=bits,
             size_bytes=size, weights_bytes=engine.weights_bytes, bits_per_weight=bpw, n_params=engine.n_params,
@@ -330,7 +278,7 @@ def bench(artifact: str | Path, *, base: str | Path | None = None, options: Benc
             ttft=Stat.of([s * 1e3 for s in prefill_s]), decode_latency_ms=percentiles_ms(steps),
             bandwidth=bandwidth_record(engine, decode.mean, options.bandwidth, dequantized), cuda=cuda,
             environment=environment(engine), base=str(base) if base else None, smoke=smoke, quality=quality,
-            gates={"bits": bits, **gates.to_dict()}, failures=check(gates, smoke, quality), notes=notes,
+            gates={"bits": bits, **gates.to_dict()}, failures=check(gates, smoke_gated, quality), notes=notes,
             dequantized=dequantized, runtime_bytes=getattr(engine, "runtime_bytes", None),
         )
     finally:

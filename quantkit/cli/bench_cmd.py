@@ -1,6 +1,17 @@
 import click
 
-from quantkit.cli.bench_url import url_options
+from quantkit.cli.bench_url import URL_PARAMS, url_options
+from quantkit.cli.settings_flags import setting_flags
+
+
+def bench_settings_table() -> dict:
+    """``quantkit bench``'s flags: BenchOptions' and Gates' settings (quantkit/core/settings.py)."""
+    from quantkit.bench.bench import BenchOptions
+    from quantkit.bench.gates import Gates
+    from quantkit.core.settings import settings_of
+
+    return {name: (f, None) for cls in (BenchOptions, Gates) for name, f in settings_of(cls).items()
+            if f.metadata.get("cli", True)}  # Gates' smoke is a recipe's; --no-smoke skips it
 
 
 @click.command("bench", epilog="""\b
@@ -13,30 +24,14 @@ Examples:
 @click.argument("artifact", required=False)
 @click.option("--base", help="Base model to compare with (folder, bundled:NAME or hub id); default: the source in quantkit.json.")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Write the result as JSON to this file.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--threads", type=int, help="Compute threads (llama.cpp n_threads, torch threads).")
-@click.option("--n-gpu-layers", type=int, default=0, show_default=True,
-              help="llama.cpp layers to offload (-1: all; with --device cuda, 0 means all).")
-@click.option("-p", "--prompt-tokens", type=int, default=512, show_default=True, help="Prefill length (pp).")
-@click.option("-n", "--gen-tokens", type=int, default=128, show_default=True, help="Decode length (tg).")
-@click.option("--repetitions", type=int, default=5, show_default=True)
-@click.option("--warmup", type=int, default=1, show_default=True)
-@click.option("--no-smoke", is_flag=True, help="Skip the smoke chat.")
-@click.option("--no-quality", is_flag=True, help="Skip the comparison with the base model.")
-@click.option("--eval-tokens", type=int, default=1024, show_default=True, help="Tokens of the evaluation text (chunks of 512).")
-@click.option("--max-kld", type=float, help="Gate: highest mean KL divergence (default per bit width).")
-@click.option("--max-kld-p99", type=float, help="Gate: highest 99th-percentile KL divergence.")
-@click.option("--min-top1", type=float, help="Gate: lowest same-top-token share, 0-1.")
-@click.option("--max-ppl-ratio", type=float, help="Gate: highest perplexity ratio to the base.")
-@click.option("--force", is_flag=True, help="Skip the RAM/GPU memory preflight.")
+@setting_flags(bench_settings_table)
 @url_options
-def command(artifact, base, json_file, device, threads, n_gpu_layers, prompt_tokens, gen_tokens, repetitions,
-            warmup, no_smoke, no_quality, eval_tokens, max_kld, max_kld_p99, min_top1, max_ppl_ratio, force, url,
-            **load):
+def command(artifact, base, json_file, url, **flags):
     """Benchmark ARTIFACT: load time, memory, prefill/decode speed, latency, bandwidth, smoke chat
     and quality against its base model; exits 3 when a gate fails.
 
     ARTIFACT is a quantkit artifact folder, a Hugging Face model folder or a .gguf file."""
+    load = {k: flags.pop(k) for k in list(flags) if k in URL_PARAMS}
     if url:  # a serving load test (quantkit.bench.loadtest) instead of an artifact benchmark
         from quantkit.cli import bench_url
 
@@ -44,15 +39,15 @@ def command(artifact, base, json_file, device, threads, n_gpu_layers, prompt_tok
     if not artifact:
         raise click.UsageError("give an ARTIFACT to benchmark (or --url URL)")
     from quantkit.bench.bench import BenchOptions, bench
-    from quantkit.bench.quality import QualityOptions
+    from quantkit.bench.gates import Gates
+    from quantkit.cli.settings_flags import typed_settings
     from quantkit.core.errors import GateFailed
+    from quantkit.core.settings import build
 
-    options = BenchOptions(
-        prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, repetitions=repetitions, warmup=warmup, device=device,
-        threads=threads, n_gpu_layers=n_gpu_layers, smoke=not no_smoke, quality=not no_quality,
-        gates={"kld_mean_max": max_kld, "kld_p99_max": max_kld_p99, "top1_min": min_top1, "ppl_ratio_max": max_ppl_ratio},
-        quality_options=QualityOptions(max_tokens=eval_tokens), force=force,
-    )
+    given = typed_settings(click.get_current_context(), flags)
+    gates = build(Gates, "bench", {k: v for k, v in given.items() if k in Gates.__dataclass_fields__})
+    options = build(BenchOptions, "bench", {k: v for k, v in given.items() if k not in Gates.__dataclass_fields__})
+    options.gates = gates
     from quantkit.cli.render import console
 
     with console.status("loading") as status:

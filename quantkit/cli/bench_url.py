@@ -21,6 +21,9 @@ URL_OPTIONS = [
 ]
 
 
+URL_PARAMS = ("concurrency", "request_rate", "num_requests", "max_tokens", "model", "api_key", "plot_file")
+
+
 def url_options(func):
     for decorator in reversed(URL_OPTIONS):
         func = decorator(func)

@@ -9,28 +9,37 @@ from click.core import ParameterSource
 
 
 def setting_flags(table_of):
-    """Decorate a command with a flag per setting in ``table_of()`` (name -> (field, users))."""
-    from quantkit.quantize import options as opts
+    """Decorate a command with a flag per setting in ``table_of()`` (name -> (field, users));
+    users None: settings of one job (bench's), whose help names no method."""
+    from quantkit.core import settings as opts
 
     def decorate(func):
+        everyone = {u for _f, users in table_of().values() for u in users or ()}
         for name, (f, users) in reversed(list(table_of().items())):
+            users = None if users and set(users) == everyone else users  # "every method" goes without saying
             if not f.metadata.get("cli", True):
                 continue
             kind, flag = opts.kind_of(f), opts.flag_of(f)
             default = opts.default_of(f)
             # Choices differ by method (bits: awq 4, int8 8): the method's own check says which
             # fit, in one line, so the flag lists them all but click does not enforce them.
-            choices = list(dict.fromkeys(c for g in table_of_choices(table_of(), name) for c in g))
-            used = f" [{', '.join(users)}" + (f"; one of {', '.join(map(str, choices))}" if choices else "")
-            used += ("" if default in (None, [], False) else f"; default {default}") + "]"
+            if users is None or len(users) == 1:
+                choices = list(f.metadata.get("choices") or ())
+            else:
+                choices = list(dict.fromkeys(c for g in table_of_choices(table_of(), name) for c in g))
+            notes = ([", ".join(users)] if users else []) + ([f"one of {', '.join(map(str, choices))}"] if choices else [])
+            notes += [] if default in (None, [], False) else [f"default {default}"]
+            used = f" [{'; '.join(notes)}]" if notes else ""
             kwargs = {"default": None, "help": f.metadata["help"] + used, "envvar": f.metadata.get("envvar")}
             base = kind.rstrip("?")
             if base == "bool":
                 decls = [flag] if default is False else [f"{flag}/--no-{flag[2:]}"]
+                if f.metadata.get("short"):
+                    decls.insert(0, f.metadata["short"])
                 if default is False:
                     kwargs.update(is_flag=True, default=False)
             else:
-                decls = [flag]
+                decls = [f.metadata["short"], flag] if f.metadata.get("short") else [flag]
                 types = {"int": int, "float": float, "str": str, "path": click.Path(path_type=Path)}
                 kwargs.update(type=types.get(base, str), multiple=base == "list[str]")
             func = click.option(*decls, name, **kwargs)(func)
@@ -41,7 +50,7 @@ def setting_flags(table_of):
 
 def table_of_choices(table: dict, name: str) -> list[tuple]:
     """The choices of setting ``name`` as each method that uses it declares them."""
-    from quantkit.quantize import options as opts
+    from quantkit.core import settings as opts
     from quantkit.quantize.registry import options_class
 
     _field, users = table[name]
@@ -51,8 +60,8 @@ def table_of_choices(table: dict, name: str) -> list[tuple]:
 def settings_given(ctx: click.Context, values: dict, table: dict, method: str, method_flag: str) -> dict:
     """The settings typed on the command line (or set by their environment variable when the
     method uses them), as parameter names -> values; a typed flag the method does not use fails."""
+    from quantkit.core import settings as opts
     from quantkit.core.errors import InputError
-    from quantkit.quantize import options as opts
 
     given = {}
     for name, value in values.items():
@@ -71,8 +80,8 @@ def settings_given(ctx: click.Context, values: dict, table: dict, method: str, m
 
 def options_from_flags(method: str, given: dict):
     """``make_options`` with a refused value reported by its flag (the library names parameters)."""
+    from quantkit.core import settings as opts
     from quantkit.core.errors import InputError
-    from quantkit.quantize import options as opts
     from quantkit.quantize.registry import make_options, settings_table
 
     try:
@@ -80,3 +89,9 @@ def options_from_flags(method: str, given: dict):
     except opts.SettingError as exc:
         flag = opts.flag_of(settings_table()[exc.setting][0])
         raise InputError(f"--method {method}: {flag} {exc.detail}", hint=exc.hint) from None
+
+
+def typed_settings(ctx: click.Context, values: dict) -> dict:
+    """The settings given on the command line or by their environment variable, by name."""
+    return {name: list(value) if isinstance(value, tuple) else value for name, value in values.items()
+            if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}

@@ -281,7 +281,7 @@ def bench_cost(config: dict, fp: Footprint, bench, device: str) -> Cost:
     if device == "cpu" and fp.kind != "llama.cpp":
         decode_tps = min(decode_tps, HF_CPU_DECODE_CAP)
     one = (bench.gen_tokens / decode_tps + bench.prompt_tokens / (decode_tps * 8)) * (bench.repetitions + bench.warmup)
-    quality = 2 * (bench.quality_tokens or 1024) / (decode_tps * 8) if bench.quality else 0.0
+    quality = 2 * bench.eval_tokens / (decode_tps * 8) if bench.quality else 0.0
     smoke = SMOKE_TOKENS / decode_tps if bench.smoke else 0.0
     load = artifact_bytes(config, fp, 0) / DISK_BYTES_PER_S
     needs = [bench_need(config, fp, device, bench_n_ctx(bench), file=i,

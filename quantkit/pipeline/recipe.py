@@ -11,16 +11,15 @@ from pathlib import Path
 
 import yaml
 
+from quantkit.bench.bench import BenchOptions
+from quantkit.bench.gates import Gates
 from quantkit.core.errors import InputError
 from quantkit.pipeline.recipe_schema import (
-    DEVICES,
     NAME_RE,
     RECIPE_SUFFIXES,
     RUNNERS,
     SOURCES,
     ArtifactSpec,
-    BenchSettings,
-    Gates,
     ModelSpec,
     PushSettings,
     Recipe,
@@ -96,31 +95,39 @@ def _typed(ctx: _Ctx, node: yaml.Node, key: str, kind: str, choices=None):
     return value
 
 
-def _positive(ctx, node, key, value):
-    if value is not None and value <= 0:
-        raise ctx.fail(node, key, f"must be positive, got {value}")
-    return value
+def _bounds(ctx, node, key, f, value):
+    """A declared setting's bounds (``option(minimum=, maximum=)``), reported at its line."""
+    low, high = f.metadata.get("minimum"), f.metadata.get("maximum")
+    if value is not None and low is not None and value < low:
+        raise ctx.fail(node, key, f"must be at least {low}, got {value}")
+    if value is not None and high is not None and value > high:
+        raise ctx.fail(node, key, f"must be at most {high}, got {value}")
 
 
 # key -> (type, choices); the dataclasses above hold the defaults
 MODEL_KEYS = {"id": ("str", None), "source": ("str", SOURCES), "revision": ("str?", None),
               "trust_remote_code": ("bool", None), "local_config": ("path?", None)}
-GATE_KEYS = {"smoke": ("bool", None), "top1_min": ("float?", None), "kld_mean_max": ("float?", None),
-             "kld_p99_max": ("float?", None), "ppl_ratio_max": ("float?", None)}
-BENCH_KEYS = {"prompt_tokens": ("int", None), "gen_tokens": ("int", None), "repetitions": ("int", None),
-              "warmup": ("int", None),
-              "threads": ("int?", None), "device": ("str", DEVICES), "n_gpu_layers": ("int", None),
-              "smoke": ("bool", None), "quality": ("bool", None), "quality_tokens": ("int?", None)}
+
+
+def derived_keys(cls) -> dict:
+    """A section's keys from a settings dataclass (quantkit/core/settings.py): the ones a recipe may set."""
+    from quantkit.core.settings import kind_of, settings_of
+
+    return {name: (f.metadata.get("recipe_kind") or kind_of(f), f.metadata.get("choices"))
+            for name, f in settings_of(cls).items() if f.metadata.get("recipe", True)}
+
+
+GATE_KEYS = derived_keys(Gates)
+BENCH_KEYS = derived_keys(BenchOptions)
 PUSH_KEYS = {"repo": ("str", None), "source": ("str", SOURCES), "private": ("bool", None), "revision": ("str?", None),
              "allow_failed": ("bool", None), "artifacts": ("list[str]", None)}
 TOP_KEYS = ("name", "description", "runner", "model", "artifacts", "bench", "gates", "push")
-POSITIVE = ("prompt_tokens", "gen_tokens", "repetitions", "threads", "quality_tokens")
 
 
 def artifact_keys() -> dict:
     """An artifact's keys: its name, method and gates, and every method setting a recipe may
     hold (quantkit/quantize/options.py: the one declaration the CLI's flags come from too)."""
-    from quantkit.quantize.options import kind_of
+    from quantkit.core.settings import kind_of
     from quantkit.quantize.registry import settings_table
 
     keys = {"name": ("str", None), "method": ("str", None)}
@@ -141,10 +148,7 @@ def _section(ctx, node, key, table, cls, defaults=None):
             values[name] = _gates(ctx, value_node, where, values.get("gates") or Gates())
             continue
         value = _typed(ctx, value_node, where, kind, choices)
-        if name in POSITIVE:
-            _positive(ctx, value_node, where, value)
-        if name == "warmup" and value < 0:
-            raise ctx.fail(value_node, where, f"must be 0 or more, got {value}")
+        _bounds(ctx, value_node, where, cls.__dataclass_fields__[name], value)
         values[name] = value
         nodes[name] = value_node
     missing = [n for n, f in cls.__dataclass_fields__.items()
@@ -155,13 +159,7 @@ def _section(ctx, node, key, table, cls, defaults=None):
 
 
 def _gates(ctx, node, key, base: Gates) -> Gates:
-    gates, nodes = _section(ctx, node, key, GATE_KEYS, Gates, asdict(base))
-    checks = {"top1_min": (0.0, 1.0), "kld_mean_max": (0.0, float("inf")), "kld_p99_max": (0.0, float("inf")),
-              "ppl_ratio_max": (1.0, float("inf"))}
-    for name, (low, high) in checks.items():
-        value = getattr(gates, name)
-        if name in nodes and value is not None and not low <= value <= high:
-            raise ctx.fail(nodes[name], f"{key}.{name}", f"{value} is outside [{low}, {high}]")
+    gates, _nodes = _section(ctx, node, key, GATE_KEYS, Gates, asdict(base))
     return gates
 
 
@@ -180,9 +178,8 @@ def _artifact(ctx, node, key, gates: Gates) -> tuple[list[ArtifactSpec], dict]:
             values[name] = _gates(ctx, value_node, where, gates)
             continue
         value = _typed(ctx, value_node, where, kind, choices)
-        minimum = settings_table()[name][0].metadata.get("minimum") if name in settings_table() else None
-        if minimum is not None and value is not None and value < minimum:
-            raise ctx.fail(value_node, where, f"must be at least {minimum}, got {value}")
+        if name in settings_table():
+            _bounds(ctx, value_node, where, settings_table()[name][0], value)
         values[name], nodes[name] = value, value_node
     for required in ("name", "method"):
         if required not in values:
@@ -265,9 +262,9 @@ def parse_recipe(text: str, file: Path | str = "<recipe>") -> Recipe:
     if model.source == "modelscope" and model.id.startswith("bundled:"):
         raise ctx.fail(top["model"][1], "model.source", "a bundled model comes from no hub")
     gates = _gates(ctx, top["gates"][1], "gates", Gates()) if "gates" in top else Gates()
-    bench, bench_nodes = BenchSettings(), {}
+    bench, bench_nodes = BenchOptions(), {}
     if "bench" in top:
-        bench, bench_nodes = _section(ctx, top["bench"][1], "bench", BENCH_KEYS, BenchSettings)
+        bench, bench_nodes = _section(ctx, top["bench"][1], "bench", BENCH_KEYS, BenchOptions)
     art_node = top["artifacts"][1]
     if not isinstance(art_node, yaml.SequenceNode) or not art_node.value:
         raise ctx.fail(art_node, "artifacts", "expected a non-empty list of artifacts")

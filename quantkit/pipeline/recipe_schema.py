@@ -1,5 +1,6 @@
-"""What a recipe holds, as dataclasses: the model, the artifacts with their settings and gates,
-the bench settings, the push section. quantkit/pipeline/recipe.py loads YAML into them, strictly."""
+"""What a recipe holds, as dataclasses: the model, the artifacts with their settings (each
+method's own options) and gates (bench's ``Gates``), the bench settings (bench's ``BenchOptions``),
+the push section. quantkit/pipeline/recipe.py loads YAML into them, strictly."""
 
 import hashlib
 import json
@@ -8,12 +9,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from quantkit.bench.bench import BenchOptions
+from quantkit.bench.gates import Gates
 from quantkit.core.errors import InputError
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
 RUNNERS = ("cpu", "gpu")
 SOURCES = ("hf", "modelscope")
-DEVICES = ("auto", "cpu", "cuda")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 
@@ -28,36 +30,6 @@ class ModelSpec:
     revision: str | None = None
     trust_remote_code: bool = False
     local_config: Path | None = None  # a config.json for --dry-run's preflight when the model is not here
-
-
-@dataclass
-class Gates:
-    """What an artifact must meet. A threshold left None takes quantkit.bench.gates' default for the
-    artifact's bit width (measured, docs/gates.md); smoke false reports the chat without gating it."""
-
-    smoke: bool = True
-    top1_min: float | None = None
-    kld_mean_max: float | None = None
-    kld_p99_max: float | None = None
-    ppl_ratio_max: float | None = None
-
-    def overrides(self) -> dict:
-        """The thresholds given, in quantkit.bench.gates' names."""
-        return {k: v for k, v in asdict(self).items() if k != "smoke" and v is not None}
-
-
-@dataclass
-class BenchSettings:
-    prompt_tokens: int = 512  # pp{P}
-    gen_tokens: int = 128  # tg{N}
-    repetitions: int = 5
-    warmup: int = 1
-    threads: int | None = None
-    device: str = "auto"
-    n_gpu_layers: int = 0
-    smoke: bool = True
-    quality: bool = True
-    quality_tokens: int | None = None  # evaluation tokens for quality (None: bench's default)
 
 
 @dataclass
@@ -106,7 +78,7 @@ class Recipe:
     artifacts: list[ArtifactSpec]
     description: str = ""
     runner: str = "cpu"  # which CI runners it needs: cpu (ordinary) or gpu (self-hosted)
-    bench: BenchSettings = field(default_factory=BenchSettings)
+    bench: BenchOptions = field(default_factory=BenchOptions)
     path: Path | None = None
     push: PushSettings | None = None
 

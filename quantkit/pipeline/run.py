@@ -16,9 +16,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from quantkit.bench.gates import Gates
 from quantkit.core.atomic import write_json
 from quantkit.core.errors import GateFailed, QuantkitError
-from quantkit.pipeline.recipe_schema import ArtifactSpec, Gates, Recipe, settings_key
+from quantkit.pipeline.recipe_schema import ArtifactSpec, Recipe, settings_key
 from quantkit.pipeline.stages import Stages, bench_settings, model_settings, quantize_settings  # noqa: F401  (re-exported for tests)
 
 Echo = Callable[[str], None]
@@ -128,15 +129,10 @@ def bench_one(target: Path, base: Path, recipe: Recipe, force: bool = False) -> 
     """The seam to the bench module: one artifact (folder or .gguf) -> its results dict.
     Orchestration tests replace this to keep the pipeline's own logic fast to test.
     ``force`` (the artifact's ``force: true``) skips the bench's memory preflight."""
-    from quantkit.bench.bench import BenchOptions, bench, release_memory
-    from quantkit.bench.quality import QualityOptions
+    from quantkit.bench.bench import bench, release_memory
 
-    b = recipe.bench
-    quality = QualityOptions(max_tokens=b.quality_tokens) if b.quality_tokens else QualityOptions()
-    options = BenchOptions(prompt_tokens=b.prompt_tokens, gen_tokens=b.gen_tokens, repetitions=b.repetitions,
-                           warmup=b.warmup, device=b.device, threads=b.threads, n_gpu_layers=b.n_gpu_layers,
-                           smoke=b.smoke, quality=b.quality, quality_options=quality, force=force)
-    release_memory(b.device)  # what the quantize stage (or the previous bench) freed goes back first
+    options = replace(recipe.bench, force=force)
+    release_memory(options.device)  # what the quantize stage (or the previous bench) freed goes back first
     return bench(target, base=base, options=options).to_dict()
 
 

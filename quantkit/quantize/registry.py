@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import import_module
 
+from quantkit.core import settings as opts
 from quantkit.core.errors import InputError
-from quantkit.quantize import options as opts
 from quantkit.quantize.base import Method
 
 
