@@ -4,6 +4,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 
 from quantkit.cli import COMMANDS, cli
@@ -107,3 +108,19 @@ def test_inspect_answers_per_method_from_config_alone(tmp_path):
     assert "mixture-of-experts" in awq_line and "use --method gguf or nf4" in awq_line
     for method in ("nf4", "int8", "gguf"):
         assert re.search(rf"method {method} supported", awq_line), awq_line
+
+
+def test_library_messages_name_parameters_and_the_cli_says_flags(tmp_path):
+    """Library errors speak the Python API (`overwrite=True`); the CLI prints them as flags."""
+    from quantkit.cli import as_flags
+    from quantkit.core.atomic import check_output
+    from quantkit.core.errors import InputError
+
+    (tmp_path / "out").mkdir()
+    with pytest.raises(InputError) as info:
+        check_output(tmp_path / "out", overwrite=False)
+    assert "`overwrite=True`" in str(info.value)
+    assert as_flags(str(info.value)).endswith("(pass --overwrite to replace it)")
+    assert as_flags("use `device='cpu'`, `calib_samples` or `model=NAME`") == "use --device cpu, --calib-samples or --model NAME"
+    assert as_flags("see `python convert_hf_to_gguf.py --print-supported-models`") == \
+        "see `python convert_hf_to_gguf.py --print-supported-models`"

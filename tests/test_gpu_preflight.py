@@ -62,7 +62,7 @@ def test_quantize_refuses_when_the_gpu_is_too_small(fake_gpu, plenty_of_ram):
         check_memory(config("llama-3.1-8b-instruct"), "nf4", device="cuda")
     message, hint = str(info.value), info.value.hint
     assert "GPU memory" in message and "4.0 GB free of 24.0 GB" in message and "\n" not in message
-    assert "--force" in hint and "force: true" in hint
+    assert "`force=True`" in hint and "force: true" in hint  # the CLI says --force (cli.as_flags)
 
 
 def test_quantize_passes_when_it_fits_and_force_skips(fake_gpu, plenty_of_ram):

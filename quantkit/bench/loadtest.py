@@ -171,7 +171,7 @@ def first_model(base: str, headers: dict, timeout: float) -> str:
         response.raise_for_status()
         return response.json()["data"][0]["id"]
     except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
-        raise QuantkitError(f"could not list the models of {base}: {exc}", hint="pass --model NAME") from None
+        raise QuantkitError(f"could not list the models of {base}: {exc}", hint="pass `model=NAME`") from None
 
 
 def load_test(url: str, model: str | None = None, concurrency: list[int] | tuple = (),

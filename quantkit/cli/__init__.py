@@ -3,6 +3,7 @@ it runs, so ``quantkit --help`` imports no torch. Commands parse, call one libra
 """
 
 import os
+import re
 import signal
 import sys
 from importlib import import_module
@@ -84,10 +85,25 @@ def main(argv=None) -> None:
     except QuantkitError as exc:
         if debug:
             raise
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {as_flags(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     except Exception as exc:  # an unexpected failure: still one line unless debugging
         if debug:
             raise
         click.echo(f"error: {type(exc).__name__}: {exc} (set QUANTKIT_DEBUG=1 for the traceback)", err=True)
         sys.exit(1)
+
+
+# Library messages name parameters in backticks, as the Python API takes them (`overwrite=True`,
+# `device='cpu'`, `token`); the CLI says the same as flags (--overwrite, --device cpu, --token).
+PARAMETER = re.compile(r"`([a-z][a-z0-9_]*)(?:=(True|'[^'`]*'|[^`]*))?`")
+
+
+def as_flags(message: str) -> str:
+    def flag(match: re.Match) -> str:
+        name, value = match.group(1).replace("_", "-"), match.group(2)
+        if value in (None, "True"):
+            return f"--{name}"
+        return f"--{name} {value.strip(chr(39))}"
+
+    return PARAMETER.sub(flag, message)

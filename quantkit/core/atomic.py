@@ -20,7 +20,7 @@ PARTIAL_MARK = ".partial-"
 def check_output(final: Path, overwrite: bool) -> None:
     """Refuse an existing output unless asked to overwrite; call before any heavy work."""
     if final.exists() and not overwrite:
-        raise InputError(f"output {final} already exists", hint="pass --overwrite to replace it")
+        raise InputError(f"output {final} already exists", hint="pass `overwrite=True` to replace it")
 
 
 @contextlib.contextmanager

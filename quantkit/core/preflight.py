@@ -31,8 +31,8 @@ def cuda_available() -> bool:
 def check_device(device: str | None) -> None:
     """Refuse an explicit ``cuda`` without a usable GPU (``auto``/``cpu`` always pass)."""
     if device == "cuda" and not cuda_available():
-        raise PreflightError("--device cuda was asked for but torch sees no CUDA GPU",
-                             hint="use --device cpu (or auto), or install a CUDA build of torch")
+        raise PreflightError("`device='cuda'` was asked for but torch sees no CUDA GPU",
+                             hint="use `device='cpu'` (or auto), or install a CUDA build of torch")
     if device not in (None, "auto", "cpu", "cuda"):
         raise InputError(f"unknown device {device!r}", hint="choose auto, cpu or cuda")
 
@@ -65,7 +65,7 @@ def require_trusted_code(config: dict, trust_remote_code: bool) -> None:
     model_type = str(config.get("model_type") or "")
     if not transformers_knows(model_type) and not trust_remote_code:
         raise PreflightError(f"model type {model_type!r} needs the model's own code to load",
-                             hint="pass --trust-remote-code if you trust its authors")
+                             hint="pass `trust_remote_code=True` if you trust its authors")
 
 
 def estimate_peak_bytes(config: dict, dtype: str | None, factor: float) -> int:
@@ -104,7 +104,7 @@ def check_fit(need: Need, stage: str, force: bool = False) -> Need:
     if need.ram_bytes > available:
         raise PreflightError(
             f"{stage} needs about {human_size(need.ram_bytes)} of RAM but only {human_size(available)} is available",
-            hint="free memory or use a larger machine; pass --force (force: true in a recipe) to try anyway",
+            hint="free memory or use a larger machine; pass `force=True` (force: true in a recipe) to try anyway",
         )
     if need.gpu_bytes:
         info = gpu_free_bytes()
@@ -114,7 +114,7 @@ def check_fit(need: Need, stage: str, force: bool = False) -> Need:
                 f"{stage} needs about {human_size(need.gpu_bytes)} of GPU memory but the GPU has "
                 f"{human_size(free)} free of {human_size(total)}",
                 hint="free the GPU (other processes: nvidia-smi), use a larger GPU or fewer calibration "
-                     "samples; pass --force (force: true in a recipe) to try anyway",
+                     "samples; pass `force=True` (force: true in a recipe) to try anyway",
             )
     return need
 

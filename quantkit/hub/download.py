@@ -239,7 +239,7 @@ def select(files: list[RemoteFile], include, exclude, allow_pickle: bool, where:
                                       ignore_patterns=list(exclude) if exclude else None, key=lambda f: f.name))
     chosen = [f for f in chosen if f.name != SOURCE_MANIFEST]
     if not chosen:
-        raise InputError(f"no file of {where} matches the --include/--exclude patterns",
+        raise InputError(f"no file of {where} matches the `include`/`exclude` patterns",
                          hint=f"it has: {', '.join(f.name for f in files[:8])}{' ...' if len(files) > 8 else ''}")
     if allow_pickle:
         return chosen, []
@@ -247,7 +247,7 @@ def select(files: list[RemoteFile], include, exclude, allow_pickle: bool, where:
     safe = [f for f in chosen if f.name.endswith(SAFE_WEIGHT_SUFFIXES)]
     if pickles and not safe:
         raise PreflightError(f"{where} has weights only as pickle files ({', '.join(pickles[:3])}), "
-                             "which can run code when loaded", hint="pass --allow-pickle if you trust this repo")
+                             "which can run code when loaded", hint="pass `allow_pickle` if you trust this repo")
     return [f for f in chosen if f.name not in pickles], pickles
 
 
@@ -259,7 +259,7 @@ def check_disk(dest: Path, files: list[RemoteFile]) -> None:
     free = shutil.disk_usage(probe).free
     if needed > free:
         raise PreflightError(f"not enough disk space in {probe}: the download needs {human_size(needed)}, "
-                             f"{human_size(free)} is free", hint="free some space or pass --local-dir on a larger disk")
+                             f"{human_size(free)} is free", hint="free some space or pass a `local_dir` on a larger disk")
 
 
 def _same_size(path: Path, size: int) -> bool:

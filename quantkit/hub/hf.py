@@ -104,7 +104,7 @@ def errors_mapped(repo_id: str, revision: str, endpoint: str, stage: str):
         raise auth_error(repo_id, endpoint) from exc
     except RepositoryNotFoundError as exc:  # the real hub also says this for private repos
         raise DownloadError(f"repository {repo_id} not found on {endpoint}",
-                            hint="check the id; a private repo needs --token or HF_TOKEN") from exc
+                            hint="check the id; a private repo needs `token` or HF_TOKEN") from exc
     except RevisionNotFoundError as exc:
         raise DownloadError(f"revision {revision!r} not found in {repo_id}",
                             hint="give a branch, tag or commit that the repo has") from exc
@@ -117,7 +117,7 @@ def errors_mapped(repo_id: str, revision: str, endpoint: str, stage: str):
         if status in (401, 403):
             raise auth_error(repo_id, endpoint) from exc
         raise DownloadError(f"{endpoint} answered HTTP {status} for {repo_id}",
-                            hint="retry later or try another --endpoint") from exc
+                            hint="retry later or try another `endpoint`") from exc
     except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
         if stage == "list":
             raise unreachable(endpoint) from exc
@@ -129,12 +129,12 @@ def errors_mapped(repo_id: str, revision: str, endpoint: str, stage: str):
 
 def auth_error(repo_id: str, endpoint: str) -> DownloadError:
     return DownloadError(f"{repo_id} on {endpoint} needs authentication (gated or private)",
-                         hint="accept its terms on the hub, then pass --token or set HF_TOKEN")
+                         hint="accept its terms on the hub, then pass `token` or set HF_TOKEN")
 
 
 def unreachable(endpoint: str) -> DownloadError:
     return HubUnreachable(f"cannot reach {endpoint}",
-                         hint="check the network, or use a mirror with --endpoint / HF_ENDPOINT")
+                         hint="check the network, or use a mirror with `endpoint` / HF_ENDPOINT")
 
 
 def interrupted(repo_id: str, exc: Exception | None = None) -> DownloadError:

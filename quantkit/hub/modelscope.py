@@ -41,7 +41,7 @@ def listing(repo_id: str, revision: str, token: str | None, endpoint: str) -> Li
     commit = newest.get("Revision") or (revision if COMMIT_LIKE.fullmatch(revision) else None)
     if commit is None:
         raise DownloadError(f"ModelScope did not say which commit {repo_id}@{revision} is",
-                            hint="pass --revision with a commit id")
+                            hint="pass `revision` with a commit id")
     files = [RemoteFile(name=f.get("Path") or f.get("Name"), size=int(f.get("Size") or 0),
                         sha256=(f.get("Sha256") or None)) for f in blobs]
     return Listing(commit=commit, files=files)
@@ -106,7 +106,7 @@ def errors_mapped(repo_id: str, revision: str, endpoint: str, stage: str):
     except (ms.NetworkError, requests.ConnectionError, ConnectionError) as exc:
         if stage == "repo":
             raise HubUnreachable(f"cannot reach {endpoint}",
-                                hint="check the network, or use --endpoint / MODELSCOPE_ENDPOINT") from exc
+                                hint="check the network, or use `endpoint` / MODELSCOPE_ENDPOINT") from exc
         raise interrupted(repo_id, exc) from exc
     except (ms.HubError, requests.RequestException, OSError) as exc:
         raise interrupted(repo_id, exc) from exc
@@ -125,13 +125,13 @@ def _status_in(text: str) -> int | None:
 def not_found(repo_id: str, revision: str, endpoint: str, stage: str) -> DownloadError:
     if stage == "repo":
         return DownloadError(f"repository {repo_id} not found on {endpoint}",
-                             hint="check the id; a private repo needs --token or MODELSCOPE_API_TOKEN")
+                             hint="check the id; a private repo needs `token` or MODELSCOPE_API_TOKEN")
     return revision_error(repo_id, revision)
 
 
 def auth_error(repo_id: str, endpoint: str) -> DownloadError:
     return DownloadError(f"{repo_id} on {endpoint} needs authentication",
-                         hint="pass --token or set MODELSCOPE_API_TOKEN")
+                         hint="pass `token` or set MODELSCOPE_API_TOKEN")
 
 
 def interrupted(repo_id: str, exc: Exception) -> DownloadError:

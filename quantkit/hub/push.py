@@ -96,7 +96,7 @@ def plan_push(artifact: str | Path, repo_id: str, source: str = "hf", revision: 
         if not passed:
             first = next(f"{r['name']}: {(r.get('failures') or ['failed'])[0]}" for r in results if not r.get("passed"))
             raise GateFailed(f"refusing to push {folder.name}: it failed its gates ({first})",
-                             hint="--allow-failed publishes it anyway, with the failures in its card")
+                             hint="`allow_failed` publishes it anyway, with the failures in its card")
     revision = revision or DEFAULT_REVISION[source]
     files, skipped = [], []
     for row in manifest.get("files", []):
@@ -234,7 +234,7 @@ class hf_errors:
 
 def token_error(endpoint: str, source: str) -> PushAuthError:
     return PushAuthError(f"{endpoint} rejected the access token",
-                         hint=f"pass a valid write token with --token or set {TOKEN_ENV[source]}")
+                         hint=f"pass a valid write token as `token` or set {TOKEN_ENV[source]}")
 
 
 def rights_error(repo_id: str, endpoint: str, source: str) -> PushError:
@@ -268,7 +268,7 @@ def upload_modelscope(plan: PushPlan, token: str | None, endpoint: str, private:
     from quantkit.core.card import base_license
 
     if not token:
-        raise PushAuthError("ModelScope needs a write token to push", hint="pass --token or set MODELSCOPE_API_TOKEN")
+        raise PushAuthError("ModelScope needs a write token to push", hint="pass `token` or set MODELSCOPE_API_TOKEN")
     api = HubApi(endpoint=endpoint, token=token)
     failures: list[str] = []  # upload_folder reports per-batch errors here and raises a generic one
 

@@ -108,7 +108,7 @@ def stage_quantize(recipe: Recipe, spec: ArtifactSpec, model_dir: Path, out_dir:
         echo(f"[quantize {spec.name}] skipped (up to date: {final})")
         return final, False
     stages.forget(stage)
-    echo(f"[quantize {spec.name}] {spec.method}...")
+    echo(f"[quantize {spec.name}] {spec.method}...{stages.expected('quantize', spec.name)}")
     started = time.time()
     quantize(model_dir, spec.method, final, quantize_options(recipe, spec), overwrite=True)
     stages.record(stage, key, settings, artifact=str(final), seconds=round(time.time() - started, 1))
@@ -148,8 +148,9 @@ def stage_bench(recipe: Recipe, spec: ArtifactSpec, artifact: Path, model_dir: P
         return json.loads(file.read_text()), False
     stages.forget(stage)
     results, started_all = [], time.time()
-    for label, target in bench_targets(spec, artifact):
-        echo(f"[bench {label}] speed, smoke chat, quality...")
+    targets = bench_targets(spec, artifact)
+    for label, target in targets:
+        echo(f"[bench {label}] speed, smoke chat, quality...{stages.expected('bench', spec.name) if len(targets) == 1 else ''}")
         started = time.time()
         forced = {"force": True} if spec.force else {}  # the seam's fakes take (target, base, recipe)
         result = bench_one(target, model_dir, recipe, **forced)
@@ -238,9 +239,19 @@ def run(recipe: Recipe, out_dir: Path | str, only: str | list[str] | None = None
     return summary
 
 
+def estimates(recipe: Recipe, specs: list[ArtifactSpec], out_dir: Path, force: bool) -> dict:
+    """The dry run's time per stage, shown beside each progress line; planning never stops a run."""
+    from quantkit.pipeline.plan import plan
+
+    try:
+        return {(row.stage, row.artifact): row.cost.seconds for row in plan(recipe, specs, out_dir, force) if row.cost}
+    except Exception:  # noqa: BLE001 - an estimate is a courtesy
+        return {}
+
+
 def _run_stages(recipe: Recipe, specs: list[ArtifactSpec], out_dir: Path, summary: RunSummary, force: bool,
                 echo: Echo) -> None:
-    stages = Stages(out_dir)
+    stages = Stages(out_dir, estimates(recipe, specs, out_dir, force))
     started = time.time()
     try:
         model_dir = stage_model(recipe, stages, force, echo)

@@ -12,8 +12,16 @@ from quantkit.pipeline.recipe_schema import ArtifactSpec, Recipe, settings_key
 class Stages:
     """The ``stages/`` folder: one JSON record per finished stage."""
 
-    def __init__(self, out_dir: Path):
+    def __init__(self, out_dir: Path, estimates: dict | None = None):
         self.folder = out_dir / "stages"
+        self.estimates = estimates or {}  # (stage, artifact) -> the dry run's seconds, for progress lines
+
+    def expected(self, stage: str, artifact: str) -> str:
+        """' (estimate ~N s)' for a progress line, or '' when the plan had none."""
+        seconds = self.estimates.get((stage, artifact))
+        if not seconds:
+            return ""
+        return f" (estimate ~{seconds:.0f} s)" if seconds < 120 else f" (estimate ~{seconds / 60:.0f} min)"
 
     def matches(self, stage: str, key: str) -> dict | None:
         path = self.folder / f"{stage}.json"

@@ -56,7 +56,7 @@ def read_records(path: Path | None) -> tuple[list[str | list[dict]], str, str]:
         return split_paragraphs(raw.decode()), DEFAULT_NAME, hashlib.sha256(raw).hexdigest()
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"calibration file {path} does not exist", hint="pass a .txt or .jsonl file to --calib")
+        raise InputError(f"calibration file {path} does not exist", hint="pass a .txt or .jsonl file as `calib`")
     if path.suffix not in (".txt", ".jsonl"):
         raise InputError(f"calibration file {path} is neither .txt nor .jsonl",
                          hint="use paragraphs in a .txt or one JSON object a line in a .jsonl")
@@ -111,7 +111,7 @@ def build(tokenizer, path: Path | None = None, samples: int = 64, seq_len: int =
     short paragraphs do not waste the sequence length; chat records are rendered one per sample."""
     if samples < 1 or seq_len < 8:
         raise InputError("calibration needs at least 1 sample of at least 8 tokens",
-                         hint="raise --calib-samples / --calib-seq-len")
+                         hint="raise `calib_samples` / `calib_seq_len`")
     records, source, source_sha = read_records(path)
     texts = [r for r in records if isinstance(r, str)]
     chats = [r for r in records if not isinstance(r, str)]

@@ -57,7 +57,7 @@ def preflight(converter: Converter, model_dir: Path, config: dict) -> None:
     if archs[0] not in supported_architectures(converter):
         commit = (converter.commit or "unknown")[:9]
         raise PreflightError(f"llama.cpp's converter (commit {commit}) does not support architecture {archs[0]}",
-                             hint="see convert_hf_to_gguf.py --print-supported-models, or use a newer checkout via --llama-cpp-dir")
+                             hint="see convert_hf_to_gguf.py --print-supported-models, or use a newer checkout via `llama_cpp_dir`")
     from quantkit.quantize.support import converter_vocab_reason
 
     if (reason := converter_vocab_reason(converter, model_dir, archs[0])) is not None:

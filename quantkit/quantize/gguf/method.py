@@ -219,7 +219,7 @@ def write_modelfiles(out_dir: Path, files: dict[str, Path], model_dir: Path, met
     tokenizer = hf_tokenizer(model_dir)
     if not tokenizer.chat_template:
         raise InputError("the model has no chat template to translate into an Ollama TEMPLATE",
-                         hint="leave out --ollama, or add a chat template to the model folder")
+                         hint="leave out `ollama`, or add a chat template to the model folder")
     stops = [s for s in (metadata.get("end_of_turn"), metadata.get("eot_token"), metadata.get("eos_token")) if s]
     written = {}
     for i, (ftype, path) in enumerate(files.items()):

@@ -71,7 +71,7 @@ def find_converter(llama_cpp_dir: Path | str | None = None) -> Converter:
         root = Path(user_dir).expanduser().resolve()
         if not (root / SCRIPT).is_file() or not (root / "gguf-py").is_dir():
             raise InputError(f"{root} has no {SCRIPT} with gguf-py/ beside it",
-                             hint="point --llama-cpp-dir at the root of a llama.cpp checkout")
+                             hint="point `llama_cpp_dir` at the root of a llama.cpp checkout")
         return Converter(root, git_commit(root), f"llama.cpp checkout {root}")
     version = installed_version()
     root = vendored_root(version)
@@ -122,7 +122,7 @@ def find_sdist(version: str) -> Path:
                            f"{DIST}=={version}", "-d", str(target)], capture_output=True, text=True)
     if proc.returncode != 0 or not (target / name).is_file():
         raise DependencyError(f"could not get the {DIST} {version} source distribution: {key_line(proc.stderr)}",
-                              hint="pass --llama-cpp-dir with a llama.cpp checkout of the same commit")
+                              hint="pass `llama_cpp_dir=PATH`, a llama.cpp checkout of the same commit")
     return target / name
 
 
@@ -153,7 +153,7 @@ def unpack_vendored(sdist: Path, root: Path) -> None:
                 members.append(member)
         if not any(m.name == SCRIPT for m in members):
             raise DependencyError(f"{sdist.name} carries no vendor/llama.cpp/{SCRIPT}",
-                                  hint="pass --llama-cpp-dir with a llama.cpp checkout")
+                                  hint="pass `llama_cpp_dir=PATH`, a llama.cpp checkout")
         tar.extractall(staging, members=members, filter="data")
         # The sdist keeps the submodule's git metadata: its HEAD is the llama.cpp commit.
         try:
@@ -346,7 +346,7 @@ def quantize_file(src: Path, dst: Path, gguf_type: str, imatrix: Path | None = N
     """``llama-quantize [--imatrix FILE] SRC DST TYPE THREADS`` (``nthread`` 0: all cores). Returns
     the tensors it fell back to another type for, as llama.cpp logged them (name, cols, required, used)."""
     if gguf_type in NEEDS_IMATRIX and imatrix is None:
-        raise InputError(f"{gguf_type} needs an importance matrix", hint="leave out --no-imatrix")
+        raise InputError(f"{gguf_type} needs an importance matrix", hint="leave the importance matrix on (`imatrix` unset)")
     args = [*(["--imatrix", imatrix] if imatrix else []), src, dst, gguf_type, nthread or os.cpu_count() or 1]
     output = run_tool("llama-quantize", args, echo=echo)
     if not Path(dst).is_file():
