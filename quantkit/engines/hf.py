@@ -34,7 +34,7 @@ class TransformersEngine:
         has_safetensors = any(self.path.glob("*.safetensors"))
         if not has_safetensors and not options.allow_pickle:
             raise InputError(f"{self.path} has no .safetensors weights",
-                             hint="pickle weights can run code on load; pass --allow-pickle if you trust them")
+                             hint="pickle weights can run code on load; pass `allow_pickle` if you trust them")
         # bf16/fp16 matmuls are slow on CPUs without native support: compute in float32 there.
         dtype = options.dtype or ("float32" if self.device == "cpu" else "auto")
         logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # int8 warns on every matmul
@@ -182,7 +182,7 @@ def resolve_device(device: str, torch) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda asked for, but torch sees no CUDA GPU", hint="use --device cpu")
+        raise InputError("`device='cuda'` asked for, but torch sees no CUDA GPU", hint="use `device='cpu'`")
     if device not in ("cpu", "cuda"):
         raise InputError(f"unknown device {device!r}", hint="choose auto, cpu or cuda")
     return device
