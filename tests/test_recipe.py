@@ -207,7 +207,7 @@ def test_shipped_recipes_are_the_repo_folder_and_all_parse():
     shipped = shipped_recipes()
     assert set(shipped) == {p.stem for p in (REPO / "recipes").glob("*.yaml")}
     assert recipes_dir().resolve() == (REPO / "recipes").resolve()
-    expected = {"smollm2-135m-instruct", "qwen2.5-7b-instruct", "qwen2.5-7b-instruct-modelscope",
+    expected = {"smollm2-135m-instruct", "smollm2-awq-vs-gptq", "qwen2.5-7b-instruct", "qwen2.5-7b-instruct-modelscope",
                 "llama-3.1-8b-instruct", "yi-34b-chat-awq", "baichuan2-13b-chat-nf4"}
     assert expected <= set(shipped)
     for name in shipped:
