@@ -13,12 +13,11 @@ import ctypes
 import json
 import os
 import re
-import subprocess
 import sys
 from hashlib import sha256
 from pathlib import Path
 
-from quantkit.core.atomic import die_with_parent
+from quantkit.core.child import run_json_child
 from quantkit.core.errors import PreflightError, QuantizeError
 from quantkit.quantize.gguf.tools import Converter, key_line, supported_architectures
 
@@ -306,14 +305,8 @@ def verify(model_dir: Path, files: dict[str, Path], smoke: bool = True, n_thread
     the C API) becomes a one-line error instead of killing quantkit."""
     spec = {"model_dir": str(model_dir), "files": {k: str(v) for k, v in files.items()}, "smoke": smoke,
             "n_threads": n_threads}
-    proc = subprocess.run([sys.executable, "-m", "quantkit.quantize.gguf.checks", json.dumps(spec)],
-                          capture_output=True, text=True, errors="replace", preexec_fn=die_with_parent)
+    proc, answer = run_json_child(["-m", __name__, json.dumps(spec)])
     sys.stderr.write("".join(line + "\n" for line in proc.stderr.splitlines() if line.startswith("quantkit:")))
-    lines = proc.stdout.strip().splitlines()
-    try:
-        answer = json.loads(lines[-1]) if lines else {}
-    except json.JSONDecodeError:
-        answer = {}
     if proc.returncode == 0 and "results" in answer:
         return answer["results"]
     if "error" in answer:
