@@ -121,7 +121,7 @@ def test_wrong_type_for_every_key(tmp_path, section, key, kind):
      "the nf4 method does not use this setting (it is a setting of awq)"),
     ({"artifact": "    imatrix: false\n"}, "imatrix: false", "artifacts[0].imatrix", "(it is a setting of gguf)"),
     ({"method": "int8", "artifact": "    calib_samples: 8\n"}, "calib_samples", "artifacts[0].calib_samples",
-     "the int8 method does not use this setting (it is a setting of awq, gptq, gguf)"),
+     "the int8 method does not use this setting (it is a setting of awq, gptq, w8a8, gguf)"),
     ({"method": "awq", "artifact": "    format: exl2\n"}, "format: exl2", "artifacts[0].format", "not one of"),
     ({"method": "awq", "artifact": "    bits: 8\n"}, "bits: 8", "artifacts[0].bits", "8 is not one of 4"),
     ({"method": "awq", "artifact": "    group_size: 0\n"}, "group_size: 0", "artifacts[0].group_size", "must be at least 1"),

@@ -242,10 +242,10 @@ def bench(artifact: str | Path, *, base: str | Path | None = None, options: Benc
         else:
             cuda = cuda_memory() if torch_gpu else llamacpp_device_memory(device_before)
         dequantized = bool(getattr(engine, "dequantized", False))
-        if dequantized:
-            notes.append("runs dequantized: transformers decompresses compressed-tensors weights to dense "
-                         "ones on the first forward, so speed and bandwidth are those of dense matmuls "
-                         "(vLLM runs the 4-bit kernels)")
+        if dequantized:  # the method's own account when it wrote one (w8a8, fp8: quantkit.json "runtime")
+            notes.append("runs dequantized: " + (((manifest or {}).get("runtime") or {}).get("note") or
+                         "transformers decompresses compressed-tensors weights to dense ones on the first forward, "
+                         "so speed and bandwidth are those of dense matmuls (vLLM runs the quantized kernels)"))
         decode = Stat.of([options.gen_tokens / s for s in decode_s])
         smoke = quality = None
         if options.smoke:

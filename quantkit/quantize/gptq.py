@@ -16,7 +16,8 @@ from quantkit.quantize.awq import method as awq
 from quantkit.quantize.base import MethodResult
 from quantkit.quantize.options import CalibrationOptions, TransformersOptions, option
 
-ACTORDERS = ("static", "group", "weight", "none")
+# compressed-tensors 0.19 removed "group" (dynamic) ordering; "static" is its alias of "weight".
+ACTORDERS = ("static", "weight", "none")
 
 
 @dataclass
@@ -24,8 +25,9 @@ class GptqOptions(CalibrationOptions, TransformersOptions):
     bits: int = option(4, "Weight bits.", choices=(4,))
     group_size: int | None = option(None, "Quantization group size; must divide every layer width "
                                           "(default: 128, else 64 or 32 where 128 does not divide them).", minimum=1)
-    actorder: str = option("static", "GPTQ activation ordering: static (groups fixed up front, no runtime "
-                                     "permutation), group, weight or none.", choices=ACTORDERS)
+    actorder: str = option("static", "GPTQ activation ordering: static (columns quantized in order of activation "
+                                     "size, groups kept contiguous: no runtime cost; 'weight' is the same), or none.",
+                           choices=ACTORDERS)
     dampening_frac: float = option(0.01, "GPTQ: fraction of the Hessian's mean diagonal added for stability.",
                                    minimum=0.0)
     dtype: str | None = option(None, "dtype of the tensors left unquantized.", choices=("auto", *awq.SAVE_DTYPES))
@@ -76,7 +78,8 @@ class GptqMethod:
         tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=options.trust_remote_code)
         calib = awq.calibration_set(model_dir, options, tokenizer)
         with contextlib.redirect_stdout(sys.stderr):
-            calibrate(model_dir, out_dir, options, group, calib, tokenizer, calib_dtype, saved)
+            run_oneshot(model_dir, out_dir, options, lambda ignore: gptq_recipe(options, group, ignore), "GPTQ",
+                        tokenizer, calib, calib_dtype, saved)
         awq.finish_folder(model_dir, out_dir)
         settings = {"bits": options.bits, "group_size": group, "symmetric": True,
                     "ignore": awq.ALWAYS_IGNORED + list(options.ignore), "calib_samples": options.calib_samples,
@@ -88,34 +91,45 @@ class GptqMethod:
                             extra={"calibration": calib.record()})
 
 
-def calibrate(model_dir, out_dir, options: GptqOptions, group, calib, tokenizer, calib_dtype, saved) -> None:
+def gptq_recipe(options: GptqOptions, group: int, ignore: list[str]):
+    from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
+    from llmcompressor.modifiers.gptq import GPTQModifier
+
+    scheme = QuantizationScheme(targets=["Linear"], weights=QuantizationArgs(
+        num_bits=options.bits, type="int", symmetric=True, strategy="group", group_size=group, dynamic=False))
+    # The ordering goes on the modifier: on the scheme, None would be overridden by its default "static".
+    return GPTQModifier(config_groups={"group_0": scheme}, ignore=ignore, dampening_frac=options.dampening_frac,
+                        actorder=None if options.actorder == "none" else options.actorder)
+
+
+def run_oneshot(model_dir: Path, out_dir: Path, options, build_recipe, label: str, tokenizer, calib=None,
+                load_dtype: str = "float32", saved: str = "bfloat16") -> None:
+    """llm-compressor's ``oneshot`` with ``build_recipe(ignore)`` on the model (held on the CPU;
+    its pipeline onloads one layer at a time to a GPU when there is one), on ``calib`` (None: a
+    data-free scheme), then the compressed-tensors folder into ``out_dir``. Shared by gptq, w8a8, fp8."""
     try:
         import torch
-        from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
         from datasets import Dataset
         from llmcompressor import oneshot
-        from llmcompressor.modifiers.gptq import GPTQModifier
         from transformers import AutoModelForCausalLM
     except ImportError as exc:
         raise DependencyError(f"llm-compressor cannot be imported: {exc}", hint="pip install 'quantkit[awq]'") from exc
     trust = options.trust_remote_code
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, calib_dtype), trust_remote_code=trust)
-    actorder = None if options.actorder == "none" else options.actorder
-    scheme = QuantizationScheme(targets=["Linear"], weights=QuantizationArgs(
-        num_bits=options.bits, type="int", symmetric=True, strategy="group", group_size=group, dynamic=False,
-        actorder=actorder))
-    ignore = awq.ALWAYS_IGNORED + [awq.as_regex(p) for p in options.ignore]
-    recipe = GPTQModifier(config_groups={"group_0": scheme}, ignore=ignore, dampening_frac=options.dampening_frac)
+    dtype = load_dtype if load_dtype == "auto" else getattr(torch, load_dtype)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, trust_remote_code=trust)
+    data = {} if calib is None else {
+        "dataset": Dataset.from_dict({"text": calib.samples}), "max_seq_length": calib.seq_len,
+        "num_calibration_samples": len(calib.samples), "shuffle_calibration_samples": False}
     try:
+        recipe = build_recipe(awq.ALWAYS_IGNORED + [awq.as_regex(p) for p in options.ignore])
         with awq.cpu_only_pin_memory_guard():
-            oneshot(model=model, tokenizer=tokenizer, dataset=Dataset.from_dict({"text": calib.samples}), recipe=recipe,
-                    max_seq_length=calib.seq_len, num_calibration_samples=len(calib.samples),
-                    shuffle_calibration_samples=False, trust_remote_code_model=trust)
+            oneshot(model=model, tokenizer=tokenizer, recipe=recipe, trust_remote_code_model=trust, **data)
         model.to(getattr(torch, saved))
         model.save_pretrained(out_dir, save_compressed=True)
     except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise QuantizeError(f"llm-compressor GPTQ failed: {exc}") from exc
+        raise QuantizeError(f"llm-compressor {label} failed: {exc}") from exc
     finally:
+        # The session keeps the model and its hooks after oneshot: clear it, free the GPU.
         from llmcompressor.core import reset_session
 
         reset_session()

@@ -1,0 +1,111 @@
+"""FP8-dynamic: float8 (e4m3) weights with one scale per output channel and float8 activations
+quantized per token at run time, via llm-compressor's QuantizationModifier with the "FP8_DYNAMIC"
+scheme - data-free (no calibration set) - written as compressed-tensors ``float-quantized``.
+
+Its runtime is vLLM's FP8 kernels, which need a recent NVIDIA GPU (compute capability 8.9+: Ada,
+Hopper; on Ampere vLLM runs the FP8 weights with 16-bit activations through Marlin). transformers
+(5.17, compressed-tensors 0.19) loads the artifact on the CPU too, but runs it dequantized: float8
+weights become dense ones on the first forward and each token's activations are quantized and
+dequantized in float, so it computes what the FP8 kernels compute, at dense speed."""
+
+import contextlib
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from quantkit.core.errors import InputError, PreflightError, missing_extra
+from quantkit.core.estimate import Footprint
+from quantkit.quantize.awq import method as awq
+from quantkit.quantize.base import MethodResult
+from quantkit.quantize.gptq import run_oneshot
+from quantkit.quantize.options import TransformersOptions, option
+from quantkit.quantize.w8a8 import CHANNEL_SCALE_BITS
+
+SCHEME = "FP8_DYNAMIC"  # compressed-tensors' preset: fp8 e4m3 per-channel weights, fp8 dynamic per-token activations
+DEQUANTIZED_NOTE = ("transformers has no FP8 matmul here: it decompresses the float8 weights to dense ones on the "
+                    "first forward and quantizes-dequantizes each token's activations (FP8 results at dense "
+                    "speed); vLLM runs the FP8 kernels (NVIDIA, compute capability 8.9+)")
+
+
+@dataclass
+class Fp8Options(TransformersOptions):
+    bits: int = option(8, "Weight (and activation) bits: float8 e4m3.", choices=(8,))
+    dtype: str | None = option(None, "dtype of the tensors left unquantized.", choices=("auto", *awq.SAVE_DTYPES))
+
+
+class Fp8Method:
+    name = "fp8"
+    extra = "awq"  # llm-compressor, as awq and gptq
+    Options = Fp8Options
+
+    def supports(self, config: dict) -> str | None:
+        """Any causal LM transformers loads: every Linear but lm_head is quantized on its own."""
+        from quantkit.quantize.support import causal_lm_reason
+
+        return causal_lm_reason(config)
+
+    def check_config(self, config: dict, options: Fp8Options) -> None:
+        if all(awq.is_ignored(f"model.layers.0.{name}", options.ignore) for name in awq.layer_widths(config)):
+            raise InputError("ignore leaves no layer to quantize", hint="ignore fewer modules")
+
+    def footprint(self, options: Fp8Options) -> Footprint:
+        # Data-free: the checkpoint is loaded in its own dtype and each weight quantized in place.
+        return Footprint("load", (options.bits + CHANNEL_SCALE_BITS,), dense_runtime=True, ignore=tuple(options.ignore))
+
+    def check(self, model_dir: Path, config: dict, options: Fp8Options) -> None:
+        from quantkit.core import preflight
+
+        if (reason := self.supports(config)) is not None:
+            raise PreflightError(reason)
+        preflight.require_trusted_code(config, options.trust_remote_code)
+        self.check_config(config, options)
+        if importlib.util.find_spec("llmcompressor") is None:
+            raise missing_extra("llmcompressor", self.extra)
+        preflight.check_quantize_memory(config, self.name, self.footprint(options), options)
+
+    def quantize(self, model_dir: Path, out_dir: Path, options: Fp8Options) -> MethodResult:
+        from transformers import AutoTokenizer
+
+        from quantkit.core.modelinfo import load_config
+
+        config = load_config(model_dir)
+        device = awq.resolve_device(options)
+        saved = awq.save_dtype(options, config)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=options.trust_remote_code)
+        with contextlib.redirect_stdout(sys.stderr):
+            run_oneshot(model_dir, out_dir, options, recipe, "FP8", tokenizer, None, "auto", saved)
+        awq.finish_folder(model_dir, out_dir)
+        settings = {"bits": options.bits, "activation_bits": 8, "scheme": SCHEME, "float8": "e4m3fn",
+                    "weights": "fp8 per channel, static", "activations": "fp8 per token, dynamic",
+                    "ignore": awq.ALWAYS_IGNORED + list(options.ignore), "data_free": True, "device": device,
+                    "save_dtype": saved, "format": "compressed-tensors"}
+        return MethodResult(format="compressed-tensors", engine="transformers", settings=settings, usage=USAGE,
+                            extra={"runtime": {"transformers": "dequantized", "note": DEQUANTIZED_NOTE,
+                                               "kernels": "vLLM FP8 on NVIDIA compute capability 8.9+ (Ada, Hopper)"}})
+
+
+def recipe(ignore: list[str]):
+    from llmcompressor.modifiers.quantization import QuantizationModifier
+
+    return QuantizationModifier(targets=["Linear"], scheme=SCHEME, ignore=ignore)
+
+
+USAGE = """\
+Weights are float8 (e4m3, one scale per output channel) and activations are quantized to float8
+per token at run time (FP8-dynamic), in the
+[compressed-tensors](https://github.com/neuralmagic/compressed-tensors) `float-quantized` format.
+
+vLLM runs it with its FP8 kernels on NVIDIA GPUs of compute capability 8.9+ (Ada, Hopper; Ampere
+runs the FP8 weights with 16-bit activations): `vllm serve PATH`
+
+transformers loads it too (`pip install compressed-tensors`), also on a CPU, but runs it
+**dequantized**: the float8 weights become dense ones on the first forward and the activations are
+quantized and dequantized in float, so it gives the FP8 results at dense speed and memory.
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+model = AutoModelForCausalLM.from_pretrained("PATH")
+tokenizer = AutoTokenizer.from_pretrained("PATH")
+```
+"""

@@ -1,0 +1,130 @@
+"""W8A8-INT8: 8-bit integer weights (static, one scale per output channel, GPTQ) and 8-bit integer
+activations (dynamic, one scale per token) via llm-compressor - SmoothQuant first moves activation
+outliers into the weights, then GPTQModifier with the "W8A8" scheme - written as compressed-tensors
+``int-quantized`` (what vLLM runs with its int8 kernels). The calibration set is AWQ's and GPTQ's,
+recorded by hash.
+
+transformers (5.17, compressed-tensors 0.19) loads the artifact on the CPU or a GPU but has no int8
+matmul: it decompresses the weights to dense ones on the first forward and quantizes-dequantizes
+each token's activations, so it computes what the int8 kernels compute, at dense speed."""
+
+import contextlib
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from quantkit.core.errors import InputError, PreflightError, missing_extra
+from quantkit.core.estimate import Footprint
+from quantkit.quantize import calibration
+from quantkit.quantize.awq import method as awq
+from quantkit.quantize.base import MethodResult
+from quantkit.quantize.gptq import run_oneshot
+from quantkit.quantize.options import CalibrationOptions, TransformersOptions, option
+
+SCHEME = "W8A8"  # compressed-tensors' preset: int8 per-channel weights, int8 dynamic per-token activations
+# One 16-bit scale per output row: 16 / in_features bits per weight (>= 512 inputs in real models).
+CHANNEL_SCALE_BITS = 0.03
+DEQUANTIZED_NOTE = ("transformers has no int8 matmul: it decompresses the int8 weights to dense ones on the "
+                    "first forward and quantizes-dequantizes each token's activations (int8 results at "
+                    "dense speed); vLLM runs the int8 kernels (NVIDIA, compute capability 7.5+)")
+
+
+@dataclass
+class W8a8Options(CalibrationOptions, TransformersOptions):
+    bits: int = option(8, "Weight (and activation) bits.", choices=(8,))
+    smoothing_strength: float = option(0.8, "SmoothQuant alpha: how much of the activations' outlier range moves "
+                                            "into the weights (0: none, 1: all).", minimum=0.0, maximum=1.0)
+    dampening_frac: float = option(0.01, "GPTQ: fraction of the Hessian's mean diagonal added for stability.",
+                                   minimum=0.0)
+    dtype: str | None = option(None, "dtype of the tensors left unquantized.", choices=("auto", *awq.SAVE_DTYPES))
+
+
+class W8a8Method:
+    name = "w8a8"
+    extra = "awq"  # llm-compressor, as awq and gptq
+    Options = W8a8Options
+
+    def supports(self, config: dict) -> str | None:
+        """Any causal LM transformers loads: GPTQ needs no mappings, and SmoothQuant skips the
+        layers its mappings (Llama-style norm -> projections, per architecture) do not name."""
+        from quantkit.quantize.support import causal_lm_reason
+
+        return causal_lm_reason(config)
+
+    def check_config(self, config: dict, options: W8a8Options) -> None:
+        """Per-channel scales need no width to divide; only an ignore list that leaves nothing."""
+        if all(awq.is_ignored(f"model.layers.0.{name}", options.ignore) for name in awq.layer_widths(config)):
+            raise InputError("ignore leaves no layer to quantize", hint="ignore fewer modules")
+
+    def footprint(self, options: W8a8Options) -> Footprint:
+        # SmoothQuant's pass and GPTQ's Hessians: one forward per layer each (AWQ's grid search ~20).
+        return Footprint("calibrate", (options.bits + CHANNEL_SCALE_BITS,), dense_runtime=True,
+                         calib_samples=options.calib_samples, calib_seq_len=options.calib_seq_len,
+                         ignore=tuple(options.ignore), calib_s_factor=0.4)
+
+    def check(self, model_dir: Path, config: dict, options: W8a8Options) -> None:
+        from quantkit.core import preflight
+
+        if (reason := self.supports(config)) is not None:
+            raise PreflightError(reason)
+        preflight.require_trusted_code(config, options.trust_remote_code)
+        self.check_config(config, options)
+        calibration.read_records(options.calib)  # a missing, empty or malformed file fails now
+        if importlib.util.find_spec("llmcompressor") is None:
+            raise missing_extra("llmcompressor", self.extra)
+        preflight.check_quantize_memory(config, self.name, self.footprint(options), options)
+
+    def quantize(self, model_dir: Path, out_dir: Path, options: W8a8Options) -> MethodResult:
+        from transformers import AutoTokenizer
+
+        from quantkit.core.modelinfo import load_config
+
+        config = load_config(model_dir)
+        device = awq.resolve_device(options)
+        calib_dtype = "float32" if device == "cpu" else "bfloat16"  # fp16/bf16 on a CPU: ~100x slower
+        saved = awq.save_dtype(options, config)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=options.trust_remote_code)
+        calib = awq.calibration_set(model_dir, options, tokenizer)
+        with contextlib.redirect_stdout(sys.stderr):
+            run_oneshot(model_dir, out_dir, options, lambda ignore: recipe(options, ignore), "W8A8", tokenizer,
+                        calib, calib_dtype, saved)
+        awq.finish_folder(model_dir, out_dir)
+        settings = {"bits": options.bits, "activation_bits": 8, "scheme": SCHEME, "weights": "int8 per channel, static",
+                    "activations": "int8 per token, dynamic", "symmetric": True,
+                    "ignore": awq.ALWAYS_IGNORED + list(options.ignore), "calib_samples": options.calib_samples,
+                    "calib_seq_len": options.calib_seq_len, "device": device, "calibration_dtype": calib_dtype,
+                    "save_dtype": saved, "format": "compressed-tensors",
+                    "smoothquant": {"smoothing_strength": options.smoothing_strength},
+                    "gptq": {"dampening_frac": options.dampening_frac}}
+        return MethodResult(format="compressed-tensors", engine="transformers", settings=settings, usage=USAGE,
+                            extra={"calibration": calib.record(),
+                                   "runtime": {"transformers": "dequantized", "note": DEQUANTIZED_NOTE,
+                                               "kernels": "vLLM int8 on NVIDIA compute capability 7.5+"}})
+
+
+def recipe(options: W8a8Options, ignore: list[str]):
+    from llmcompressor.modifiers.gptq import GPTQModifier
+    from llmcompressor.modifiers.transform.smoothquant import SmoothQuantModifier
+
+    return [SmoothQuantModifier(smoothing_strength=options.smoothing_strength, ignore=ignore),
+            GPTQModifier(targets=["Linear"], scheme=SCHEME, ignore=ignore, dampening_frac=options.dampening_frac)]
+
+
+USAGE = """\
+Weights are 8-bit integers (one scale per output channel) and activations are quantized to 8-bit
+integers per token at run time (W8A8-INT8, SmoothQuant + GPTQ), in the
+[compressed-tensors](https://github.com/neuralmagic/compressed-tensors) `int-quantized` format.
+
+vLLM runs it with its int8 kernels (NVIDIA GPUs, compute capability 7.5+): `vllm serve PATH`
+
+transformers loads it too (`pip install compressed-tensors`), but runs it **dequantized**: the int8
+weights become dense ones on the first forward and the activations are quantized and dequantized
+in float, so it gives the int8 results at dense speed and memory.
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+model = AutoModelForCausalLM.from_pretrained("PATH")
+tokenizer = AutoTokenizer.from_pretrained("PATH")
+```
+"""
