@@ -7,6 +7,9 @@ llama-batched-bench's table when that tool is built in ~/.cache/quantkit/llama.c
     .venv/bin/python benchmarks/serve_scaling.py                       # the bundled SmolLM2 Q4_1
     .venv/bin/python benchmarks/serve_scaling.py --gguf model-Q4_K_M.gguf --threads 2 --json out.json
 
+llama.cpp's CPU threads are OpenMP threads here: set OMP_WAIT_POLICY (e.g. PASSIVE) in the environment
+to run both the yardstick and the server under it (they inherit it), side by side.
+
 Targets (issue 12): serve tok/s at concurrency N >= 0.8x the yardstick at batch N for N = 4 and 8;
 concurrency 8 >= 2x concurrency 1; TTFT p50 at concurrency 4 <= 3x concurrency 1.
 """
@@ -14,6 +17,7 @@ concurrency 8 >= 2x concurrency 1; TTFT p50 at concurrency 4 <= 3x concurrency 1
 import argparse
 import ctypes
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -111,6 +115,7 @@ def main() -> None:
     from quantkit.hub.bundled import bundled_gguf
 
     gguf = Path(args.gguf or bundled_gguf("bundled:smollm2-135m-instruct"))
+    load_before = os.getloadavg()  # other jobs on these cores skew every number: state them
     sticks = {n: yardstick(gguf, args.threads, n, args.max_tokens) for n in args.levels}
     proc, url = start_server(gguf, args.threads, max(args.levels))
     try:
@@ -120,9 +125,12 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(30)
+    load_after = os.getloadavg()
     tool = batched_bench(gguf, args.threads, args.levels, args.max_tokens)
 
-    print(f"{gguf.name}, {args.threads} threads, {args.max_tokens} tokens per request")
+    print(f"{gguf.name}, {args.threads} threads, {args.max_tokens} tokens per request; load average "
+          f"{load_before[0]:.2f} before, {load_after[0]:.2f} after ({os.cpu_count()} CPUs); "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
     print(f"{'N':>3} {'yardstick':>10} {'(decode)':>9} {'serve':>8} {'ratio':>6} {'TTFT p50':>9} {'errors':>6}")
     for n in args.levels:
         s, y = serves[n], sticks[n]
@@ -146,6 +154,7 @@ def main() -> None:
         print("llama-batched-bench:\n" + tool)
     if args.json:
         Path(args.json).write_text(json.dumps({"gguf": str(gguf), "threads": args.threads, "levels": levels,
+                                               "loadavg": {"before": load_before, "after": load_after},
                                                "yardstick": sticks, "serve": serves, "batched_bench": tool,
                                                "checks": [{"check": t, "ok": ok} for t, ok in checks]}, indent=2))
 

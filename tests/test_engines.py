@@ -100,7 +100,7 @@ def test_sampler_greedy_and_top_p():
 def test_pickle_only_folder_refused(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "llama", "architectures": ["LlamaForCausalLM"]}')
     (tmp_path / "pytorch_model.bin").write_bytes(b"not really")
-    with pytest.raises(InputError, match="allow-pickle"):
+    with pytest.raises(InputError, match="`allow_pickle`"):
         load_engine(tmp_path, EngineOptions())
 
 
@@ -171,6 +171,33 @@ def test_batch_decoder_agrees_with_single_sequences(engine):
     # whole replies in at least 3 of 4 (on SmolLM2 all 4 match, token for token).
     assert all(b[:8] == s[:8] for b, s in zip(batched, single)), (batched, single)
     assert sum(b == s for b, s in zip(batched, single)) >= 3
+
+
+def test_text_pieces_add_up_to_the_text(engine):
+    """Incremental detokenization (bytes through one UTF-8 decoder on llama.cpp, a re-decoded
+    window on transformers): every piece is whole text and together they are the text."""
+    from quantkit.engines.generate import TextPieces
+
+    pieces = TextPieces(engine)
+    parts = [pieces.add(i) for i in engine.tokenize(TEXT)]
+    assert "".join(parts) == TEXT and "\ufffd" not in "".join(parts)
+
+
+def test_batch_decode_gives_rows_of_the_sequences_asked(gguf):
+    """One decode of three prompts, logits asked for two: a view with their rows, in feed order,
+    each agreeing with the sequence run alone."""
+    prompts = {2: gguf.tokenize("The capital of France is"), 0: gguf.tokenize("def f(x): return"),
+               1: gguf.tokenize("Once upon a time, there")}
+    batch = gguf.batch_decoder(3, 128)
+    try:
+        seqs, rows = batch.decode(prompts, want={2, 1})
+        assert seqs == [2, 1] and rows.shape == (2, 49152)
+        for k, seq in enumerate(seqs):
+            alone = gguf.logits(prompts[seq])[-1]
+            np.testing.assert_allclose(rows[k], alone, atol=0.2, rtol=0.02)
+        assert batch.n_past == [len(prompts[0]), len(prompts[1]), len(prompts[2])]
+    finally:
+        batch.close()
 
 
 def test_chat_ids_tokenizes_message_text_apart_from_the_template():

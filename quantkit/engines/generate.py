@@ -1,6 +1,8 @@
 """The generation loop and next-token choice shared by the engines (greedy, or temperature +
 top-p with a seeded RNG), written once over the protocol's reset/forward/detokenize."""
 
+import codecs
+
 import numpy as np
 
 # Control-token texts of common chat templates; engines add their own tokenizer's list.
@@ -16,6 +18,10 @@ class Sampler:
         self.temperature = temperature
         self.top_p = top_p
         self.rng = np.random.default_rng(seed)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
 
     def __call__(self, logits: np.ndarray) -> int:
         if self.temperature <= 0:
@@ -33,6 +39,30 @@ class Sampler:
         return int(self.rng.choice(len(probs), p=probs))
 
 
+class TextPieces:
+    """Incremental detokenization: the text each new token adds, once complete (a multi-byte
+    character split over tokens comes out whole). With ``engine.token_bytes`` each token's bytes
+    go through one incremental UTF-8 decoder (no re-decoding per token); otherwise a small window
+    is decoded twice per token, as TGI does."""
+
+    def __init__(self, engine):
+        self.engine, self.ids, self.prefix, self.read = engine, [], 0, 0
+        self.token_bytes = getattr(engine, "token_bytes", None)
+        if self.token_bytes is not None:
+            self.decode = codecs.getincrementaldecoder("utf-8")("replace").decode
+
+    def add(self, token: int) -> str:
+        if self.token_bytes is not None:
+            return self.decode(self.token_bytes(token))
+        self.ids.append(token)
+        before = self.engine.detokenize(self.ids[self.prefix:self.read])
+        after = self.engine.detokenize(self.ids[self.prefix:])
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self.prefix, self.read = self.read, len(self.ids)
+            return after[len(before):]
+        return ""
+
+
 def stream_tokens(engine, prompt_ids: list[int], max_tokens: int, temperature: float = 0.0,
                   top_p: float = 1.0, seed: int | None = None):
     """Yield Token(id, text) after ``prompt_ids`` until an eos id (not yielded) or ``max_tokens``.
@@ -40,21 +70,13 @@ def stream_tokens(engine, prompt_ids: list[int], max_tokens: int, temperature: f
     from quantkit.engines.base import Token
 
     sample = Sampler(temperature, top_p, seed)
+    pieces = TextPieces(engine)
     engine.reset()
     logits = engine.forward(list(prompt_ids))
-    ids: list[int] = []
-    prefix, read = 0, 0  # decode a small window so each delta is exact (as TGI does)
     for step in range(max_tokens):
         token = sample(logits)
         if token in engine.eos_ids:
             return
-        ids.append(token)
-        before = engine.detokenize(ids[prefix:read])
-        after = engine.detokenize(ids[prefix:])
-        text = ""
-        if len(after) > len(before) and not after.endswith("\ufffd"):
-            text = after[len(before):]
-            prefix, read = read, len(ids)
-        yield Token(token, text)
+        yield Token(token, pieces.add(token))
         if step + 1 < max_tokens:
             logits = engine.forward([token])

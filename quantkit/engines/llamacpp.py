@@ -61,8 +61,8 @@ class LlamaCppEngine:
         self.file = find_gguf(self.path)
         self.options = options
         if options.device == "cuda" and not llama_cpp.llama_supports_gpu_offload():
-            raise InputError("--device cuda asked for, but this llama-cpp-python build has no GPU support",
-                             hint="reinstall it with CMAKE_ARGS=-DGGML_CUDA=on, or use --device cpu")
+            raise InputError("`device='cuda'` asked for, but this llama-cpp-python build has no GPU support",
+                             hint="reinstall it with CMAKE_ARGS=-DGGML_CUDA=on, or use `device='cpu'`")
         gpu_layers, self.warnings = offload_layers(options.device, options.n_gpu_layers,
                                                    llama_cpp.llama_supports_gpu_offload())
         self.device = "cuda" if gpu_layers else "cpu"
@@ -92,6 +92,8 @@ class LlamaCppEngine:
         self.special_tokens.discard("")
         self._n_past = 0
         self._template = self._chat_template()
+        self._pieces: dict[int, bytes] = {}  # token id -> its bytes (filled as tokens are generated)
+        self._piece_buffer = ctypes.create_string_buffer(64)
 
     def _chat_template(self):
         text = self.llm.metadata.get("tokenizer.chat_template")
@@ -111,6 +113,19 @@ class LlamaCppEngine:
 
     def detokenize(self, ids: list[int]) -> str:
         return self.llm.detokenize(list(ids), special=True).decode("utf-8", errors="replace")
+
+    def token_bytes(self, token: int) -> bytes:
+        """The bytes of one token's text (control tokens spelled out, as ``detokenize`` does):
+        cached, so the serve loop pays one dict lookup per generated token."""
+        piece = self._pieces.get(token)
+        if piece is None:
+            lc, buffer = self.llama_cpp, self._piece_buffer
+            n = lc.llama_token_to_piece(self.llm._model.vocab, token, buffer, len(buffer), 0, True)
+            if n < 0:  # longer than the buffer: -n is the size it needs
+                buffer = ctypes.create_string_buffer(-n)
+                n = lc.llama_token_to_piece(self.llm._model.vocab, token, buffer, len(buffer), 0, True)
+            piece = self._pieces[token] = buffer.raw[:n]
+        return piece
 
     def chat_prompt(self, messages: list[dict]) -> list[int]:
         if self._template is None:

@@ -29,39 +29,49 @@ class LlamaCppBatch:
             self.ctx = _internals.LlamaContext(model=engine.llm._model, params=params, verbose=False)
         except ValueError as exc:
             raise EngineError(f"llama.cpp could not make a context for {n_seq} sequences x {n_ctx_seq} tokens: {exc}",
-                              hint="lower --parallel or --n-ctx") from exc
+                              hint="lower `parallel` or `n_ctx`") from exc
         self.n_ctx_seq = lc.llama_n_ctx(self.ctx.ctx) // n_seq
         self.batch = lc.llama_batch_init(n_batch, 0, 1)
         self.n_past = [0] * n_seq
 
-    def step(self, feeds: dict[int, list[int]]) -> dict:
-        """Append ``feeds[seq]`` to each sequence in one decode; the next-token logits (float32
-        numpy [vocab]) of each fed sequence's last token."""
+    def decode(self, feeds: dict[int, list[int]], want: set[int] | None = None) -> tuple[list[int], object]:
+        """Append ``feeds[seq]`` to each sequence in one decode. Returns the sequences that asked
+        for logits (``want``; default all fed) and their next-token logits as one float32 numpy
+        view [len(seqs), vocab] over llama.cpp's buffer, valid until the next decode: no copies."""
         lc, b = self.llama_cpp, self.batch
         total = sum(len(ids) for ids in feeds.values())
         if not 0 < total <= self.max_batch_tokens:
             raise InputError(f"a batch of {total} tokens; this context takes 1 to {self.max_batch_tokens}")
-        i, last = 0, {}
+        token, pos, n_seq_id, logits, seq_id = b.token, b.pos, b.n_seq_id, b.logits, b.seq_id
+        i, seqs = 0, []
         for seq, ids in feeds.items():
-            if self.n_past[seq] + len(ids) > self.n_ctx_seq:
-                raise InputError(f"sequence {seq} would hold {self.n_past[seq] + len(ids)} tokens; a slot holds {self.n_ctx_seq}")
-            pos = self.n_past[seq]
-            for k, token in enumerate(ids):
-                b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = token, pos + k, 1, k == len(ids) - 1
-                b.seq_id[i][0] = seq
+            start = self.n_past[seq]
+            if start + len(ids) > self.n_ctx_seq:
+                raise InputError(f"sequence {seq} would hold {start + len(ids)} tokens; a slot holds {self.n_ctx_seq}")
+            for k, t in enumerate(ids):
+                token[i], pos[i], n_seq_id[i], logits[i] = t, start + k, 1, False
+                seq_id[i][0] = seq
                 i += 1
-            last[seq] = i - 1
+            if want is None or seq in want:  # only a prompt's last chunk needs its logits row
+                logits[i - 1] = True
+                seqs.append(seq)
         b.n_tokens = i
         code = lc.llama_decode(self.ctx.ctx, b)
         if code != 0:
             raise EngineError(f"llama_decode returned {code} for a batch of {i} tokens")
-        out = {}
         for seq, ids in feeds.items():
             self.n_past[seq] += len(ids)
-            pointer = lc.llama_get_logits_ith(self.ctx.ctx, last[seq])
-            out[seq] = self.np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)),
-                                                  shape=(self.n_vocab,)).copy()
-        return out
+        if not seqs:
+            return seqs, self.np.empty((0, self.n_vocab), dtype=self.np.float32)
+        # Output rows come in batch order (llama_get_logits reorders them), one per flagged token.
+        pointer = ctypes.cast(lc.llama_get_logits(self.ctx.ctx), ctypes.POINTER(ctypes.c_float))
+        return seqs, self.np.ctypeslib.as_array(pointer, shape=(len(seqs), self.n_vocab))
+
+    def step(self, feeds: dict[int, list[int]]) -> dict:
+        """Append ``feeds[seq]`` to each sequence in one decode; the next-token logits (float32
+        numpy [vocab], a copy) of each fed sequence's last token."""
+        seqs, rows = self.decode(feeds)
+        return {seq: rows[k].copy() for k, seq in enumerate(seqs)}
 
     def free(self, seq: int) -> None:
         """Forget sequence ``seq`` (its KV cells are free for the next request)."""

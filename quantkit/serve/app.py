@@ -66,26 +66,38 @@ def served_name(engine) -> str:
 
 
 async def _pieces(events: asyncio.Queue, job: Job, stops: list[str]):
-    """Text pieces of a started job, then a final (None, completion_tokens, finish_reason)."""
+    """Lists of text pieces (text, count, None) of a started job, the last list ending with
+    (None, completion_tokens, finish_reason). Every event already queued is read at once, so a
+    reader that fell behind catches up with one write instead of one per token."""
     matcher, count = StopMatcher(stops), 0
     while True:
-        event = await events.get()
-        if event[0] == "token":
-            count += 1
-            text = matcher.feed(event[1].text)
-            if text:
-                yield text, count, None
-            if matcher.hit:
-                job.cancel.set()  # the worker stops after its current token
-                yield None, count, "stop"
+        batch = [await events.get()]
+        while not events.empty():
+            batch.append(events.get_nowait())
+        out = []
+        for event in batch:
+            if event[0] == "token":
+                count += 1
+                text = matcher.feed(event[1].text)
+                if text:
+                    out.append((text, count, None))
+                if matcher.hit:
+                    job.cancel.set()  # the worker stops after its current token
+                    out.append((None, count, "stop"))
+                    yield out
+                    return
+            elif event[0] == "end":
+                if rest := matcher.flush():
+                    out.append((rest, count, None))
+                out.append((None, count, event[2]))
+                yield out
                 return
-        elif event[0] == "end":
-            if rest := matcher.flush():
-                yield rest, count, None
-            yield None, count, event[2]
-            return
-        else:
-            raise _api_error(event[1])
+            else:
+                if out:
+                    yield out
+                raise _api_error(event[1])
+        if out:
+            yield out
 
 
 async def _cancel_on_disconnect(receive, job: Job) -> None:
@@ -204,8 +216,9 @@ def create_app(engine, options: ServeOptions | None = None):
             if not stream:
                 texts, count, finish = [], 0, "stop"
                 try:
-                    async for text, count, finish in _pieces(events, job, stops):  # noqa: B007 (read after)
-                        texts.append(text or "")
+                    async for items in _pieces(events, job, stops):
+                        for text, count, finish in items:  # noqa: B007 (read after)
+                            texts.append(text or "")
                 finally:
                     job.cancel.set()
         finally:
@@ -233,12 +246,22 @@ def create_app(engine, options: ServeOptions | None = None):
                 choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
             return f"data: {json.dumps({**head_, 'choices': [choice]})}\n\n"
 
+        # A text chunk is the same JSON every time but for its text: dump it once, with a marker
+        # ("\x00", which json.dumps writes as \u0000) where each token's text goes.
+        before, after = chunk("\x00", None).split(json.dumps("\x00"))
+
+        def text_chunk(text, finish):
+            return before + json.dumps(text) + after if text and finish is None else chunk(text, finish)
+
         async def sse():
             try:
+                count = 0
                 if chat:
                     yield chunk(None, None, first=True)
-                async for text, count, finish in _pieces(events, job, stops):  # noqa: B007 (count: read after)
-                    yield chunk(text, finish)
+                async for items in _pieces(events, job, stops):
+                    # One write for all the chunks that are ready (each its own SSE event).
+                    yield "".join(text_chunk(text, finish) for text, _, finish in items)
+                    count = items[-1][1]
                 if usage_in_stream:
                     last = {**head, "object": "chat.completion.chunk" if chat else "text_completion", "choices": [],
                             "usage": usage(count)}
@@ -341,7 +364,7 @@ def listen(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror}", hint="choose another --port") from None
+        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror}", hint="choose another `port`") from None
     sock.listen(128)
     return sock
 

@@ -113,6 +113,8 @@ class StopMatcher:
         self.stops, self.pending, self.hit = stops, "", False
 
     def feed(self, text: str) -> str:
+        if not self.stops:
+            return text
         self.pending += text
         found = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
         if found:

@@ -15,7 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from quantkit.engines.base import Engine, Token
-from quantkit.engines.generate import Sampler
+from quantkit.engines.generate import Sampler, TextPieces
 
 
 class QueueFull(Exception):
@@ -45,23 +45,6 @@ class Job:
     events: asyncio.Queue | None = None
     loop: asyncio.AbstractEventLoop | None = None
     enqueued: float = field(default_factory=time.perf_counter)
-
-
-class TextPieces:
-    """Incremental detokenization: the text each new token adds, once complete (a multi-byte
-    character split over tokens comes out whole), decoding a small window as TGI does."""
-
-    def __init__(self, engine):
-        self.engine, self.ids, self.prefix, self.read = engine, [], 0, 0
-
-    def add(self, token: int) -> str:
-        self.ids.append(token)
-        before = self.engine.detokenize(self.ids[self.prefix:self.read])
-        after = self.engine.detokenize(self.ids[self.prefix:])
-        if len(after) > len(before) and not after.endswith("\ufffd"):
-            self.prefix, self.read = self.read, len(self.ids)
-            return after[len(before):]
-        return ""
 
 
 @dataclass
@@ -99,6 +82,7 @@ class EngineWorker:
         self._stopping = False
         self._admitted = 0  # running + waiting; released before a job's last event goes out
         self.running = 0
+        self._pending: list[tuple[Job, tuple]] = []  # events of this step, handed over together
         self.counters = {"prompt_tokens": 0, "completion_tokens": 0, "cancelled": 0, "rejected_full": 0}
         self._thread = threading.Thread(target=self._serve, name="quantkit-engine", daemon=True)
         self._thread.start()
@@ -151,15 +135,29 @@ class EngineWorker:
             self.batch.close()
 
     def _emit(self, job: Job, *event) -> None:
-        try:
-            job.loop.call_soon_threadsafe(job.events.put_nowait, event)
-        except RuntimeError:  # the event loop is gone (server shutting down)
-            job.cancel.set()
+        self._pending.append((job, event))
+
+    def _flush(self) -> None:
+        """Hand the events gathered so far to the event loop in one call: one wake-up of the loop
+        per decode step instead of one per token and request."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        by_loop: dict = {}
+        for job, event in pending:
+            by_loop.setdefault(job.loop, []).append((job.events, event))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:  # the event loop is gone (server shutting down)
+                for job, _ in pending:
+                    job.cancel.set()
 
     def _serve(self) -> None:
         if self.batch is not None:
             return self._serve_batched()
         while True:
+            self._flush()
             job = self._next()
             if job is None:
                 return
@@ -198,12 +196,14 @@ class EngineWorker:
     def _run(self, job: Job) -> tuple:
         engine = self.engine
         ids, max_tokens = self._prepare(job)
+        self._flush()
         count = 0
         tokens = engine.stream(ids, max_tokens, temperature=job.temperature, top_p=job.top_p, seed=job.seed)
         try:
             for token in tokens:
                 count += 1
                 self._emit(job, "token", token)
+                self._flush()
                 if job.cancel.is_set():  # client gone or a stop string matched
                     break
         finally:
@@ -217,8 +217,10 @@ class EngineWorker:
         """The continuous-batching loop: admit into free slots, one decode for all, sample each."""
         batch, slots, free = self.batch, {}, list(range(self.parallel))
         budget = batch.max_batch_tokens or float("inf")
+        decode, eos = _row_decoder(batch), self.engine.eos_ids
         while True:
             while free:  # new requests join at the next step
+                self._flush()  # before _next may block
                 job = self._next(block=not slots)
                 if job is None:
                     break
@@ -236,6 +238,7 @@ class EngineWorker:
                 slots[free.pop(0)] = Slot(job, ids, max_tokens, Sampler(job.temperature, job.top_p, job.seed),
                                           TextPieces(self.engine))
                 self.running = len(slots)
+            self._flush()  # "start" goes out before the prefill, not after it
             if self._stopping:
                 return
             if not slots:
@@ -244,29 +247,33 @@ class EngineWorker:
             # left, so a long prompt never stalls the others for more than one step. One prompt per
             # step, oldest slot first: when several join at once (prefill is compute-bound) the
             # first gets its first token after one prefill instead of after all of them.
-            feeds, room = {}, budget
+            feeds, want, room, joining = {}, set(), budget, None
             for seq, slot in slots.items():
                 if slot.next_token is not None:
                     feeds[seq] = [slot.next_token]
+                    want.add(seq)
                     room -= 1
-            joining = [seq for seq, slot in slots.items() if slot.next_token is None]
-            if joining and room > 0:
-                slot = slots[joining[0]]
-                feeds[joining[0]] = slot.prompt[slot.fed:slot.fed + int(min(room, len(slot.prompt)))]
+                elif joining is None:
+                    joining = seq
+            if joining is not None and room > 0:
+                slot = slots[joining]
+                feeds[joining] = slot.prompt[slot.fed:slot.fed + int(min(room, len(slot.prompt)))]
+                if slot.fed + len(feeds[joining]) >= len(slot.prompt):
+                    want.add(joining)  # only the prompt's last chunk needs a logits row
             try:
-                logits = batch.step(feeds)
+                seqs, rows = decode(feeds, want)
             except Exception as exc:  # fail the requests of this step, keep serving
                 for seq in feeds:
                     self._finish(slots, free, seq, ("error", exc))
                 continue
-            for seq, row in logits.items():
+            if joining in feeds:
+                slots[joining].fed += len(feeds[joining])
+            # Greedy rows: one vectorized argmax over the logits view; others sample their own row.
+            best = rows.argmax(axis=1).tolist() if len(seqs) else []
+            for k, seq in enumerate(seqs):
                 slot = slots[seq]
-                if slot.next_token is None:
-                    slot.fed += len(feeds[seq])
-                    if slot.fed < len(slot.prompt):
-                        continue
-                token = slot.sampler(row)
-                if token in self.engine.eos_ids:
+                token = best[k] if slot.sampler.greedy else slot.sampler(rows[k])
+                if token in eos:
                     self._finish(slots, free, seq, ("end", slot.count, "stop"))
                     continue
                 slot.count += 1
@@ -280,7 +287,6 @@ class EngineWorker:
             for seq in [s for s, slot in slots.items() if slot.job.cancel.is_set()]:
                 self._finish(slots, free, seq, ("end", slots[seq].count, "stop"))
 
-
     def _finish(self, slots: dict, free: list, seq: int, last: tuple) -> None:
         slot = slots.pop(seq)
         self.batch.free(seq)
@@ -290,3 +296,23 @@ class EngineWorker:
         self.counters["completion_tokens"] += slot.count
         self._release()  # the place is free before the client hears "done"
         self._emit(slot.job, *last)
+
+
+def _deliver(items: list) -> None:
+    """On the event loop: put one step's events on their requests' queues."""
+    for events, event in items:
+        events.put_nowait(event)
+
+
+def _row_decoder(batch):
+    """``batch.decode`` (seqs, logits rows), or the same made from ``batch.step``'s dict."""
+    if hasattr(batch, "decode"):
+        return batch.decode
+    import numpy as np
+
+    def decode(feeds, want):
+        out = batch.step(feeds)
+        seqs = [seq for seq in out if seq in want]
+        return seqs, np.stack([np.asarray(out[seq]) for seq in seqs]) if seqs else np.empty((0, 0), np.float32)
+
+    return decode
