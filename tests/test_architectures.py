@@ -273,7 +273,7 @@ def test_gemma3_text_is_known_to_transformers_by_its_own_table():
 def test_tables_read_without_torch_match_the_libraries():
     """The model-type and AWQ tables quantkit reads from the sources (no torch import) are the
     libraries' own, as importing them gives."""
-    code = ("import sys\nfrom quantkit import awq_support, library_tables\n"
+    code = ("import sys\nfrom quantkit.core import library_tables\nfrom quantkit.quantize.awq import support as awq_support\n"
             "library_tables.transformers_tables(); awq_support.llmcompressor_awq_tables()\n"
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

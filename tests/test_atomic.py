@@ -26,7 +26,7 @@ def test_existing_output_needs_overwrite(tmp_path):
     final = tmp_path / "out"
     final.mkdir()
     (final / "old").write_text("old")
-    with pytest.raises(InputError, match="--overwrite"):
+    with pytest.raises(InputError, match="`overwrite=True`"):  # the CLI says --overwrite
         with atomic_dir(final):
             pass
     with atomic_dir(final, overwrite=True) as staging:

@@ -128,7 +128,7 @@ BAD_INPUTS = {
     "unknown repo": Case("acme/nope", {}, DownloadError, "not found"),
     "unknown revision": Case(REPO, {"revision": "no-such-branch"}, DownloadError, "revision 'no-such-branch' not found"),
     "gated without token": Case("acme/gated", {}, DownloadError, "needs authentication"),
-    "private without token": Case("acme/private", {}, DownloadError, "--token"),
+    "private without token": Case("acme/private", {}, DownloadError, "`token`"),  # the CLI says --token
     "no file matched": Case(REPO, {"include": ["*.gguf"]}, InputError, "no file of"),
     "not a repo id": Case("../etc", {}, InputError, "not a hub repo id"),
     "unknown source": Case(REPO, {"source": "gitlab"}, InputError, "unknown source"),
