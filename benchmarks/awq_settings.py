@@ -29,9 +29,9 @@ SETTINGS = {
 
 
 def measure(model: str, name: str, knobs: dict, samples: int, seq_len: int, work: Path) -> dict:
-    from quantkit.bench.bench import BenchOptions, bench
-    from quantkit.quantize.awq import method as awq
-    from quantkit.quantize.quantize import quantize
+    from quantkit.benchmark.bench import BenchOptions, bench
+    from quantkit.quantization.awq import method as awq
+    from quantkit.quantization.quantize import quantize
 
     awq.TUNING = dataclasses.replace(awq.AwqTuning(), **knobs)
     out = work / name.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "")

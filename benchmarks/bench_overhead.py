@@ -2,7 +2,7 @@
 
     python benchmarks/bench_overhead.py [--gguf FILE] [--hf FOLDER] [--threads 1] [-p 128] [-n 32] [--repetitions 3]
 
-- llama.cpp: quantkit's timed loop (``quantkit.bench.bench.timed_runs`` over LlamaCppEngine) vs a bare
+- llama.cpp: quantkit's timed loop (``quantkit.benchmark.bench.timed_runs`` over LlamaCppEngine) vs a bare
   low-level loop (``llama_decode`` on ``llama_batch_get_one``: the prompt in one batch for pp, one
   token per call for tg; ``Llama.eval`` is slower than both), and vs ``llama-bench`` itself (the
   tool of the same llama.cpp commit, ``make tools``) on the same file, threads and batch sizes.
@@ -51,7 +51,7 @@ def raw_llama_runs(llm, prompt, n, reps):
 def llama_bench(gguf: Path, threads: int, p: int, n: int, reps: int) -> tuple[float, float]:
     """llama-bench's pp{p} and tg{n} (mean tokens/s over ``reps``), with llama-cpp-python's
     context settings as quantkit uses them: batch 512, ubatch 512, flash attention off."""
-    from quantkit.quantize.gguf.tools import run_tool
+    from quantkit.quantization.gguf.tools import run_tool
 
     out = run_tool("llama-bench", ["-m", gguf, "-t", threads, "-p", p, "-n", n, "-r", reps, "-b", 512, "-ub", 512,
                                    "-fa", 0, "-o", "json"], echo=False)
@@ -82,7 +82,7 @@ def raw_hf_runs(model, prompt, n, reps):
 
 
 def quantkit_runs(engine, prompt, n, reps):
-    from quantkit.bench.bench import BenchOptions, timed_runs
+    from quantkit.benchmark.bench import BenchOptions, timed_runs
 
     prefill, decode, _ = timed_runs(engine, prompt, BenchOptions(prompt_tokens=len(prompt), gen_tokens=n,
                                                                  repetitions=reps, warmup=0))
@@ -122,7 +122,7 @@ def rss_check(gguf: Path, threads: int):
 
 
 def main():
-    from quantkit.bench.quality import QualityOptions, eval_text
+    from quantkit.benchmark.quality import QualityOptions, eval_text
     from quantkit.engines import EngineOptions, load_engine
     from quantkit.hub.bundled import bundled_gguf
 

@@ -54,7 +54,7 @@ def run_measured(cmd: list[str], env: dict | None = None) -> dict:
 
 
 def direct(model_dir: Path, types: list[str], work: Path) -> dict:
-    from quantkit.quantize.gguf.tools import converter_env, converter_view, find_converter
+    from quantkit.quantization.gguf.tools import converter_env, converter_view, find_converter
 
     converter = find_converter()
     source, _ = converter_view(model_dir, work / "view")  # same input as quantkit hands the converter

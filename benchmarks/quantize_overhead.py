@@ -106,7 +106,7 @@ def awq_calibration(model_dir: Path, samples: int, seq_len: int, group: int, pat
     """The exact samples quantkit will use, for the direct script; returns their hash."""
     from transformers import AutoTokenizer
 
-    from quantkit.quantize.calibration import build
+    from quantkit.quantization.calibration import build
 
     calib = build(AutoTokenizer.from_pretrained(model_dir), None, samples, seq_len)
     path.write_text(json.dumps({"samples": calib.samples, "seq_len": seq_len, "group_size": group}))

@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--json", dest="json_out", help="Also write the results here.")
     args = parser.parse_args()
 
-    from quantkit.bench.loadtest import load_test
+    from quantkit.benchmark.loadtest import load_test
     from quantkit.hub.bundled import bundled_gguf, materialize
 
     spec = "bundled:smollm2-135m-instruct"

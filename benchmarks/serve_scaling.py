@@ -1,5 +1,5 @@
 """Does `quantkit serve` scale with concurrent requests? One run, side by side: the server at
-concurrency 1/2/4/8 (streamed chat completions, `quantkit.bench.loadtest`) against llama.cpp's own
+concurrency 1/2/4/8 (streamed chat completions, `quantkit.benchmark.loadtest`) against llama.cpp's own
 batched decode of the same file with the same threads (the physical yardstick): a raw loop over
 llama-cpp-python's low-level batch API (N sequences, one llama_decode per step), and
 llama-batched-bench's table when that tool is built in ~/.cache/quantkit/llama.cpp-tools.
@@ -31,7 +31,7 @@ def yardstick(gguf: Path, threads: int, batch: int, max_tokens: int) -> dict:
     import llama_cpp
     import numpy as np
 
-    from quantkit.bench.loadtest import PROMPTS
+    from quantkit.benchmark.loadtest import PROMPTS
 
     llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=512, n_threads=threads, n_threads_batch=threads,
                           verbose=False)
@@ -111,7 +111,7 @@ def main() -> None:
     parser.add_argument("--requests-per-level", type=int, default=4, help="requests = this x concurrency (at least 4)")
     parser.add_argument("--json", help="write the numbers here")
     args = parser.parse_args()
-    from quantkit.bench.loadtest import load_test
+    from quantkit.benchmark.loadtest import load_test
     from quantkit.hub.bundled import bundled_gguf
 
     gguf = Path(args.gguf or bundled_gguf("bundled:smollm2-135m-instruct"))

@@ -6,8 +6,6 @@ quantkit - and ``quantkit --help`` - imports nothing heavy.
 """
 
 import logging as _logging
-import sys as _sys
-import types as _types
 
 __version__ = "0.1.0"
 
@@ -20,24 +18,14 @@ API = ("download", "quantize", "bench", "load", "run")
 __all__ = ["__version__", *API]
 
 
-def _api_function(name: str) -> property:
-    def get(_package):
+def __getattr__(name: str):
+    """The API functions, imported on first use (PEP 562): ``import quantkit`` stays cheap."""
+    if name in API:
         from quantkit import api
 
         return getattr(api, name)
-
-    def keep_function(_package, _submodule):
-        """The import system sets a loaded submodule of the same name (quantkit.quantize.quantize,
-        quantkit.bench.bench) here; it stays in sys.modules, and the API name keeps meaning the function."""
-
-    return property(get, keep_function)
+    raise AttributeError(f"module 'quantkit' has no attribute {name!r}")
 
 
-class _Package(_types.ModuleType):
-    """quantkit's module type: the API functions as data descriptors, resolved on first use (PEP 562
-    style laziness), which submodules of the same name cannot shadow."""
-
-
-for _name in API:
-    setattr(_Package, _name, _api_function(_name))
-_sys.modules[__name__].__class__ = _Package
+def __dir__():
+    return sorted([*globals(), *API])

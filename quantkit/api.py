@@ -38,8 +38,8 @@ def quantize(model: str | Path, method: str, out: str | Path | None = None, *, o
     """Quantize ``model`` with ``method``; ``settings`` are the method's options (``group_size=64``,
     ``gguf_types=["Q4_K_M"]``, ...: docs/methods.md lists them; one the method does not use is an
     error). Returns the artifact folder."""
-    from quantkit.quantize.quantize import quantize as run_quantize
-    from quantkit.quantize.registry import make_options
+    from quantkit.quantization.quantize import quantize as run_quantize
+    from quantkit.quantization.registry import make_options
 
     options = make_options(method, settings)
     return run_quantize(model, method, out, options, overwrite=overwrite, source=source, revision=revision)
@@ -50,8 +50,8 @@ def bench(artifact: str | Path, *, base: str | Path | None = None, **settings):
     (``prompt_tokens``, ``gen_tokens``, ``repetitions``, ``threads``, ``smoke``, ``quality``,
     ``gates=Gates(kld_mean_max=0.1)``, ...).
     Returns a BenchResult (``.passed``, ``.failures``, ``.to_dict()``)."""
-    from quantkit.bench.bench import BenchOptions
-    from quantkit.bench.bench import bench as run_bench
+    from quantkit.benchmark.bench import BenchOptions
+    from quantkit.benchmark.bench import bench as run_bench
     from quantkit.core.settings import build
 
     return run_bench(artifact, base=base, options=build(BenchOptions, "bench", settings))
@@ -104,7 +104,7 @@ class LoadedModel:
 def load(artifact: str | Path, **engine_settings) -> LoadedModel:
     """Load ``artifact`` (folder, .gguf, ``bundled:NAME``) in the engine its manifest names;
     ``engine_settings`` are EngineOptions fields (``device``, ``threads``, ``n_ctx``, ...)."""
-    from quantkit.bench.bench import artifact_path
+    from quantkit.benchmark.bench import artifact_path
     from quantkit.engines import EngineOptions, load_engine
 
     options = _options(EngineOptions, engine_settings, "load")

@@ -24,11 +24,12 @@ from models import ARCHITECTURES, arch_config, test_cache, tiny_arch_dir
 
 from quantkit.core.errors import PreflightError
 from quantkit.core.modelinfo import estimate_params, load_config
-from quantkit.quantize.quantize import quantize
-from quantkit.quantize.registry import get_method, make_options
+from quantkit.quantization.quantize import quantize
+from quantkit.quantization.registry import METHODS as REGISTERED
+from quantkit.quantization.registry import get_method, make_options
 
-METHODS = ("awq", "nf4", "int8", "gguf")
-OPTIONS = {"awq": dict(calib_samples=8, calib_seq_len=64), "gguf": dict(gguf_types=["Q8_0"])}
+METHODS = tuple(REGISTERED)  # every registered method is in the full matrix
+OPTIONS = {m: dict(calib_samples=8, calib_seq_len=64) for m in ("awq", "gptq", "w8a8")} | {"gguf": dict(gguf_types=["Q8_0"])}
 # The cells that must be refused up front, and a word their one-line reason must carry.
 REFUSED = {("qwen3_moe", "awq"): "mixture-of-experts", ("mixtral", "awq"): "mixture-of-experts"}
 # The fixture pairs SmolLM2's vocabulary with the model type's tokenizer class; transformers maps
@@ -41,11 +42,13 @@ REFUSED.update({("gemma", "gguf"): "tokenizer.model", ("gemma2", "gguf"): "token
 # transformers' bitsandbytes integration swaps only modules that are exactly nn.Linear (or Conv1D);
 # Falcon's layers are FalconLinear, a subclass, so nothing would be quantized.
 REFUSED.update({("falcon", "nf4"): "nothing would be quantized", ("falcon", "int8"): "nothing would be quantized"})
-BY_CONFIG = {"awq", "nf4", "int8"}  # refusals that config.json alone decides (supports()); gguf's are check()'s
-SLICE = [("gemma3_text", m) for m in METHODS] + [("qwen3_moe", "awq"), ("glm4", "awq")]
+BY_CONFIG = set(METHODS) - {"gguf"}  # refusals that config.json alone decides (supports()); gguf's are check()'s
+# make test's slice: the four methods of the first round on one architecture, and two refusals.
+SLICE = [("gemma3_text", m) for m in ("awq", "nf4", "int8", "gguf")] + [("qwen3_moe", "awq"), ("glm4", "awq")]
 FULL = os.environ.get("QUANTKIT_ARCH_MATRIX") == "full"
 # The full matrix: the slice, then the quickest methods first (on a busy 2-core machine, hours).
-MATRIX = SLICE + [(a, m) for m in ("nf4", "int8", "awq", "gguf") for a in ARCHITECTURES if (a, m) not in SLICE]
+MATRIX = SLICE + [(a, m) for m in ("nf4", "int8", "fp8", "awq", "gptq", "w8a8", "gguf") for a in ARCHITECTURES
+                  if (a, m) not in SLICE]
 CELLS = MATRIX if FULL else SLICE
 RESULTS: dict[tuple[str, str], dict] = {}
 
@@ -255,7 +258,7 @@ def test_support_verdicts_come_from_config_alone():
 def test_awq_refuses_what_its_default_mapping_cannot_resolve():
     """An architecture neither llm-compressor nor quantkit maps, whose modules are not Llama-shaped
     (GPT-2: c_attn/c_fc), is refused from a meta-device model, with the fix."""
-    from quantkit.quantize.awq.support import awq_reason
+    from quantkit.quantization.awq.support import awq_reason
 
     config = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_embd": 128, "hidden_size": 128,
               "n_layer": 2, "n_head": 4, "vocab_size": 1024}
@@ -273,7 +276,7 @@ def test_gemma3_text_is_known_to_transformers_by_its_own_table():
 def test_tables_read_without_torch_match_the_libraries():
     """The model-type and AWQ tables quantkit reads from the sources (no torch import) are the
     libraries' own, as importing them gives."""
-    code = ("import sys\nfrom quantkit.core import library_tables\nfrom quantkit.quantize.awq import support as awq_support\n"
+    code = ("import sys\nfrom quantkit.core import library_tables\nfrom quantkit.quantization.awq import support as awq_support\n"
             "library_tables.transformers_tables(); awq_support.llmcompressor_awq_tables()\n"
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -284,7 +287,7 @@ def test_tables_read_without_torch_match_the_libraries():
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     from quantkit.core.library_tables import transformers_tables
-    from quantkit.quantize.awq.support import llmcompressor_awq_tables
+    from quantkit.quantization.awq.support import llmcompressor_awq_tables
 
     tables = transformers_tables()
     assert set(tables["config"]) == set(CONFIG_MAPPING_NAMES)
@@ -297,7 +300,7 @@ def test_tables_read_without_torch_match_the_libraries():
 
 
 def test_converter_architectures_are_the_converters_own_list():
-    from quantkit.quantize.gguf.tools import converter_env, find_converter, supported_architectures
+    from quantkit.quantization.gguf.tools import converter_env, find_converter, supported_architectures
 
     converter = find_converter()
     out = subprocess.run([sys.executable, str(converter.script), "--print-supported-models"], capture_output=True,
@@ -327,8 +330,8 @@ def test_parameter_estimate_matches_meta_models_of_every_architecture():
 def test_gguf_refuses_a_sentencepiece_only_converter_without_tokenizer_model_up_front(tmp_path):
     """Gemma 2's converter reads only tokenizer.model: without one, check() refuses in one line
     before converting (it used to fail inside the converter); Gemma 3's falls back to tokenizer.json."""
-    from quantkit.quantize.gguf.tools import find_converter
-    from quantkit.quantize.support import sentencepiece_only
+    from quantkit.quantization.gguf.tools import find_converter
+    from quantkit.quantization.support import sentencepiece_only
 
     converter = find_converter()
     assert sentencepiece_only(converter, "Gemma2ForCausalLM")

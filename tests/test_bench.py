@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from models import linked_copy
 
-from quantkit.bench.bench import BenchOptions, bench
-from quantkit.bench.quality import QualityOptions
-from quantkit.bench.smoke import SmokeOptions
+from quantkit.benchmark.bench import BenchOptions, bench
+from quantkit.benchmark.quality import QualityOptions
+from quantkit.benchmark.smoke import SmokeOptions
 from quantkit.hub.bundled import bundled_gguf
 
 DOCUMENTED = ("prefill_tokens_per_s", "decode_tokens_per_s", "ttft_ms", "peak_rss_mb", "size_bytes",
@@ -198,7 +198,7 @@ def test_base_model_benches_with_a_completion_smoke(tiny_base, tmp_path, monkeyp
 
 
 def test_default_base_is_the_recorded_source(tiny_llama, tmp_path):
-    from quantkit.bench.bench import default_base
+    from quantkit.benchmark.bench import default_base
 
     assert default_base({"source": {"path": str(tiny_llama), "model": "someone/else"}}) == tiny_llama
     assert default_base({"source": {"path": str(tmp_path / "gone"), "model": str(tiny_llama)}}) == tiny_llama
@@ -219,9 +219,9 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
 # ... and a bench of it against itself, base side (smoke and logits) computed first, nothing cached.
 BENCH_BOTH = """
 import resource, sys
-from quantkit.bench.bench import BenchOptions, bench
-from quantkit.bench.quality import QualityOptions
-from quantkit.bench.smoke import SmokeOptions
+from quantkit.benchmark.bench import BenchOptions, bench
+from quantkit.benchmark.quality import QualityOptions
+from quantkit.benchmark.smoke import SmokeOptions
 result = bench(sys.argv[1], base=sys.argv[1], options=BenchOptions(
     prompt_tokens=8, gen_tokens=2, repetitions=1, warmup=0, threads=1, bandwidth=False,
     smoke_options=SmokeOptions(max_tokens=4), eval_tokens=64, quality_options=QualityOptions(ctx=64)))

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from quantkit.core.errors import InputError
-from quantkit.quantize import calibration
+from quantkit.quantization import calibration
 
 
 @pytest.fixture(scope="module")

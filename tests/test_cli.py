@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from quantkit.cli import COMMANDS, cli
-from quantkit.quantize.registry import METHODS
+from quantkit.quantization.registry import METHODS
 
 
 def run_quantkit(*args, env=None, **kwargs):

@@ -12,7 +12,7 @@ import pytest
 
 from quantkit.core import estimate, memory, preflight
 from quantkit.core.errors import PreflightError
-from quantkit.quantize.registry import get_method, make_options
+from quantkit.quantization.registry import get_method, make_options
 
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"
 GiB = 2**30
@@ -130,7 +130,7 @@ def test_bench_estimate_counts_one_model_dense_awq_and_kv():
 
 
 def test_bench_preflight_refuses_before_loading(fake_gpu, plenty_of_ram, tiny_llama, tmp_path):
-    from quantkit.bench.bench import BenchOptions, bench, memory_preflight
+    from quantkit.benchmark.bench import BenchOptions, bench, memory_preflight
 
     fake_gpu(free_gib=0.01, total_gib=8)  # 10 MB free: not even the CUDA context fits
     with pytest.raises(PreflightError, match="bench of .* needs about .* of GPU memory"):
@@ -201,7 +201,7 @@ def test_device_memory_never_creates_a_torch_context(monkeypatch):
 def test_cuda_bandwidth_probe_sizes_to_free_memory_and_survives_oom(monkeypatch):
     import torch
 
-    from quantkit.bench import bandwidth
+    from quantkit.benchmark import bandwidth
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
@@ -223,7 +223,7 @@ def test_cuda_bandwidth_probe_sizes_to_free_memory_and_survives_oom(monkeypatch)
 
 
 def test_logits_cache_key_includes_device_and_dtype(tiny_llama):
-    from quantkit.bench.quality import QualityOptions, reference_key
+    from quantkit.benchmark.quality import QualityOptions, reference_key
     from quantkit.engines import EngineOptions
 
     options = QualityOptions()
@@ -236,7 +236,7 @@ def test_dequantized_awq_bandwidth_counts_dense_weights_only():
     """After decompression a compressed-tensors Linear is dense; its leftover scales are not read."""
     import torch
 
-    from quantkit.bench.bandwidth import torch_decode_bytes
+    from quantkit.benchmark.bandwidth import torch_decode_bytes
 
     class Tiny(torch.nn.Module):
         def __init__(self):

@@ -1,4 +1,4 @@
-"""The package tree's one rule: imports run one way, cli -> pipeline -> {quantize, bench, serve}
+"""The package tree's one rule: imports run one way, cli -> pipeline -> {quantization, benchmark, serve}
 -> {engines, hub} -> core, with no cycles. Every import counts, those inside functions too
 (they are how heavy or optional modules load late, not a way around the rule)."""
 
@@ -9,7 +9,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "quantkit"
 # A package may import its own modules and those of lower layers only.
-LAYERS = {"core": 0, "hub": 1, "engines": 1, "quantize": 2, "bench": 2, "serve": 2, "pipeline": 3,
+LAYERS = {"core": 0, "hub": 1, "engines": 1, "quantization": 2, "benchmark": 2, "serve": 2, "pipeline": 3,
           "cli": 4, "api": 4, "__init__": 5, "__main__": 5}
 
 
@@ -90,7 +90,7 @@ def test_no_import_cycles():
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
 
 
-@pytest.mark.parametrize("name", ["core", "hub", "engines", "quantize", "bench", "serve", "pipeline", "cli"])
+@pytest.mark.parametrize("name", ["core", "hub", "engines", "quantization", "benchmark", "serve", "pipeline", "cli"])
 def test_package_files_stay_small(name):
     big = {module_name(p): n for p in (PACKAGE / name).rglob("*.py") if (n := len(p.read_text().splitlines())) > 400}
     assert not big, f"split these by job: {big}"

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from quantkit.core.errors import DependencyError
-from quantkit.quantize.gguf.tools import FALLBACK_LINE, TOOLS, runtime_commit, tool, tools_bin, tools_record
+from quantkit.quantization.gguf.tools import FALLBACK_LINE, TOOLS, runtime_commit, tool, tools_bin, tools_record
 
 
 def test_the_five_tools_run_and_share_the_runtime_commit():
@@ -48,7 +48,7 @@ def test_decode_bytes_count_one_row_of_an_untied_input_embedding(tied):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from quantkit.bench.bandwidth import torch_decode_bytes
+    from quantkit.benchmark.bandwidth import torch_decode_bytes
 
     config = LlamaConfig(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
                          num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tied)
@@ -65,7 +65,7 @@ def test_decode_bytes_count_one_row_of_an_untied_input_embedding(tied):
 def test_decode_bytes_of_a_tied_gguf_are_its_tensors():
     from gguf import GGUFReader
 
-    from quantkit.bench.bandwidth import gguf_decode_bytes
+    from quantkit.benchmark.bandwidth import gguf_decode_bytes
     from quantkit.hub.bundled import bundled_gguf
 
     path = bundled_gguf("bundled:smollm2-135m-instruct")

@@ -1,4 +1,4 @@
-"""`quantkit bench --url`'s load test (quantkit.bench.loadtest) against a real `quantkit serve` of the
+"""`quantkit bench --url`'s load test (quantkit.benchmark.loadtest) against a real `quantkit serve` of the
 bundled SmolLM2 GGUF (llama.cpp loads in about a second)."""
 
 import json
@@ -6,7 +6,7 @@ import json
 import pytest
 from test_serve import start_server, stop_server
 
-from quantkit.bench.loadtest import api_base, load_test, summary_ms
+from quantkit.benchmark.loadtest import api_base, load_test, summary_ms
 from quantkit.core.errors import InputError, QuantkitError
 
 KEY = "load-key"
@@ -93,7 +93,7 @@ def sweep_result(concurrency, tok_s, ttft):
 def test_sweep_table_fits_80_columns_and_compares_servers(tmp_path):
     from rich.console import Console
 
-    from quantkit.bench.loadtest import plot_sweep
+    from quantkit.benchmark.loadtest import plot_sweep
     from quantkit.cli.bench_url import render
 
     levels = (1, 2, 4, 8)

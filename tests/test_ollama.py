@@ -11,7 +11,7 @@ import time
 import pytest
 
 from quantkit.core.errors import InputError
-from quantkit.quantize.gguf.ollama import chat_format, go_template, modelfile_text, render, render_template, write_modelfile
+from quantkit.quantization.gguf.ollama import chat_format, go_template, modelfile_text, render, render_template, write_modelfile
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Hi"}],

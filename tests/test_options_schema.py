@@ -13,8 +13,8 @@ from quantkit.core.errors import InputError
 from quantkit.core.settings import kind_of
 from quantkit.pipeline import plan as plan_module
 from quantkit.pipeline.recipe import parse_recipe
-from quantkit.quantize import registry
-from quantkit.quantize.registry import METHODS, MethodEntry, get_method, make_options, settings_table
+from quantkit.quantization import registry
+from quantkit.quantization.registry import METHODS, MethodEntry, get_method, make_options, settings_table
 
 # SmolLM2-135M's shape: every width a multiple of 64, not of 128.
 SMOL = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 576, "intermediate_size": 1536,

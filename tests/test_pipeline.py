@@ -22,7 +22,7 @@ from quantkit.pipeline.recipe import load_recipe, shipped_recipes
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"
-# The shape of quantkit.bench.bench's BenchResult.to_dict(), as much as the pipeline and report read.
+# The shape of quantkit.benchmark.bench's BenchResult.to_dict(), as much as the pipeline and report read.
 GOOD = {"schema": 1, "kind": "bench", "engine": "transformers", "bits": 4, "size_bytes": 1000, "bits_per_weight": 4.5,
         "prompt_tokens": 8, "gen_tokens": 4, "repetitions": 1, "peak_rss_mb": 100.0, "ttft_ms": 2.0, "ttft_ms_std": 0.1,
         "decode_tokens_per_s": 50.0, "decode_tokens_per_s_std": 1.0, "prefill_tokens_per_s": 400.0,

@@ -17,8 +17,8 @@ import pytest  # noqa: E402
 from fakehub_upload import WRITE_TOKEN, upload_hub, upload_hub_session  # noqa: E402,F401
 from huggingface_hub import ModelCard  # noqa: E402
 
-from quantkit.bench.bench import BenchResult, Stat  # noqa: E402
-from quantkit.bench.report import fill_card  # noqa: E402
+from quantkit.benchmark.bench import BenchResult, Stat  # noqa: E402
+from quantkit.benchmark.report import fill_card  # noqa: E402
 from quantkit.cli import main  # noqa: E402
 from quantkit.core.errors import GateFailed, IntegrityError, PushAuthError, PushError  # noqa: E402
 from quantkit.core.manifest import MANIFEST, read_manifest  # noqa: E402
@@ -46,7 +46,7 @@ def bench_result(artifact, passed=True, tps=42.5, kld=0.0123) -> dict:
 @pytest.fixture(scope="session")
 def int8_artifact(tiny_llama, tmp_path_factory):
     """A real int8 artifact of the tiny llama, made from a copy recorded as downloaded from BASE."""
-    from quantkit.quantize.quantize import quantize
+    from quantkit.quantization.quantize import quantize
 
     root = tmp_path_factory.mktemp("push")
     base = root / "base"
@@ -231,7 +231,7 @@ def test_recipe_pushes_only_what_passed(upload_hub, int8_artifact, tmp_path, mon
     from quantkit.pipeline import run as pipeline
     from quantkit.pipeline.recipe import parse_recipe
 
-    monkeypatch.setattr(importlib.import_module("quantkit.quantize.quantize"), "quantize",  # the module, not the API
+    monkeypatch.setattr(importlib.import_module("quantkit.quantization.quantize"), "quantize",  # the module, not the API
                         lambda model, method, final, options, overwrite: shutil.copytree(int8_artifact, final))
     monkeypatch.setattr(pipeline, "bench_one", lambda target, base, recipe: bench_result(target, passed=target.name == "good"))
     monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN)
@@ -279,8 +279,8 @@ push:
 @pytest.mark.slow
 def test_smollm2_gguf_pushes_and_downloads_back_with_one_table(upload_hub, smollm2, tmp_path, capsys):
     """The bundled SmolLM2 as a two-file GGUF artifact: dry run, push, download back identical."""
-    from quantkit.quantize.gguf.method import GgufOptions
-    from quantkit.quantize.quantize import quantize
+    from quantkit.quantization.gguf.method import GgufOptions
+    from quantkit.quantization.quantize import quantize
 
     folder = quantize(str(smollm2), "gguf", tmp_path / "smollm2-gguf", GgufOptions(gguf_types=["Q8_0", "Q6_K"]))
     ggufs = sorted(folder.glob("*.gguf"))

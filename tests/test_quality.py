@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from models import linked_copy
 
-from quantkit.bench.gates import check, gates_for
-from quantkit.bench.quality import QualityOptions, compress_logprobs, evaluate, kld_full, log_softmax
+from quantkit.benchmark.gates import check, gates_for
+from quantkit.benchmark.quality import QualityOptions, compress_logprobs, evaluate, kld_full, log_softmax
 from quantkit.cli import main
 from quantkit.core.weights import artifact_bits
 from quantkit.engines import EngineOptions, load_engine
@@ -35,7 +35,7 @@ def swapped_tokenizer(smollm2, tmp_path_factory):
     """SmolLM2 whose tokenizer.json is another model's (a small BPE trained here)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    from quantkit.bench.quality import eval_text
+    from quantkit.benchmark.quality import eval_text
 
     dst = linked_copy(smollm2, tmp_path_factory.mktemp("broken") / "swapped", skip=("tokenizer.json",))
     tok = Tokenizer(models.BPE())

@@ -116,14 +116,14 @@ def ct_llama(tiny_llama, awq_home, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def ct_qwen2(tiny_qwen2, awq_home, tmp_path_factory) -> Path:
     """compressed-tensors AWQ of the tiny Qwen2 through the Python API, down_proj left alone."""
-    from quantkit.quantize.quantize import quantize
+    from quantkit.quantization.quantize import quantize
 
     out = tmp_path_factory.mktemp("awq") / "qwen2-awq"
     return quantize(tiny_qwen2, "awq", out, qwen2_options())
 
 
 def qwen2_options(**overrides):
-    from quantkit.quantize.awq.method import AwqOptions
+    from quantkit.quantization.awq.method import AwqOptions
 
     return AwqOptions(group_size=64, ignore=["re:.*down_proj"], calib_samples=8, calib_seq_len=64, **overrides)
 
@@ -131,7 +131,7 @@ def qwen2_options(**overrides):
 @pytest.fixture(scope="module")
 def autoawq_qwen2_shared(ct_qwen2, tiny_qwen2, tmp_path_factory) -> Path:
     """The autoawq layout of ct_qwen2's very calibration (same options): a repack from the cache."""
-    from quantkit.quantize.quantize import quantize
+    from quantkit.quantization.quantize import quantize
 
     out = tmp_path_factory.mktemp("awq") / "qwen2-autoawq-shared"
     return quantize(tiny_qwen2, "awq", out, qwen2_options(format="autoawq"))
@@ -170,7 +170,7 @@ def test_compressed_tensors_qwen2_ignore_keeps_down_proj_dense(ct_qwen2):
 
 def test_manifest_records_calibration_and_settings(ct_llama, ct_qwen2):
     from quantkit.core.manifest import verify
-    from quantkit.quantize.calibration import DEFAULT_NAME
+    from quantkit.quantization.calibration import DEFAULT_NAME
 
     for artifact, group in ((ct_llama, 128), (ct_qwen2, 64)):
         verify(artifact)
@@ -325,8 +325,8 @@ def test_bad_inputs_fail_in_one_line_leaving_nothing(tiny_llama, tmp_path, args,
 
 def test_smollm2_default_group_size_128_is_refused_with_a_fix(smollm2, tmp_path):
     from quantkit.core.errors import PreflightError
-    from quantkit.quantize.awq.method import AwqOptions
-    from quantkit.quantize.quantize import quantize
+    from quantkit.quantization.awq.method import AwqOptions
+    from quantkit.quantization.quantize import quantize
 
     with pytest.raises(PreflightError) as err:
         quantize(smollm2, "awq", tmp_path / "x", AwqOptions(group_size=128))
@@ -390,7 +390,7 @@ def test_awq_on_a_gpu_keeps_the_model_on_the_cpu_and_clears_the_session(tiny_lla
     from llmcompressor.core import active_session
 
     from quantkit.core.modelinfo import load_config
-    from quantkit.quantize.awq import method as awq
+    from quantkit.quantization.awq import method as awq
 
     monkeypatch.setenv("QUANTKIT_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(awq, "resolve_device", lambda options: "cuda")

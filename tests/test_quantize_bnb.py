@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from quantkit.core.manifest import sha256_file, verify
-from quantkit.quantize.bnb import Nf4Options
-from quantkit.quantize.quantize import quantize
+from quantkit.quantization.bnb import Nf4Options
+from quantkit.quantization.quantize import quantize
 
 # Runs in a fresh interpreter: plain transformers only. Reads a JSON list of jobs
 # {base, artifact, question} (one interpreter for several artifacts: imports cost seconds here)

@@ -13,8 +13,8 @@ from quantkit.cli import main
 from quantkit.core import preflight
 from quantkit.core.atomic import PARTIAL_MARK
 from quantkit.core.errors import InputError, PreflightError
-from quantkit.quantize.base import copy_support_files
-from quantkit.quantize.quantize import quantize
+from quantkit.quantization.base import copy_support_files
+from quantkit.quantization.quantize import quantize
 
 # A Llama-3.1-405B-shaped config.json: ~400B parameters, far beyond this machine's RAM.
 HUGE = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 16384,

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from quantkit.core.errors import InputError, PreflightError, QuantizeError
-from quantkit.quantize.gguf.method import GgufOptions
-from quantkit.quantize.quantize import quantize
-from quantkit.quantize.registry import make_options
+from quantkit.quantization.gguf.method import GgufOptions
+from quantkit.quantization.quantize import quantize
+from quantkit.quantization.registry import make_options
 
 TYPES = ["Q8_0", "Q4_K_M"]
 
@@ -138,7 +138,7 @@ def test_tiny_llama_through_the_cli(tiny_gguf, tiny_llama):
 
 @pytest.mark.slow
 def test_token_parity_names_the_first_differing_string(tiny_gguf, fresh_bpe_model):
-    from quantkit.quantize.gguf.checks import hf_tokenizer, token_parity
+    from quantkit.quantization.gguf.checks import hf_tokenizer, token_parity
 
     with pytest.raises(QuantizeError, match="token parity failed .* on 'Hello world'"):
         token_parity(tiny_gguf / "tiny-llama-Q8_0.gguf", hf_tokenizer(fresh_bpe_model))
@@ -199,7 +199,7 @@ def test_unrecognized_pre_tokenizer_fails_in_one_line(fresh_bpe_model, tmp_path)
 
 
 def test_converter_failures_keep_their_key_line():
-    from quantkit.quantize.gguf.tools import converter_error, key_line
+    from quantkit.quantization.gguf.tools import converter_error, key_line
 
     trace = ["INFO:hf-to-gguf:Loading model: x", "Traceback (most recent call last):", '  File "x.py", line 1',
              "NotImplementedError: BPE pre-tokenizer was not recognized - update get_vocab_base_pre()",
@@ -216,7 +216,7 @@ def test_converter_failures_keep_their_key_line():
 def test_converter_comes_from_the_installed_version_or_a_checkout(tmp_path, monkeypatch):
     from importlib import metadata
 
-    from quantkit.quantize.gguf.tools import find_converter, supported_architectures
+    from quantkit.quantization.gguf.tools import find_converter, supported_architectures
 
     vendored = find_converter()
     assert vendored.script.is_file() and (vendored.root / "gguf-py" / "gguf").is_dir()
@@ -230,7 +230,7 @@ def test_converter_comes_from_the_installed_version_or_a_checkout(tmp_path, monk
 
 def test_converter_view_turns_off_byte_fallback_only_for_byte_level_bpe(tiny_llama, tmp_path):
     """A checkpoint that transformers rebuilt from a GGUF has byte_fallback on a ByteLevel BPE."""
-    from quantkit.quantize.gguf.tools import converter_view
+    from quantkit.quantization.gguf.tools import converter_view
 
     tokenizer = json.loads((tiny_llama / "tokenizer.json").read_text())
     born = tmp_path / "gguf-born"
@@ -265,7 +265,7 @@ def test_help_lists_iq_types_and_the_imatrix_switch():
 
 
 def test_imatrix_defaults_by_width_and_types_that_need_one_refuse_no_imatrix():
-    from quantkit.quantize.gguf.method import imatrix_types
+    from quantkit.quantization.gguf.method import imatrix_types
 
     assert imatrix_types(["F16", "Q8_0", "Q5_K_M", "Q4_K_M", "IQ4_XS", "Q3_K_M"], None) == ["Q4_K_M", "IQ4_XS", "Q3_K_M"]
     assert imatrix_types(["Q8_0", "Q4_K_M"], True) == ["Q8_0", "Q4_K_M"]
@@ -310,9 +310,9 @@ def test_kld_agrees_with_llama_perplexity(smollm2_gguf, tmp_path):
     --kl-divergence on the same tokens and chunks: SmolLM2 adds no BOS, so the ids are the same."""
     import re
 
-    from quantkit.bench.quality import QualityOptions, eval_text, evaluate
+    from quantkit.benchmark.quality import QualityOptions, eval_text, evaluate
     from quantkit.engines import EngineOptions, load_engine
-    from quantkit.quantize.gguf.tools import run_tool
+    from quantkit.quantization.gguf.tools import run_tool
 
     base, other = (smollm2_gguf / f"SmolLM2-135M-Instruct-{t}.gguf" for t in ("Q8_0", "Q4_K_M"))
     text = tmp_path / "eval.txt"

@@ -73,7 +73,7 @@ def expected_calibration_hash(model_dir: Path, samples: int = 8, seq_len: int = 
     """The hash quantkit's calibration set has for these settings, built here on its own."""
     from transformers import AutoTokenizer
 
-    from quantkit.quantize.calibration import build
+    from quantkit.quantization.calibration import build
 
     return build(AutoTokenizer.from_pretrained(model_dir), None, samples, seq_len).sha256
 
@@ -90,8 +90,8 @@ def gptq_llama(tiny_llama, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def gptq_llama_no_actorder(tiny_llama, tmp_path_factory) -> Path:
-    from quantkit.quantize.quantize import quantize
-    from quantkit.quantize.registry import make_options
+    from quantkit.quantization.quantize import quantize
+    from quantkit.quantization.registry import make_options
 
     out = tmp_path_factory.mktemp("llmc") / "llama-gptq-none"
     return quantize(tiny_llama, "gptq", out, make_options("gptq", dict(group_size=64, actorder="none",
@@ -100,8 +100,8 @@ def gptq_llama_no_actorder(tiny_llama, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def w8a8_llama(tiny_llama, tmp_path_factory) -> Path:
-    from quantkit.quantize.quantize import quantize
-    from quantkit.quantize.w8a8 import W8a8Options
+    from quantkit.quantization.quantize import quantize
+    from quantkit.quantization.w8a8 import W8a8Options
 
     out = tmp_path_factory.mktemp("llmc") / "llama-w8a8"
     return quantize(tiny_llama, "w8a8", out, W8a8Options(calib_samples=8, calib_seq_len=64))
@@ -134,7 +134,7 @@ def test_gptq_reloads_with_plain_transformers(gptq_llama):
 
 
 def test_gptq_manifest_records_bits_group_actorder_and_calibration(gptq_llama, tiny_llama):
-    from quantkit.quantize.calibration import DEFAULT_NAME
+    from quantkit.quantization.calibration import DEFAULT_NAME
 
     m = manifest(gptq_llama)
     assert (m["method"], m["format"], m["engine"]) == ("gptq", "compressed-tensors", "transformers")
@@ -267,7 +267,7 @@ def test_fp8_reloads_on_the_cpu_and_its_weights_are_float8(fp8_llama, tiny_llama
 
 
 def test_bench_of_an_fp8_artifact_says_how_it_ran(fp8_llama, tiny_llama):
-    from quantkit.bench.bench import BenchOptions, bench
+    from quantkit.benchmark.bench import BenchOptions, bench
 
     result = bench(fp8_llama, base=tiny_llama, options=BenchOptions(
         prompt_tokens=16, gen_tokens=4, repetitions=1, warmup=0, smoke=False, eval_tokens=64, threads=1))
@@ -295,7 +295,7 @@ def test_bad_inputs_fail_in_one_line_leaving_nothing(tiny_llama, tmp_path, args,
 
 def test_footprints_and_registry():
     from quantkit.core.estimate import quantize_cost
-    from quantkit.quantize.registry import METHODS, get_method, make_options
+    from quantkit.quantization.registry import METHODS, get_method, make_options
 
     assert {"gptq", "w8a8", "fp8"} <= set(METHODS)
     config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,

@@ -22,10 +22,10 @@ from quantkit.pipeline.recipe import (
     recipes_dir,
     shipped_recipes,
 )
-from quantkit.quantize.registry import settings_table
+from quantkit.quantization.registry import settings_table
 
 REPO = Path(__file__).resolve().parents[1]
-# The artifact keys come from the methods' own settings declarations (quantkit/quantize/options.py).
+# The artifact keys come from the methods' own settings declarations (quantkit/quantization/options.py).
 ARTIFACT_KEYS = artifact_keys()
 # A method that reads each artifact key (nf4 when it uses it), so a valid value of it is accepted.
 METHOD_FOR = {name: "nf4" if "nf4" in users else users[0] for name, (_f, users) in settings_table().items()}
@@ -241,7 +241,7 @@ def test_matrix_json_shape():
     assert sum(len(load_recipe(n).artifacts) for n in shipped_recipes()) == len(pairs)
     cpu = ci_matrix("cpu")["include"]
     assert cpu and all(j["runner"] == "cpu" for j in cpu)
-    assert {j["recipe"] for j in cpu} == {"smollm2-135m-instruct"}
+    assert {j["recipe"] for j in cpu} == {"smollm2-135m-instruct", "smollm2-awq-vs-gptq"}
 
 
 def test_recipes_lists_names_on_stdout():

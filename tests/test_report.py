@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from quantkit.bench.bench import BenchResult, Stat
-from quantkit.bench.report import load_results, write_report
+from quantkit.benchmark.bench import BenchResult, Stat
+from quantkit.benchmark.report import load_results, write_report
 from quantkit.core.card import RESULTS_BEGIN, write_model_card
 from quantkit.core.errors import InputError
 
@@ -81,7 +81,7 @@ def test_multi_gguf_folder_card_gets_a_row_per_file(artifact, tmp_path):
 
 def test_smoke_transcripts_side_by_side_with_the_base(tmp_path):
     """The artifact's and the base's replies per turn in one table, control tokens visible."""
-    from quantkit.bench.smoke import SmokeResult, SmokeTurn, against_base
+    from quantkit.benchmark.smoke import SmokeResult, SmokeTurn, against_base
 
     def smoke(mode, *replies, problems=()):
         turns = [SmokeTurn(user=f"question {i}|?", reply=r, tokens=3, stopped=True, repeat_ratio=0.0, finite=True)

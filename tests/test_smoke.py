@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from quantkit.bench.smoke import TURNS, SmokeOptions, repeat_ratio, smoke_chat
+from quantkit.benchmark.smoke import TURNS, SmokeOptions, repeat_ratio, smoke_chat
 from quantkit.engines import EngineOptions, load_engine
 from quantkit.hub.bundled import bundled_gguf
 
@@ -43,7 +43,7 @@ def test_good_gguf_passes_with_transcript():
 
 @pytest.mark.parametrize("reply, problem", [("", "empty reply"), ("ok <|im_start|>user", "leaked")])
 def test_turn_checks(reply, problem):
-    from quantkit.bench.smoke import check_turn
+    from quantkit.benchmark.smoke import check_turn
 
     class FakeTokens:  # only the text side of the engine is needed here
         special_tokens = {"<|im_start|>"}
@@ -136,7 +136,7 @@ def test_invalid_utf8_fails_but_a_cut_off_tail_does_not():
 
 
 def test_completion_smoke_without_a_chat_template():
-    from quantkit.bench.smoke import PROMPTS, smoke
+    from quantkit.benchmark.smoke import PROMPTS, smoke
 
     engine = ScriptedEngine([NEVER_STOPS, GOOD, LOOP], chat=False)
     result = smoke(engine, SmokeOptions(completion_tokens=32))
@@ -150,7 +150,7 @@ def test_completion_smoke_without_a_chat_template():
 
 
 def test_against_the_base_counts_only_what_the_base_does_not_show():
-    from quantkit.bench.smoke import against_base
+    from quantkit.benchmark.smoke import against_base
 
     base = run_chat(GOOD, NEVER_STOPS, [3, 9]).to_dict()  # rambles on turn 2, leaks on turn 3
     same = against_base(run_chat(GOOD, LOOP, [3, 9]), base)  # loops where the base ran on: one symptom
@@ -166,7 +166,7 @@ def test_against_the_base_counts_only_what_the_base_does_not_show():
 
 
 def test_an_artifact_that_lost_its_chat_template_fails():
-    from quantkit.bench.smoke import against_base, smoke
+    from quantkit.benchmark.smoke import against_base, smoke
 
     base = run_chat(GOOD).to_dict()
     result = against_base(smoke(ScriptedEngine([GOOD], chat=False)), base)
@@ -178,7 +178,7 @@ def test_an_artifact_that_lost_its_chat_template_fails():
 
 def test_base_smoke_is_cached_by_weights_and_settings(tmp_path, monkeypatch):
     import quantkit.engines
-    from quantkit.bench.smoke import base_smoke
+    from quantkit.benchmark.smoke import base_smoke
 
     monkeypatch.setenv("QUANTKIT_HOME", str(tmp_path / "home"))
     base = tmp_path / "base"
@@ -206,7 +206,7 @@ def test_base_smoke_is_cached_by_weights_and_settings(tmp_path, monkeypatch):
 def test_wrong_chat_template_fails_alone_and_against_the_base(smollm2, tmp_path, monkeypatch):
     """A Llama-2 template on a ChatML model fails on its own and judged against the base's replies
     (through the base's own, right template)."""
-    from quantkit.bench.smoke import against_base, base_smoke
+    from quantkit.benchmark.smoke import against_base, base_smoke
 
     monkeypatch.setenv("QUANTKIT_HOME", str(tmp_path / "home"))
     broken = tmp_path / "wrong-template"
@@ -232,8 +232,8 @@ def test_wrong_chat_template_fails_alone_and_against_the_base(smollm2, tmp_path,
 
 
 def test_gates_name_the_completion_smoke():
-    from quantkit.bench.gates import check, gates_for
-    from quantkit.bench.smoke import smoke
+    from quantkit.benchmark.gates import check, gates_for
+    from quantkit.benchmark.smoke import smoke
 
     failed = smoke_chat(ScriptedEngine([NEVER_STOPS]), SmokeOptions(max_tokens=8)).to_dict()
     assert check(gates_for(4), failed, None)[0] == "smoke: turn 1: did not stop within 8 tokens"

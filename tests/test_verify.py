@@ -1,5 +1,5 @@
 """Trust, tested: every quantize ends with the artifact loaded in its own runtime, in a fresh
-process that never imports quantkit, and compared with its base (quantkit.quantize.verify); a broken one is
+process that never imports quantkit, and compared with its base (quantkit.quantization.verify); a broken one is
 never published. And the bench gates really catch a subtly broken 4-bit artifact: one layer's
 scales perturbed in an nf4 and in a Q4_K_M artifact fails its own width's gates with exit 3."""
 
@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import quantkit.quantize.verify_runtime as runtime
 from quantkit.cli import main
 from quantkit.core.errors import VerificationError
-from quantkit.quantize.base import MethodResult
-from quantkit.quantize.gguf.method import GgufOptions
-from quantkit.quantize.quantize import quantize
-from quantkit.quantize.verify import SCRIPT, TOP1_MIN, judge, top1_min, verify_artifact
+from quantkit.quantization import verify_runtime as runtime
+from quantkit.quantization.base import MethodResult
+from quantkit.quantization.gguf.method import GgufOptions
+from quantkit.quantization.quantize import quantize
+from quantkit.quantization.verify import SCRIPT, TOP1_MIN, judge, top1_min, verify_artifact
 
 # --- the pieces, fast --------------------------------------------------------------------------
 
@@ -108,7 +108,7 @@ def zero_embeddings(folder: Path) -> None:
 def test_a_broken_artifact_is_not_published(tiny_llama, tmp_path, capsys, monkeypatch):
     """The method writes an artifact that loads but is dead (zeroed embeddings): quantize fails in
     one line, exit 1, and leaves nothing - not the artifact, not its staging folder."""
-    from quantkit.quantize.bnb import Nf4Method
+    from quantkit.quantization.bnb import Nf4Method
 
     original = Nf4Method.quantize
 

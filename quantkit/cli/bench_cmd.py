@@ -6,8 +6,8 @@ from quantkit.cli.settings_flags import setting_flags
 
 def bench_settings_table() -> dict:
     """``quantkit bench``'s flags: BenchOptions' and Gates' settings (quantkit/core/settings.py)."""
-    from quantkit.bench.bench import BenchOptions
-    from quantkit.bench.gates import Gates
+    from quantkit.benchmark.bench import BenchOptions
+    from quantkit.benchmark.gates import Gates
     from quantkit.core.settings import settings_of
 
     return {name: (f, None) for cls in (BenchOptions, Gates) for name, f in settings_of(cls).items()
@@ -32,14 +32,14 @@ def command(artifact, base, json_file, url, **flags):
 
     ARTIFACT is a quantkit artifact folder, a Hugging Face model folder or a .gguf file."""
     load = {k: flags.pop(k) for k in list(flags) if k in URL_PARAMS}
-    if url:  # a serving load test (quantkit.bench.loadtest) instead of an artifact benchmark
+    if url:  # a serving load test (quantkit.benchmark.loadtest) instead of an artifact benchmark
         from quantkit.cli import bench_url
 
         return bench_url.run(url, json_file=json_file, **load)
     if not artifact:
         raise click.UsageError("give an ARTIFACT to benchmark (or --url URL)")
-    from quantkit.bench.bench import BenchOptions, bench
-    from quantkit.bench.gates import Gates
+    from quantkit.benchmark.bench import BenchOptions, bench
+    from quantkit.benchmark.gates import Gates
     from quantkit.cli.settings_flags import typed_settings
     from quantkit.core.errors import GateFailed
     from quantkit.core.settings import build

@@ -1,4 +1,4 @@
-"""`quantkit bench --url`: the options and printing of the serving load test (quantkit.bench.loadtest),
+"""`quantkit bench --url`: the options and printing of the serving load test (quantkit.benchmark.loadtest),
 kept apart from bench_cmd so that command only gains one decorator and one branch."""
 
 import click
@@ -34,7 +34,7 @@ def run(url, json_file=None, concurrency=(), request_rate=(), num_requests=16, m
         api_key=None, plot_file=None) -> None:
     from pathlib import Path
 
-    from quantkit.bench.loadtest import load_test, plot_sweep
+    from quantkit.benchmark.loadtest import load_test, plot_sweep
     from quantkit.core.errors import QuantkitError
 
     urls = [url] if isinstance(url, str) else list(url)

@@ -51,7 +51,7 @@ def show_preflight(result) -> None:
         console.print(f"[yellow]skipping pickle files[/] {', '.join(result.skipped_pickle)} "
                       "(safetensors present; --allow-pickle fetches them)")
     if result.info is not None:
-        from quantkit.quantize.registry import method_support
+        from quantkit.quantization.registry import method_support
 
         result.info.support = method_support(result.info.config)
         model_table(result.info, download_bytes=result.total_bytes)

@@ -19,7 +19,7 @@ def command(model, as_json):
 
     path = Path(model).expanduser()
     if path.is_file() and path.suffix == ".gguf":
-        from quantkit.quantize.gguf.inspect import describe_gguf
+        from quantkit.quantization.gguf.inspect import describe_gguf
 
         info = describe_gguf(path)
         if as_json:
@@ -32,7 +32,7 @@ def command(model, as_json):
     from quantkit.core.manifest import read_manifest
     from quantkit.core.modelinfo import describe
     from quantkit.hub.model_ref import resolve_model
-    from quantkit.quantize.registry import method_support
+    from quantkit.quantization.registry import method_support
 
     path = resolve_model(model)
     info = describe(path)

@@ -5,10 +5,10 @@ from quantkit.core import settings as opts
 
 
 def methods_markdown() -> str:
-    from quantkit.quantize.registry import METHODS, options_class
+    from quantkit.quantization.registry import METHODS, options_class
 
     lines = ["# Methods and their settings", "",
-             "Written by `make docs` from each method's settings dataclass (quantkit/quantize/), the one",
+             "Written by `make docs` from each method's settings dataclass (quantkit/quantization/), the one",
              "declaration that `quantkit quantize`'s flags, a recipe's artifact keys and `qk.quantize(...)`'s",
              "parameters come from. A setting a method does not list is refused for it.", ""]
     for name, entry in METHODS.items():

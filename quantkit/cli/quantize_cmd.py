@@ -3,7 +3,7 @@ from pathlib import Path
 import click
 
 from quantkit.cli.settings_flags import options_from_flags, setting_flags, settings_given
-from quantkit.quantize.registry import METHODS, settings_table
+from quantkit.quantization.registry import METHODS, settings_table
 
 METHOD_HELP = "; ".join(f"{name}: {entry.summary}" for name, entry in METHODS.items())
 
@@ -30,7 +30,7 @@ def command(model, method, output, overwrite, source, revision, **settings):
     """Quantize MODEL (a folder, bundled:NAME or a hub id) into an artifact folder.
 
     Prints the artifact folder as the last line."""
-    from quantkit.quantize.quantize import quantize
+    from quantkit.quantization.quantize import quantize
 
     given = settings_given(click.get_current_context(), settings, settings_table(), method, "--method")
     path = quantize(model, method, output, options_from_flags(method, given), overwrite=overwrite, source=source,

@@ -12,7 +12,7 @@ Examples:
 def command(inputs, out, no_cards):
     """Merge bench results (JSON files, or folders holding them) into report.md with PNG plots
     (size vs decode tokens/s, size vs KLD), and fill each artifact's model card results section."""
-    from quantkit.bench.report import load_results, write_report
+    from quantkit.benchmark.report import load_results, write_report
 
     results = load_results(list(inputs))
     path = write_report(results, out, fill_cards=not no_cards)

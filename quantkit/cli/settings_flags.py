@@ -1,4 +1,4 @@
-"""Click options derived from settings dataclasses (quantkit/quantize/options.py): one flag per
+"""Click options derived from settings dataclasses (quantkit/quantization/options.py): one flag per
 setting, its help saying which methods use it, and the check that a flag given on the command
 line is one the chosen method uses. The CLI speaks in flags; the library in parameter names."""
 
@@ -51,7 +51,7 @@ def setting_flags(table_of):
 def table_of_choices(table: dict, name: str) -> list[tuple]:
     """The choices of setting ``name`` as each method that uses it declares them."""
     from quantkit.core import settings as opts
-    from quantkit.quantize.registry import options_class
+    from quantkit.quantization.registry import options_class
 
     _field, users = table[name]
     return [opts.settings_of(options_class(m))[name].metadata.get("choices") or () for m in users]
@@ -82,7 +82,7 @@ def options_from_flags(method: str, given: dict):
     """``make_options`` with a refused value reported by its flag (the library names parameters)."""
     from quantkit.core import settings as opts
     from quantkit.core.errors import InputError
-    from quantkit.quantize.registry import make_options, settings_table
+    from quantkit.quantization.registry import make_options, settings_table
 
     try:
         return make_options(method, given)

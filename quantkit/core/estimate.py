@@ -187,7 +187,7 @@ def quantize_need(config: dict, fp: Footprint, device: str) -> Need:
     s, n = shape(config), estimate_params(config)
     if fp.kind == "calibrate":
         samples, seq = fp.calib_samples, fp.calib_seq_len
-        batch = min(8, samples)  # quantkit.quantize.awq.method.CALIB_BATCH
+        batch = min(8, samples)  # quantkit.quantization.awq.method.CALIB_BATCH
         if device == "cuda":
             # bf16 on the GPU: one decoder layer (+ the copy the scale search restores from), the
             # cached activations of every sample, one batch's temporaries, and the last subgraph's
@@ -270,7 +270,7 @@ def quantize_cost(config: dict, fp: Footprint, device: str) -> Cost:
 
 
 def bench_n_ctx(bench) -> int:
-    """The context bench loads engines with (quantkit.bench.bench)."""
+    """The context bench loads engines with (quantkit.benchmark.bench)."""
     return max(4096, bench.prompt_tokens + bench.gen_tokens + 8)
 
 

@@ -1,5 +1,5 @@
 """What a model is, from its config.json alone (no weights loaded): architecture, parameter
-estimate, dtype (which methods can quantize it: ``quantkit.quantize.registry.method_support``). Used by download's preflight,
+estimate, dtype (which methods can quantize it: ``quantkit.quantization.registry.method_support``). Used by download's preflight,
 ``quantkit inspect`` and quantize's preflight."""
 
 import json

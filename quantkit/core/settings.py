@@ -1,7 +1,7 @@
 """Settings declared once, as dataclass fields made with ``option()``: the CLI's flags, a
 recipe's keys and their strict checks, the Python API's parameters and the docs are derived from
 them, as huggingface_hub's CLI reuses one annotated type per flag. Methods declare theirs in
-quantkit/quantize/options.py; bench its ``BenchOptions`` and ``Gates``.
+quantkit/quantization/options.py; bench its ``BenchOptions`` and ``Gates``.
 
 Metadata says what the derived places need: help text, choices, bounds, the flag's name where it
 differs from the field's, and whether a recipe or the CLI offers it."""

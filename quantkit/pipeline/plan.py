@@ -6,7 +6,7 @@ from pathlib import Path
 
 from quantkit.core.estimate import Cost, bench_cost, download_cost, find_config, quantize_cost
 from quantkit.pipeline.recipe_schema import ArtifactSpec, Recipe, settings_key
-from quantkit.quantize.registry import get_method
+from quantkit.quantization.registry import get_method
 
 
 @dataclass

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from quantkit.bench.bench import BenchOptions
-from quantkit.bench.gates import Gates
+from quantkit.benchmark.bench import BenchOptions
+from quantkit.benchmark.gates import Gates
 from quantkit.core.errors import InputError
 from quantkit.pipeline.recipe_schema import (
     NAME_RE,
@@ -126,9 +126,9 @@ TOP_KEYS = ("name", "description", "runner", "model", "artifacts", "bench", "gat
 
 def artifact_keys() -> dict:
     """An artifact's keys: its name, method and gates, and every method setting a recipe may
-    hold (quantkit/quantize/options.py: the one declaration the CLI's flags come from too)."""
+    hold (quantkit/quantization/options.py: the one declaration the CLI's flags come from too)."""
     from quantkit.core.settings import kind_of
-    from quantkit.quantize.registry import settings_table
+    from quantkit.quantization.registry import settings_table
 
     keys = {"name": ("str", None), "method": ("str", None)}
     for name, (f, _users) in settings_table().items():
@@ -167,7 +167,7 @@ def _artifact(ctx, node, key, gates: Gates) -> tuple[list[ArtifactSpec], dict]:
     """One entry of ``artifacts:``: the method's settings checked by its own declaration (a
     setting the method does not use is an error: a silently ignored setting is a lie). An entry
     listing several formats of one calibration yields one artifact per format."""
-    from quantkit.quantize.registry import METHODS, make_options, settings_table
+    from quantkit.quantization.registry import METHODS, make_options, settings_table
 
     table = artifact_keys()
     values, nodes = {"gates": gates}, {}

@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quantkit.bench.bench import BenchOptions
-from quantkit.bench.gates import Gates
+from quantkit.benchmark.bench import BenchOptions
+from quantkit.benchmark.gates import Gates
 from quantkit.core.errors import InputError
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
@@ -36,7 +36,7 @@ class ModelSpec:
 class ArtifactSpec:
     name: str
     method: str
-    options: Any  # the method's settings dataclass (quantkit/quantize/options.py), checked at load
+    options: Any  # the method's settings dataclass (quantkit/quantization/options.py), checked at load
     gates: Gates = field(default_factory=Gates)
 
     def quantize_settings(self) -> dict:

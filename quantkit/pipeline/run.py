@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from quantkit.bench.gates import Gates
+from quantkit.benchmark.gates import Gates
 from quantkit.core.atomic import write_json
 from quantkit.core.errors import GateFailed, QuantkitError
 from quantkit.pipeline.recipe_schema import ArtifactSpec, Recipe, settings_key
@@ -98,7 +98,7 @@ def stage_quantize(recipe: Recipe, spec: ArtifactSpec, model_dir: Path, out_dir:
                    force: bool, echo: Echo) -> tuple[Path, bool]:
     """The artifact folder, and whether it was (re)built."""
     from quantkit.core.manifest import MANIFEST
-    from quantkit.quantize.quantize import quantize
+    from quantkit.quantization.quantize import quantize
 
     settings = quantize_settings(recipe, spec)
     key = settings_key(settings)
@@ -129,7 +129,7 @@ def bench_one(target: Path, base: Path, recipe: Recipe, force: bool = False) -> 
     """The seam to the bench module: one artifact (folder or .gguf) -> its results dict.
     Orchestration tests replace this to keep the pipeline's own logic fast to test.
     ``force`` (the artifact's ``force: true``) skips the bench's memory preflight."""
-    from quantkit.bench.bench import bench, release_memory
+    from quantkit.benchmark.bench import bench, release_memory
 
     options = replace(recipe.bench, force=force)
     release_memory(options.device)  # what the quantize stage (or the previous bench) freed goes back first
@@ -163,11 +163,11 @@ def stage_bench(recipe: Recipe, spec: ArtifactSpec, artifact: Path, model_dir: P
 
 
 def check_gates(result: dict, gates: Gates) -> list[str]:
-    """Why ``result`` fails ``gates`` (empty: it passes), by quantkit.bench.gates' rules: its defaults for
+    """Why ``result`` fails ``gates`` (empty: it passes), by quantkit.benchmark.gates' rules: its defaults for
     the artifact's bit width, with the recipe's thresholds applied. Computed from the stored
     smoke/quality results, so changing a threshold re-gates without measuring again. The result's
     own verdict (``failures``, ``passed``, ``gates``) is replaced so the report shows the recipe's."""
-    from quantkit.bench.gates import check, gates_for
+    from quantkit.benchmark.gates import check, gates_for
 
     thresholds = gates_for(int(result.get("bits") or 16), gates.overrides())
     failures = check(thresholds, result.get("smoke") if gates.smoke else None, result.get("quality"))
@@ -270,7 +270,7 @@ def _run_stages(recipe: Recipe, specs: list[ArtifactSpec], out_dir: Path, summar
 def stage_push(recipe: Recipe, summary: RunSummary, echo: Echo) -> None:
     """After the gates: publish each artifact that passed (or failed only its gates, with
     allow_failed) to the recipe's repo. Always runs: the hub itself skips what it already has."""
-    from quantkit.bench.report import fill_card
+    from quantkit.benchmark.report import fill_card
     from quantkit.hub.push import push
 
     settings = recipe.push

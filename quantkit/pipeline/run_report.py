@@ -1,5 +1,5 @@
 """The report of a recipe run: which artifacts passed, which failed and why, then the bench
-tables, plots and transcripts that ``quantkit.bench.report`` writes from the results, and each
+tables, plots and transcripts that ``quantkit.benchmark.report`` writes from the results, and each
 artifact's model card filled with its results."""
 
 import re
@@ -8,7 +8,7 @@ from pathlib import Path
 from quantkit.pipeline.recipe_schema import Recipe
 
 STATUS = {"passed": "passed", "gate_failed": "FAILED gates", "failed": "FAILED", "pending": "not run"}
-BENCH_DIR = "bench-report"  # quantkit.bench.report's own folder inside the run folder
+BENCH_DIR = "bench-report"  # quantkit.benchmark.report's own folder inside the run folder
 
 
 def status_section(summary, recipe: Recipe) -> str:
@@ -25,10 +25,10 @@ def status_section(summary, recipe: Recipe) -> str:
 
 
 def bench_section(rows: list[dict], out_dir: Path) -> str:
-    """quantkit.bench.report's Markdown, its title demoted and its plot links pointing into its folder."""
+    """quantkit.benchmark.report's Markdown, its title demoted and its plot links pointing into its folder."""
     if not rows:
         return ""
-    from quantkit.bench.report import write_report
+    from quantkit.benchmark.report import write_report
 
     text = Path(write_report(rows, out_dir / BENCH_DIR, fill_cards=False)).read_text()
     text = re.sub(r"^# .*$", "## Benchmarks", text, count=1, flags=re.M)
@@ -37,7 +37,7 @@ def bench_section(rows: list[dict], out_dir: Path) -> str:
 
 def fill_cards(summary) -> None:
     """Each artifact folder's card gets its results (both rows for a GGUF folder of two types)."""
-    from quantkit.bench.report import fill_card
+    from quantkit.benchmark.report import fill_card
     from quantkit.core.manifest import CARD
 
     for a in summary.artifacts:

@@ -10,8 +10,8 @@ from pathlib import Path
 from quantkit.core.errors import PreflightError
 from quantkit.core.estimate import Footprint
 from quantkit.core.settings import option
-from quantkit.quantize.base import MethodResult, copy_support_files
-from quantkit.quantize.options import TransformersOptions
+from quantkit.quantization.base import MethodResult, copy_support_files
+from quantkit.quantization.options import TransformersOptions
 
 
 @dataclass

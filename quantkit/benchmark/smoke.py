@@ -235,7 +235,7 @@ def against_base(result: SmokeResult, base: dict | None) -> SmokeResult:
 def smoke_key(base: Path, engine_name: str, engine_options, options: SmokeOptions) -> str:
     """The cache key of the base's smoke: its weights, engine, device, dtype, the smoke's settings
     and texts (quality's shared key helper, so logits and transcripts are keyed alike)."""
-    from quantkit.bench.quality import base_key
+    from quantkit.benchmark.quality import base_key
 
     return base_key(base, engine_name, engine_options,
                     ["smoke", SMOKE_CACHE_VERSION, asdict(options), SYSTEM, TURNS, PROMPTS, NGRAM])

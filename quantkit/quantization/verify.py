@@ -1,6 +1,6 @@
 """``verify_artifact()``: the last step of every quantize, before the staging folder is renamed.
 
-A fresh interpreter that never imports quantkit (``python -I quantkit/quantize/verify_runtime.py``) loads
+A fresh interpreter that never imports quantkit (``python -I quantkit/quantization/verify_runtime.py``) loads
 the artifact the way a user does - plain transformers for awq/nf4/int8, ``llama_cpp.Llama`` for
 each GGUF file - and checks that it reads the evaluation text with the base's token ids, that its
 logits are finite, and that teacher forced on a few hundred tokens it picks the base's top token

@@ -28,10 +28,10 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from quantkit.bench.gates import Gates
-from quantkit.bench.quality import QualityOptions, eval_text
-from quantkit.bench.result import BenchResult, Stat, percentiles_ms
-from quantkit.bench.smoke import SmokeOptions
+from quantkit.benchmark.gates import Gates
+from quantkit.benchmark.quality import QualityOptions, eval_text
+from quantkit.benchmark.result import BenchResult, Stat, percentiles_ms
+from quantkit.benchmark.smoke import SmokeOptions
 from quantkit.core.errors import InputError
 from quantkit.core.manifest import library_versions, read_manifest
 from quantkit.core.memory import PeakRSS, cuda_memory, device_memory, llamacpp_device_memory
@@ -105,7 +105,7 @@ def size_on_disk(path: Path) -> int:
 
 
 def environment(engine) -> dict:
-    from quantkit.bench.bandwidth import machine_key
+    from quantkit.benchmark.bandwidth import machine_key
 
     env = {
         "python": platform.python_version(),
@@ -158,7 +158,7 @@ def timed_runs(engine, prompt: list[int], options: BenchOptions):
 
 
 def bandwidth_record(engine, decode_tps: float, measure: bool, dequantized: bool = False) -> dict:
-    from quantkit.bench.bandwidth import decode_bytes
+    from quantkit.benchmark.bandwidth import decode_bytes
 
     read = decode_bytes(engine)  # an untied input embedding table is read one row per token
     if dequantized:  # counted after the first forward: the dense weights the matmuls read
@@ -168,7 +168,7 @@ def bandwidth_record(engine, decode_tps: float, measure: bool, dequantized: bool
               "copy_gbps": None, "fraction": None, "embedding_bytes": read["embedding_bytes"],
               "tied_embeddings": read["tied"], "counted": read["counted"]}
     if measure:
-        from quantkit.bench import bandwidth
+        from quantkit.benchmark import bandwidth
 
         if engine.device == "cuda":
             copy = bandwidth.measure_cuda_copy_gbps() if cuda_torch() else None
@@ -188,7 +188,7 @@ def bench(artifact: str | Path, *, base: str | Path | None = None, options: Benc
     read from the cache or computed by loading the base alone, then freed, before the artifact is
     loaded, so the peak is the larger of the two models, not their sum (on a GPU: one model on the
     device)."""
-    from quantkit.bench.gates import check, gates_for
+    from quantkit.benchmark.gates import check, gates_for
     from quantkit.core.weights import artifact_bits
 
     options = options or BenchOptions()
@@ -250,13 +250,13 @@ def bench(artifact: str | Path, *, base: str | Path | None = None, options: Benc
         smoke = quality = None
         if options.smoke:
             step("smoke")
-            from quantkit.bench.smoke import against_base
-            from quantkit.bench.smoke import smoke as run_smoke
+            from quantkit.benchmark.smoke import against_base
+            from quantkit.benchmark.smoke import smoke as run_smoke
 
             smoke = against_base(run_smoke(engine, options.smoke_options), base_smoke).to_dict()
         if options.quality and base is not None:
             step("quality")
-            from quantkit.bench.quality import evaluate
+            from quantkit.benchmark.quality import evaluate
 
             # The base's side comes from the cache filled above: the base is not loaded again.
             quality = evaluate(engine, base, options.quality_options, base_engine_options).to_dict()
@@ -307,12 +307,12 @@ def base_references(base: Path, options: BenchOptions, engine_options: EngineOpt
     its logits for quality. Each loads the base alone and frees it; a cached one loads nothing."""
     smoke = None
     if options.smoke:
-        from quantkit.bench.smoke import base_smoke
+        from quantkit.benchmark.smoke import base_smoke
 
         smoke, _ = base_smoke(base, options.smoke_options, engine_options)
         release_memory(engine_options.device)
     if options.quality:
-        from quantkit.bench.quality import base_reference
+        from quantkit.benchmark.quality import base_reference
 
         base_reference(Path(base), options.quality_options, engine_options)
         release_memory(engine_options.device)

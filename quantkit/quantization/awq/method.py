@@ -21,9 +21,9 @@ from pathlib import Path
 from quantkit.core.errors import DependencyError, InputError, PreflightError, QuantizeError, missing_extra
 from quantkit.core.estimate import Footprint
 from quantkit.core.modelinfo import config_dtype, text_config
-from quantkit.quantize import calibration
-from quantkit.quantize.base import MethodResult, copy_support_files
-from quantkit.quantize.options import CalibrationOptions, TransformersOptions, option
+from quantkit.quantization import calibration
+from quantkit.quantization.base import MethodResult, copy_support_files
+from quantkit.quantization.options import CalibrationOptions, TransformersOptions, option
 
 FORMATS = ("compressed-tensors", "autoawq")
 BITS = (4,)  # W4A16 is what AWQ kernels (vLLM, classic GEMM) exist for
@@ -65,8 +65,8 @@ class AwqMethod:
     Options = AwqOptions
 
     def supports(self, config: dict) -> str | None:
-        """llm-compressor's AWQ mappings must cover the architecture (see quantkit.quantize.awq.support)."""
-        from quantkit.quantize.awq.support import awq_reason
+        """llm-compressor's AWQ mappings must cover the architecture (see quantkit.quantization.awq.support)."""
+        from quantkit.quantization.awq.support import awq_reason
 
         return awq_reason(config)
 
@@ -102,7 +102,7 @@ class AwqMethod:
         with contextlib.redirect_stdout(sys.stderr):
             folder, record, reused = calibrated(model_dir, options, group, config)
             if fmt == "autoawq":
-                from quantkit.quantize.awq.repack import USAGE_AUTOAWQ, repack
+                from quantkit.quantization.awq.repack import USAGE_AUTOAWQ, repack
 
                 repack(folder, out_dir)  # weights and config.json
                 copy_result(folder, out_dir, weights=False)
@@ -146,7 +146,7 @@ def awq_mappings(model, ignore: list[str]):
     """llm-compressor's AWQ mappings for this model minus those whose balance layers are all
     ignored: 0.14.0.1 divides by zero smoothing into a layer left unquantized (e.g. up_proj ->
     down_proj with down_proj ignored, the seed use case); such a mapping has nothing to balance."""
-    from quantkit.quantize.awq.support import awq_layer_mappings  # llm-compressor's, or quantkit's for the few it lacks
+    from quantkit.quantization.awq.support import awq_layer_mappings  # llm-compressor's, or quantkit's for the few it lacks
 
     names = [name for name, _ in model.named_modules()]
     kept = []
@@ -249,7 +249,7 @@ def settings_record(options: AwqOptions, group: int, device: str, calib_dtype: s
 def calibrated(model_dir: Path, options: AwqOptions, group: int, config: dict) -> tuple[Path, dict, bool]:
     """The compressed-tensors AWQ result for these inputs - the cache's folder, its record, and
     whether it was reused - calibrating (and caching) it first when no earlier run made it."""
-    from quantkit.quantize.awq import cache as awq_cache
+    from quantkit.quantization.awq import cache as awq_cache
 
     try:
         from transformers import AutoTokenizer
@@ -279,8 +279,8 @@ def calibrated(model_dir: Path, options: AwqOptions, group: int, config: dict) -
 def copy_result(folder: Path, out_dir: Path, weights: bool = True) -> None:
     """The cached compressed-tensors folder into the artifact (all of it, or all but the weights
     and config.json, which the autoawq repack writes)."""
-    from quantkit.quantize.awq.cache import RECORD
-    from quantkit.quantize.awq.repack import INDEX
+    from quantkit.quantization.awq.cache import RECORD
+    from quantkit.quantization.awq.repack import INDEX
 
     for path in Path(folder).iterdir():
         skip = path.suffix == ".safetensors" or path.name in ("config.json", INDEX)

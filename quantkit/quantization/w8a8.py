@@ -16,11 +16,11 @@ from pathlib import Path
 
 from quantkit.core.errors import InputError, PreflightError, missing_extra
 from quantkit.core.estimate import Footprint
-from quantkit.quantize import calibration
-from quantkit.quantize.awq import method as awq
-from quantkit.quantize.base import MethodResult
-from quantkit.quantize.gptq import run_oneshot
-from quantkit.quantize.options import CalibrationOptions, TransformersOptions, option
+from quantkit.quantization import calibration
+from quantkit.quantization.awq import method as awq
+from quantkit.quantization.base import MethodResult
+from quantkit.quantization.gptq import run_oneshot
+from quantkit.quantization.options import CalibrationOptions, TransformersOptions, option
 
 SCHEME = "W8A8"  # compressed-tensors' preset: int8 per-channel weights, int8 dynamic per-token activations
 # One 16-bit scale per output row: 16 / in_features bits per weight (>= 512 inputs in real models).
@@ -48,7 +48,7 @@ class W8a8Method:
     def supports(self, config: dict) -> str | None:
         """Any causal LM transformers loads: GPTQ needs no mappings, and SmoothQuant skips the
         layers its mappings (Llama-style norm -> projections, per architecture) do not name."""
-        from quantkit.quantize.support import causal_lm_reason
+        from quantkit.quantization.support import causal_lm_reason
 
         return causal_lm_reason(config)
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from quantkit.core.errors import DependencyError, PreflightError, QuantizeError, missing_extra
 from quantkit.core.estimate import Footprint
-from quantkit.quantize import calibration
-from quantkit.quantize.awq import method as awq
-from quantkit.quantize.base import MethodResult
-from quantkit.quantize.options import CalibrationOptions, TransformersOptions, option
+from quantkit.quantization import calibration
+from quantkit.quantization.awq import method as awq
+from quantkit.quantization.base import MethodResult
+from quantkit.quantization.options import CalibrationOptions, TransformersOptions, option
 
 # compressed-tensors 0.19 removed "group" (dynamic) ordering; "static" is its alias of "weight".
 ACTORDERS = ("static", "weight", "none")
@@ -40,7 +40,7 @@ class GptqMethod:
 
     def supports(self, config: dict) -> str | None:
         """GPTQ needs no layer mappings: any causal LM transformers loads."""
-        from quantkit.quantize.support import causal_lm_reason
+        from quantkit.quantization.support import causal_lm_reason
 
         return causal_lm_reason(config)
 

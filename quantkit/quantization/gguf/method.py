@@ -12,9 +12,9 @@ from pathlib import Path
 
 from quantkit.core.errors import InputError
 from quantkit.core.estimate import Footprint, gguf_footprint
-from quantkit.quantize.base import MethodResult
-from quantkit.quantize.gguf.tools import CONVERTER_TYPES, FTYPES  # tables; that module imports nothing heavy
-from quantkit.quantize.options import CalibrationOptions, CommonOptions, option
+from quantkit.quantization.base import MethodResult
+from quantkit.quantization.gguf.tools import CONVERTER_TYPES, FTYPES  # tables; that module imports nothing heavy
+from quantkit.quantization.options import CalibrationOptions, CommonOptions, option
 
 DEFAULT_TYPE = "Q4_K_M"
 # The importance matrix is on by default at 4 bits and below, where it measured better on SmolLM2
@@ -45,7 +45,7 @@ class GgufMethod:
 
     def supports(self, config: dict) -> str | None:
         """Judged against the converter's list only when it is already unpacked (no download here)."""
-        from quantkit.quantize.support import gguf_reason
+        from quantkit.quantization.support import gguf_reason
 
         return gguf_reason(config)
 
@@ -58,9 +58,9 @@ class GgufMethod:
 
     def check(self, model_dir: Path, config: dict, options: GgufOptions) -> None:
         from quantkit.core.preflight import check_quantize_memory
-        from quantkit.quantize.calibration import read_records
-        from quantkit.quantize.gguf import checks as gguf_checks
-        from quantkit.quantize.gguf.tools import find_converter, installed_version, tools_bin
+        from quantkit.quantization.calibration import read_records
+        from quantkit.quantization.gguf import checks as gguf_checks
+        from quantkit.quantization.gguf.tools import find_converter, installed_version, tools_bin
 
         types = options.gguf_types
         self.check_config(config, options)
@@ -73,8 +73,8 @@ class GgufMethod:
         gguf_checks.preflight(find_converter(options.llama_cpp_dir), model_dir, config)
 
     def quantize(self, model_dir: Path, out_dir: Path, options: GgufOptions) -> MethodResult:
-        from quantkit.quantize.gguf import checks as gguf_checks
-        from quantkit.quantize.gguf.tools import convert, converter_view, find_converter, quantize_file
+        from quantkit.quantization.gguf import checks as gguf_checks
+        from quantkit.quantization.gguf.tools import convert, converter_view, find_converter, quantize_file
 
         types = options.gguf_types
         with_imatrix = imatrix_types(types, options.imatrix)
@@ -134,7 +134,7 @@ class GgufMethod:
 def imatrix_types(types: list[str], imatrix: bool | None) -> list[str]:
     """The quantized types made with the importance matrix: all (``imatrix`` True), none (False;
     refused when a type cannot be made without one), else those of IMATRIX_MAX_BITS or fewer."""
-    from quantkit.quantize.gguf.tools import NEEDS_IMATRIX
+    from quantkit.quantization.gguf.tools import NEEDS_IMATRIX
 
     quantized = [t for t in types if t not in CONVERTER_TYPES]
     if imatrix is False:
@@ -149,9 +149,9 @@ def imatrix_types(types: list[str], imatrix: bool | None) -> list[str]:
 def make_imatrix(model_dir: Path, base_file: Path, scratch: Path, options: GgufOptions) -> tuple[Path, dict]:
     """llama-imatrix on the 16-bit GGUF over quantkit's calibration samples (written as one text
     file, chunked by the sequence length); returns the imatrix file and its manifest record."""
-    from quantkit.quantize import calibration
-    from quantkit.quantize.gguf.checks import hf_tokenizer
-    from quantkit.quantize.gguf.tools import compute_imatrix
+    from quantkit.quantization import calibration
+    from quantkit.quantization.gguf.checks import hf_tokenizer
+    from quantkit.quantization.gguf.tools import compute_imatrix
 
     tokenizer = hf_tokenizer(model_dir)
     calib = calibration.build(tokenizer, options.calib, options.calib_samples, options.calib_seq_len)
@@ -171,7 +171,7 @@ def make_imatrix(model_dir: Path, base_file: Path, scratch: Path, options: GgufO
 
 def llama_cpp_record(converter, with_tools: bool) -> dict:
     """The llama.cpp commit of converter, tools and runtime (one commit when all come from the sdist)."""
-    from quantkit.quantize.gguf.tools import installed_version, runtime_commit, tools_record
+    from quantkit.quantization.gguf.tools import installed_version, runtime_commit, tools_record
 
     record = {"commit": converter.commit, "converter": converter.origin, "llama_cpp_python": installed_version(),
               "runtime_commit": runtime_commit()}
@@ -213,8 +213,8 @@ def file_record(path: Path, fallbacks: list[dict], check: dict) -> dict:
 
 def write_modelfiles(out_dir: Path, files: dict[str, Path], model_dir: Path, metadata: dict) -> dict:
     """``Modelfile`` for the first type, ``Modelfile.TYPE`` for the others."""
-    from quantkit.quantize.gguf.checks import hf_tokenizer
-    from quantkit.quantize.gguf.ollama import MODELFILE, write_modelfile
+    from quantkit.quantization.gguf.checks import hf_tokenizer
+    from quantkit.quantization.gguf.ollama import MODELFILE, write_modelfile
 
     tokenizer = hf_tokenizer(model_dir)
     if not tokenizer.chat_template:

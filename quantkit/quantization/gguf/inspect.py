@@ -52,7 +52,7 @@ def gguf_engines(arch: str) -> dict[str, str | None]:
     import re
 
     from quantkit.core.library_tables import package_root, version_of
-    from quantkit.quantize.gguf.tools import cached_converter
+    from quantkit.quantization.gguf.tools import cached_converter
 
     converter = cached_converter()
     constants = converter.root / "gguf-py" / "gguf" / "constants.py" if converter else None

@@ -1,4 +1,4 @@
-"""The runtime side of ``quantkit.quantize.verify``: a standalone script, run as a file with ``python -I``,
+"""The runtime side of ``quantkit.quantization.verify``: a standalone script, run as a file with ``python -I``,
 that never imports quantkit. It loads the artifact as a user would (plain transformers
 ``AutoModelForCausalLM.from_pretrained(folder)``, or ``llama_cpp.Llama`` for each GGUF file) and
 compares it with the base, teacher forced on the same token ids (the base's side cached by the caller's

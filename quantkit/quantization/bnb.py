@@ -16,8 +16,8 @@ from quantkit.core import preflight
 from quantkit.core.atomic import PARTIAL_MARK
 from quantkit.core.errors import QuantizeError, missing_extra
 from quantkit.core.estimate import Footprint
-from quantkit.quantize.base import MethodResult, copy_support_files
-from quantkit.quantize.options import TransformersOptions, option
+from quantkit.quantization.base import MethodResult, copy_support_files
+from quantkit.quantization.options import TransformersOptions, option
 
 
 @dataclass
@@ -54,7 +54,7 @@ class BnbMethod:
     disk_bits = 16.0  # bits per quantized weight on disk, absmax/statistics included
 
     def supports(self, config: dict) -> str | None:
-        from quantkit.quantize.support import bnb_reason
+        from quantkit.quantization.support import bnb_reason
 
         return bnb_reason(config)
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 from quantkit.core.errors import InputError, PreflightError, missing_extra
 from quantkit.core.estimate import Footprint
-from quantkit.quantize.awq import method as awq
-from quantkit.quantize.base import MethodResult
-from quantkit.quantize.gptq import run_oneshot
-from quantkit.quantize.options import TransformersOptions, option
-from quantkit.quantize.w8a8 import CHANNEL_SCALE_BITS
+from quantkit.quantization.awq import method as awq
+from quantkit.quantization.base import MethodResult
+from quantkit.quantization.gptq import run_oneshot
+from quantkit.quantization.options import TransformersOptions, option
+from quantkit.quantization.w8a8 import CHANNEL_SCALE_BITS
 
 SCHEME = "FP8_DYNAMIC"  # compressed-tensors' preset: fp8 e4m3 per-channel weights, fp8 dynamic per-token activations
 DEQUANTIZED_NOTE = ("transformers has no FP8 matmul here: it decompresses the float8 weights to dense ones on the "
@@ -41,7 +41,7 @@ class Fp8Method:
 
     def supports(self, config: dict) -> str | None:
         """Any causal LM transformers loads: every Linear but lm_head is quantized on its own."""
-        from quantkit.quantize.support import causal_lm_reason
+        from quantkit.quantization.support import causal_lm_reason
 
         return causal_lm_reason(config)
 

@@ -15,8 +15,8 @@ from quantkit.core.memory import PeakRSS
 from quantkit.core.modelinfo import describe, load_config
 from quantkit.core.preflight import check_device
 from quantkit.hub.model_ref import model_name, resolve_model
-from quantkit.quantize.registry import get_method, make_options
-from quantkit.quantize.verify import verify_artifact
+from quantkit.quantization.registry import get_method, make_options
+from quantkit.quantization.verify import verify_artifact
 
 VERSIONED = ("torch", "transformers", "accelerate", "safetensors", "huggingface_hub", "llmcompressor",
              "compressed-tensors", "gptqmodel", "bitsandbytes", "llama-cpp-python", "gguf")
@@ -39,7 +39,7 @@ def quantize(model: str | Path, method: str, out: str | Path | None = None, opti
     options = make_options(method) if options is None else options
     if not isinstance(options, impl.Options):
         raise InputError(f"method {method} takes {impl.Options.__name__}, not {type(options).__name__}",
-                         hint="build them with quantkit.quantize.registry.make_options")
+                         hint="build them with quantkit.quantization.registry.make_options")
     final = Path(out).expanduser().resolve() if out else default_output(model, method, options)
     check_output(final, overwrite)  # refuse before downloading or loading anything
     check_device(getattr(options, "device", "cpu"))

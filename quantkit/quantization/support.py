@@ -4,7 +4,7 @@ config.json alone (no weight is loaded, no calibration sample is run):
 - transformers: its model-type tables (``CONFIG_MAPPING_NAMES``, ``MODEL_FOR_CAUSAL_LM_MAPPING_NAMES``).
   Importing ``transformers.models.auto`` imports torch (~10 s cold), so the tables are read from
   the installed sources with ``ast`` and cached per transformers version.
-- llm-compressor's AWQ: quantkit/quantize/awq/support.py (its mapping registry, or its default resolved on
+- llm-compressor's AWQ: quantkit/quantization/awq/support.py (its mapping registry, or its default resolved on
   a meta-device model, quantkit/core/meta_model.py).
 - llama.cpp: the architectures its converter registers (``llamacpp_tools.supported_architectures``).
 - bitsandbytes: any causal LM transformers loads (it replaces nn.Linear generically).
@@ -38,7 +38,7 @@ def bnb_reason(config: dict) -> str | None:
 def gguf_reason(config: dict) -> str | None:
     """llama.cpp's converter must register the architecture (judged when the converter is at hand:
     unpacked already, or a --llama-cpp-dir checkout; otherwise quantize's preflight judges it)."""
-    from quantkit.quantize.gguf.tools import cached_converter, supported_architectures
+    from quantkit.quantization.gguf.tools import cached_converter, supported_architectures
 
     archs = config.get("architectures") or []
     if not archs:

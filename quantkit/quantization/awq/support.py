@@ -12,7 +12,7 @@ from functools import lru_cache
 from quantkit.core.library_tables import cached_tables, package_root, version_of
 from quantkit.core.meta_model import meta_decoder_layer
 from quantkit.core.modelinfo import text_config
-from quantkit.quantize.support import causal_lm_reason
+from quantkit.quantization.support import causal_lm_reason
 
 # Keys that hold an expert count in the configs of transformers' MoE models.
 EXPERT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from quantkit.core.child import run_json_child
 from quantkit.core.errors import PreflightError, QuantizeError
-from quantkit.quantize.gguf.tools import Converter, key_line, supported_architectures
+from quantkit.quantization.gguf.tools import Converter, key_line, supported_architectures
 
 PROBES = (
     "Hello world",
@@ -57,7 +57,7 @@ def preflight(converter: Converter, model_dir: Path, config: dict) -> None:
         commit = (converter.commit or "unknown")[:9]
         raise PreflightError(f"llama.cpp's converter (commit {commit}) does not support architecture {archs[0]}",
                              hint="see convert_hf_to_gguf.py --print-supported-models, or use a newer checkout via `llama_cpp_dir`")
-    from quantkit.quantize.support import converter_vocab_reason
+    from quantkit.quantization.support import converter_vocab_reason
 
     if (reason := converter_vocab_reason(converter, model_dir, archs[0])) is not None:
         raise PreflightError(reason)
@@ -197,7 +197,7 @@ def read_gguf(gguf_path: Path) -> tuple[dict, dict[str, str], int]:
 
 def end_of_turn(template: str, bos: str = "", eos: str = "") -> str | None:
     """The text a chat template puts right after an assistant message (e.g. ``<|im_end|>``)."""
-    from quantkit.quantize.gguf.ollama import ASS, render_template
+    from quantkit.quantization.gguf.ollama import ASS, render_template
 
     messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ASS}]
     try:

@@ -71,7 +71,7 @@ def check(gates: Thresholds, smoke: dict | None, quality: dict | None) -> list[s
     """Every gate that failed, as one readable line each (empty: all passed)."""
     failures = []
     if smoke is not None and not smoke.get("passed"):
-        # The smoke's own verdict: judged against the base's replies when it has them (quantkit.bench.smoke).
+        # The smoke's own verdict: judged against the base's replies when it has them (quantkit.benchmark.smoke).
         kind = "completion smoke" if smoke.get("mode") == "completion" else "smoke"
         failures += [f"{kind}: {f}" for f in smoke.get("failures", [])] or [f"{kind}: failed"]
     if quality is not None:

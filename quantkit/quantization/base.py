@@ -2,7 +2,7 @@
 
 A method module imports nothing heavy at top level (torch, transformers, ... are imported inside
 ``quantize``), so the registry can ask every method about a config.json cheaply. Its settings
-are one dataclass (``Options``, see quantkit/quantize/options.py) from which the CLI, recipes,
+are one dataclass (``Options``, see quantkit/quantization/options.py) from which the CLI, recipes,
 the API and the docs are derived.
 """
 

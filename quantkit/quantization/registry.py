@@ -8,7 +8,7 @@ from importlib import import_module
 
 from quantkit.core import settings as opts
 from quantkit.core.errors import InputError
-from quantkit.quantize.base import Method
+from quantkit.quantization.base import Method
 
 
 @dataclass(frozen=True)
@@ -18,13 +18,13 @@ class MethodEntry:
 
 
 METHODS: dict[str, MethodEntry] = {
-    "awq": MethodEntry("quantkit.quantize.awq.method:AwqMethod", "4-bit AWQ via llm-compressor (vLLM/transformers)"),
-    "gptq": MethodEntry("quantkit.quantize.gptq:GptqMethod", "4-bit GPTQ via llm-compressor (vLLM/transformers)"),
-    "w8a8": MethodEntry("quantkit.quantize.w8a8:W8a8Method", "8-bit int weights + activations (SmoothQuant + GPTQ, vLLM)"),
-    "fp8": MethodEntry("quantkit.quantize.fp8:Fp8Method", "FP8-dynamic weights + activations, data-free (vLLM, recent GPUs)"),
-    "nf4": MethodEntry("quantkit.quantize.bnb:Nf4Method", "bitsandbytes 4-bit NF4/FP4, double quant"),
-    "int8": MethodEntry("quantkit.quantize.bnb:Int8Method", "bitsandbytes LLM.int8()"),
-    "gguf": MethodEntry("quantkit.quantize.gguf.method:GgufMethod", "GGUF via llama.cpp (Q8_0, Q4_K_M, ...)"),
+    "awq": MethodEntry("quantkit.quantization.awq.method:AwqMethod", "4-bit AWQ via llm-compressor (vLLM/transformers)"),
+    "gptq": MethodEntry("quantkit.quantization.gptq:GptqMethod", "4-bit GPTQ via llm-compressor (vLLM/transformers)"),
+    "w8a8": MethodEntry("quantkit.quantization.w8a8:W8a8Method", "8-bit int weights + activations (SmoothQuant + GPTQ, vLLM)"),
+    "fp8": MethodEntry("quantkit.quantization.fp8:Fp8Method", "FP8-dynamic weights + activations, data-free (vLLM, recent GPUs)"),
+    "nf4": MethodEntry("quantkit.quantization.bnb:Nf4Method", "bitsandbytes 4-bit NF4/FP4, double quant"),
+    "int8": MethodEntry("quantkit.quantization.bnb:Int8Method", "bitsandbytes LLM.int8()"),
+    "gguf": MethodEntry("quantkit.quantization.gguf.method:GgufMethod", "GGUF via llama.cpp (Q8_0, Q4_K_M, ...)"),
 }
 
 
