@@ -9,16 +9,15 @@ weights become dense ones on the first forward and each token's activations are 
 dequantized in float, so it computes what the FP8 kernels compute, at dense speed."""
 
 import contextlib
-import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from quantkit.core.errors import InputError, PreflightError, missing_extra
+from quantkit.core.errors import InputError
 from quantkit.core.estimate import Footprint
 from quantkit.quantization.awq import method as awq
 from quantkit.quantization.base import MethodResult
-from quantkit.quantization.gptq import run_oneshot
+from quantkit.quantization.llmc import run_oneshot
 from quantkit.quantization.options import TransformersOptions, option
 from quantkit.quantization.w8a8 import CHANNEL_SCALE_BITS
 
@@ -54,15 +53,9 @@ class Fp8Method:
         return Footprint("load", (options.bits + CHANNEL_SCALE_BITS,), dense_runtime=True, ignore=tuple(options.ignore))
 
     def check(self, model_dir: Path, config: dict, options: Fp8Options) -> None:
-        from quantkit.core import preflight
+        from quantkit.quantization.llmc import check_llmc
 
-        if (reason := self.supports(config)) is not None:
-            raise PreflightError(reason)
-        preflight.require_trusted_code(config, options.trust_remote_code)
-        self.check_config(config, options)
-        if importlib.util.find_spec("llmcompressor") is None:
-            raise missing_extra("llmcompressor", self.extra)
-        preflight.check_quantize_memory(config, self.name, self.footprint(options), options)
+        check_llmc(self, model_dir, config, options, calibrated=False)
 
     def quantize(self, model_dir: Path, out_dir: Path, options: Fp8Options) -> MethodResult:
         from transformers import AutoTokenizer

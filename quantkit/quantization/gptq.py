@@ -4,16 +4,14 @@ calibration set and chat formatting, the group size with its 128 -> 64 -> 32 fal
 pin-memory guard, the save dtype and the support files."""
 
 import contextlib
-import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from quantkit.core.errors import DependencyError, PreflightError, QuantizeError, missing_extra
 from quantkit.core.estimate import Footprint
-from quantkit.quantization import calibration
 from quantkit.quantization.awq import method as awq
 from quantkit.quantization.base import MethodResult
+from quantkit.quantization.llmc import run_oneshot
 from quantkit.quantization.options import CalibrationOptions, TransformersOptions, option
 
 # compressed-tensors 0.19 removed "group" (dynamic) ordering; "static" is its alias of "weight".
@@ -54,16 +52,9 @@ class GptqMethod:
                          ignore=tuple(options.ignore), calib_s_factor=0.3)
 
     def check(self, model_dir: Path, config: dict, options: GptqOptions) -> None:
-        from quantkit.core import preflight
+        from quantkit.quantization.llmc import check_llmc
 
-        if (reason := self.supports(config)) is not None:
-            raise PreflightError(reason)
-        preflight.require_trusted_code(config, options.trust_remote_code)
-        self.check_config(config, options)
-        calibration.read_records(options.calib)
-        if importlib.util.find_spec("llmcompressor") is None:
-            raise missing_extra("llmcompressor", self.extra)
-        preflight.check_quantize_memory(config, self.name, self.footprint(options), options)
+        check_llmc(self, model_dir, config, options)
 
     def quantize(self, model_dir: Path, out_dir: Path, options: GptqOptions) -> MethodResult:
         from transformers import AutoTokenizer
@@ -100,39 +91,3 @@ def gptq_recipe(options: GptqOptions, group: int, ignore: list[str]):
     # The ordering goes on the modifier: on the scheme, None would be overridden by its default "static".
     return GPTQModifier(config_groups={"group_0": scheme}, ignore=ignore, dampening_frac=options.dampening_frac,
                         actorder=None if options.actorder == "none" else options.actorder)
-
-
-def run_oneshot(model_dir: Path, out_dir: Path, options, build_recipe, label: str, tokenizer, calib=None,
-                load_dtype: str = "float32", saved: str = "bfloat16") -> None:
-    """llm-compressor's ``oneshot`` with ``build_recipe(ignore)`` on the model (held on the CPU;
-    its pipeline onloads one layer at a time to a GPU when there is one), on ``calib`` (None: a
-    data-free scheme), then the compressed-tensors folder into ``out_dir``. Shared by gptq, w8a8, fp8."""
-    try:
-        import torch
-        from datasets import Dataset
-        from llmcompressor import oneshot
-        from transformers import AutoModelForCausalLM
-    except ImportError as exc:
-        raise DependencyError(f"llm-compressor cannot be imported: {exc}", hint="pip install 'quantkit[awq]'") from exc
-    trust = options.trust_remote_code
-    dtype = load_dtype if load_dtype == "auto" else getattr(torch, load_dtype)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, trust_remote_code=trust)
-    data = {} if calib is None else {
-        "dataset": Dataset.from_dict({"text": calib.samples}), "max_seq_length": calib.seq_len,
-        "num_calibration_samples": len(calib.samples), "shuffle_calibration_samples": False}
-    try:
-        recipe = build_recipe(awq.ALWAYS_IGNORED + [awq.as_regex(p) for p in options.ignore])
-        with awq.cpu_only_pin_memory_guard():
-            oneshot(model=model, tokenizer=tokenizer, recipe=recipe, trust_remote_code_model=trust, **data)
-        model.to(getattr(torch, saved))
-        model.save_pretrained(out_dir, save_compressed=True)
-    except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise QuantizeError(f"llm-compressor {label} failed: {exc}") from exc
-    finally:
-        # The session keeps the model and its hooks after oneshot: clear it, free the GPU.
-        from llmcompressor.core import reset_session
-
-        reset_session()
-        del model
-        awq.free_accelerator_memory()
-    tokenizer.save_pretrained(out_dir)

@@ -9,13 +9,12 @@ far above chance. Failing that, ``quantize`` publishes nothing; the numbers go i
 
 import json
 import os
-import subprocess
 import sys
 import time
 from importlib import resources
 from pathlib import Path
 
-from quantkit.core.atomic import die_with_parent
+from quantkit.core.child import run_json_child
 from quantkit.core.errors import VerificationError
 
 CACHE_VERSION = 1
@@ -120,16 +119,10 @@ def judge(label: str, row: dict) -> VerificationError | None:
 def run_runtime(spec: dict) -> dict:
     """Run verify_runtime.py isolated (-I: no user site, no PYTHONPATH, not the current folder)."""
     started = time.time()
-    proc = subprocess.run([sys.executable, "-I", str(SCRIPT), json.dumps(spec)], capture_output=True, text=True,
-                          errors="replace", cwd=Path(spec["base"]).anchor or "/", env=runtime_env(),
-                          preexec_fn=die_with_parent)
+    proc, answer = run_json_child(["-I", str(SCRIPT), json.dumps(spec)], cwd=Path(spec["base"]).anchor or "/",
+                                  env=runtime_env())
     if os.environ.get("QUANTKIT_DEBUG"):
         sys.stderr.write(proc.stderr)
-    lines = proc.stdout.strip().splitlines()
-    try:
-        answer = json.loads(lines[-1]) if lines else {}
-    except json.JSONDecodeError:
-        answer = {}
     if proc.returncode == 0 and "results" in answer:
         return answer
     where = "llama.cpp" if spec["artifact"]["runtime"] == "llama.cpp" else "plain transformers"

@@ -9,17 +9,15 @@ matmul: it decompresses the weights to dense ones on the first forward and quant
 each token's activations, so it computes what the int8 kernels compute, at dense speed."""
 
 import contextlib
-import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from quantkit.core.errors import InputError, PreflightError, missing_extra
+from quantkit.core.errors import InputError
 from quantkit.core.estimate import Footprint
-from quantkit.quantization import calibration
 from quantkit.quantization.awq import method as awq
 from quantkit.quantization.base import MethodResult
-from quantkit.quantization.gptq import run_oneshot
+from quantkit.quantization.llmc import run_oneshot
 from quantkit.quantization.options import CalibrationOptions, TransformersOptions, option
 
 SCHEME = "W8A8"  # compressed-tensors' preset: int8 per-channel weights, int8 dynamic per-token activations
@@ -64,16 +62,9 @@ class W8a8Method:
                          ignore=tuple(options.ignore), calib_s_factor=0.4)
 
     def check(self, model_dir: Path, config: dict, options: W8a8Options) -> None:
-        from quantkit.core import preflight
+        from quantkit.quantization.llmc import check_llmc
 
-        if (reason := self.supports(config)) is not None:
-            raise PreflightError(reason)
-        preflight.require_trusted_code(config, options.trust_remote_code)
-        self.check_config(config, options)
-        calibration.read_records(options.calib)  # a missing, empty or malformed file fails now
-        if importlib.util.find_spec("llmcompressor") is None:
-            raise missing_extra("llmcompressor", self.extra)
-        preflight.check_quantize_memory(config, self.name, self.footprint(options), options)
+        check_llmc(self, model_dir, config, options)
 
     def quantize(self, model_dir: Path, out_dir: Path, options: W8a8Options) -> MethodResult:
         from transformers import AutoTokenizer

@@ -11,25 +11,24 @@ layer at a time to the GPU, so a model bigger than the GPU calibrates too.
 """
 
 import contextlib
-import importlib.util
 import re
 import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from quantkit.core.errors import DependencyError, InputError, PreflightError, QuantizeError, missing_extra
+from quantkit.core.errors import DependencyError, InputError, PreflightError, QuantizeError
 from quantkit.core.estimate import Footprint
 from quantkit.core.modelinfo import config_dtype, text_config
 from quantkit.quantization import calibration
 from quantkit.quantization.base import MethodResult, copy_support_files
+from quantkit.quantization.llmc import ALWAYS_IGNORED, as_regex, cpu_only_pin_memory_guard, free_accelerator_memory
 from quantkit.quantization.options import CalibrationOptions, TransformersOptions, option
 
 FORMATS = ("compressed-tensors", "autoawq")
 BITS = (4,)  # W4A16 is what AWQ kernels (vLLM, classic GEMM) exist for
 FALLBACK_GROUPS = (128, 64, 32)  # tried in order when no group size is given
 CALIB_BATCH = 8
-ALWAYS_IGNORED = ["lm_head"]
 SAVE_DTYPES = ("bfloat16", "float16")
 
 
@@ -79,18 +78,11 @@ class AwqMethod:
                          calib_seq_len=options.calib_seq_len, ignore=tuple(options.ignore))
 
     def check(self, model_dir: Path, config: dict, options: AwqOptions) -> None:
-        from quantkit.core import preflight
+        # Both formats come from llm-compressor's calibration (autoawq is a repack of it); fp32 model
+        # in RAM on a CPU; with a GPU, bf16 in RAM and one layer + activations on the GPU.
+        from quantkit.quantization.llmc import check_llmc
 
-        if (reason := self.supports(config)) is not None:
-            raise PreflightError(reason)
-        preflight.require_trusted_code(config, options.trust_remote_code)
-        self.check_config(config, options)
-        calibration.read_records(options.calib)  # a missing, empty or malformed file fails now
-        # Both formats come from llm-compressor's calibration (autoawq is a repack of it).
-        if importlib.util.find_spec("llmcompressor") is None:
-            raise missing_extra("llmcompressor", self.extra)
-        # fp32 model in RAM on a CPU; with a GPU, bf16 in RAM and one layer + activations on the GPU.
-        preflight.check_quantize_memory(config, self.name, self.footprint(options), options)
+        check_llmc(self, model_dir, config, options)
 
     def quantize(self, model_dir: Path, out_dir: Path, options: AwqOptions) -> MethodResult:
         from quantkit.core.modelinfo import load_config
@@ -135,11 +127,6 @@ def is_ignored(name: str, patterns: list[str]) -> bool:
     """Whether --ignore patterns ('re:REGEX' from the start, or a plain name's last parts) hit ``name``."""
     return any(matches(name, as_regex(p)) for p in patterns)
 
-
-def as_regex(pattern: str) -> str:
-    """A plain module name as the 're:' pattern that matches it anywhere (compressed-tensors
-    matches plain names only against the full name)."""
-    return pattern if pattern.startswith("re:") else rf"re:(.*\.)?{re.escape(pattern)}$"
 
 
 def awq_mappings(model, ignore: list[str]):
@@ -196,25 +183,6 @@ def save_dtype(options: AwqOptions, config: dict) -> str:
             return candidate
     return "bfloat16"
 
-
-@contextlib.contextmanager
-def cpu_only_pin_memory_guard():
-    """llm-compressor 0.14's AWQ pins cached activations for faster host-to-GPU copies; on a torch
-    without any accelerator pin_memory raises "Cannot access accelerator device", so make it a
-    no-op there (and only there: with a GPU, pinning is kept)."""
-    import torch
-
-    if torch.cuda.is_available():
-        yield
-        return
-    from llmcompressor.pipelines.cache import IntermediatesCache
-
-    original = IntermediatesCache.pin_memory
-    IntermediatesCache.pin_memory = lambda self, *args, **kwargs: None
-    try:
-        yield
-    finally:
-        IntermediatesCache.pin_memory = original
 
 
 def calibration_set(model_dir: Path, options: AwqOptions, tokenizer):
@@ -333,16 +301,6 @@ def calibrate(model_dir: Path, out_dir: Path, options: AwqOptions, group: int, c
         del model
         free_accelerator_memory()
     tokenizer.save_pretrained(out_dir)
-
-
-def free_accelerator_memory() -> None:
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 USAGE_COMPRESSED = """\
