@@ -36,23 +36,48 @@ def measure(model: str, name: str, knobs: dict, samples: int, seq_len: int, work
     awq.TUNING = dataclasses.replace(awq.AwqTuning(), **knobs)
     out = work / name.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "")
     started = time.time()
-    quantize(model, "awq", out, awq.AwqOptions(group_size=64, calib_samples=samples, calib_seq_len=seq_len,
-                                                device="cpu"), overwrite=True)
+    quantize(
+        model,
+        "awq",
+        out,
+        awq.AwqOptions(group_size=64, calib_samples=samples, calib_seq_len=seq_len, device="cpu"),
+        overwrite=True,
+    )
     manifest = json.loads((out / "quantkit.json").read_text())
     quantize_s = manifest["calibration_cache"]["calibration_wall_s"] or round(time.time() - started, 1)
-    options = BenchOptions(prompt_tokens=8, gen_tokens=2, repetitions=1, warmup=0, device="cpu", threads=2,
-                           smoke=False, bandwidth=False, eval_tokens=1024)
+    options = BenchOptions(
+        prompt_tokens=8,
+        gen_tokens=2,
+        repetitions=1,
+        warmup=0,
+        device="cpu",
+        threads=2,
+        smoke=False,
+        bandwidth=False,
+        eval_tokens=1024,
+    )
     quality = bench(out, options=options).to_dict()["quality"]
-    return {"setting": name, "calib": f"{samples}x{seq_len}", **awq.TUNING.__dict__, "quantize_s": quantize_s,
-            "kld_mean": quality["kld_mean"], "top1": quality["top1_agreement"], "ppl_ratio": quality["ppl_ratio"]}
+    return {
+        "setting": name,
+        "calib": f"{samples}x{seq_len}",
+        **awq.TUNING.__dict__,
+        "quantize_s": quantize_s,
+        "kld_mean": quality["kld_mean"],
+        "top1": quality["top1_agreement"],
+        "ppl_ratio": quality["ppl_ratio"],
+    }
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| setting | calibration | duo_scaling | observer | AWQ wall s (2 cores) | KLD mean | top-1 | PPL ratio |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| setting | calibration | duo_scaling | observer | AWQ wall s (2 cores) | KLD mean | top-1 | PPL ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['setting']} | {r['calib']} | {r['duo_scaling']} | {r['observer']} | {r['quantize_s']} "
-                     f"| {r['kld_mean']:.4f} | {r['top1']:.1%} | {r['ppl_ratio']:.3f} |")
+        lines.append(
+            f"| {r['setting']} | {r['calib']} | {r['duo_scaling']} | {r['observer']} | {r['quantize_s']} "
+            f"| {r['kld_mean']:.4f} | {r['top1']:.1%} | {r['ppl_ratio']:.3f} |"
+        )
     return "\n".join(lines)
 
 

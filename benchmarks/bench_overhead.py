@@ -53,9 +53,12 @@ def llama_bench(gguf: Path, threads: int, p: int, n: int, reps: int) -> tuple[fl
     context settings as quantkit uses them: batch 512, ubatch 512, flash attention off."""
     from quantkit.quantization.gguf.tools import run_tool
 
-    out = run_tool("llama-bench", ["-m", gguf, "-t", threads, "-p", p, "-n", n, "-r", reps, "-b", 512, "-ub", 512,
-                                   "-fa", 0, "-o", "json"], echo=False)
-    rows = json.loads(out[out.index("["):])
+    out = run_tool(
+        "llama-bench",
+        ["-m", gguf, "-t", threads, "-p", p, "-n", n, "-r", reps, "-b", 512, "-ub", 512, "-fa", 0, "-o", "json"],
+        echo=False,
+    )
+    rows = json.loads(out[out.index("[") :])
     pp = next(r["avg_ts"] for r in rows if r["n_prompt"] == p and r["n_gen"] == 0)
     tg = next(r["avg_ts"] for r in rows if r["n_gen"] == n and r["n_prompt"] == 0)
     return pp, tg
@@ -84,8 +87,9 @@ def raw_hf_runs(model, prompt, n, reps):
 def quantkit_runs(engine, prompt, n, reps):
     from quantkit.benchmark.bench import BenchOptions, timed_runs
 
-    prefill, decode, _ = timed_runs(engine, prompt, BenchOptions(prompt_tokens=len(prompt), gen_tokens=n,
-                                                                 repetitions=reps, warmup=0))
+    prefill, decode, _ = timed_runs(
+        engine, prompt, BenchOptions(prompt_tokens=len(prompt), gen_tokens=n, repetitions=reps, warmup=0)
+    )
     return [len(prompt) / s for s in prefill], [n / s for s in decode]
 
 
@@ -101,7 +105,9 @@ def compare(name, ours, raw, args, prompt, label="direct"):
         r_pp += a
         r_tg += b
     mean = statistics.fmean
-    print(f"{name:13s} pp{len(prompt)}: quantkit {mean(q_pp):8.1f}  {label} {mean(r_pp):8.1f}  ratio {mean(q_pp) / mean(r_pp):.3f}")
+    print(
+        f"{name:13s} pp{len(prompt)}: quantkit {mean(q_pp):8.1f}  {label} {mean(r_pp):8.1f}  ratio {mean(q_pp) / mean(r_pp):.3f}"
+    )
     print(f"{name:13s} tg{args.n}:  quantkit {mean(q_tg):8.1f}  {label} {mean(r_tg):8.1f}  ratio {mean(q_tg) / mean(r_tg):.3f}")
     return mean(q_pp), mean(q_tg)
 
@@ -109,8 +115,27 @@ def compare(name, ours, raw, args, prompt, label="direct"):
 def rss_check(gguf: Path, threads: int):
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "r.json"
-        cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "quantkit", "bench", str(gguf), "--no-quality", "--no-smoke",
-               "-p", "64", "-n", "16", "--repetitions", "2", "--threads", str(threads), "--json", str(out)]
+        cmd = [
+            "/usr/bin/time",
+            "-v",
+            sys.executable,
+            "-m",
+            "quantkit",
+            "bench",
+            str(gguf),
+            "--no-quality",
+            "--no-smoke",
+            "-p",
+            "64",
+            "-n",
+            "16",
+            "--repetitions",
+            "2",
+            "--threads",
+            str(threads),
+            "--json",
+            str(out),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
         if not out.is_file() or not match:
@@ -141,10 +166,22 @@ def main():
     prompt = (engine.tokenize(eval_text(QualityOptions())) * 2)[: args.p]
     import llama_cpp
 
-    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=engine.llm.n_ctx(), n_batch=512, n_threads=args.threads,
-                          n_threads_batch=args.threads, verbose=False)
-    q_pp, q_tg = compare("llama.cpp", lambda p, n, r: quantkit_runs(engine, p, n, r),
-                         lambda p, n, r: raw_llama_runs(llm, p, n, r), args, prompt, "llama_decode")
+    llm = llama_cpp.Llama(
+        model_path=str(gguf),
+        n_ctx=engine.llm.n_ctx(),
+        n_batch=512,
+        n_threads=args.threads,
+        n_threads_batch=args.threads,
+        verbose=False,
+    )
+    q_pp, q_tg = compare(
+        "llama.cpp",
+        lambda p, n, r: quantkit_runs(engine, p, n, r),
+        lambda p, n, r: raw_llama_runs(llm, p, n, r),
+        args,
+        prompt,
+        "llama_decode",
+    )
     llm.close()
     # llama-bench runs its repetitions in one process: quantkit's runs are taken on either side of it.
     b_pp, b_tg = llama_bench(gguf, args.threads, len(prompt), args.n, args.repetitions)
@@ -164,7 +201,9 @@ def main():
     hf = args.hf or resolve_model("bundled:smollm2-135m-instruct")
     engine = load_engine(hf, EngineOptions(threads=args.threads))
     model = AutoModelForCausalLM.from_pretrained(hf, dtype=torch.float32).eval()
-    compare("transformers", lambda p, n, r: quantkit_runs(engine, p, n, r), lambda p, n, r: raw_hf_runs(model, p, n, r), args, prompt)
+    compare(
+        "transformers", lambda p, n, r: quantkit_runs(engine, p, n, r), lambda p, n, r: raw_hf_runs(model, p, n, r), args, prompt
+    )
     engine.close()
 
     rss_check(gguf, args.threads)

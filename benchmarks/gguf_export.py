@@ -59,13 +59,21 @@ def direct(model_dir: Path, types: list[str], work: Path) -> dict:
     converter = find_converter()
     source, _ = converter_view(model_dir, work / "view")  # same input as quantkit hands the converter
     f16 = work / "direct-F16.gguf"
-    steps = {"convert": run_measured([sys.executable, str(converter.script), str(source), "--outfile", str(f16),
-                                      "--outtype", "f16"], env=converter_env(converter))}
+    steps = {
+        "convert": run_measured(
+            [sys.executable, str(converter.script), str(source), "--outfile", str(f16), "--outtype", "f16"],
+            env=converter_env(converter),
+        )
+    }
     for gguf_type in types:
-        steps[gguf_type] = run_measured([sys.executable, "-c", QUANTIZE_ONE, str(f16),
-                                         str(work / f"direct-{gguf_type}.gguf"), gguf_type])
-    return {"wall_s": round(sum(s["wall_s"] for s in steps.values()), 2),
-            "peak_rss_mb": max(s["peak_rss_mb"] for s in steps.values()), "steps": steps}
+        steps[gguf_type] = run_measured(
+            [sys.executable, "-c", QUANTIZE_ONE, str(f16), str(work / f"direct-{gguf_type}.gguf"), gguf_type]
+        )
+    return {
+        "wall_s": round(sum(s["wall_s"] for s in steps.values()), 2),
+        "peak_rss_mb": max(s["peak_rss_mb"] for s in steps.values()),
+        "steps": steps,
+    }
 
 
 def main() -> None:
@@ -88,10 +96,16 @@ def main() -> None:
         ours = run_measured(cmd)
         manifest = json.loads((work / "qk" / "quantkit.json").read_text())
     result = {
-        "model": args.model, "types": types, "direct": base, "quantkit": ours,
-        "ratio": {"wall": round(ours["wall_s"] / base["wall_s"], 2),
-                  "peak_rss": round(ours["peak_rss_mb"] / base["peak_rss_mb"], 2)},
-        "cores": psutil.cpu_count(), "load_avg_1m": round(psutil.getloadavg()[0], 2),
+        "model": args.model,
+        "types": types,
+        "direct": base,
+        "quantkit": ours,
+        "ratio": {
+            "wall": round(ours["wall_s"] / base["wall_s"], 2),
+            "peak_rss": round(ours["peak_rss_mb"] / base["peak_rss_mb"], 2),
+        },
+        "cores": psutil.cpu_count(),
+        "load_avg_1m": round(psutil.getloadavg()[0], 2),
         "sizes_mb": {t: round(r["size_bytes"] / 2**20, 1) for t, r in manifest["gguf_files"].items()},
     }
     print(f"model {args.model}, types {' '.join(types)}, {result['cores']} cores, load {result['load_avg_1m']}")

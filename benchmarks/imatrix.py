@@ -45,8 +45,9 @@ def main():
         convert(find_converter(), source, f16, "f16", echo=False)
         convert_s = time.perf_counter() - started
         started = time.perf_counter()
-        imatrix, record = make_imatrix(base, f16, tmp, GgufOptions(calib_samples=args.calib_samples or 64,
-                                                                   calib_seq_len=args.calib_seq_len or 256))
+        imatrix, record = make_imatrix(
+            base, f16, tmp, GgufOptions(calib_samples=args.calib_samples or 64, calib_seq_len=args.calib_seq_len or 256)
+        )
         imatrix_s = time.perf_counter() - started
         for gguf_type in args.types:
             for use in (False, True):
@@ -60,15 +61,19 @@ def main():
                     engine.close()
                 rows.append((gguf_type, use, bpw, len(fallbacks), result))
     calib = record["calibration"]
-    print(f"\n{args.model}: {rows[0][4].tokens_scored} scored tokens, base = the HF checkpoint; imatrix from "
-          f"{calib['samples']} samples x {calib['seq_len']} tokens ({calib['chat_samples']} chat-formatted; "
-          f"{record['tokens']} tokens, {record['chunks']} chunks of {record['ctx']}); "
-          f"F16 conversion {convert_s:.0f} s, llama-imatrix {imatrix_s:.0f} s\n")
+    print(
+        f"\n{args.model}: {rows[0][4].tokens_scored} scored tokens, base = the HF checkpoint; imatrix from "
+        f"{calib['samples']} samples x {calib['seq_len']} tokens ({calib['chat_samples']} chat-formatted; "
+        f"{record['tokens']} tokens, {record['chunks']} chunks of {record['ctx']}); "
+        f"F16 conversion {convert_s:.0f} s, llama-imatrix {imatrix_s:.0f} s\n"
+    )
     print("| type | imatrix | bpw (file) | fallback tensors | KLD mean | KLD p99 | KLD max | top-1 | PPL ratio |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for gguf_type, use, bpw, n_fallback, r in rows:
-        print(f"| {gguf_type} | {'yes' if use else 'no'} | {bpw:.2f} | {n_fallback} | {r.kld_mean:.4f} | {r.kld_p99:.3f} | "
-              f"{r.kld_max:.3f} | {100 * r.top1_agreement:.1f} % | {r.ppl_ratio:.3f} |")
+        print(
+            f"| {gguf_type} | {'yes' if use else 'no'} | {bpw:.2f} | {n_fallback} | {r.kld_mean:.4f} | {r.kld_p99:.3f} | "
+            f"{r.kld_max:.3f} | {100 * r.top1_agreement:.1f} % | {r.ppl_ratio:.3f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -25,7 +25,11 @@ def main() -> None:
     started = time.time()
     summary = run(load_recipe(args.recipe), args.out, only=args.only, force=args.force)
     total = time.time() - started
-    model = json.loads((summary.out_dir / "stages" / "model.json").read_text()) if (summary.out_dir / "stages" / "model.json").is_file() else {}
+    model = (
+        json.loads((summary.out_dir / "stages" / "model.json").read_text())
+        if (summary.out_dir / "stages" / "model.json").is_file()
+        else {}
+    )
     print(f"{'stage':<28}{'seconds':>10}  status")
     print(f"{'model':<28}{model.get('seconds', 0):>10.1f}  {'ok' if model else 'failed'}")
     for a in summary.artifacts:

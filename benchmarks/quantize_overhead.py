@@ -135,14 +135,30 @@ def main() -> None:
             extra = []
             if method == "awq":
                 digest = awq_calibration(model_dir, args.calib_samples, args.calib_seq_len, args.group_size, calib_file)
-                extra = ["--group-size", str(args.group_size), "--calib-samples", str(args.calib_samples),
-                         "--calib-seq-len", str(args.calib_seq_len)]
+                extra = [
+                    "--group-size",
+                    str(args.group_size),
+                    "--calib-samples",
+                    str(args.calib_samples),
+                    "--calib-seq-len",
+                    str(args.calib_seq_len),
+                ]
             best = {"quantkit": (float("inf"), 0.0), "direct": (float("inf"), 0.0)}
             for run in range(args.runs):
                 out_q, out_d = work / f"{method}-q{run}", work / f"{method}-d{run}"
                 direct_cmd = [sys.executable, "-c", DIRECT[method], str(model_dir), str(out_d), str(calib_file)]
-                quantkit_cmd = [sys.executable, "-m", "quantkit", "quantize", str(model_dir), "--method", method,
-                                "-o", str(out_q), *extra]
+                quantkit_cmd = [
+                    sys.executable,
+                    "-m",
+                    "quantkit",
+                    "quantize",
+                    str(model_dir),
+                    "--method",
+                    method,
+                    "-o",
+                    str(out_q),
+                    *extra,
+                ]
                 if run % 2:  # alternate who goes first, so drift in machine load evens out
                     q, d = measure(quantkit_cmd), measure(direct_cmd)
                 else:
@@ -155,17 +171,29 @@ def main() -> None:
                 shutil.rmtree(out_q, ignore_errors=True)
                 shutil.rmtree(out_d, ignore_errors=True)
             (qt, qm), (dt, dm) = best["quantkit"], best["direct"]
-            rows.append({"method": method, "quantkit_s": round(qt, 1), "direct_s": round(dt, 1),
-                         "time_ratio": round(qt / dt, 3), "quantkit_rss_mb": round(qm), "direct_rss_mb": round(dm),
-                         "rss_ratio": round(qm / dm, 3)})
+            rows.append(
+                {
+                    "method": method,
+                    "quantkit_s": round(qt, 1),
+                    "direct_s": round(dt, 1),
+                    "time_ratio": round(qt / dt, 3),
+                    "quantkit_rss_mb": round(qm),
+                    "direct_rss_mb": round(dm),
+                    "rss_ratio": round(qm / dm, 3),
+                }
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"{'method':8} {'quantkit s':>10} {'direct s':>9} {'time x':>7} {'quantkit MiB':>12} {'direct MiB':>10} {'mem x':>6}  targets")
+    print(
+        f"{'method':8} {'quantkit s':>10} {'direct s':>9} {'time x':>7} {'quantkit MiB':>12} {'direct MiB':>10} {'mem x':>6}  targets"
+    )
     for r in rows:
         ok = ("ok" if r["time_ratio"] <= TIME_TARGET else "SLOW") + "/" + ("ok" if r["rss_ratio"] <= MEMORY_TARGET else "BIG")
-        print(f"{r['method']:8} {r['quantkit_s']:>10} {r['direct_s']:>9} {r['time_ratio']:>7} "
-              f"{r['quantkit_rss_mb']:>12} {r['direct_rss_mb']:>10} {r['rss_ratio']:>6}  {ok}")
+        print(
+            f"{r['method']:8} {r['quantkit_s']:>10} {r['direct_s']:>9} {r['time_ratio']:>7} "
+            f"{r['quantkit_rss_mb']:>12} {r['direct_rss_mb']:>10} {r['rss_ratio']:>6}  {ok}"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 

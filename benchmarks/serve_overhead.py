@@ -15,8 +15,10 @@ import time
 
 import httpx
 
-MESSAGES = [{"role": "system", "content": "You are a helpful assistant."},
-            {"role": "user", "content": "Write a long story about a dragon who learns to cook."}]
+MESSAGES = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "Write a long story about a dragon who learns to cook."},
+]
 
 
 def decode_rate(times: list[float]) -> float:
@@ -30,9 +32,12 @@ def direct(engine, max_tokens: int) -> float:
 
 
 def start_server(path, threads: int):
-    proc = subprocess.Popen([sys.executable, "-m", "quantkit", "serve", str(path), "--port", "0",
-                             "--threads", str(threads), "--queue-size", "64"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "quantkit", "serve", str(path), "--port", "0", "--threads", str(threads), "--queue-size", "64"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     line: list[str] = []
     reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()), daemon=True)
     reader.start()
@@ -86,16 +91,23 @@ def main() -> None:
         proc.terminate()
         proc.wait(30)
     result = {
-        "model": str(path), "engine": "llama.cpp" if args.gguf else "transformers", "threads": args.threads,
-        "decode_tok_s_engine": round(engine_rate, 2), "decode_tok_s_server": round(server_rate, 2),
+        "model": str(path),
+        "engine": "llama.cpp" if args.gguf else "transformers",
+        "threads": args.threads,
+        "decode_tok_s_engine": round(engine_rate, 2),
+        "decode_tok_s_server": round(server_rate, 2),
         "ratio": round(server_rate / engine_rate, 3) if engine_rate else None,
         "concurrency": [load.to_dict() for load in loads],
     }
-    print(f"single-stream decode: engine {engine_rate:.1f} tok/s, through quantkit serve {server_rate:.1f} tok/s, "
-          f"ratio {result['ratio']} (target >= 0.9)")
+    print(
+        f"single-stream decode: engine {engine_rate:.1f} tok/s, through quantkit serve {server_rate:.1f} tok/s, "
+        f"ratio {result['ratio']} (target >= 0.9)"
+    )
     for load in loads:
-        print(f"concurrency {load.concurrency:>3}: {load.request_throughput:.2f} req/s, {load.output_throughput:.1f} tok/s, "
-              f"TTFT median {load.ttft_ms['median']} ms, TPOT median {load.tpot_ms['median']} ms, errors {load.errors}")
+        print(
+            f"concurrency {load.concurrency:>3}: {load.request_throughput:.2f} req/s, {load.output_throughput:.1f} tok/s, "
+            f"TTFT median {load.ttft_ms['median']} ms, TPOT median {load.tpot_ms['median']} ms, errors {load.errors}"
+        )
     if args.json_out:
         with open(args.json_out, "w") as handle:
             json.dump(result, handle, indent=2)

@@ -33,12 +33,18 @@ def yardstick(gguf: Path, threads: int, batch: int, max_tokens: int) -> dict:
 
     from quantkit.benchmark.loadtest import PROMPTS
 
-    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=512, n_threads=threads, n_threads_batch=threads,
-                          verbose=False)
+    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=512, n_threads=threads, n_threads_batch=threads, verbose=False)
     template = llama_cpp.llama_chat_format.Jinja2ChatFormatter(
-        llm.metadata["tokenizer.chat_template"], eos_token="", bos_token="")
-    prompts = [llm.tokenize(template(messages=[{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]).prompt.encode(),
-                            add_bos=False, special=True) for i in range(batch)]
+        llm.metadata["tokenizer.chat_template"], eos_token="", bos_token=""
+    )
+    prompts = [
+        llm.tokenize(
+            template(messages=[{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]).prompt.encode(),
+            add_bos=False,
+            special=True,
+        )
+        for i in range(batch)
+    ]
     params = llama_cpp.llama_context_default_params()
     params.n_ctx, params.n_batch, params.n_ubatch, params.n_seq_max = 512 * batch, 512, 512, batch
     params.n_threads = params.n_threads_batch = threads
@@ -57,9 +63,14 @@ def yardstick(gguf: Path, threads: int, batch: int, max_tokens: int) -> dict:
             last[seq] = i - 1
         b.n_tokens = i
         assert llama_cpp.llama_decode(ctx, b) == 0
-        return {seq: int(np.ctypeslib.as_array(ctypes.cast(llama_cpp.llama_get_logits_ith(ctx, j),
-                                                           ctypes.POINTER(ctypes.c_float)), shape=(n_vocab,)).argmax())
-                for seq, j in last.items()}
+        return {
+            seq: int(
+                np.ctypeslib.as_array(
+                    ctypes.cast(llama_cpp.llama_get_logits_ith(ctx, j), ctypes.POINTER(ctypes.c_float)), shape=(n_vocab,)
+                ).argmax()
+            )
+            for seq, j in last.items()
+        }
 
     try:
         start = time.perf_counter()
@@ -72,8 +83,11 @@ def yardstick(gguf: Path, threads: int, batch: int, max_tokens: int) -> dict:
         llama_cpp.llama_batch_free(b)
         llama_cpp.llama_free(ctx)
         llm.close()
-    return {"batch": batch, "tok_s": round(batch * max_tokens / (end - start), 1),
-            "decode_tok_s": round(batch * (max_tokens - 1) / (end - steps_start), 1)}
+    return {
+        "batch": batch,
+        "tok_s": round(batch * max_tokens / (end - start), 1),
+        "decode_tok_s": round(batch * (max_tokens - 1) / (end - steps_start), 1),
+    }
 
 
 def batched_bench(gguf: Path, threads: int, levels: list[int], max_tokens: int) -> str | None:
@@ -82,16 +96,52 @@ def batched_bench(gguf: Path, threads: int, levels: list[int], max_tokens: int) 
     found = sorted(p for p in tools.rglob("llama-batched-bench") if p.is_file()) if tools.is_dir() else []
     if not found:
         return None
-    done = subprocess.run([str(found[0]), "-m", str(gguf), "-t", str(threads), "-c", str(512 * max(levels)),
-                           "-npp", "32", "-ntg", str(max_tokens), "-npl", ",".join(map(str, levels))],
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [
+            str(found[0]),
+            "-m",
+            str(gguf),
+            "-t",
+            str(threads),
+            "-c",
+            str(512 * max(levels)),
+            "-npp",
+            "32",
+            "-ntg",
+            str(max_tokens),
+            "-npl",
+            ",".join(map(str, levels)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     return "\n".join(line for line in done.stdout.splitlines() if line.startswith("|")) or done.stderr[-2000:]
 
 
 def start_server(gguf: Path, threads: int, parallel: int):
-    proc = subprocess.Popen([sys.executable, "-m", "quantkit", "serve", str(gguf), "--port", "0", "--threads",
-                             str(threads), "--parallel", str(parallel), "--queue-size", "64", "--n-ctx", "512"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "quantkit",
+            "serve",
+            str(gguf),
+            "--port",
+            "0",
+            "--threads",
+            str(threads),
+            "--parallel",
+            str(parallel),
+            "--queue-size",
+            "64",
+            "--n-ctx",
+            "512",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     line: list[str] = []
     reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()), daemon=True)
     reader.start()
@@ -120,22 +170,30 @@ def main() -> None:
     proc, url = start_server(gguf, args.threads, max(args.levels))
     try:
         load_test(url, concurrency=[1], num_requests=1, max_tokens=4)  # warm-up
-        serves = {c: load_test(url, concurrency=[c], num_requests=max(4, args.requests_per_level * c),
-                               max_tokens=args.max_tokens)[0].to_dict() for c in args.levels}
+        serves = {
+            c: load_test(url, concurrency=[c], num_requests=max(4, args.requests_per_level * c), max_tokens=args.max_tokens)[
+                0
+            ].to_dict()
+            for c in args.levels
+        }
     finally:
         proc.terminate()
         proc.wait(30)
     load_after = os.getloadavg()
     tool = batched_bench(gguf, args.threads, args.levels, args.max_tokens)
 
-    print(f"{gguf.name}, {args.threads} threads, {args.max_tokens} tokens per request; load average "
-          f"{load_before[0]:.2f} before, {load_after[0]:.2f} after ({os.cpu_count()} CPUs); "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
+    print(
+        f"{gguf.name}, {args.threads} threads, {args.max_tokens} tokens per request; load average "
+        f"{load_before[0]:.2f} before, {load_after[0]:.2f} after ({os.cpu_count()} CPUs); "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}"
+    )
     print(f"{'N':>3} {'yardstick':>10} {'(decode)':>9} {'serve':>8} {'ratio':>6} {'TTFT p50':>9} {'errors':>6}")
     for n in args.levels:
         s, y = serves[n], sticks[n]
-        print(f"{n:>3} {y['tok_s']:>10.1f} {y['decode_tok_s']:>9.1f} {s['output_throughput']:>8.1f} "
-              f"{s['output_throughput'] / y['tok_s']:>6.2f} {s['ttft_ms']['median']:>7.0f}ms {s['errors']:>6}")
+        print(
+            f"{n:>3} {y['tok_s']:>10.1f} {y['decode_tok_s']:>9.1f} {s['output_throughput']:>8.1f} "
+            f"{s['output_throughput'] / y['tok_s']:>6.2f} {s['ttft_ms']['median']:>7.0f}ms {s['errors']:>6}"
+        )
     first, levels = serves[args.levels[0]], args.levels
     checks = []
     for n in (4, 8):
@@ -153,10 +211,21 @@ def main() -> None:
     if tool:
         print("llama-batched-bench:\n" + tool)
     if args.json:
-        Path(args.json).write_text(json.dumps({"gguf": str(gguf), "threads": args.threads, "levels": levels,
-                                               "loadavg": {"before": load_before, "after": load_after},
-                                               "yardstick": sticks, "serve": serves, "batched_bench": tool,
-                                               "checks": [{"check": t, "ok": ok} for t, ok in checks]}, indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "gguf": str(gguf),
+                    "threads": args.threads,
+                    "levels": levels,
+                    "loadavg": {"before": load_before, "after": load_after},
+                    "yardstick": sticks,
+                    "serve": serves,
+                    "batched_bench": tool,
+                    "checks": [{"check": t, "ok": ok} for t, ok in checks],
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -33,8 +33,16 @@ def download(repo_id: str, **kwargs):
     return hub_download(repo_id, progress=kwargs.pop("progress", False), **kwargs)
 
 
-def quantize(model: str | Path, method: str, out: str | Path | None = None, *, overwrite: bool = False,
-             source: str = "hf", revision: str | None = None, **settings) -> Path:
+def quantize(
+    model: str | Path,
+    method: str,
+    out: str | Path | None = None,
+    *,
+    overwrite: bool = False,
+    source: str = "hf",
+    revision: str | None = None,
+    **settings,
+) -> Path:
     """Quantize ``model`` with ``method``; ``settings`` are the method's options (``group_size=64``,
     ``gguf_types=["Q4_K_M"]``, ...: docs/methods.md lists them; one the method does not use is an
     error). Returns the artifact folder."""
@@ -57,8 +65,15 @@ def bench(artifact: str | Path, *, base: str | Path | None = None, **settings):
     return run_bench(artifact, base=base, options=build(BenchOptions, "bench", settings))
 
 
-def run(recipe: str | Path, out_dir: str | Path | None = None, *, only: list[str] | None = None,
-        force: bool = False, dry_run: bool = False, echo=None):
+def run(
+    recipe: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    only: list[str] | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    echo=None,
+):
     """Run a recipe (a file or a shipped recipe's name) into ``out_dir`` (default ``runs/NAME``);
     returns the RunSummary (``.exit_code`` 0 when every artifact passed its gates)."""
     from quantkit.pipeline import run as pipeline
@@ -80,8 +95,14 @@ class LoadedModel:
             prompt = [{"role": "user", "content": prompt}]
         return self.engine.chat_prompt(prompt)
 
-    def stream(self, prompt: str | list[dict], max_tokens: int = 256, temperature: float = 0.0,
-               top_p: float = 1.0, seed: int | None = None):
+    def stream(
+        self,
+        prompt: str | list[dict],
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ):
         """Yield text pieces of the reply to ``prompt`` (a user message or a list of chat messages)."""
         for token in self.engine.stream(self._prompt(prompt), max_tokens, temperature, top_p, seed):
             if token.text:

@@ -66,8 +66,15 @@ class FakeHub:
         self._server.shutdown()
         self._server.server_close()
 
-    def commit(self, repo_id: str, files: dict[str, bytes], branches=("main", "master"),
-               tags=(), token: str | None = None, private: bool = False) -> str:
+    def commit(
+        self,
+        repo_id: str,
+        files: dict[str, bytes],
+        branches=("main", "master"),
+        tags=(),
+        token: str | None = None,
+        private: bool = False,
+    ) -> str:
         """Add a commit holding exactly ``files``; point ``branches`` and ``tags`` at it."""
         repo = self.repos.setdefault(repo_id, FakeRepo())
         if token is not None:
@@ -159,9 +166,20 @@ def _make_handler(hub: FakeHub):
                 return
             files = repo.commits[sha]
             if kind == "revision":
-                return self._json(200, {"id": repo_id, "modelId": repo_id, "sha": sha, "private": False,
-                                        "gated": bool(repo.token), "disabled": False, "tags": [],
-                                        "siblings": [{"rfilename": p} for p in sorted(files)]}, head=head)
+                return self._json(
+                    200,
+                    {
+                        "id": repo_id,
+                        "modelId": repo_id,
+                        "sha": sha,
+                        "private": False,
+                        "gated": bool(repo.token),
+                        "disabled": False,
+                        "tags": [],
+                        "siblings": [{"rfilename": p} for p in sorted(files)],
+                    },
+                    head=head,
+                )
             if kind == "tree":
                 return self._json(200, _hf_tree(files), head=head)
             self._send(404, b"not found", head=head)
@@ -189,26 +207,44 @@ def _make_handler(hub: FakeHub):
             if not self._authorized(repo):
                 return self._ms_error(401, "authentication required")
             if rest == ["revisions"]:
+
                 def detail(refs):
                     return [{"Revision": name, "CommitId": sha, "CreatedAt": 1700000000} for name, sha in refs.items()]
-                return self._json(200, {"Code": 200, "Success": True, "Data": {"RevisionMap": {
-                    "Branches": detail(repo.branches), "Tags": detail(repo.tags)}}})
+
+                return self._json(
+                    200,
+                    {
+                        "Code": 200,
+                        "Success": True,
+                        "Data": {"RevisionMap": {"Branches": detail(repo.branches), "Tags": detail(repo.tags)}},
+                    },
+                )
             rev = query.get("Revision") or "master"
             sha = repo.resolve(rev)
             if sha is None:
                 return self._ms_error(404, f"revision {rev} not exists")
             files = repo.commits[sha]
             if rest == ["repo", "files"]:
-                listing = [{"Name": p.rsplit("/", 1)[-1], "Path": p, "Type": "blob", "Size": len(d),
-                            "Sha256": hashlib.sha256(d).hexdigest(), "Revision": sha,
-                            "CommittedDate": 1700000000} for p, d in sorted(files.items())]
+                listing = [
+                    {
+                        "Name": p.rsplit("/", 1)[-1],
+                        "Path": p,
+                        "Type": "blob",
+                        "Size": len(d),
+                        "Sha256": hashlib.sha256(d).hexdigest(),
+                        "Revision": sha,
+                        "CommittedDate": 1700000000,
+                    }
+                    for p, d in sorted(files.items())
+                ]
                 return self._json(200, {"Code": 200, "Success": True, "Data": {"Files": listing}})
             if rest == ["repo"] and "FilePath" in query:
                 path = query["FilePath"]
                 if path not in files:
                     return self._ms_error(404, f"file {path} not exists")
-                return self._file(path, files[path], {"Content-Type": "application/octet-stream",
-                                                      "Accept-Ranges": "bytes"}, head=False)
+                return self._file(
+                    path, files[path], {"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes"}, head=False
+                )
             self._ms_error(404, "not found")
 
         # -- file bodies with faults -----------------------------------------------------------
@@ -222,7 +258,7 @@ def _make_handler(hub: FakeHub):
                 start = int(first or 0)
                 end = int(last) if last else len(data) - 1
                 headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-                data, status = data[start:end + 1], 206
+                data, status = data[start : end + 1], 206
             if head or not hub.drop.get(path):
                 return self._send(status, data, headers, head)
             hub.drop[path] -= 1
@@ -254,10 +290,18 @@ def _hf_tree(files: dict[str, bytes]) -> list[dict]:
 
 # -- fixture repos and pytest fixtures (imported by the download tests) ---------------------------
 TOKEN = "hf_test_token"
-TINY_LLAMA = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 128,
-              "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
-              "num_key_value_heads": 2, "vocab_size": 256, "torch_dtype": "bfloat16",
-              "tie_word_embeddings": False}
+TINY_LLAMA = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 128,
+    "intermediate_size": 256,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 256,
+    "torch_dtype": "bfloat16",
+    "tie_word_embeddings": False,
+}
 
 
 def tiny_llama_files(layers: int = 2, **extra: bytes) -> dict[str, bytes]:
@@ -265,12 +309,12 @@ def tiny_llama_files(layers: int = 2, **extra: bytes) -> dict[str, bytes]:
     import numpy as np
     from safetensors.numpy import save
 
-    weights = {f"model.layers.{i}.mlp.up_proj.weight": np.full((256, 128), i, dtype=np.float32)
-               for i in range(layers)}
+    weights = {f"model.layers.{i}.mlp.up_proj.weight": np.full((256, 128), i, dtype=np.float32) for i in range(layers)}
     files = {
         "config.json": json.dumps({**TINY_LLAMA, "num_hidden_layers": layers}).encode(),
-        "tokenizer_config.json": json.dumps({"tokenizer_class": "PreTrainedTokenizerFast",
-                                             "chat_template": "{{ messages }}"}).encode(),
+        "tokenizer_config.json": json.dumps(
+            {"tokenizer_class": "PreTrainedTokenizerFast", "chat_template": "{{ messages }}"}
+        ).encode(),
         "tokenizer.json": json.dumps({"version": "1.0", "model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}}).encode(),
         "model.safetensors": save(weights),
     }
@@ -292,16 +336,14 @@ def fake_hub_session():
     files = {
         "v1.0": tiny_llama_files(layers=1),
         "dev": tiny_llama_files(layers=2, **{"extra/notes.md": b"# dev branch\n"}),
-        "main": tiny_llama_files(layers=2, **{"README.md": b"# tiny llama\n",
-                                              "pytorch_model.bin": b"\x80\x04pickle" * 100}),
+        "main": tiny_llama_files(layers=2, **{"README.md": b"# tiny llama\n", "pytorch_model.bin": b"\x80\x04pickle" * 100}),
     }
     commits = {
         "v1.0": hub.commit("acme/tiny-llama", files["v1.0"], branches=(), tags=("v1.0",)),
         "dev": hub.commit("acme/tiny-llama", files["dev"], branches=("dev",)),
         "main": hub.commit("acme/tiny-llama", files["main"]),
     }
-    hub.commit("acme/pickle-only", {"config.json": files["main"]["config.json"],
-                                    "pytorch_model.bin": b"\x80\x04pickle" * 100})
+    hub.commit("acme/pickle-only", {"config.json": files["main"]["config.json"], "pytorch_model.bin": b"\x80\x04pickle" * 100})
     hub.commit("acme/gated", tiny_llama_files(layers=1), token=TOKEN)
     hub.commit("acme/private", tiny_llama_files(layers=1), token=TOKEN, private=True)
     hub.commit("acme/evil", {"config.json": b"{}", "../escape.txt": b"outside"})

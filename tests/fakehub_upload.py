@@ -92,8 +92,14 @@ def _upload_handler(hub: UploadHub, base):
                 repo = hub.repos.get(f"{path[3]}/{path[4]}")
                 if repo is None or (repo.private and not self._authorized(repo)):
                     return self._ms_error(404, f"model {path[3]}/{path[4]} not exists")
-                return self._json(200, {"Code": 200, "Success": True, "Data": {
-                    "Path": path[3], "Name": path[4], "Visibility": 1 if repo.private else 5}})
+                return self._json(
+                    200,
+                    {
+                        "Code": 200,
+                        "Success": True,
+                        "Data": {"Path": path[3], "Name": path[4], "Visibility": 1 if repo.private else 5},
+                    },
+                )
             if path[:2] == ["api", "models"] and len(path) == 4:  # repo_info without a revision
                 hub.log.append((self.command, self.path))
                 repo = hub.repos.get(f"{path[2]}/{path[3]}")
@@ -155,8 +161,9 @@ def _upload_handler(hub: UploadHub, base):
             if repo_id in hub.repos:
                 return self._json(409, {"error": "You already created this model repo", "url": f"{hub.url}/{repo_id}"})
             if not allowed:
-                return self._hf_error(403, "Forbidden",
-                                      f"You don't have the rights to create a model under the namespace {repo_id.split('/')[0]}")
+                return self._hf_error(
+                    403, "Forbidden", f"You don't have the rights to create a model under the namespace {repo_id.split('/')[0]}"
+                )
             private = payload.get("visibility") == "private" or payload.get("private") is True
             hub.repos[repo_id] = FakeRepo(token=self._token() if private else None, private=private)
             hub.commit(repo_id, {}, branches=("main",))
@@ -178,8 +185,9 @@ def _upload_handler(hub: UploadHub, base):
                 lfs = item["path"].endswith(LFS_SUFFIXES) or item["size"] > 10 << 20
                 existing = (files or {}).get(item["path"])
                 oid = None if existing is None else hashlib.sha256(existing).hexdigest() if lfs else git_blob_sha1(existing)
-                answer.append({"path": item["path"], "uploadMode": "lfs" if lfs else "regular",
-                               "shouldIgnore": False, "oid": oid})
+                answer.append(
+                    {"path": item["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": oid}
+                )
             self._json(200, {"files": answer, "commitOid": repo.resolve(rev)})
 
         def _batch(self, repo_id, payload):
@@ -193,8 +201,11 @@ def _upload_handler(hub: UploadHub, base):
                 if obj["oid"] not in hub.upload.objects:
                     entry["actions"] = {"upload": {"href": f"{hub.url}/lfs/{obj['oid']}"}}
                 objects.append(entry)
-            self._send(200, json.dumps({"transfer": "basic", "objects": objects}).encode(),
-                       {"Content-Type": "application/vnd.git-lfs+json"})
+            self._send(
+                200,
+                json.dumps({"transfer": "basic", "objects": objects}).encode(),
+                {"Content-Type": "application/vnd.git-lfs+json"},
+            )
 
         def _commit(self, repo_id, rev, body):
             repo, files = self._repo_files(repo_id, rev)
@@ -227,8 +238,9 @@ def _upload_handler(hub: UploadHub, base):
                     return self._hf_error(403, "Forbidden", f"Storage quota exceeded for {namespace}: upgrade your plan")
             sha = hub.commit(repo_id, new, branches=(rev,))
             hub.upload.commits.append({"repo": repo_id, "revision": rev, **header})
-            self._json(200, {"success": True, "commitOid": sha, "commitUrl": f"{hub.url}/{repo_id}/commit/{sha}",
-                             "pullRequestUrl": None})
+            self._json(
+                200, {"success": True, "commitOid": sha, "commitUrl": f"{hub.url}/{repo_id}/commit/{sha}", "pullRequestUrl": None}
+            )
 
         # -- ModelScope ------------------------------------------------------------------------
         def _ms_auth_failed(self, repo_id: str) -> bool:
@@ -245,8 +257,7 @@ def _upload_handler(hub: UploadHub, base):
             if rest == ["login"]:
                 if payload.get("AccessToken") not in hub.upload.tokens:
                     return self._ms_error(401, "Unauthorized: invalid access token")
-                return self._json(200, {"Code": 200, "Success": True, "Data": {"AccessToken": "git-token",
-                                                                             "Username": "tester"}})
+                return self._json(200, {"Code": 200, "Success": True, "Data": {"AccessToken": "git-token", "Username": "tester"}})
             if rest == ["models"]:
                 repo_id = f"{payload.get('Path')}/{payload.get('Name')}"
                 if self._ms_auth_failed(repo_id):
@@ -264,9 +275,16 @@ def _upload_handler(hub: UploadHub, base):
                 if self._ms_auth_failed(repo_id):
                     return
                 if rest[4:] == ["info", "lfs", "objects", "batch"]:
-                    objects = [{"oid": o["oid"], "size": o["size"],
-                                "actions": {} if o["oid"] in hub.upload.objects
-                                else {"upload": {"href": f"{hub.url}/lfs/{o['oid']}"}}} for o in payload["objects"]]
+                    objects = [
+                        {
+                            "oid": o["oid"],
+                            "size": o["size"],
+                            "actions": {}
+                            if o["oid"] in hub.upload.objects
+                            else {"upload": {"href": f"{hub.url}/lfs/{o['oid']}"}},
+                        }
+                        for o in payload["objects"]
+                    ]
                     return self._json(200, {"Code": 200, "Success": True, "Data": {"objects": objects}})
                 if rest[4] == "commit" and len(rest) >= 6:
                     return self._ms_commit(repo_id, unquote("/".join(rest[5:])), payload)

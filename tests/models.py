@@ -10,12 +10,21 @@ import os
 import shutil
 from pathlib import Path
 
-TINY = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=2048)
+TINY = dict(
+    hidden_size=128,
+    intermediate_size=256,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=2048,
+)
 
 
 def test_cache() -> Path:
-    base = os.environ.get("QUANTKIT_TEST_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "quantkit-tests"
+    base = (
+        os.environ.get("QUANTKIT_TEST_CACHE")
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "quantkit-tests"
+    )
     path = Path(base)
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -38,9 +47,13 @@ def tiny_model_dir(kind: str) -> Path:
         return final
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
     config = AutoConfig.for_model(
-        kind, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False, **TINY,
+        kind,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+        **TINY,
     )
     config.architectures = [{"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}[kind]]
     torch.manual_seed(0)
@@ -112,8 +125,13 @@ def tiny_arch_dir(model_type: str) -> Path:
     if (final / "model.safetensors").is_file():
         return final
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
-    config = arch_config(model_type, len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = arch_config(
+        model_type,
+        len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     staging = final.with_name(final.name + ".partial")

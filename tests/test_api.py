@@ -10,9 +10,11 @@ from quantkit.core.errors import InputError
 
 
 def test_import_is_light_and_names_are_functions():
-    code = ("import sys, quantkit as qk, quantkit.quantization.quantize, quantkit.benchmark.bench; "
-            "assert callable(qk.quantize) and callable(qk.bench), (qk.quantize, qk.bench); "
-            "assert 'torch' not in sys.modules; print(sorted(qk.__all__))")
+    code = (
+        "import sys, quantkit as qk, quantkit.quantization.quantize, quantkit.benchmark.bench; "
+        "assert callable(qk.quantize) and callable(qk.bench), (qk.quantize, qk.bench); "
+        "assert 'torch' not in sys.modules; print(sorted(qk.__all__))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == str(sorted(["__version__", "bench", "download", "load", "quantize", "run"]))
 

@@ -47,8 +47,9 @@ BY_CONFIG = set(METHODS) - {"gguf"}  # refusals that config.json alone decides (
 SLICE = [("gemma3_text", m) for m in ("awq", "nf4", "int8", "gguf")] + [("qwen3_moe", "awq"), ("glm4", "awq")]
 FULL = os.environ.get("QUANTKIT_ARCH_MATRIX") == "full"
 # The full matrix: the slice, then the quickest methods first (on a busy 2-core machine, hours).
-MATRIX = SLICE + [(a, m) for m in ("nf4", "int8", "fp8", "awq", "gptq", "w8a8", "gguf") for a in ARCHITECTURES
-                  if (a, m) not in SLICE]
+MATRIX = SLICE + [
+    (a, m) for m in ("nf4", "int8", "fp8", "awq", "gptq", "w8a8", "gguf") for a in ARCHITECTURES if (a, m) not in SLICE
+]
 CELLS = MATRIX if FULL else SLICE
 RESULTS: dict[tuple[str, str], dict] = {}
 
@@ -60,8 +61,15 @@ def results_file() -> Path:
 
     from quantkit.core.library_tables import version_of
 
-    versions = "-".join(str(v) for v in (transformers.__version__, version_of("llmcompressor"),
-                                          version_of("bitsandbytes"), version_of("llama-cpp-python")))
+    versions = "-".join(
+        str(v)
+        for v in (
+            transformers.__version__,
+            version_of("llmcompressor"),
+            version_of("bitsandbytes"),
+            version_of("llama-cpp-python"),
+        )
+    )
     return test_cache() / f"architecture-matrix-{versions}.json"
 
 
@@ -116,8 +124,7 @@ def reload_transformers(artifact: Path) -> dict:
     ids = AutoTokenizer.from_pretrained(artifact)(PROBE, return_tensors="pt")["input_ids"]
     with torch.inference_mode():
         logits = model(input_ids=ids).logits.float()
-    return {"finite": bool(torch.isfinite(logits).all()), "n_params": count_parameters(model),
-            "positions": ids.shape[1]}
+    return {"finite": bool(torch.isfinite(logits).all()), "n_params": count_parameters(model), "positions": ids.shape[1]}
 
 
 def reload_gguf(artifact: Path) -> dict:
@@ -161,7 +168,7 @@ def render_table(results: dict[tuple[str, str], dict]) -> str:
         "verification passed and the test reloaded the artifact in its runtime (plain transformers, or",
         "llama.cpp for GGUF Q8_0) with finite logits; **refused**: the method said no up front (from",
         "config.json and the tokenizer files), before any weight was loaded. Nothing else is allowed. Seconds are wall time on a",
-        "busy 2-core machine; \"not run yet\": not run for these versions when the file was written",
+        'busy 2-core machine; "not run yet": not run for these versions when the file was written',
         "(`make architectures QUANTKIT_ARCH_RESUME=1` runs only those).",
         "",
         f"transformers {transformers.__version__}, llm-compressor {version_of('llmcompressor')}, "
@@ -260,8 +267,15 @@ def test_awq_refuses_what_its_default_mapping_cannot_resolve():
     (GPT-2: c_attn/c_fc), is refused from a meta-device model, with the fix."""
     from quantkit.quantization.awq.support import awq_reason
 
-    config = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_embd": 128, "hidden_size": 128,
-              "n_layer": 2, "n_head": 4, "vocab_size": 1024}
+    config = {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "n_embd": 128,
+        "hidden_size": 128,
+        "n_layer": 2,
+        "n_head": 4,
+        "vocab_size": 1024,
+    }
     reason = awq_reason(config)
     assert "default (Llama-shaped)" in reason and "use --method gguf or nf4" in reason, reason
 
@@ -276,9 +290,11 @@ def test_gemma3_text_is_known_to_transformers_by_its_own_table():
 def test_tables_read_without_torch_match_the_libraries():
     """The model-type and AWQ tables quantkit reads from the sources (no torch import) are the
     libraries' own, as importing them gives."""
-    code = ("import sys\nfrom quantkit.core import library_tables\nfrom quantkit.quantization.awq import support as awq_support\n"
-            "library_tables.transformers_tables(); awq_support.llmcompressor_awq_tables()\n"
-            "print('torch' in sys.modules)")
+    code = (
+        "import sys\nfrom quantkit.core import library_tables\nfrom quantkit.quantization.awq import support as awq_support\n"
+        "library_tables.transformers_tables(); awq_support.llmcompressor_awq_tables()\n"
+        "print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     from llmcompressor.modifiers.transform.awq.dynamic_mappings import AWQ_DYNAMIC_MAPPING_REGISTRY
@@ -291,11 +307,13 @@ def test_tables_read_without_torch_match_the_libraries():
 
     tables = transformers_tables()
     assert set(tables["config"]) == set(CONFIG_MAPPING_NAMES)
-    assert tables["causal_lm"] == {k: [v] if isinstance(v, str) else list(v)
-                                   for k, v in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.items()}
+    assert tables["causal_lm"] == {
+        k: [v] if isinstance(v, str) else list(v) for k, v in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.items()
+    }
     awq = llmcompressor_awq_tables()
-    assert awq["registry"] == {arch: [[m.smooth_layer, list(m.balance_layers)] for m in mappings]
-                               for arch, mappings in AWQ_MAPPING_REGISTRY.items()}
+    assert awq["registry"] == {
+        arch: [[m.smooth_layer, list(m.balance_layers)] for m in mappings] for arch, mappings in AWQ_MAPPING_REGISTRY.items()
+    }
     assert set(awq["dynamic"]) == set(AWQ_DYNAMIC_MAPPING_REGISTRY)
 
 
@@ -303,8 +321,13 @@ def test_converter_architectures_are_the_converters_own_list():
     from quantkit.quantization.gguf.tools import converter_env, find_converter, supported_architectures
 
     converter = find_converter()
-    out = subprocess.run([sys.executable, str(converter.script), "--print-supported-models"], capture_output=True,
-                         text=True, env=converter_env(converter), timeout=300)
+    out = subprocess.run(
+        [sys.executable, str(converter.script), "--print-supported-models"],
+        capture_output=True,
+        text=True,
+        env=converter_env(converter),
+        timeout=300,
+    )
     text = out.stdout + out.stderr
     listed = text.split("TEXT models:", 1)[1].split("MMPROJ models:", 1)[0]
     names = {m.group(1) for m in re.finditer(r"-\s+(\S+)\s*$", listed, re.MULTILINE)}
@@ -318,8 +341,9 @@ def test_parameter_estimate_matches_meta_models_of_every_architecture():
     from transformers import AutoModelForCausalLM
 
     for arch in ARCHITECTURES:
-        sizes = dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=4, head_dim=None,
-                     num_key_value_heads=None)  # derived, as in real configs (some types ignore them)
+        sizes = dict(
+            hidden_size=1024, intermediate_size=2816, num_hidden_layers=4, head_dim=None, num_key_value_heads=None
+        )  # derived, as in real configs (some types ignore them)
         config = arch_config(arch, vocab_size=4096, sizes=sizes, pad_token_id=0, bos_token_id=1, eos_token_id=2)
         with init_empty_weights():
             model = AutoModelForCausalLM.from_config(config)

@@ -51,12 +51,21 @@ def test_helper_process_dies_with_its_parent_even_by_sigkill(tmp_path):
 
     import psutil
 
-    parent = subprocess.Popen([sys.executable, "-c", (
-        "import subprocess, sys, time\n"
-        "from quantkit.core.atomic import die_with_parent\n"
-        "child = subprocess.Popen(['sleep', '300'], preexec_fn=die_with_parent)\n"
-        "print(child.pid, flush=True)\n"
-        "time.sleep(300)\n")], stdout=subprocess.PIPE, text=True)
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import subprocess, sys, time\n"
+                "from quantkit.core.atomic import die_with_parent\n"
+                "child = subprocess.Popen(['sleep', '300'], preexec_fn=die_with_parent)\n"
+                "print(child.pid, flush=True)\n"
+                "time.sleep(300)\n"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     child = psutil.Process(int(parent.stdout.readline()))
     assert child.is_running() and child.status() != psutil.STATUS_ZOMBIE
     parent.send_signal(signal.SIGKILL)

@@ -13,13 +13,31 @@ from quantkit.benchmark.quality import QualityOptions
 from quantkit.benchmark.smoke import SmokeOptions
 from quantkit.hub.bundled import bundled_gguf
 
-DOCUMENTED = ("prefill_tokens_per_s", "decode_tokens_per_s", "ttft_ms", "peak_rss_mb", "size_bytes",
-              "bits_per_weight", "passed", "environment", "decode_latency_ms", "load_s", "bandwidth")
+DOCUMENTED = (
+    "prefill_tokens_per_s",
+    "decode_tokens_per_s",
+    "ttft_ms",
+    "peak_rss_mb",
+    "size_bytes",
+    "bits_per_weight",
+    "passed",
+    "environment",
+    "decode_latency_ms",
+    "load_s",
+    "bandwidth",
+)
 
 
 def options(**kw) -> BenchOptions:
-    settings = dict(prompt_tokens=64, gen_tokens=16, repetitions=2, threads=1,
-                    smoke_options=SmokeOptions(max_tokens=160), eval_tokens=256, quality_options=QualityOptions(ctx=256))
+    settings = dict(
+        prompt_tokens=64,
+        gen_tokens=16,
+        repetitions=2,
+        threads=1,
+        smoke_options=SmokeOptions(max_tokens=160),
+        eval_tokens=256,
+        quality_options=QualityOptions(ctx=256),
+    )
     return BenchOptions(**{**settings, **kw})
 
 
@@ -59,8 +77,27 @@ def test_bench_hf_folder_cli_json(smollm2, tmp_path, capsys):
     from quantkit.cli import main
 
     out = tmp_path / "hf.json"
-    main(["bench", str(smollm2), "--base", str(smollm2), "--no-smoke", "-p", "64", "-n", "16",
-          "--repetitions", "2", "--threads", "1", "--eval-tokens", "256", "--json", str(out)])
+    main(
+        [
+            "bench",
+            str(smollm2),
+            "--base",
+            str(smollm2),
+            "--no-smoke",
+            "-p",
+            "64",
+            "-n",
+            "16",
+            "--repetitions",
+            "2",
+            "--threads",
+            "1",
+            "--eval-tokens",
+            "256",
+            "--json",
+            str(out),
+        ]
+    )
     data = json.loads(out.read_text())
     assert_sane(data)
     assert data["engine"] == "transformers" and data["bits"] == 16 and data["smoke"] is None
@@ -72,7 +109,9 @@ def test_bench_hf_folder_cli_json(smollm2, tmp_path, capsys):
 
 
 def test_bench_without_a_base_skips_quality():
-    result = bench(bundled_gguf("bundled:smollm2-135m-instruct"), options=options(smoke=False, bandwidth=False, repetitions=1, warmup=0))
+    result = bench(
+        bundled_gguf("bundled:smollm2-135m-instruct"), options=options(smoke=False, bandwidth=False, repetitions=1, warmup=0)
+    )
     assert result.quality is None and result.passed and "no base" in result.notes[0]
 
 
@@ -96,6 +135,7 @@ def engine_log(monkeypatch):
 
     log, open_now, loaded = [], set(), []
     for cls in (TransformersEngine, LlamaCppEngine):
+
         def init(self, path, options, _init=cls.__init__):
             alive = sum(ref() is not None for ref in loaded)
             log.append(("load", Path(path).name, len(open_now) + alive))
@@ -120,15 +160,21 @@ def test_base_side_first_one_model_at_a_time_and_base_from_manifest(tiny_llama, 
     monkeypatch.setenv("QUANTKIT_HOME", str(tmp_path / "home"))  # empty caches
     artifact = linked_copy(tiny_llama, tmp_path / "artifact")
     (artifact / "quantkit.json").write_text(json.dumps({"engine": "transformers", "source": {"path": str(tiny_llama)}}))
-    fast = options(prompt_tokens=16, gen_tokens=4, repetitions=1, warmup=0, bandwidth=False,
-                   smoke_options=SmokeOptions(max_tokens=12))
+    fast = options(
+        prompt_tokens=16, gen_tokens=4, repetitions=1, warmup=0, bandwidth=False, smoke_options=SmokeOptions(max_tokens=12)
+    )
     steps = []
     data = bench(artifact, options=fast, on_step=steps.append).to_dict()
     base = tiny_llama.name
     assert data["base"] == str(tiny_llama) and steps == ["base", "load", "speed", "smoke", "quality"]
-    assert engine_log == [("load", base, 0), ("close", base, 0),  # the base's smoke
-                          ("load", base, 0), ("close", base, 0),  # the base's logits
-                          ("load", "artifact", 0), ("close", "artifact", 0)]
+    assert engine_log == [
+        ("load", base, 0),
+        ("close", base, 0),  # the base's smoke
+        ("load", base, 0),
+        ("close", base, 0),  # the base's logits
+        ("load", "artifact", 0),
+        ("close", "artifact", 0),
+    ]
     # The same weights: the artifact's replies are the base's, so its own rambling is excused.
     smoke = data["smoke"]
     assert smoke["against_base"] and smoke["base"]["transcript"] == smoke["transcript"] and smoke["passed"]
@@ -158,10 +204,12 @@ def test_base_model_recipe_exports_to_gguf_benches_and_reports(tiny_base, tmp_pa
     from quantkit.pipeline.recipe import load_recipe
 
     recipe = tmp_path / "base.yaml"
-    recipe.write_text(f"name: tiny-base\nmodel:\n  id: {tiny_base}\n"
-                      "bench:\n  prompt_tokens: 16\n  gen_tokens: 4\n  repetitions: 1\n  warmup: 0\n  threads: 1\n"
-                      "  device: cpu\n  eval_tokens: 256\ngates:\n  smoke: true\n"
-                      "artifacts:\n  - name: gguf\n    method: gguf\n    gguf_types: [F16]\n")  # F16: no llama.cpp tools
+    recipe.write_text(
+        f"name: tiny-base\nmodel:\n  id: {tiny_base}\n"
+        "bench:\n  prompt_tokens: 16\n  gen_tokens: 4\n  repetitions: 1\n  warmup: 0\n  threads: 1\n"
+        "  device: cpu\n  eval_tokens: 256\ngates:\n  smoke: true\n"
+        "artifacts:\n  - name: gguf\n    method: gguf\n    gguf_types: [F16]\n"
+    )  # F16: no llama.cpp tools
     summary = pipeline.run(load_recipe(recipe), tmp_path / "run", echo=lambda *a, **k: None)
     outcome = summary.artifacts[0]
     assert outcome.status in ("passed", "gate_failed"), (outcome.error, outcome.gate_failures)
@@ -188,9 +236,19 @@ def test_base_model_benches_with_a_completion_smoke(tiny_base, tmp_path, monkeyp
     from quantkit.cli.bench_cmd import render
 
     monkeypatch.setenv("QUANTKIT_HOME", str(tmp_path / "home"))
-    data = bench(tiny_base, base=tiny_base, options=options(prompt_tokens=16, gen_tokens=4, repetitions=1, warmup=0,
-                                                             bandwidth=False, quality=False,
-                                                             smoke_options=SmokeOptions(completion_tokens=16))).to_dict()
+    data = bench(
+        tiny_base,
+        base=tiny_base,
+        options=options(
+            prompt_tokens=16,
+            gen_tokens=4,
+            repetitions=1,
+            warmup=0,
+            bandwidth=False,
+            quality=False,
+            smoke_options=SmokeOptions(completion_tokens=16),
+        ),
+    ).to_dict()
     smoke = data["smoke"]
     assert smoke["mode"] == "completion" and smoke["passed"] and smoke["base"]["turns"] == smoke["turns"]
     assert all(t["tokens"] > 0 for t in smoke["turns"]) and data["passed"]
@@ -240,12 +298,11 @@ def test_bench_peak_rss_is_one_model_not_two(smollm2, tmp_path):
 
     def peak(code: str) -> list[int]:
         env = {**os.environ, "QUANTKIT_HOME": str(tmp_path / "home")}
-        proc = subprocess.run([sys.executable, "-c", code, str(smollm2)], capture_output=True, text=True, env=env,
-                              timeout=600)
+        proc = subprocess.run([sys.executable, "-c", code, str(smollm2)], capture_output=True, text=True, env=env, timeout=600)
         assert proc.returncode == 0, proc.stderr[-2000:]
         return [int(x) for x in proc.stdout.strip().splitlines()[-1].split()]
 
-    one, = peak(ONE_MODEL)
+    (one,) = peak(ONE_MODEL)
     both, n_params = peak(BENCH_BOTH)
     model_mb = n_params * 4 / 2**20
     assert both < one + 0.5 * model_mb, (one, both, model_mb)

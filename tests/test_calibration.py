@@ -54,9 +54,11 @@ def test_txt_file_paragraphs(tmp_path, tokenizer):
 
 def test_jsonl_text_and_messages(tmp_path, tokenizer):
     path = tmp_path / "calib.jsonl"
-    rows = [{"text": "A plain record about the sea and ships."},
-            {"messages": [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello, how can I help?"}]},
-            "a bare string record works too"]
+    rows = [
+        {"text": "A plain record about the sea and ships."},
+        {"messages": [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello, how can I help?"}]},
+        "a bare string record works too",
+    ]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     calib = calibration.build(tokenizer, path, samples=3, seq_len=8)
     assert calib.chat_samples == 1
@@ -64,13 +66,16 @@ def test_jsonl_text_and_messages(tmp_path, tokenizer):
     assert any("the sea and ships" in s for s in calib.samples)
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("missing.txt", None, "does not exist"),
-    ("empty.txt", "\n\n  \n", "holds no text"),
-    ("bad.jsonl", '{"text": "ok"}\n{"text": \n', "bad.jsonl:2 is not valid JSON"),
-    ("wrong.jsonl", '{"content": "x"}\n', "neither a \"text\" string nor a \"messages\" list"),
-    ("data.csv", "a,b\n", "neither .txt nor .jsonl"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("missing.txt", None, "does not exist"),
+        ("empty.txt", "\n\n  \n", "holds no text"),
+        ("bad.jsonl", '{"text": "ok"}\n{"text": \n', "bad.jsonl:2 is not valid JSON"),
+        ("wrong.jsonl", '{"content": "x"}\n', 'neither a "text" string nor a "messages" list'),
+        ("data.csv", "a,b\n", "neither .txt nor .jsonl"),
+    ],
+)
 def test_bad_files_fail_with_one_clear_line(tmp_path, name, content, message):
     path = tmp_path / name
     if content is not None:

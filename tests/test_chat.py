@@ -16,8 +16,7 @@ PROMPT = ">>> "
 
 
 def test_read_message_multiline_and_commands():
-    typed = ("one line\nfirst line\\\nsecond line\nthird\\\n!!!\n!!!\n\n\nhello\n\n/save out.json\nclear\n"
-             "last words")
+    typed = "one line\nfirst line\\\nsecond line\nthird\\\n!!!\n!!!\n\n\nhello\n\n/save out.json\nclear\nlast words"
     inp, out = io.StringIO(typed), io.StringIO()
     assert read_message(inp, out) == "one line"  # Enter sends
     assert read_message(inp, out) == "first line\nsecond line"  # a trailing backslash goes on
@@ -33,9 +32,14 @@ def test_read_message_multiline_and_commands():
 
 def spawn_chat(path, *extra, timeout=180):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TERM": "dumb", "NO_COLOR": "1"}
-    child = pexpect.spawn(sys.executable, ["-m", "quantkit", "chat", str(path), "--temperature", "0",
-                                           "--threads", "1", *extra],
-                          env=env, encoding="utf-8", timeout=timeout, dimensions=(50, 400))
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "quantkit", "chat", str(path), "--temperature", "0", "--threads", "1", *extra],
+        env=env,
+        encoding="utf-8",
+        timeout=timeout,
+        dimensions=(50, 400),
+    )
     child.expect_exact(PROMPT)  # loaded: the first prompt is shown
     return child
 
@@ -89,8 +93,9 @@ def test_chat_terminal_gguf_ctrl_c_and_clear(tmp_path):
 
     # With the template's default system prompt this Q4_1 file answers in French riddles; a plain one keeps it on track.
     # A high token cap keeps the story streaming long after Ctrl-C is sent, even on a busy machine.
-    child = spawn_chat(bundled_gguf("bundled:smollm2-135m-instruct"), "--max-tokens", "1500",
-                       "--system", "You are a helpful assistant.")
+    child = spawn_chat(
+        bundled_gguf("bundled:smollm2-135m-instruct"), "--max-tokens", "1500", "--system", "You are a helpful assistant."
+    )
     try:
         assert "Paris" in say(child, "What is the capital of France?")
         # Ctrl-C during a long reply stops it and the chat goes on

@@ -13,8 +13,7 @@ from quantkit.quantization.registry import METHODS
 
 def run_quantkit(*args, env=None, **kwargs):
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "quantkit", *args], capture_output=True, text=True,
-                          env=full_env, **kwargs)
+    return subprocess.run([sys.executable, "-m", "quantkit", *args], capture_output=True, text=True, env=full_env, **kwargs)
 
 
 def test_help_lists_every_command_and_imports_nothing_heavy():
@@ -122,5 +121,7 @@ def test_library_messages_name_parameters_and_the_cli_says_flags(tmp_path):
     assert "`overwrite=True`" in str(info.value)
     assert as_flags(str(info.value)).endswith("(pass --overwrite to replace it)")
     assert as_flags("use `device='cpu'`, `calib_samples` or `model=NAME`") == "use --device cpu, --calib-samples or --model NAME"
-    assert as_flags("see `python convert_hf_to_gguf.py --print-supported-models`") == \
-        "see `python convert_hf_to_gguf.py --print-supported-models`"
+    assert (
+        as_flags("see `python convert_hf_to_gguf.py --print-supported-models`")
+        == "see `python convert_hf_to_gguf.py --print-supported-models`"
+    )

@@ -72,7 +72,8 @@ def test_download_into_cache_verified_with_manifest(fake_hub, source):
     assert manifest["commit"] == fake_hub.commits["main"]
     assert manifest["downloaded_at"].startswith("20")
     assert {row["path"]: (row["size"], row["sha256"]) for row in manifest["files"]} == {
-        name: (len(served[name]), sha256(served[name])) for name in expected}
+        name: (len(served[name]), sha256(served[name])) for name in expected
+    }
 
 
 @pytest.mark.parametrize("source", SOURCES)
@@ -155,8 +156,7 @@ def test_network_unreachable(source, tmp_path):
 @pytest.mark.parametrize("source", SOURCES)
 def test_unreachable_hub_falls_back_to_a_verified_copy(fake_hub, source, tmp_path):
     first = fetch(fake_hub, source, tmp_path, revision="v1.0")
-    again = download(REPO, source=source, revision="v1.0", endpoint=dead_endpoint(),
-                     local_dir=tmp_path / "out", progress=False)
+    again = download(REPO, source=source, revision="v1.0", endpoint=dead_endpoint(), local_dir=tmp_path / "out", progress=False)
     assert again.offline and again.path == first.path and again.commit == first.commit
     assert again.files == first.files
     cached = download(REPO, source=source, endpoint=fake_hub.url, progress=False)  # into the cache

@@ -15,11 +15,19 @@ REPO = "acme/tiny-llama"
 
 
 def quantkit(args, tmp_path, url, **env):
-    environ = {**os.environ, "HF_ENDPOINT": url, "MODELSCOPE_ENDPOINT": url,
-               "HF_HOME": str(tmp_path / "hf"), "MODELSCOPE_CACHE": str(tmp_path / "ms"),
-               "MODELSCOPE_DOWNLOAD_MAX_RETRIES": "1", "MODELSCOPE_API_MAX_RETRIES": "1", **env}
-    return subprocess.run([sys.executable, "-m", "quantkit", "download", *args], env=environ,
-                          capture_output=True, text=True, timeout=120)
+    environ = {
+        **os.environ,
+        "HF_ENDPOINT": url,
+        "MODELSCOPE_ENDPOINT": url,
+        "HF_HOME": str(tmp_path / "hf"),
+        "MODELSCOPE_CACHE": str(tmp_path / "ms"),
+        "MODELSCOPE_DOWNLOAD_MAX_RETRIES": "1",
+        "MODELSCOPE_API_MAX_RETRIES": "1",
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "quantkit", "download", *args], env=environ, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.slow
@@ -50,17 +58,21 @@ def test_cli_local_dir_include_and_dry_run(fake_hub, tmp_path):
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip().splitlines()[-1] == str(out)
     assert sorted(p.name for p in out.iterdir() if p.is_file()) == sorted(
-        ["config.json", "tokenizer.json", "tokenizer_config.json", SOURCE_MANIFEST])
+        ["config.json", "tokenizer.json", "tokenizer_config.json", SOURCE_MANIFEST]
+    )
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args, code, message", [
-    (["acme/nope"], 1, "repository acme/nope not found"),
-    ([REPO, "--revision", "nope"], 1, "revision 'nope' not found"),
-    (["acme/gated"], 1, "needs authentication"),
-    ([REPO, "--include", "*.gguf"], 2, "no file of"),
-    (["acme/pickle-only"], 1, "--allow-pickle"),
-])
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["acme/nope"], 1, "repository acme/nope not found"),
+        ([REPO, "--revision", "nope"], 1, "revision 'nope' not found"),
+        (["acme/gated"], 1, "needs authentication"),
+        ([REPO, "--include", "*.gguf"], 2, "no file of"),
+        (["acme/pickle-only"], 1, "--allow-pickle"),
+    ],
+)
 def test_cli_errors_are_one_line(fake_hub, tmp_path, args, code, message):
     run = quantkit(args, tmp_path, fake_hub.url)
     assert run.returncode == code
@@ -72,8 +84,11 @@ def test_cli_errors_are_one_line(fake_hub, tmp_path, args, code, message):
 
 @pytest.mark.slow
 def test_cli_token_and_endpoint_options(fake_hub, tmp_path):
-    run = quantkit(["acme/gated", "--token", "hf_test_token", "--endpoint", fake_hub.url,
-                    "--local-dir", str(tmp_path / "g")], tmp_path, "http://127.0.0.1:9")
+    run = quantkit(
+        ["acme/gated", "--token", "hf_test_token", "--endpoint", fake_hub.url, "--local-dir", str(tmp_path / "g")],
+        tmp_path,
+        "http://127.0.0.1:9",
+    )
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "g" / "model.safetensors").is_file()
 
@@ -86,15 +101,28 @@ def test_cli_help_has_examples():
     result = CliRunner().invoke(cli, ["download", "--help"])
     assert result.exit_code == 0
     assert "Examples:" in result.output
-    for option in ("--source", "--revision", "--include", "--exclude", "--local-dir", "--token",
-                   "--endpoint", "--dry-run", "--allow-pickle"):
+    for option in (
+        "--source",
+        "--revision",
+        "--include",
+        "--exclude",
+        "--local-dir",
+        "--token",
+        "--endpoint",
+        "--dry-run",
+        "--allow-pickle",
+    ):
         assert option in result.output
 
 
 @pytest.mark.slow
 def test_cli_bundled_model(smollm2, tmp_path):
-    run = subprocess.run([sys.executable, "-m", "quantkit", "download", "bundled:smollm2-135m-instruct"],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "quantkit", "download", "bundled:smollm2-135m-instruct"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip().splitlines()[-1] == str(smollm2)
     assert "LlamaForCausalLM" in run.stderr

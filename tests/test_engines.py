@@ -11,8 +11,10 @@ from quantkit.engines.generate import Sampler
 from quantkit.hub.bundled import bundled_gguf
 
 TEXT = "Hello world! The lighthouse keeper wrote 3 pages. def f(x): return x * 2  # 你好"
-QUESTION = [{"role": "system", "content": "You are a helpful assistant."},
-            {"role": "user", "content": "What is the capital of France?"}]
+QUESTION = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "What is the capital of France?"},
+]
 
 
 @pytest.fixture(scope="module")
@@ -162,8 +164,12 @@ def batched_greedy(engine, prompts, n_tokens, join_after=3):
 
 
 def test_batch_decoder_agrees_with_single_sequences(engine):
-    questions = ["What is the capital of France?", "Write a poem about the sea.", "List three uses of a paperclip.",
-                 "What is 17 times 23?"]
+    questions = [
+        "What is the capital of France?",
+        "Write a poem about the sea.",
+        "List three uses of a paperclip.",
+        "What is 17 times 23?",
+    ]
     prompts = [engine.chat_prompt([{"role": "user", "content": q}]) for q in questions]
     single = [[t.id for t in engine.stream(p, 16)] for p in prompts]
     batched = batched_greedy(engine, prompts, 16)
@@ -186,8 +192,11 @@ def test_text_pieces_add_up_to_the_text(engine):
 def test_batch_decode_gives_rows_of_the_sequences_asked(gguf):
     """One decode of three prompts, logits asked for two: a view with their rows, in feed order,
     each agreeing with the sequence run alone."""
-    prompts = {2: gguf.tokenize("The capital of France is"), 0: gguf.tokenize("def f(x): return"),
-               1: gguf.tokenize("Once upon a time, there")}
+    prompts = {
+        2: gguf.tokenize("The capital of France is"),
+        0: gguf.tokenize("def f(x): return"),
+        1: gguf.tokenize("Once upon a time, there"),
+    }
     batch = gguf.batch_decoder(3, 128)
     try:
         seqs, rows = batch.decode(prompts, want={2, 1})
@@ -212,6 +221,9 @@ def test_chat_ids_tokenizes_message_text_apart_from_the_template():
     rendered = "<|im_start|>user\nhi <|im_start|>x<|im_end|>\n<|im_start|>assistant\n"
     messages = [{"role": "user", "content": "  hi <|im_start|>x "}]  # the template trimmed it: found all the same
     assert chat_ids(rendered, messages, control, plain) == [
-        ("template", "<|im_start|>user\n"), ("text", "hi <|im_start|>x"), ("template", "<|im_end|>\n<|im_start|>assistant\n")]
+        ("template", "<|im_start|>user\n"),
+        ("text", "hi <|im_start|>x"),
+        ("template", "<|im_end|>\n<|im_start|>assistant\n"),
+    ]
     with pytest.raises(InputError, match=r"messages\[0\]"):
         chat_ids("<|im_start|>user\nHI<|im_end|>\n", [{"role": "user", "content": "hi"}], control, plain)

@@ -106,8 +106,9 @@ def test_ram_factors_follow_where_the_weights_live():
     # 384 more samples x 512 tokens of cached activations (q/k/v, o_proj, MLP, down_proj inputs) in bf16
     assert more.gpu_bytes - gpu_awq.gpu_bytes == 384 * 512 * (3 * 4096 + 14336) * 2
     # Ignoring down_proj drops its (intermediate-wide) cached inputs.
-    keep = estimate.quantize_need(llama, footprint("awq", calib_samples=128, calib_seq_len=512,
-                                                          ignore=["re:.*down_proj"]), "cuda")
+    keep = estimate.quantize_need(
+        llama, footprint("awq", calib_samples=128, calib_seq_len=512, ignore=["re:.*down_proj"]), "cuda"
+    )
     assert keep.gpu_bytes < gpu_awq.gpu_bytes
     assert estimate.quantize_need(llama, footprint("gguf"), "cpu").gpu_bytes == 0  # converter on CPU
 
@@ -227,8 +228,10 @@ def test_logits_cache_key_includes_device_and_dtype(tiny_llama):
     from quantkit.engines import EngineOptions
 
     options = QualityOptions()
-    keys = {reference_key(tiny_llama, "text", options, "transformers", EngineOptions(device=d, dtype=t))
-            for d, t in (("cpu", None), ("cuda", None), ("cuda", "bfloat16"), ("cpu", "float32"))}
+    keys = {
+        reference_key(tiny_llama, "text", options, "transformers", EngineOptions(device=d, dtype=t))
+        for d, t in (("cpu", None), ("cuda", None), ("cuda", "bfloat16"), ("cpu", "float32"))
+    }
     assert len(keys) == 4
 
 
@@ -265,27 +268,32 @@ def test_nf4_quantize_peak_rss_within_the_estimate(tmp_path):
 
     model = test_cache() / f"random-llama-1b-{transformers.__version__}"
     if not (model / "model.safetensors").is_file():
-        build = ("import sys, torch\nfrom transformers import LlamaConfig, AutoModelForCausalLM\n"
-                 "cfg = LlamaConfig(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, "
-                 "num_attention_heads=16, num_key_value_heads=4, vocab_size=32000, tie_word_embeddings=False)\n"
-                 "cfg.architectures = ['LlamaForCausalLM']\n"
-                 "torch.manual_seed(0)\n"
-                 "m = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)\n"
-                 "m.save_pretrained(sys.argv[1])\n")
+        build = (
+            "import sys, torch\nfrom transformers import LlamaConfig, AutoModelForCausalLM\n"
+            "cfg = LlamaConfig(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, "
+            "num_attention_heads=16, num_key_value_heads=4, vocab_size=32000, tie_word_embeddings=False)\n"
+            "cfg.architectures = ['LlamaForCausalLM']\n"
+            "torch.manual_seed(0)\n"
+            "m = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)\n"
+            "m.save_pretrained(sys.argv[1])\n"
+        )
         partial = model.with_name(model.name + ".partial")
         subprocess.run([sys.executable, "-c", build, str(partial)], check=True, timeout=600)
         partial.rename(model)
     cfg = json.loads((model / "config.json").read_text())
     assert 1.0e9 < estimate.estimate_params(cfg) < 1.2e9
     need = estimate.quantize_need(cfg, footprint("nf4"), "cpu")
-    code = ("import sys, resource, logging\nfrom transformers import AutoModelForCausalLM, BitsAndBytesConfig\n"
-            "logging.disable(logging.WARNING)\n"
-            "q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4', bnb_4bit_use_double_quant=True)\n"
-            "m = AutoModelForCausalLM.from_pretrained(sys.argv[1], quantization_config=q, device_map='cpu', dtype='auto')\n"
-            "m.save_pretrained(sys.argv[2])\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)\n")
-    out = subprocess.run([sys.executable, "-c", code, str(model), str(tmp_path / "nf4")], capture_output=True,
-                         text=True, timeout=600)
+    code = (
+        "import sys, resource, logging\nfrom transformers import AutoModelForCausalLM, BitsAndBytesConfig\n"
+        "logging.disable(logging.WARNING)\n"
+        "q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4', bnb_4bit_use_double_quant=True)\n"
+        "m = AutoModelForCausalLM.from_pretrained(sys.argv[1], quantization_config=q, device_map='cpu', dtype='auto')\n"
+        "m.save_pretrained(sys.argv[2])\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(model), str(tmp_path / "nf4")], capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     peak = int(out.stdout.split()[-1])
     print(f"nf4 1.1B: peak RSS {peak / GiB:.2f} GiB, estimate {need.ram_bytes / GiB:.2f} GiB")
@@ -302,9 +310,12 @@ def test_nvml_reading_follows_cuda_visible_devices(monkeypatch):
         free, total = 3 * GiB, 48 * GiB
 
     fake = types.SimpleNamespace(
-        nvmlInit=lambda: None, nvmlShutdown=lambda: None, nvmlDeviceGetMemoryInfo=lambda handle: Info,
+        nvmlInit=lambda: None,
+        nvmlShutdown=lambda: None,
+        nvmlDeviceGetMemoryInfo=lambda handle: Info,
         nvmlDeviceGetHandleByIndex=lambda i: asked.append(("index", i)),
-        nvmlDeviceGetHandleByUUID=lambda u: asked.append(("uuid", u)))
+        nvmlDeviceGetHandleByUUID=lambda u: asked.append(("uuid", u)),
+    )
     monkeypatch.setitem(sys.modules, "pynvml", fake)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     assert memory.nvml_memory() == (3 * GiB, 48 * GiB) and asked == [("index", 2)]

@@ -35,10 +35,12 @@ def test_missing_tools_name_the_make_command(tmp_path, monkeypatch):
 
 
 def test_fallback_lines_of_llama_quantize_are_parsed():
-    log = ("warning: blk.0.attn_q.weight                     - ncols    576 not divisible by 256 (required for type    q4_K) "
-           "-> falling back to    q5_0\n"
-           "warning: blk.0.ffn_odd.weight                    - ncols     50 not divisible by 256 (required for type   iq2_xxs) "
-           "(WARNING: must use F16 due to unusual shape) -> falling back to     f16\n")
+    log = (
+        "warning: blk.0.attn_q.weight                     - ncols    576 not divisible by 256 (required for type    q4_K) "
+        "-> falling back to    q5_0\n"
+        "warning: blk.0.ffn_odd.weight                    - ncols     50 not divisible by 256 (required for type   iq2_xxs) "
+        "(WARNING: must use F16 due to unusual shape) -> falling back to     f16\n"
+    )
     rows = [(m[1], int(m[2]), m[4], m[5]) for m in FALLBACK_LINE.finditer(log)]
     assert rows == [("blk.0.attn_q.weight", 576, "q4_K", "q5_0"), ("blk.0.ffn_odd.weight", 50, "iq2_xxs", "f16")]
 
@@ -50,8 +52,15 @@ def test_decode_bytes_count_one_row_of_an_untied_input_embedding(tied):
 
     from quantkit.benchmark.bandwidth import torch_decode_bytes
 
-    config = LlamaConfig(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tied)
+    config = LlamaConfig(
+        vocab_size=1000,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=tied,
+    )
     model = LlamaForCausalLM(config).to(torch.float32)
     table = 1000 * 64 * 4
     every = len({p.data_ptr() for p in model.parameters()})

@@ -16,8 +16,9 @@ KEY = "load-key"
 def gguf_server():
     from quantkit.hub.bundled import bundled_gguf
 
-    proc, url = start_server(bundled_gguf("bundled:smollm2-135m-instruct"), "--parallel", "2", "--queue-size", "1",
-                             "--api-key", KEY)
+    proc, url = start_server(
+        bundled_gguf("bundled:smollm2-135m-instruct"), "--parallel", "2", "--queue-size", "1", "--api-key", KEY
+    )
     yield url
     stop_server(proc)
 
@@ -69,25 +70,73 @@ def test_bench_url_cli_writes_json(gguf_server, tmp_path):
     import sys
 
     out = tmp_path / "serve.json"
-    done = subprocess.run([sys.executable, "-m", "quantkit", "bench", "--url", gguf_server, "-c", "1", "-c", "2",
-                           "--num-requests", "2", "--max-tokens", "4", "--json", str(out)],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "QUANTKIT_API_KEY": KEY})
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "quantkit",
+            "bench",
+            "--url",
+            gguf_server,
+            "-c",
+            "1",
+            "-c",
+            "2",
+            "--num-requests",
+            "2",
+            "--max-tokens",
+            "4",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "QUANTKIT_API_KEY": KEY},
+    )
     assert done.returncode == 0, done.stderr
     data = json.loads(out.read_text())
     assert [r["concurrency"] for r in data["results"]] == [1, 2]
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the sweep's plot beside the JSON
     assert all(r["completed"] == 2 and r["ttft_ms"]["median"] > 0 for r in data["results"])
     assert "TTFT" in done.stderr  # the table
-    failed = subprocess.run([sys.executable, "-m", "quantkit", "bench", "--url", gguf_server, "--model", "x",
-                             "--num-requests", "1", "--api-key", "wrong"], capture_output=True, text=True, timeout=120)
+    failed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "quantkit",
+            "bench",
+            "--url",
+            gguf_server,
+            "--model",
+            "x",
+            "--num-requests",
+            "1",
+            "--api-key",
+            "wrong",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert failed.returncode == 1 and "every request failed" in failed.stderr and "401" in failed.stderr
 
 
 def sweep_result(concurrency, tok_s, ttft):
     stats = {"mean": ttft, "median": ttft, "p99": ttft * 1.5}
-    return {"concurrency": concurrency, "request_rate": None, "completed": 16, "errors": 0,
-            "request_throughput": 1.25, "output_throughput": tok_s, "ttft_ms": stats, "tpot_ms": stats,
-            "itl_ms": stats, "e2el_ms": {k: v * 40 for k, v in stats.items()}, "error_messages": []}
+    return {
+        "concurrency": concurrency,
+        "request_rate": None,
+        "completed": 16,
+        "errors": 0,
+        "request_throughput": 1.25,
+        "output_throughput": tok_s,
+        "ttft_ms": stats,
+        "tpot_ms": stats,
+        "itl_ms": stats,
+        "e2el_ms": {k: v * 40 for k, v in stats.items()},
+        "error_messages": [],
+    }
 
 
 def test_sweep_table_fits_80_columns_and_compares_servers(tmp_path):
@@ -97,9 +146,12 @@ def test_sweep_table_fits_80_columns_and_compares_servers(tmp_path):
     from quantkit.cli.bench_url import render
 
     levels = (1, 2, 4, 8)
-    data = {"servers": [
-        {"url": "http://127.0.0.1:8000", "results": [sweep_result(c, 85.5 * c ** 0.5, 128.0 * c) for c in levels]},
-        {"url": "http://127.0.0.1:8001", "results": [sweep_result(c, 90.0 * c ** 0.6, 1782.4 * c) for c in levels]}]}
+    data = {
+        "servers": [
+            {"url": "http://127.0.0.1:8000", "results": [sweep_result(c, 85.5 * c**0.5, 128.0 * c) for c in levels]},
+            {"url": "http://127.0.0.1:8001", "results": [sweep_result(c, 90.0 * c**0.6, 1782.4 * c) for c in levels]},
+        ]
+    }
     console = Console(width=200, record=True, file=open(tmp_path / "table.txt", "w"))
     render(data, console=console)
     lines = console.export_text().splitlines()

@@ -15,8 +15,12 @@ from quantkit.quantization.gguf.ollama import chat_format, go_template, modelfil
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Hi"}],
-    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-     {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Two\nlines"}],
+    [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Two\nlines"},
+    ],
 ]
 LLAMA3 = (
     "{{ bos_token }}{% for message in messages %}<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n"
@@ -33,8 +37,10 @@ MERGED_SYSTEM = (
 
 @pytest.fixture(scope="module")
 def smollm2_template(smollm2) -> str:
-    return json.loads((smollm2 / "tokenizer_config.json").read_text()).get("chat_template") \
+    return (
+        json.loads((smollm2 / "tokenizer_config.json").read_text()).get("chat_template")
         or (smollm2 / "chat_template.jinja").read_text()
+    )
 
 
 def test_chatml_pieces_and_default_system(smollm2_template):
@@ -133,11 +139,18 @@ func main() {
 TRICKY = "Use {{ .Content }} and <b>&amp;</b>\nthen 日本語 🦙"
 GO_CONVERSATIONS = {
     "user only": [{"role": "user", "content": "Hi"}],
-    "system, ends in user": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-                             {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": TRICKY}],
+    "system, ends in user": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": TRICKY},
+    ],
     "no system, ends in assistant": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hel"}],
-    "system, ends in assistant": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": TRICKY},
-                                  {"role": "assistant", "content": "Sure"}],
+    "system, ends in assistant": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": TRICKY},
+        {"role": "assistant", "content": "Sure"},
+    ],
 }
 
 
@@ -150,8 +163,14 @@ def go_render(tmp_path_factory):
     folder = tmp_path_factory.mktemp("go")
     (folder / "render.go").write_text(GO_RENDER)
     env = {**os.environ, "GOFLAGS": "", "GOPROXY": "off", "GO111MODULE": "off", "GOPATH": str(folder / "gopath")}
-    built = subprocess.run([go, "build", "-o", str(folder / "render"), str(folder / "render.go")], cwd=folder,
-                           capture_output=True, text=True, env=env, timeout=300)
+    built = subprocess.run(
+        [go, "build", "-o", str(folder / "render"), str(folder / "render.go")],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert built.returncode == 0, built.stderr
 
     def render_all(cases: list[tuple[str, list[dict]]]) -> list[str]:
@@ -172,7 +191,7 @@ def jinja_expected(template: str, messages: list[dict], bos: str = "") -> str:
     else:
         text = render_template(template, messages, False, bos=bos)
         text = text[: text.rindex(messages[-1]["content"]) + len(messages[-1]["content"])]
-    return text[len(bos):] if bos and text.startswith(bos) else text  # the runtime adds BOS itself
+    return text[len(bos) :] if bos and text.startswith(bos) else text  # the runtime adds BOS itself
 
 
 @pytest.mark.parametrize("which", ["smollm2", "llama3"])
@@ -198,8 +217,12 @@ def test_go_executes_the_modelfile_template_like_jinja(which, smollm2_template, 
 
 def test_go_really_checks(go_render):
     """The harness fails loudly: a template Go cannot parse, and one that renders differently."""
-    broken, wrong = go_render([("{{ range .Messages }}{{ .Content }}", [{"role": "user", "content": "x"}]),
-                               ("{{ range .Messages }}[{{ .Role }}]{{ end }}", [{"role": "user", "content": "x"}])])
+    broken, wrong = go_render(
+        [
+            ("{{ range .Messages }}{{ .Content }}", [{"role": "user", "content": "x"}]),
+            ("{{ range .Messages }}[{{ .Role }}]{{ end }}", [{"role": "user", "content": "x"}]),
+        ]
+    )
     assert broken.startswith("GO ERROR:") and wrong == "[user]"
 
 
@@ -246,8 +269,14 @@ def test_ollama_create_accepts_the_modelfile_where_ollama_exists(smollm2_templat
             if subprocess.run([binary, "list"], env=env, capture_output=True).returncode == 0:
                 break
             time.sleep(0.2)
-        created = subprocess.run([binary, "create", "quantkit-test", "-f", str(path)], env=env, capture_output=True,
-                                 text=True, cwd=tmp_path, timeout=300)
+        created = subprocess.run(
+            [binary, "create", "quantkit-test", "-f", str(path)],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=300,
+        )
         assert created.returncode == 0, created.stderr
         shown = subprocess.run([binary, "show", "quantkit-test", "--template"], env=env, capture_output=True, text=True)
         assert "<|im_start|>user" in shown.stdout

@@ -17,9 +17,18 @@ from quantkit.quantization import registry
 from quantkit.quantization.registry import METHODS, MethodEntry, get_method, make_options, settings_table
 
 # SmolLM2-135M's shape: every width a multiple of 64, not of 128.
-SMOL = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 576, "intermediate_size": 1536,
-        "num_attention_heads": 9, "num_key_value_heads": 3, "num_hidden_layers": 30, "vocab_size": 49152,
-        "tie_word_embeddings": True, "torch_dtype": "bfloat16"}
+SMOL = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "num_hidden_layers": 30,
+    "vocab_size": 49152,
+    "tie_word_embeddings": True,
+    "torch_dtype": "bfloat16",
+}
 
 
 @pytest.fixture
@@ -54,8 +63,9 @@ def test_every_method_records_its_bits_and_declares_its_cost():
 def test_dry_run_asks_the_same_check_as_quantize():
     """AWQ with no group size falls back from 128 to 64 on SmolLM2's 576 (quantize does); the
     dry run used to block it with its own copy of the rule."""
-    recipe = parse_recipe("name: t\nmodel: {id: x/smol}\nartifacts:\n  - {name: a, method: awq}\n"
-                          "  - {name: b, method: awq, group_size: 128}\n")
+    recipe = parse_recipe(
+        "name: t\nmodel: {id: x/smol}\nartifacts:\n  - {name: a, method: awq}\n  - {name: b, method: awq, group_size: 128}\n"
+    )
     assert plan_module.preflight(recipe, recipe.artifacts[0], SMOL) is None
     assert "use group size 64" in plan_module.preflight(recipe, recipe.artifacts[1], SMOL)
 

@@ -21,17 +21,35 @@ KV_4K = 2 * 32 * 8 * 128 * 4096 * 2  # llama-3.1-8b, 16-bit K/V: 512 MiB
 
 def result(name, size_gib, kld, top1, tg, engine="transformers", failures=(), runtime_gib=None):
     r = json.loads(json.dumps(GOOD))
-    r.update(name=name, engine=engine, size_bytes=int(size_gib * GiB), weights_bytes=int(size_gib * GiB),
-             decode_tokens_per_s=tg, failures=list(failures), passed=not failures,
-             runtime_bytes=int(runtime_gib * GiB) if runtime_gib else None)
+    r.update(
+        name=name,
+        engine=engine,
+        size_bytes=int(size_gib * GiB),
+        weights_bytes=int(size_gib * GiB),
+        decode_tokens_per_s=tg,
+        failures=list(failures),
+        passed=not failures,
+        runtime_bytes=int(runtime_gib * GiB) if runtime_gib else None,
+    )
     r["quality"].update(kld_mean=kld, top1_agreement=top1)
     return r
 
 
 def outcome(name, method, results, status="passed", **extra):
-    return {"name": name, "method": method, "status": status, "path": None, "failed_stage": None, "error": None,
-            "gate_failures": [], "stages": {"quantize": "done", "bench": "done"}, "results": results,
-            "seconds": {}, "pushed": None, **extra}
+    return {
+        "name": name,
+        "method": method,
+        "status": status,
+        "path": None,
+        "failed_stage": None,
+        "error": None,
+        "gate_failures": [],
+        "stages": {"quantize": "done", "bench": "done"},
+        "results": results,
+        "seconds": {},
+        "pushed": None,
+        **extra,
+    }
 
 
 @pytest.fixture
@@ -45,14 +63,28 @@ def run_dir(tmp_path):
         outcome("awq", "awq", [result("awq", 5.4, 0.030, 0.93, 9.0, runtime_gib=15.0)]),
         outcome("nf4", "nf4", [result("nf4", 5.6, 0.032, 0.92, 14.0)]),
         outcome("int8", "int8", [result("int8", 8.6, 0.004, 0.98, 8.0)]),
-        outcome("gguf", "gguf", [result("gguf/Q4_K_M", 4.6, 0.040, 0.91, 30.0, engine="llama.cpp"),
-                                 result("gguf/Q8_0", 8.0, 0.003, 0.985, 20.0, engine="llama.cpp"),
-                                 result("gguf/Q2_K", 2.9, 0.4, 0.7, 40.0, engine="llama.cpp",
-                                        failures=["quality: KLD 0.4 > 0.1"])], status="gate_failed"),
+        outcome(
+            "gguf",
+            "gguf",
+            [
+                result("gguf/Q4_K_M", 4.6, 0.040, 0.91, 30.0, engine="llama.cpp"),
+                result("gguf/Q8_0", 8.0, 0.003, 0.985, 20.0, engine="llama.cpp"),
+                result("gguf/Q2_K", 2.9, 0.4, 0.7, 40.0, engine="llama.cpp", failures=["quality: KLD 0.4 > 0.1"]),
+            ],
+            status="gate_failed",
+        ),
         outcome("broken", "awq", [], status="failed", failed_stage="quantize", error="QuantizeError: out of memory"),
     ]
-    data = {"recipe": "llama", "recipe_file": None, "model": "meta-llama/Llama-3.1-8B-Instruct", "passed": False,
-            "exit_code": 1, "error": None, "seconds": 1.0, "artifacts": artifacts}
+    data = {
+        "recipe": "llama",
+        "recipe_file": None,
+        "model": "meta-llama/Llama-3.1-8B-Instruct",
+        "passed": False,
+        "exit_code": 1,
+        "error": None,
+        "seconds": 1.0,
+        "artifacts": artifacts,
+    }
     (tmp_path / "results.json").write_text(json.dumps(data))
     return tmp_path
 

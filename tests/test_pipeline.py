@@ -23,14 +23,36 @@ from quantkit.pipeline.recipe import load_recipe, shipped_recipes
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"
 # The shape of quantkit.benchmark.bench's BenchResult.to_dict(), as much as the pipeline and report read.
-GOOD = {"schema": 1, "kind": "bench", "engine": "transformers", "bits": 4, "size_bytes": 1000, "bits_per_weight": 4.5,
-        "prompt_tokens": 8, "gen_tokens": 4, "repetitions": 1, "peak_rss_mb": 100.0, "ttft_ms": 2.0, "ttft_ms_std": 0.1,
-        "decode_tokens_per_s": 50.0, "decode_tokens_per_s_std": 1.0, "prefill_tokens_per_s": 400.0,
-        "prefill_tokens_per_s_std": 5.0, "environment": {"cpu": "test", "device": "cpu", "threads": 1},
-        "smoke": {"passed": True, "failures": [], "transcript": "user: hi"},
-        "quality": {"tokenizer_parity": True, "kld_mean": 0.01, "kld_p99": 0.1, "top1_agreement": 0.97,
-                    "ppl_ratio": 1.01, "failures": []},
-        "failures": [], "passed": True}
+GOOD = {
+    "schema": 1,
+    "kind": "bench",
+    "engine": "transformers",
+    "bits": 4,
+    "size_bytes": 1000,
+    "bits_per_weight": 4.5,
+    "prompt_tokens": 8,
+    "gen_tokens": 4,
+    "repetitions": 1,
+    "peak_rss_mb": 100.0,
+    "ttft_ms": 2.0,
+    "ttft_ms_std": 0.1,
+    "decode_tokens_per_s": 50.0,
+    "decode_tokens_per_s_std": 1.0,
+    "prefill_tokens_per_s": 400.0,
+    "prefill_tokens_per_s_std": 5.0,
+    "environment": {"cpu": "test", "device": "cpu", "threads": 1},
+    "smoke": {"passed": True, "failures": [], "transcript": "user: hi"},
+    "quality": {
+        "tokenizer_parity": True,
+        "kld_mean": 0.01,
+        "kld_p99": 0.1,
+        "top1_agreement": 0.97,
+        "ppl_ratio": 1.01,
+        "failures": [],
+    },
+    "failures": [],
+    "passed": True,
+}
 # A subprocess with the same canned bench, for the tests that kill a run.
 FAKE_BENCH_MAIN = (
     "import sys, json; import quantkit.pipeline.run as p\n"
@@ -39,11 +61,14 @@ FAKE_BENCH_MAIN = (
 )
 
 
-def write_recipe(folder: Path, model: Path, artifacts: str, bench: str = "gen_tokens: 4", gates: str = "smoke: true",
-                 name: str = "tiny") -> Path:
+def write_recipe(
+    folder: Path, model: Path, artifacts: str, bench: str = "gen_tokens: 4", gates: str = "smoke: true", name: str = "tiny"
+) -> Path:
     path = folder / f"{name}.yaml"
-    path.write_text(f"name: {name}\nmodel:\n  id: {model}\nbench:\n  {bench}\n  device: cpu\ngates:\n  {gates}\n"
-                    f"artifacts:\n{textwrap.indent(textwrap.dedent(artifacts), '  ')}")
+    path.write_text(
+        f"name: {name}\nmodel:\n  id: {model}\nbench:\n  {bench}\n  device: cpu\ngates:\n  {gates}\n"
+        f"artifacts:\n{textwrap.indent(textwrap.dedent(artifacts), '  ')}"
+    )
     return path
 
 
@@ -117,8 +142,10 @@ def test_run_resume_and_changed_settings(tmp_path, tiny_llama, fake_bench):
     changed = TWO.replace("method: nf4\n", "method: nf4\n  double_quant: false\n")
     recipe = write_recipe(tmp_path, tiny_llama, changed, bench="gen_tokens: 6")
     summary, log = run(recipe, out)
-    assert [a.stages for a in summary.artifacts] == [{"quantize": "done", "bench": "done"},
-                                                    {"quantize": "skipped", "bench": "skipped"}]
+    assert [a.stages for a in summary.artifacts] == [
+        {"quantize": "done", "bench": "done"},
+        {"quantize": "skipped", "bench": "skipped"},
+    ]
     assert read_manifest(out / "artifacts" / "nf4")["settings"].get("double_quant") in (False, None)
 
     # Gates are recomputed from the stored results without redoing anything; a failed gate exits 3.
@@ -149,8 +176,12 @@ def test_one_failing_artifact_does_not_stop_the_others(tmp_path, tiny_llama, fak
     """
     recipe = write_recipe(tmp_path, tiny_llama, artifacts)
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-c", FAKE_BENCH_MAIN, "run", str(recipe), "--out", str(out)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", FAKE_BENCH_MAIN, "run", str(recipe), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 1, result.stderr
     data = json.loads((out / "results.json").read_text())
     bad, good = data["artifacts"]
@@ -201,8 +232,13 @@ def test_killed_run_resumes(tmp_path, tiny_llama):
 @pytest.mark.parametrize("name", [n for n in shipped_recipes() if load_recipe(n).runner == "gpu"])
 def test_gpu_recipes_plan_offline(tmp_path, name):
     env = {**os.environ, "QUANTKIT_CONFIG_DIR": str(CONFIGS), "COLUMNS": "200"}
-    result = subprocess.run([sys.executable, "-m", "quantkit", "run", name, "--dry-run", "--out", str(tmp_path / "o")],
-                            capture_output=True, text=True, env=env, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "quantkit", "run", name, "--dry-run", "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     recipe = load_recipe(name)
     for spec in recipe.artifacts:
@@ -214,7 +250,11 @@ def test_gpu_recipes_plan_offline(tmp_path, name):
 def test_dry_run_refuses_what_cannot_work(tmp_path, monkeypatch):
     monkeypatch.setenv("QUANTKIT_CONFIG_DIR", str(CONFIGS))
     bad = (REPO / "recipes" / "yi-34b-chat-awq.yaml").read_text().replace("group_size: 128", "group_size: 96")
-    no_trust = (REPO / "recipes" / "baichuan2-13b-chat-nf4.yaml").read_text().replace("trust_remote_code: true", "trust_remote_code: false")
+    no_trust = (
+        (REPO / "recipes" / "baichuan2-13b-chat-nf4.yaml")
+        .read_text()
+        .replace("trust_remote_code: true", "trust_remote_code: false")
+    )
     for text, problem in ((bad, "group size 96 does not divide the input width 7168"), (no_trust, "trust_remote_code")):
         path = tmp_path / "r.yaml"
         path.write_text(text)
@@ -231,16 +271,24 @@ def test_dry_run_shows_what_a_rerun_would_skip(tmp_path, tiny_llama, fake_bench)
     run(recipe, out, only="nf4")
     plan = pipeline.run(load_recipe(recipe), out, dry_run=True).plan
     assert [(r.stage, r.artifact, r.action) for r in plan] == [
-        ("model", None, "skip"), ("quantize", "nf4", "skip"), ("bench", "nf4", "skip"),
-        ("quantize", "int8", "run"), ("bench", "int8", "run")]
+        ("model", None, "skip"),
+        ("quantize", "nf4", "skip"),
+        ("bench", "nf4", "skip"),
+        ("quantize", "int8", "run"),
+        ("bench", "int8", "run"),
+    ]
 
 
 @pytest.mark.slow
 def test_end_to_end_with_real_bench(tmp_path, tiny_llama):
     """Every stage for real on the tiny Llama (random weights: its smoke chat is not gated)."""
-    recipe = write_recipe(tmp_path, tiny_llama, "- name: nf4\n  method: nf4\n  device: cpu\n",
-                          bench="gen_tokens: 4\n  prompt_tokens: 8\n  repetitions: 1\n  threads: 1\n  eval_tokens: 64",
-                          gates="smoke: false")
+    recipe = write_recipe(
+        tmp_path,
+        tiny_llama,
+        "- name: nf4\n  method: nf4\n  device: cpu\n",
+        bench="gen_tokens: 4\n  prompt_tokens: 8\n  repetitions: 1\n  threads: 1\n  eval_tokens: 64",
+        gates="smoke: false",
+    )
     out = tmp_path / "out"
     summary, log = run(recipe, out)
     assert summary.exit_code == 0, log + json.dumps([a.error for a in summary.artifacts])

@@ -32,11 +32,28 @@ slow = pytest.mark.slow  # the first test using the int8 artifact makes it (~50 
 def bench_result(artifact, passed=True, tps=42.5, kld=0.0123) -> dict:
     """What `quantkit bench` returns, for the card (the artifact is real; its numbers are set)."""
     return BenchResult(
-        artifact=str(artifact), engine="transformers", method="int8", bits=8, size_bytes=2_000_000, weights_bytes=1_900_000,
-        bits_per_weight=8.9, n_params=1_700_000, prompt_tokens=512, gen_tokens=128, repetitions=5, load_s=0.4,
-        load_peak_rss_mb=300.0, peak_rss_mb=320.0, prefill=Stat(812.0, 4.0), decode=Stat(tps, 0.5),
-        ttft=Stat(20.0, 1.0), decode_latency_ms={"p50": 20.0}, bandwidth={}, cuda={},
-        environment={"cpu": "Test CPU 9000", "device": "cpu", "threads": 2}, base=f"/root/.cache/{BASE}",
+        artifact=str(artifact),
+        engine="transformers",
+        method="int8",
+        bits=8,
+        size_bytes=2_000_000,
+        weights_bytes=1_900_000,
+        bits_per_weight=8.9,
+        n_params=1_700_000,
+        prompt_tokens=512,
+        gen_tokens=128,
+        repetitions=5,
+        load_s=0.4,
+        load_peak_rss_mb=300.0,
+        peak_rss_mb=320.0,
+        prefill=Stat(812.0, 4.0),
+        decode=Stat(tps, 0.5),
+        ttft=Stat(20.0, 1.0),
+        decode_latency_ms={"p50": 20.0},
+        bandwidth={},
+        cuda={},
+        environment={"cpu": "Test CPU 9000", "device": "cpu", "threads": 2},
+        base=f"/root/.cache/{BASE}",
         smoke={"passed": passed, "failures": [] if passed else ["turn 1: empty reply"], "transcript": ""},
         quality={"kld_mean": kld, "kld_p99": 0.2, "top1_agreement": 0.96, "ppl_ratio": 1.011, "tokenizer_parity": True},
         failures=[] if passed else ["smoke: turn 1: empty reply"],
@@ -140,16 +157,20 @@ def cli(capsys, *args) -> tuple[int, str, str]:
 
 
 @pytest.mark.parametrize("source", ["hf", "modelscope"])
-@pytest.mark.parametrize("token, repo, quota, message", [
-    ("hf_wrong", "acme/new-repo", None, "rejected the access token"),
-    ("hf_read_elsewhere", "acme/new-repo", None, "cannot write to acme/new-repo"),
-    (WRITE_TOKEN, "acme/big", 1000, "storage quota is full"),
-])
+@pytest.mark.parametrize(
+    "token, repo, quota, message",
+    [
+        ("hf_wrong", "acme/new-repo", None, "rejected the access token"),
+        ("hf_read_elsewhere", "acme/new-repo", None, "cannot write to acme/new-repo"),
+        (WRITE_TOKEN, "acme/big", 1000, "storage quota is full"),
+    ],
+)
 def test_hub_refusals_are_one_line(upload_hub, artifact, capsys, source, token, repo, quota, message):
     if quota:
         upload_hub.upload.quota["acme"] = quota
-    code, out, err = cli(capsys, "push", str(artifact), f"{repo}-{source}", "--source", source, "--token", token,
-                         "--endpoint", upload_hub.url)
+    code, out, err = cli(
+        capsys, "push", str(artifact), f"{repo}-{source}", "--source", source, "--token", token, "--endpoint", upload_hub.url
+    )
     assert code != 0 and out == ""
     error = err.rstrip("\n").split("\n")[-1]  # after huggingface_hub's progress bar, if it started
     assert err.count("error") == 1 and error.startswith("error: ") and message in error, err
@@ -165,14 +186,31 @@ def test_dry_run_lists_files_and_card_and_sends_nothing(upload_hub, artifact, ca
 
 
 def test_push_to_a_branch_of_a_private_repo(upload_hub, artifact, tmp_path, capsys):
-    code, out, err = cli(capsys, "push", str(artifact), "acme/private-int8", "--private", "--revision", "v1",
-                         "--token", WRITE_TOKEN, "--endpoint", upload_hub.url)
+    code, out, err = cli(
+        capsys,
+        "push",
+        str(artifact),
+        "acme/private-int8",
+        "--private",
+        "--revision",
+        "v1",
+        "--token",
+        WRITE_TOKEN,
+        "--endpoint",
+        upload_hub.url,
+    )
     assert code == 0, err
     assert out.strip().endswith("/acme/private-int8") and "@v1" in err
     with pytest.raises(Exception, match="authentication|not found"):
         download("acme/private-int8", revision="v1", endpoint=upload_hub.url, local_dir=tmp_path / "anon", progress=False)
-    back = download("acme/private-int8", revision="v1", token=WRITE_TOKEN, endpoint=upload_hub.url,
-                    local_dir=tmp_path / "back", progress=False)
+    back = download(
+        "acme/private-int8",
+        revision="v1",
+        token=WRITE_TOKEN,
+        endpoint=upload_hub.url,
+        local_dir=tmp_path / "back",
+        progress=False,
+    )
     assert (back.path / "model.safetensors").read_bytes() == (artifact / "model.safetensors").read_bytes()
 
 
@@ -191,15 +229,26 @@ def test_modelscope_push_resumes_and_downloads_back(upload_hub, artifact, tmp_pa
     result = ms_push()
     assert result.url.endswith("/models/acme/tiny-int8-ms") and result.commit
     assert upload_hub.upload.commits[-1]["summary"].startswith(f"quantkit {__import__('quantkit').__version__}: int8")
-    back = download("acme/tiny-int8-ms", source="modelscope", endpoint=upload_hub.url, local_dir=tmp_path / "back",
-                    progress=False)
+    back = download(
+        "acme/tiny-int8-ms", source="modelscope", endpoint=upload_hub.url, local_dir=tmp_path / "back", progress=False
+    )
     for row in read_manifest(artifact)["files"]:
         assert (back.path / row["path"]).read_bytes() == (artifact / row["path"]).read_bytes(), row["path"]
     card = ModelCard.load(back.path / "README.md")
     assert card.data.base_model == BASE and "modelscope download --model acme/tiny-int8-ms" in card.text
     assert {r.metric_type: r.metric_value for r in card.data.eval_results}["kl_divergence"] == 0.0123
-    code, out, err = cli(capsys, "push", str(artifact), "acme/elsewhere", "--source", "modelscope", "--token", "ms-wrong",
-                         "--endpoint", upload_hub.url)
+    code, out, err = cli(
+        capsys,
+        "push",
+        str(artifact),
+        "acme/elsewhere",
+        "--source",
+        "modelscope",
+        "--token",
+        "ms-wrong",
+        "--endpoint",
+        upload_hub.url,
+    )
     assert code != 0 and out == "" and err.count("\n") == 1 and "rejected the access token" in err, err
 
 
@@ -211,8 +260,15 @@ def test_multi_file_gguf_card_is_one_table(tmp_path):
     folder.mkdir()
     for t in ("Q8_0", "Q4_K_M"):
         (folder / f"m-{t}.gguf").write_bytes(t.encode() * 100)
-    manifest = write_manifest(folder, {"method": "gguf", "format": "gguf", "settings": {"gguf_types": ["Q8_0", "Q4_K_M"]},
-                                       "source": {"repo_id": "HuggingFaceTB/SmolLM2-135M-Instruct", "license": "apache-2.0"}})
+    manifest = write_manifest(
+        folder,
+        {
+            "method": "gguf",
+            "format": "gguf",
+            "settings": {"gguf_types": ["Q8_0", "Q4_K_M"]},
+            "source": {"repo_id": "HuggingFaceTB/SmolLM2-135M-Instruct", "license": "apache-2.0"},
+        },
+    )
     write_model_card(folder, manifest, "use it")
     fill_card(folder, [bench_result(folder / "m-Q8_0.gguf", tps=60.0), bench_result(folder / "m-Q4_K_M.gguf", tps=80.0)])
     card = ModelCard.load(folder / "README.md")
@@ -231,21 +287,27 @@ def test_recipe_pushes_only_what_passed(upload_hub, int8_artifact, tmp_path, mon
     from quantkit.pipeline import run as pipeline
     from quantkit.pipeline.recipe import parse_recipe
 
-    monkeypatch.setattr(importlib.import_module("quantkit.quantization.quantize"), "quantize",  # the module, not the API
-                        lambda model, method, final, options, overwrite: shutil.copytree(int8_artifact, final))
+    monkeypatch.setattr(
+        importlib.import_module("quantkit.quantization.quantize"),
+        "quantize",  # the module, not the API
+        lambda model, method, final, options, overwrite: shutil.copytree(int8_artifact, final),
+    )
     monkeypatch.setattr(pipeline, "bench_one", lambda target, base, recipe: bench_result(target, passed=target.name == "good"))
     monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN)
     monkeypatch.setenv("HF_ENDPOINT", upload_hub.url)
-    recipe = parse_recipe(f"""
+    recipe = parse_recipe(
+        f"""
 name: pushy
-model: {{id: {int8_artifact.parent / 'base'}}}
+model: {{id: {int8_artifact.parent / "base"}}}
 artifacts:
   - {{name: good, method: int8}}
   - {{name: bad, method: int8}}
 push:
   repo: acme/pushy-{{name}}
   private: true
-""", tmp_path / "pushy.yaml")
+""",
+        tmp_path / "pushy.yaml",
+    )
     summary = pipeline.run(recipe, tmp_path / "run", echo=lambda line: None)
     good, bad = summary.artifacts
     assert good.stages["push"] == "done" and good.pushed.endswith("/acme/pushy-good")

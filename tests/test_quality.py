@@ -2,7 +2,6 @@
 base-logits cache, and broken artifacts (a zeroed linear layer, a swapped tokenizer) failing the
 gates, through the library and the CLI (exit code 3)."""
 
-
 import numpy as np
 import pytest
 from models import linked_copy
@@ -41,8 +40,11 @@ def swapped_tokenizer(smollm2, tmp_path_factory):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=600,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator([eval_text(QualityOptions())], trainer)
     tok.save(str(dst / "tokenizer.json"))
     return dst
@@ -109,8 +111,29 @@ def test_swapped_tokenizer_fails_parity(smollm2, swapped_tokenizer):
 def test_cli_exits_3_on_a_broken_artifact(smollm2, zeroed_layer, tmp_path, capsys):
     out = tmp_path / "zeroed.json"
     with pytest.raises(SystemExit) as exit_:
-        main(["bench", str(zeroed_layer), "--base", str(smollm2), "--no-smoke", "-p", "16", "-n", "4",
-              "--repetitions", "1", "--warmup", "0", "--threads", "1", "--eval-tokens", "256", "--json", str(out)])
+        main(
+            [
+                "bench",
+                str(zeroed_layer),
+                "--base",
+                str(smollm2),
+                "--no-smoke",
+                "-p",
+                "16",
+                "-n",
+                "4",
+                "--repetitions",
+                "1",
+                "--warmup",
+                "0",
+                "--threads",
+                "1",
+                "--eval-tokens",
+                "256",
+                "--json",
+                str(out),
+            ]
+        )
     assert exit_.value.code == 3
     assert "gate(s) failed" in capsys.readouterr().err
     import json

@@ -73,23 +73,31 @@ def awq_home(tmp_path_factory):
 def reload_fresh(artifact: Path, probe: str = "") -> dict:
     """Load ``artifact`` in a new interpreter that has no quantkit on its path."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", RELOAD, str(artifact), probe or "-"], capture_output=True,
-                          text=True, env=env, cwd=artifact.parent, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", RELOAD, str(artifact), probe or "-"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=artifact.parent,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def quantkit_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "quantkit", "quantize", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=1200)
+    return subprocess.run(
+        [sys.executable, "-m", "quantkit", "quantize", *args], capture_output=True, text=True, cwd=cwd, timeout=1200
+    )
 
 
 @pytest.fixture(scope="module")
 def autoawq_qwen2(tiny_qwen2, awq_home, tmp_path_factory) -> Path:
     """``--format autoawq`` alone through the CLI: it calibrates once (llm-compressor) and repacks."""
     out = tmp_path_factory.mktemp("awq") / "qwen2-autoawq"
-    proc = quantkit_cli(str(tiny_qwen2), "--method", "awq", "--format", "autoawq", "--ignore", "re:.*down_proj",
-                        "-o", str(out), *FEW)
+    proc = quantkit_cli(
+        str(tiny_qwen2), "--method", "awq", "--format", "autoawq", "--ignore", "re:.*down_proj", "-o", str(out), *FEW
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
@@ -292,8 +300,14 @@ def test_both_formats_of_one_calibration_hold_the_same_weights_and_agree(ct_qwen
         bound = ct_int.abs().max() * (ct_scale.half().float() - ct_scale).abs().max()
         assert (ct_int * ct_scale - awq_int * awq_scale).abs().max() <= bound, name
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", BOTH_LOGITS, str(ct_qwen2), str(autoawq_qwen2_shared)],
-                          capture_output=True, text=True, env=env, cwd=ct_qwen2.parent, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", BOTH_LOGITS, str(ct_qwen2), str(autoawq_qwen2_shared)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ct_qwen2.parent,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     print(f"compressed-tensors vs autoawq logits: {r}")
@@ -302,14 +316,17 @@ def test_both_formats_of_one_calibration_hold_the_same_weights_and_agree(ct_qwen
     assert r["max_diff"] < 0.02 * r["max_logit"] and r["top1"] >= 0.9, r  # two kernels, one set of weights
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--group-size", "48"], "--group-size 48 does not divide the input width 128"),
-    (["--bits", "8"], "cannot make 8-bit weights"),
-    (["--format", "gguf"], "awq has no format 'gguf'"),
-    (["--calib", "{tmp}/missing.txt"], "does not exist"),
-    (["--calib", "{tmp}/empty.txt"], "holds no text"),
-    (["--calib", "{tmp}/bad.jsonl"], "bad.jsonl:2 is not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--group-size", "48"], "--group-size 48 does not divide the input width 128"),
+        (["--bits", "8"], "cannot make 8-bit weights"),
+        (["--format", "gguf"], "awq has no format 'gguf'"),
+        (["--calib", "{tmp}/missing.txt"], "does not exist"),
+        (["--calib", "{tmp}/empty.txt"], "holds no text"),
+        (["--calib", "{tmp}/bad.jsonl"], "bad.jsonl:2 is not valid JSON"),
+    ],
+)
 def test_bad_inputs_fail_in_one_line_leaving_nothing(tiny_llama, tmp_path, args, message):
     (tmp_path / "empty.txt").write_text("\n\n")
     (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\nnot json\n')
@@ -364,12 +381,19 @@ print(json.dumps({"cos": cos, "top1": top1, "answer": answer, "quantkit": "quant
 @pytest.mark.slow
 def test_smollm2_awq_stays_close_to_base_and_chats(smollm2, tmp_path):
     out = tmp_path / "smollm2-awq"
-    proc = quantkit_cli(str(smollm2), "--method", "awq", "--group-size", "64", "--calib-samples", "16",
-                        "--calib-seq-len", "64", "-o", str(out))
+    proc = quantkit_cli(
+        str(smollm2), "--method", "awq", "--group-size", "64", "--calib-samples", "16", "--calib-seq-len", "64", "-o", str(out)
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    q = subprocess.run([sys.executable, "-c", QUALITY, str(smollm2), str(out)], capture_output=True, text=True,
-                       env=env, cwd=tmp_path, timeout=600)
+    q = subprocess.run(
+        [sys.executable, "-c", QUALITY, str(smollm2), str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert q.returncode == 0, q.stderr[-3000:]
     r = json.loads(q.stdout.strip().splitlines()[-1])
     assert r["quantkit"] is False
@@ -443,18 +467,24 @@ def test_one_recipe_entry_asks_for_several_formats():
 
     recipe = parse_recipe(RECIPE % "[compressed-tensors, autoawq]")
     assert [(a.name, a.format, a.group_size) for a in recipe.artifacts] == [
-        ("awq", "compressed-tensors", 64), ("awq-autoawq", "autoawq", 64)]
+        ("awq", "compressed-tensors", 64),
+        ("awq-autoawq", "autoawq", 64),
+    ]
     assert [(a.name, a.format) for a in parse_recipe(RECIPE % "autoawq").artifacts] == [("awq", "autoawq")]
-    smol = [(a.name, a.format) for a in parse_recipe(open("recipes/smollm2-135m-instruct.yaml").read()).artifacts
-            if a.method == "awq"]
+    smol = [
+        (a.name, a.format) for a in parse_recipe(open("recipes/smollm2-135m-instruct.yaml").read()).artifacts if a.method == "awq"
+    ]
     assert smol == [("awq", "compressed-tensors"), ("awq-autoawq", "autoawq")]
 
 
-@pytest.mark.parametrize("value, message", [
-    ("[compressed-tensors, gguf]", "artifacts[0].format: 'gguf' is not one of"),
-    ("[autoawq, autoawq]", "artifacts[0].format: a list of formats needs at least one, each once"),
-    ("[]", "artifacts[0].format: a list of formats needs at least one, each once"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("[compressed-tensors, gguf]", "artifacts[0].format: 'gguf' is not one of"),
+        ("[autoawq, autoawq]", "artifacts[0].format: a list of formats needs at least one, each once"),
+        ("[]", "artifacts[0].format: a list of formats needs at least one, each once"),
+    ],
+)
 def test_bad_format_lists_are_refused_with_the_line(value, message):
     from quantkit.pipeline.recipe import RecipeError, parse_recipe
 

@@ -65,8 +65,7 @@ def reload_and_compare(jobs: list[dict]) -> dict[str, dict]:
     """Run CHECK on ``jobs`` in a fresh process; results keyed by artifact path."""
     jobs = [{k: str(v) for k, v in job.items()} for job in jobs]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", CHECK, json.dumps(jobs)],
-                          capture_output=True, text=True, env=env, timeout=900)
+    proc = subprocess.run([sys.executable, "-c", CHECK, json.dumps(jobs)], capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = [json.loads(ln.removeprefix("RESULT ")) for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert len(results) == len(jobs) and not any(r["quantkit_imported"] for r in results)
@@ -76,8 +75,16 @@ def reload_and_compare(jobs: list[dict]) -> dict[str, dict]:
 def check_artifact(artifact, method: str) -> dict:
     """Files, manifest and model card every bnb artifact must have."""
     names = {p.name for p in artifact.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-            "chat_template.jinja", "generation_config.json", "quantkit.json", "README.md"} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+        "generation_config.json",
+        "quantkit.json",
+        "README.md",
+    } <= names
     assert not any(n.endswith((".bin", ".pt", ".pth", ".pkl")) for n in names)
     manifest = json.loads((artifact / "quantkit.json").read_text())
     assert manifest["method"] == method and manifest["format"] == "bitsandbytes"
@@ -108,8 +115,9 @@ def tiny_artifacts(tmp_path_factory, tiny_llama, tiny_qwen2):
     """Each method on each tiny model, built once, and their reload results from one process."""
     root = tmp_path_factory.mktemp("bnb")
     bases = {"llama": tiny_llama, "qwen2": tiny_qwen2}
-    artifacts = {(kind, method): quantize(model, method, root / f"{kind}-{method}")
-                 for kind, model in bases.items() for method in EXPECTED}
+    artifacts = {
+        (kind, method): quantize(model, method, root / f"{kind}-{method}") for kind, model in bases.items() for method in EXPECTED
+    }
     results = reload_and_compare([{"base": bases[kind], "artifact": art} for (kind, _), art in artifacts.items()])
     return {key: (art, results[str(art)]) for key, art in artifacts.items()}
 
@@ -152,8 +160,23 @@ def test_nf4_fp4_without_double_quant_and_ignore(tiny_llama, tmp_path):
 
 def test_cli_prints_artifact_folder_last(tiny_qwen2, tmp_path):
     out = tmp_path / "cli-int8"
-    proc = subprocess.run([sys.executable, "-m", "quantkit", "quantize", str(tiny_qwen2), "--method", "int8",
-                           "--int8-threshold", "4.5", "-o", str(out)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "quantkit",
+            "quantize",
+            str(tiny_qwen2),
+            "--method",
+            "int8",
+            "--int8-threshold",
+            "4.5",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == str(out)
     assert "MatMul8bitLt" not in proc.stderr and "kernels-community" not in proc.stderr
@@ -165,9 +188,12 @@ def test_cli_prints_artifact_folder_last(tiny_qwen2, tmp_path):
 def smollm2_artifacts(tmp_path_factory, smollm2):
     root = tmp_path_factory.mktemp("bnb-smollm2")
     artifacts = {method: quantize(smollm2, method, root / f"smollm2-{method}") for method in EXPECTED}
-    results = reload_and_compare([{"base": smollm2, "artifact": artifacts["nf4"]},
-                                  {"base": smollm2, "artifact": artifacts["int8"],
-                                   "question": "What is the capital of France?"}])
+    results = reload_and_compare(
+        [
+            {"base": smollm2, "artifact": artifacts["nf4"]},
+            {"base": smollm2, "artifact": artifacts["int8"], "question": "What is the capital of France?"},
+        ]
+    )
     return {method: (art, results[str(art)]) for method, art in artifacts.items()}
 
 

@@ -17,9 +17,17 @@ from quantkit.quantization.base import copy_support_files
 from quantkit.quantization.quantize import quantize
 
 # A Llama-3.1-405B-shaped config.json: ~400B parameters, far beyond this machine's RAM.
-HUGE = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 16384,
-        "intermediate_size": 53248, "num_hidden_layers": 126, "num_attention_heads": 128,
-        "num_key_value_heads": 8, "vocab_size": 128256, "torch_dtype": "bfloat16"}
+HUGE = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 16384,
+    "intermediate_size": 53248,
+    "num_hidden_layers": 126,
+    "num_attention_heads": 128,
+    "num_key_value_heads": 8,
+    "vocab_size": 128256,
+    "torch_dtype": "bfloat16",
+}
 
 
 def fake_model(folder, config: dict | None):
@@ -94,13 +102,16 @@ def test_bits_the_method_lacks(tiny_llama, tmp_path, capsys, method, bits):
     assert f"--bits {bits} is not one of" in line
 
 
-@pytest.mark.parametrize("method, flags, flag, users", [
-    ("nf4", ["--group-size", 64], "--group-size", "awq, gptq"),
-    ("gguf", ["--group-size", 64], "--group-size", "awq, gptq"),  # was silently ignored
-    ("gguf", ["--ignore", "lm_head"], "--ignore", "awq, gptq, nf4, int8"),
-    ("awq", ["--gguf-type", "Q8_0"], "--gguf-type", "gguf"),
-    ("int8", ["--calib-samples", 8], "--calib-samples", "awq, gptq, gguf"),
-])
+@pytest.mark.parametrize(
+    "method, flags, flag, users",
+    [
+        ("nf4", ["--group-size", 64], "--group-size", "awq, gptq"),
+        ("gguf", ["--group-size", 64], "--group-size", "awq, gptq"),  # was silently ignored
+        ("gguf", ["--ignore", "lm_head"], "--ignore", "awq, gptq, nf4, int8"),
+        ("awq", ["--gguf-type", "Q8_0"], "--gguf-type", "gguf"),
+        ("int8", ["--calib-samples", 8], "--calib-samples", "awq, gptq, gguf"),
+    ],
+)
 def test_option_the_method_does_not_use(tiny_llama, tmp_path, capsys, method, flags, flag, users):
     """Derived from each method's settings declaration: a flag the method does not read is an
     error naming the flag and the methods that use it, never silently ignored."""
@@ -152,8 +163,11 @@ def test_copy_support_files_keeps_what_the_method_wrote(tiny_qwen2, tmp_path):
 
 def start_quantize_until_staging(model, tmp_path):
     """A `quantkit quantize` subprocess, returned once its staging folder exists."""
-    proc = subprocess.Popen([sys.executable, "-m", "quantkit", "quantize", str(model), "--method", "nf4",
-                             "-o", str(tmp_path / "out")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "quantkit", "quantize", str(model), "--method", "nf4", "-o", str(tmp_path / "out")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not list(tmp_path.glob(f".out{PARTIAL_MARK}*")):
         assert proc.poll() is None, "quantize finished before it could be stopped"

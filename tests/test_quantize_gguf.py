@@ -40,8 +40,9 @@ print(json.dumps(out))
 
 def plain_llama_cpp(files: list[Path]) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", PLAIN_LLAMA_CPP, *map(str, files)], capture_output=True, text=True,
-                          cwd="/", env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", PLAIN_LLAMA_CPP, *map(str, files)], capture_output=True, text=True, cwd="/", env=env, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -54,15 +55,28 @@ def quantkit_cli(*args: str) -> subprocess.CompletedProcess:
 def smollm2_gguf(smollm2, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("gguf") / "smollm2-gguf"
     # A small calibration keeps llama-imatrix to a few chunks (the default 64 x 256 is ~74 of them).
-    return quantize(str(smollm2), "gguf", out, GgufOptions(gguf_types=TYPES, ollama=True, calib_samples=8,
-                                                               calib_seq_len=128))
+    return quantize(str(smollm2), "gguf", out, GgufOptions(gguf_types=TYPES, ollama=True, calib_samples=8, calib_seq_len=128))
 
 
 @pytest.fixture(scope="module")
 def tiny_gguf(tiny_llama, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("gguf") / "tiny-gguf"
-    proc = quantkit_cli("quantize", str(tiny_llama), "--method", "gguf", "--gguf-type", "q8_0",
-                        "--gguf-type", "Q4_K_M", "--calib-samples", "8", "--calib-seq-len", "128", "-o", str(out))
+    proc = quantkit_cli(
+        "quantize",
+        str(tiny_llama),
+        "--method",
+        "gguf",
+        "--gguf-type",
+        "q8_0",
+        "--gguf-type",
+        "Q4_K_M",
+        "--calib-samples",
+        "8",
+        "--calib-seq-len",
+        "128",
+        "-o",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == str(out)
     assert "INFO:hf-to-gguf" in proc.stderr  # the converter's progress was streamed
@@ -170,8 +184,12 @@ def fresh_bpe_model(tiny_llama, tmp_path) -> Path:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     corpus = ["the quick brown fox jumps over the lazy dog " * 4, "hello world, 12345 tokens", "def f(x): return x"]
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=400, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
     PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>").save_pretrained(folder)
     return folder
 
@@ -201,9 +219,13 @@ def test_unrecognized_pre_tokenizer_fails_in_one_line(fresh_bpe_model, tmp_path)
 def test_converter_failures_keep_their_key_line():
     from quantkit.quantization.gguf.tools import converter_error, key_line
 
-    trace = ["INFO:hf-to-gguf:Loading model: x", "Traceback (most recent call last):", '  File "x.py", line 1',
-             "NotImplementedError: BPE pre-tokenizer was not recognized - update get_vocab_base_pre()",
-             "WARNING:hf-to-gguf:** chkhsh:  " + "ab" * 32]
+    trace = [
+        "INFO:hf-to-gguf:Loading model: x",
+        "Traceback (most recent call last):",
+        '  File "x.py", line 1',
+        "NotImplementedError: BPE pre-tokenizer was not recognized - update get_vocab_base_pre()",
+        "WARNING:hf-to-gguf:** chkhsh:  " + "ab" * 32,
+    ]
     assert key_line("\n".join(trace)).startswith("NotImplementedError: BPE pre-tokenizer")
     error = converter_error(trace)
     assert isinstance(error, PreflightError) and "abababab" in str(error) and "\n" not in str(error)
@@ -276,8 +298,7 @@ def test_imatrix_defaults_by_width_and_types_that_need_one_refuse_no_imatrix():
 
 def test_no_imatrix_with_an_iq2_type_fails_in_one_line_before_converting(tiny_llama, tmp_path):
     out = tmp_path / "out"
-    proc = quantkit_cli("quantize", str(tiny_llama), "--method", "gguf", "--gguf-type", "IQ2_XXS", "--no-imatrix",
-                        "-o", str(out))
+    proc = quantkit_cli("quantize", str(tiny_llama), "--method", "gguf", "--gguf-type", "IQ2_XXS", "--no-imatrix", "-o", str(out))
     assert_one_line_failure(proc, out, "IQ2_XXS without an importance matrix")
     assert "hf-to-gguf" not in proc.stderr  # refused up front
 
@@ -289,11 +310,16 @@ def test_iq_types_with_the_importance_matrix_of_a_given_calibration_file(tiny_ll
     from gguf import GGUFReader
 
     calib = tmp_path / "calib.jsonl"
-    lines = [{"text": f"Paragraph {i}: the quick brown fox jumps over the lazy dog, again and again, {i} times."}
-             for i in range(40)] + [{"messages": [{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello there."}]}]
+    lines = [
+        {"text": f"Paragraph {i}: the quick brown fox jumps over the lazy dog, again and again, {i} times."} for i in range(40)
+    ] + [{"messages": [{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello there."}]}]
     calib.write_text("\n".join(json.dumps(x) for x in lines))
-    out = quantize(str(tiny_llama), "gguf", tmp_path / "iq", GgufOptions(
-        gguf_types=["IQ4_XS", "IQ2_XXS"], calib=calib, calib_samples=8, calib_seq_len=64))
+    out = quantize(
+        str(tiny_llama),
+        "gguf",
+        tmp_path / "iq",
+        GgufOptions(gguf_types=["IQ4_XS", "IQ2_XXS"], calib=calib, calib_samples=8, calib_seq_len=64),
+    )
     manifest = json.loads((out / "quantkit.json").read_text())
     assert manifest["settings"]["imatrix_types"] == ["IQ4_XS", "IQ2_XXS"]
     assert manifest["calibration"]["source"] == str(calib) and manifest["calibration"]["chat_samples"] == 1
@@ -320,8 +346,22 @@ def test_kld_agrees_with_llama_perplexity(smollm2_gguf, tmp_path):
     options = QualityOptions(max_tokens=4 * 256, ctx=256, text=text)
     # llama-cpp-python (quantkit's engine) runs without flash attention; llama-perplexity's "auto"
     # turns it on for the CPU, and its slightly different sums flip near-tied top tokens.
-    common = ["-f", text, "-c", 256, "-b", 256, "--chunks", 4, "-t", 2, "-fa", "off",
-              "--kl-divergence-base", tmp_path / "base.kld"]
+    common = [
+        "-f",
+        text,
+        "-c",
+        256,
+        "-b",
+        256,
+        "--chunks",
+        4,
+        "-t",
+        2,
+        "-fa",
+        "off",
+        "--kl-divergence-base",
+        tmp_path / "base.kld",
+    ]
     run_tool("llama-perplexity", ["-m", base, *common], echo=False)
     output = run_tool("llama-perplexity", ["-m", other, *common, "--kl-divergence"], echo=False)
     theirs = float(re.search(r"Mean\s+KLD:\s+([0-9.]+)", output).group(1))

@@ -12,8 +12,15 @@ from pathlib import Path
 import pytest
 
 FEW = ["--calib-samples", "8", "--calib-seq-len", "64"]  # enough to exercise calibration, fast
-LAYERS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
-          "mlp.up_proj", "mlp.down_proj")
+LAYERS = (
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+)
 
 # Runs in a fresh interpreter: plain transformers/safetensors only. Prints one JSON line.
 RELOAD = r"""
@@ -41,15 +48,17 @@ print(json.dumps({"quantkit_imported": "quantkit" in sys.modules, "qc": config.g
 def reload_fresh(artifact: Path) -> dict:
     """Load ``artifact`` in a new interpreter that has no quantkit on its path."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", RELOAD, str(artifact)], capture_output=True, text=True, env=env,
-                          cwd=artifact.parent, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", RELOAD, str(artifact)], capture_output=True, text=True, env=env, cwd=artifact.parent, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def quantkit_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "quantkit", "quantize", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=1200)
+    return subprocess.run(
+        [sys.executable, "-m", "quantkit", "quantize", *args], capture_output=True, text=True, cwd=cwd, timeout=1200
+    )
 
 
 def manifest(artifact: Path) -> dict:
@@ -94,8 +103,9 @@ def gptq_llama_no_actorder(tiny_llama, tmp_path_factory) -> Path:
     from quantkit.quantization.registry import make_options
 
     out = tmp_path_factory.mktemp("llmc") / "llama-gptq-none"
-    return quantize(tiny_llama, "gptq", out, make_options("gptq", dict(group_size=64, actorder="none",
-                                                                         calib_samples=8, calib_seq_len=64)))
+    return quantize(
+        tiny_llama, "gptq", out, make_options("gptq", dict(group_size=64, actorder="none", calib_samples=8, calib_seq_len=64))
+    )
 
 
 @pytest.fixture(scope="module")
@@ -223,13 +233,19 @@ def test_w8a8_smooths_then_keeps_weights_within_int8_error(w8a8_llama, tiny_llam
     errors = {}
     for layer in range(2):
         p = f"model.layers.{layer}."
-        smooth = {"input_layernorm": base[p + "input_layernorm.weight"] / t[p + "input_layernorm.weight"],
-                  "post_attention_layernorm": base[p + "post_attention_layernorm.weight"] / t[p + "post_attention_layernorm.weight"]}
+        smooth = {
+            "input_layernorm": base[p + "input_layernorm.weight"] / t[p + "input_layernorm.weight"],
+            "post_attention_layernorm": base[p + "post_attention_layernorm.weight"] / t[p + "post_attention_layernorm.weight"],
+        }
         assert smooth["input_layernorm"].min() > 1.5  # smoothing did happen (measured factors 3.8-7.6)
         for name in LAYERS:
-            norm = {"self_attn.q_proj": "input_layernorm", "self_attn.k_proj": "input_layernorm",
-                    "self_attn.v_proj": "input_layernorm", "mlp.gate_proj": "post_attention_layernorm",
-                    "mlp.up_proj": "post_attention_layernorm"}.get(name)
+            norm = {
+                "self_attn.q_proj": "input_layernorm",
+                "self_attn.k_proj": "input_layernorm",
+                "self_attn.v_proj": "input_layernorm",
+                "mlp.gate_proj": "post_attention_layernorm",
+                "mlp.up_proj": "post_attention_layernorm",
+            }.get(name)
             w = t[f"{p}{name}.weight"] * t[f"{p}{name}.weight_scale"]
             if norm:
                 w = w / smooth[norm]
@@ -254,8 +270,13 @@ def test_fp8_reloads_on_the_cpu_and_its_weights_are_float8(fp8_llama, tiny_llama
     assert r["weight_bits"] == 8 and r["activation_bits"] == 8 and r["new_tokens"] == 6
     assert r["runtime_weight_dtype"] == "bfloat16"  # dequantized: no FP8 matmul on this CPU
     base, art = tensors(tiny_llama), tensors(fp8_llama)
-    errors = [rel_err(art[f"model.layers.{i}.{n}.weight"] * art[f"model.layers.{i}.{n}.weight_scale"],
-                      base[f"model.layers.{i}.{n}.weight"]) for i in range(2) for n in LAYERS]
+    errors = [
+        rel_err(
+            art[f"model.layers.{i}.{n}.weight"] * art[f"model.layers.{i}.{n}.weight_scale"], base[f"model.layers.{i}.{n}.weight"]
+        )
+        for i in range(2)
+        for n in LAYERS
+    ]
     print("fp8 relative weight error (Frobenius):", [round(e, 4) for e in errors])
     assert max(errors) < 0.04  # measured 0.026 (e4m3: 3 mantissa bits)
     m = manifest(fp8_llama)
@@ -269,21 +290,27 @@ def test_fp8_reloads_on_the_cpu_and_its_weights_are_float8(fp8_llama, tiny_llama
 def test_bench_of_an_fp8_artifact_says_how_it_ran(fp8_llama, tiny_llama):
     from quantkit.benchmark.bench import BenchOptions, bench
 
-    result = bench(fp8_llama, base=tiny_llama, options=BenchOptions(
-        prompt_tokens=16, gen_tokens=4, repetitions=1, warmup=0, smoke=False, eval_tokens=64, threads=1))
+    result = bench(
+        fp8_llama,
+        base=tiny_llama,
+        options=BenchOptions(prompt_tokens=16, gen_tokens=4, repetitions=1, warmup=0, smoke=False, eval_tokens=64, threads=1),
+    )
     assert result.dequantized and result.bits == 8 and result.method == "fp8"
     note = next(n for n in result.notes if n.startswith("runs dequantized"))
     assert "FP8" in note and "8.9" in note, result.notes
     assert result.quality["tokenizer_parity"] and result.decode.mean > 0
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--method", "gptq", "--actorder", "group"], "'group' is not one of"),
-    (["--method", "w8a8", "--bits", "4"], "--bits"),
-    (["--method", "w8a8", "--smoothing-strength", "1.5"], "--smoothing-strength"),
-    (["--method", "fp8", "--calib-samples", "8"], "--calib-samples is not used by --method fp8"),
-    (["--method", "fp8", "--ignore", "re:.*_proj"], "ignore leaves no layer to quantize"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--method", "gptq", "--actorder", "group"], "'group' is not one of"),
+        (["--method", "w8a8", "--bits", "4"], "--bits"),
+        (["--method", "w8a8", "--smoothing-strength", "1.5"], "--smoothing-strength"),
+        (["--method", "fp8", "--calib-samples", "8"], "--calib-samples is not used by --method fp8"),
+        (["--method", "fp8", "--ignore", "re:.*_proj"], "ignore leaves no layer to quantize"),
+    ],
+)
 def test_bad_inputs_fail_in_one_line_leaving_nothing(tiny_llama, tmp_path, args, message):
     out = tmp_path / "out"
     proc = quantkit_cli(str(tiny_llama), "-o", str(out), *args, cwd=tmp_path)
@@ -298,9 +325,17 @@ def test_footprints_and_registry():
     from quantkit.quantization.registry import METHODS, get_method, make_options
 
     assert {"gptq", "w8a8", "fp8"} <= set(METHODS)
-    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
-              "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
-              "vocab_size": 128256, "torch_dtype": "bfloat16"}  # Llama-3.1-8B's shape
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "vocab_size": 128256,
+        "torch_dtype": "bfloat16",
+    }  # Llama-3.1-8B's shape
     costs = {}
     for name in ("gptq", "w8a8", "fp8"):
         method = get_method(name)

@@ -29,17 +29,42 @@ REPO = Path(__file__).resolve().parents[1]
 ARTIFACT_KEYS = artifact_keys()
 # A method that reads each artifact key (nf4 when it uses it), so a valid value of it is accepted.
 METHOD_FOR = {name: "nf4" if "nf4" in users else users[0] for name, (_f, users) in settings_table().items()}
-WRONG = {"str": "5", "str?": "[a, b]", "int": '"many"', "int?": '"many"', "float": '"high"', "float?": '"high"',
-         "bool": '"maybe"', "bool?": '"maybe"', "path?": "7", "list[str]": "just-one", "gates": "5", "str|list[str]": "5"}
-EXPECT = {"str": "expected str", "str?": "expected a single value", "int": "expected int", "int?": "expected int",
-          "float": "expected float", "float?": "expected float", "bool": "expected bool", "bool?": "expected bool", "path?": "expected path",
-          "list[str]": "expected a list of strings", "gates": "expected a mapping", "str|list[str]": "expected str"}
+WRONG = {
+    "str": "5",
+    "str?": "[a, b]",
+    "int": '"many"',
+    "int?": '"many"',
+    "float": '"high"',
+    "float?": '"high"',
+    "bool": '"maybe"',
+    "bool?": '"maybe"',
+    "path?": "7",
+    "list[str]": "just-one",
+    "gates": "5",
+    "str|list[str]": "5",
+}
+EXPECT = {
+    "str": "expected str",
+    "str?": "expected a single value",
+    "int": "expected int",
+    "int?": "expected int",
+    "float": "expected float",
+    "float?": "expected float",
+    "bool": "expected bool",
+    "bool?": "expected bool",
+    "path?": "expected path",
+    "list[str]": "expected a list of strings",
+    "gates": "expected a mapping",
+    "str|list[str]": "expected str",
+}
 
 
 def recipe_text(top="", model="", bench="", gates="", artifact="", method="nf4", name="a", gguf=""):
     bench, gates = bench or "  gen_tokens: 8\n", gates or "  smoke: true\n"
-    return (f"name: test\n{top}model:\n  id: some/model\n{model}bench:\n{bench}"
-            f"gates:\n{gates}artifacts:\n  - name: {name}\n    method: {method}\n{gguf}{artifact}")
+    return (
+        f"name: test\n{top}model:\n  id: some/model\n{model}bench:\n{bench}"
+        f"gates:\n{gates}artifacts:\n  - name: {name}\n    method: {method}\n{gguf}{artifact}"
+    )
 
 
 def write(tmp_path, text, name="recipe.yaml") -> Path:
@@ -86,12 +111,21 @@ def section_args(section: str, key: str, value: str) -> dict:
     return {section: f"{indent}{key}: {value}\n"}
 
 
-KEYPATH = {"model": "model.{}", "bench": "bench.{}", "gates": "gates.{}", "artifact": "artifacts[0].{}",
-           "artifact_gates": "artifacts[0].gates.{}", "top": "{}"}
-TABLES = {"model": MODEL_KEYS, "bench": BENCH_KEYS, "gates": GATE_KEYS, "artifact": ARTIFACT_KEYS,
-          "artifact_gates": GATE_KEYS}
-WRONG_CASES = [(section, key, kind) for section, table in TABLES.items() for key, (kind, _) in table.items()
-               if not (section == "model" and key == "id")]
+KEYPATH = {
+    "model": "model.{}",
+    "bench": "bench.{}",
+    "gates": "gates.{}",
+    "artifact": "artifacts[0].{}",
+    "artifact_gates": "artifacts[0].gates.{}",
+    "top": "{}",
+}
+TABLES = {"model": MODEL_KEYS, "bench": BENCH_KEYS, "gates": GATE_KEYS, "artifact": ARTIFACT_KEYS, "artifact_gates": GATE_KEYS}
+WRONG_CASES = [
+    (section, key, kind)
+    for section, table in TABLES.items()
+    for key, (kind, _) in table.items()
+    if not (section == "model" and key == "id")
+]
 
 
 @pytest.mark.parametrize("section", list(KEYPATH))
@@ -114,36 +148,66 @@ def test_wrong_type_for_every_key(tmp_path, section, key, kind):
     assert_error(write(tmp_path, text), text, fragment, KEYPATH[section].format(key), EXPECT[kind])
 
 
-@pytest.mark.parametrize("text_args,fragment,key,problem", [
-    ({"method": "magic"}, "method: magic", "artifacts[0].method", "unknown method 'magic'"),
-    ({"name": "Bad Name"}, "name: Bad Name", "artifacts[0].name", "must be lower case"),
-    ({"artifact": "    format: autoawq\n"}, "format: autoawq", "artifacts[0].format",
-     "the nf4 method does not use this setting (it is a setting of awq)"),
-    ({"artifact": "    imatrix: false\n"}, "imatrix: false", "artifacts[0].imatrix", "(it is a setting of gguf)"),
-    ({"method": "int8", "artifact": "    calib_samples: 8\n"}, "calib_samples", "artifacts[0].calib_samples",
-     "the int8 method does not use this setting (it is a setting of awq, gptq, w8a8, gguf)"),
-    ({"method": "awq", "artifact": "    format: exl2\n"}, "format: exl2", "artifacts[0].format", "not one of"),
-    ({"method": "awq", "artifact": "    bits: 8\n"}, "bits: 8", "artifacts[0].bits", "8 is not one of 4"),
-    ({"method": "awq", "artifact": "    group_size: 0\n"}, "group_size: 0", "artifacts[0].group_size", "must be at least 1"),
-    ({"method": "gptq", "artifact": "    calib_seq_len: 4\n"}, "calib_seq_len", "artifacts[0].calib_seq_len", "at least 8"),
-    ({"method": "gguf", "artifact": "    gguf_types: [Q4_K_M, Q4_K_M]\n"}, "gguf_types:", "artifacts[0].gguf_types", "listed twice"),
-    ({"method": "gguf", "artifact": "    gguf_types: [Q9_X]\n"}, "gguf_types:", "artifacts[0].gguf_types[0]", "'Q9_X' is not one of"),
-    ({"method": "int8", "artifact": "    double_quant: false\n"}, "double_quant", "artifacts[0].double_quant",
-     "the int8 method does not use this setting (it is a setting of nf4)"),
-    ({"artifact": "    dtype: float8\n"}, "dtype: float8", "artifacts[0].dtype", "not one of"),
-    ({"artifact": "    device: cuda\n"}, "device: cuda", "artifacts[0].device", "runner is cpu"),
-    ({"bench": "  device: cuda\n"}, "device: cuda", "bench.device", "runner is cpu"),
-    ({"bench": "  repetitions: -1\n"}, "repetitions", "bench.repetitions", "must be at least 1"),
-    ({"gates": "  top1_min: 1.5\n"}, "top1_min", "gates.top1_min", "must be at most 1.0"),
-    ({"gates": "  ppl_ratio_max: 0.5\n"}, "ppl_ratio_max", "gates.ppl_ratio_max", "must be at least 1.0"),
-    ({"artifact": "    gates: {kld_mean_max: -1}\n"}, "kld_mean_max", "artifacts[0].gates.kld_mean_max", "must be at least 0.0"),
-    ({"bench": "  smoke: false\n"}, "smoke: false", "bench.smoke", "gates on the smoke chat"),
-    ({"bench": "  quality: false\n", "gates": "  kld_mean_max: 0.1\n"}, "quality: false", "bench.quality", "quality gates"),
-    ({"model": "  source: modelscope\n", "top": "runner: gpu\n"}, None, None, None),  # valid: a hub id on ModelScope
-    ({"model": "  source: github\n"}, "source: github", "model.source", "not one of hf, modelscope"),
-    ({"top": "runner: tpu\n"}, "runner: tpu", "runner", "not one of cpu, gpu"),
-    ({"model": "  id: x/y\n"}, "id: x/y", "model.id", "key given twice"),
-])
+@pytest.mark.parametrize(
+    "text_args,fragment,key,problem",
+    [
+        ({"method": "magic"}, "method: magic", "artifacts[0].method", "unknown method 'magic'"),
+        ({"name": "Bad Name"}, "name: Bad Name", "artifacts[0].name", "must be lower case"),
+        (
+            {"artifact": "    format: autoawq\n"},
+            "format: autoawq",
+            "artifacts[0].format",
+            "the nf4 method does not use this setting (it is a setting of awq)",
+        ),
+        ({"artifact": "    imatrix: false\n"}, "imatrix: false", "artifacts[0].imatrix", "(it is a setting of gguf)"),
+        (
+            {"method": "int8", "artifact": "    calib_samples: 8\n"},
+            "calib_samples",
+            "artifacts[0].calib_samples",
+            "the int8 method does not use this setting (it is a setting of awq, gptq, w8a8, gguf)",
+        ),
+        ({"method": "awq", "artifact": "    format: exl2\n"}, "format: exl2", "artifacts[0].format", "not one of"),
+        ({"method": "awq", "artifact": "    bits: 8\n"}, "bits: 8", "artifacts[0].bits", "8 is not one of 4"),
+        ({"method": "awq", "artifact": "    group_size: 0\n"}, "group_size: 0", "artifacts[0].group_size", "must be at least 1"),
+        ({"method": "gptq", "artifact": "    calib_seq_len: 4\n"}, "calib_seq_len", "artifacts[0].calib_seq_len", "at least 8"),
+        (
+            {"method": "gguf", "artifact": "    gguf_types: [Q4_K_M, Q4_K_M]\n"},
+            "gguf_types:",
+            "artifacts[0].gguf_types",
+            "listed twice",
+        ),
+        (
+            {"method": "gguf", "artifact": "    gguf_types: [Q9_X]\n"},
+            "gguf_types:",
+            "artifacts[0].gguf_types[0]",
+            "'Q9_X' is not one of",
+        ),
+        (
+            {"method": "int8", "artifact": "    double_quant: false\n"},
+            "double_quant",
+            "artifacts[0].double_quant",
+            "the int8 method does not use this setting (it is a setting of nf4)",
+        ),
+        ({"artifact": "    dtype: float8\n"}, "dtype: float8", "artifacts[0].dtype", "not one of"),
+        ({"artifact": "    device: cuda\n"}, "device: cuda", "artifacts[0].device", "runner is cpu"),
+        ({"bench": "  device: cuda\n"}, "device: cuda", "bench.device", "runner is cpu"),
+        ({"bench": "  repetitions: -1\n"}, "repetitions", "bench.repetitions", "must be at least 1"),
+        ({"gates": "  top1_min: 1.5\n"}, "top1_min", "gates.top1_min", "must be at most 1.0"),
+        ({"gates": "  ppl_ratio_max: 0.5\n"}, "ppl_ratio_max", "gates.ppl_ratio_max", "must be at least 1.0"),
+        (
+            {"artifact": "    gates: {kld_mean_max: -1}\n"},
+            "kld_mean_max",
+            "artifacts[0].gates.kld_mean_max",
+            "must be at least 0.0",
+        ),
+        ({"bench": "  smoke: false\n"}, "smoke: false", "bench.smoke", "gates on the smoke chat"),
+        ({"bench": "  quality: false\n", "gates": "  kld_mean_max: 0.1\n"}, "quality: false", "bench.quality", "quality gates"),
+        ({"model": "  source: modelscope\n", "top": "runner: gpu\n"}, None, None, None),  # valid: a hub id on ModelScope
+        ({"model": "  source: github\n"}, "source: github", "model.source", "not one of hf, modelscope"),
+        ({"top": "runner: tpu\n"}, "runner: tpu", "runner", "not one of cpu, gpu"),
+        ({"model": "  id: x/y\n"}, "id: x/y", "model.id", "key given twice"),
+    ],
+)
 def test_impossible_settings(tmp_path, text_args, fragment, key, problem):
     text = recipe_text(**text_args)
     path = write(tmp_path, text)
@@ -161,17 +225,25 @@ def test_duplicate_artifact_names(tmp_path):
     assert "used twice" in str(err)
 
 
-@pytest.mark.parametrize("text,line,key,problem", [
-    ("", 1, "recipe", "empty"),
-    ("model:\n  id: x/y\nartifacts:\n  - {name: a, method: nf4}\n", 1, "name", "required key is missing"),
-    ("name: t\nmodel:\n  source: hf\nartifacts:\n  - {name: a, method: nf4}\n", 3, "model.id", "required key is missing"),
-    ("name: t\nmodel: {id: x/y}\nartifacts:\n  - {name: a}\n", 4, "artifacts[0].method", "required key is missing"),
-    ("name: t\nmodel: {id: x/y}\nartifacts: []\n", 3, "artifacts", "non-empty list"),
-    ("name: t\nmodel: [x]\nartifacts: []\n", 2, "model", "expected a mapping"),
-    ("- just\n- a list\n", 1, "recipe", "expected a mapping"),
-    ("name: t\nmodel: {id: x/y}\nmodel: {id: x/z}\nartifacts: [{name: a, method: nf4}]\n", 3, "model", "key given twice"),
-    ("name: t\nmodel: {id: bundled:x, source: modelscope}\nartifacts: [{name: a, method: nf4}]\n", 2, "model.source", "bundled"),
-])
+@pytest.mark.parametrize(
+    "text,line,key,problem",
+    [
+        ("", 1, "recipe", "empty"),
+        ("model:\n  id: x/y\nartifacts:\n  - {name: a, method: nf4}\n", 1, "name", "required key is missing"),
+        ("name: t\nmodel:\n  source: hf\nartifacts:\n  - {name: a, method: nf4}\n", 3, "model.id", "required key is missing"),
+        ("name: t\nmodel: {id: x/y}\nartifacts:\n  - {name: a}\n", 4, "artifacts[0].method", "required key is missing"),
+        ("name: t\nmodel: {id: x/y}\nartifacts: []\n", 3, "artifacts", "non-empty list"),
+        ("name: t\nmodel: [x]\nartifacts: []\n", 2, "model", "expected a mapping"),
+        ("- just\n- a list\n", 1, "recipe", "expected a mapping"),
+        ("name: t\nmodel: {id: x/y}\nmodel: {id: x/z}\nartifacts: [{name: a, method: nf4}]\n", 3, "model", "key given twice"),
+        (
+            "name: t\nmodel: {id: bundled:x, source: modelscope}\nartifacts: [{name: a, method: nf4}]\n",
+            2,
+            "model.source",
+            "bundled",
+        ),
+    ],
+)
 def test_structural_errors(tmp_path, text, line, key, problem):
     path = write(tmp_path, text)
     err = error_of(path)
@@ -207,8 +279,15 @@ def test_shipped_recipes_are_the_repo_folder_and_all_parse():
     shipped = shipped_recipes()
     assert set(shipped) == {p.stem for p in (REPO / "recipes").glob("*.yaml")}
     assert recipes_dir().resolve() == (REPO / "recipes").resolve()
-    expected = {"smollm2-135m-instruct", "smollm2-awq-vs-gptq", "qwen2.5-7b-instruct", "qwen2.5-7b-instruct-modelscope",
-                "llama-3.1-8b-instruct", "yi-34b-chat-awq", "baichuan2-13b-chat-nf4"}
+    expected = {
+        "smollm2-135m-instruct",
+        "smollm2-awq-vs-gptq",
+        "qwen2.5-7b-instruct",
+        "qwen2.5-7b-instruct-modelscope",
+        "llama-3.1-8b-instruct",
+        "yi-34b-chat-awq",
+        "baichuan2-13b-chat-nf4",
+    }
     assert expected <= set(shipped)
     for name in shipped:
         recipe = load_recipe(name)
@@ -259,9 +338,13 @@ def test_parse_recipe_from_text_uses_given_file_name():
 # Qwen2.5-7B: "one 24 GB+ GPU"; Llama-3.1-8B: "one GPU" (a 24 GB card); Yi-34B: calibration
 # "one 48 GB" (one layer at a time), the dense bf16 bench "one 80 GB GPU"; Baichuan2-13B nf4:
 # "a 40 GB+ GPU" (the bench's base reference runs in bf16, 26 GiB).
-GPU_HARDWARE_GIB = {"qwen2.5-7b-instruct": (24, 24), "qwen2.5-7b-instruct-modelscope": (24, 24),
-                    "llama-3.1-8b-instruct": (24, 24), "yi-34b-chat-awq": (48, 80),
-                    "baichuan2-13b-chat-nf4": (16, 40)}
+GPU_HARDWARE_GIB = {
+    "qwen2.5-7b-instruct": (24, 24),
+    "qwen2.5-7b-instruct-modelscope": (24, 24),
+    "llama-3.1-8b-instruct": (24, 24),
+    "yi-34b-chat-awq": (48, 80),
+    "baichuan2-13b-chat-nf4": (16, 40),
+}
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"
 
 

@@ -14,12 +14,27 @@ from quantkit.core.errors import InputError
 
 def result(artifact, size, tps, kld, passed=True) -> dict:
     return BenchResult(
-        artifact=str(artifact), engine="llama.cpp", method="gguf", bits=4, size_bytes=size, weights_bytes=size,
-        bits_per_weight=4.8, n_params=135_000_000, prompt_tokens=512, gen_tokens=128, repetitions=5, load_s=0.5,
-        load_peak_rss_mb=300.0, peak_rss_mb=320.0, prefill=Stat(400.0, 5.0), decode=Stat(tps, 1.0),
-        ttft=Stat(1280.0, 10.0), decode_latency_ms={"p50": 10.0, "p90": 12.0, "p99": 15.0},
+        artifact=str(artifact),
+        engine="llama.cpp",
+        method="gguf",
+        bits=4,
+        size_bytes=size,
+        weights_bytes=size,
+        bits_per_weight=4.8,
+        n_params=135_000_000,
+        prompt_tokens=512,
+        gen_tokens=128,
+        repetitions=5,
+        load_s=0.5,
+        load_peak_rss_mb=300.0,
+        peak_rss_mb=320.0,
+        prefill=Stat(400.0, 5.0),
+        decode=Stat(tps, 1.0),
+        ttft=Stat(1280.0, 10.0),
+        decode_latency_ms={"p50": 10.0, "p90": 12.0, "p99": 15.0},
         bandwidth={"weights_bytes_per_token": size, "achieved_gbps": 1.0, "copy_gbps": 8.0, "fraction": 0.125},
-        cuda={}, environment={"cpu": "test CPU", "device": "cpu", "threads": 2},
+        cuda={},
+        environment={"cpu": "test CPU", "device": "cpu", "threads": 2},
         smoke={"passed": passed, "failures": [], "transcript": "[user] 你好\n[assistant] Hello!"},
         quality={"kld_mean": kld, "top1_agreement": 0.9, "ppl_ratio": 1.05, "tokenizer_parity": True},
         failures=[] if passed else ["smoke: turn 1: empty reply"],
@@ -84,18 +99,28 @@ def test_smoke_transcripts_side_by_side_with_the_base(tmp_path):
     from quantkit.benchmark.smoke import SmokeResult, SmokeTurn, against_base
 
     def smoke(mode, *replies, problems=()):
-        turns = [SmokeTurn(user=f"question {i}|?", reply=r, tokens=3, stopped=True, repeat_ratio=0.0, finite=True)
-                 for i, r in enumerate(replies)]
+        turns = [
+            SmokeTurn(user=f"question {i}|?", reply=r, tokens=3, stopped=True, repeat_ratio=0.0, finite=True)
+            for i, r in enumerate(replies)
+        ]
         for i, (code, text) in problems:
             turns[i].defects.append(code)
             turns[i].problems.append(text)
         return SmokeResult(passed=True, turns=turns, failures=[], seconds=1.0, mode=mode)
 
     base = smoke("chat", "Paris.", "base rambles", problems=[(1, ("no_stop", "did not stop within 256 tokens"))])
-    art = against_base(smoke("chat", "Paris <|im_start|>user", "it rambles too",
-                             problems=[(0, ("leak", "template/special tokens leaked: <|im_start|>")),
-                                       (1, ("repetition", "degenerate repetition (80% repeated 4-grams)"))]),
-                       base.to_dict())
+    art = against_base(
+        smoke(
+            "chat",
+            "Paris <|im_start|>user",
+            "it rambles too",
+            problems=[
+                (0, ("leak", "template/special tokens leaked: <|im_start|>")),
+                (1, ("repetition", "degenerate repetition (80% repeated 4-grams)")),
+            ],
+        ),
+        base.to_dict(),
+    )
     data = result(tmp_path / "a.gguf", 2**20, 50.0, 0.01)
     data["smoke"], data["failures"], data["passed"] = art.to_dict(), [f"smoke: {f}" for f in art.failures], False
     completion = result(tmp_path / "b.gguf", 2**20, 50.0, 0.01)

@@ -15,16 +15,23 @@ import pytest
 
 KEY = "test-key"
 MODEL = "smollm2-135m-instruct"
-QUESTION = [{"role": "system", "content": "You are a helpful assistant."},
-            {"role": "user", "content": "What is the capital of France?"}]
+QUESTION = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "What is the capital of France?"},
+]
 
 
 def start_server(path, *extra, log=None, timeout=180):
     """Start `quantkit serve` on a free port; returns (process, base url)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("QUANTKIT_API_KEY", None)
-    proc = subprocess.Popen([sys.executable, "-m", "quantkit", "serve", str(path), "--port", "0", "--threads", "1", *extra],
-                            stdout=subprocess.PIPE, stderr=log or subprocess.DEVNULL, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "quantkit", "serve", str(path), "--port", "0", "--threads", "1", *extra],
+        stdout=subprocess.PIPE,
+        stderr=log or subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.append(proc.stdout.readline()), daemon=True)
     reader.start()
@@ -58,8 +65,22 @@ def wait_idle(url, timeout=60):
 @pytest.fixture(scope="module")
 def server(smollm2, tmp_path_factory):
     log = open(tmp_path_factory.mktemp("serve") / "server.log", "w")
-    proc, url = start_server(smollm2, "--api-key", KEY, "--parallel", "2", "--queue-size", "2", "--max-tokens-limit", "256",
-                             "--max-body-bytes", "65536", "--n-ctx", "1024", log=log)
+    proc, url = start_server(
+        smollm2,
+        "--api-key",
+        KEY,
+        "--parallel",
+        "2",
+        "--queue-size",
+        "2",
+        "--max-tokens-limit",
+        "256",
+        "--max-body-bytes",
+        "65536",
+        "--n-ctx",
+        "1024",
+        log=log,
+    )
     yield url
     stop_server(proc)
     log.close()
@@ -84,8 +105,9 @@ def test_openai_client_chat_stream_and_not(client):
     assert "Paris" in text
     assert reply.usage.prompt_tokens > 10 and 0 < reply.usage.completion_tokens <= 16
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
-    stream = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=16, temperature=0, stream=True,
-                                            stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model=MODEL, messages=QUESTION, max_tokens=16, temperature=0, stream=True, stream_options={"include_usage": True}
+    )
     chunks = list(stream)
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert streamed == text  # greedy: the same words, streamed piece by piece
@@ -102,19 +124,27 @@ def test_openai_client_chat_stream_and_not(client):
 def test_openai_client_completions_and_seed(client):
     done = client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=6, temperature=0)
     assert "Paris" in done.choices[0].text and done.usage.completion_tokens <= 6
-    pieces = [c.choices[0].text for c in client.completions.create(
-        model=MODEL, prompt="The capital of France is", max_tokens=6, temperature=0, stream=True) if c.choices]
+    pieces = [
+        c.choices[0].text
+        for c in client.completions.create(
+            model=MODEL, prompt="The capital of France is", max_tokens=6, temperature=0, stream=True
+        )
+        if c.choices
+    ]
     assert "".join(pieces) == done.choices[0].text
-    sampled = [client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=12, temperature=1.0,
-                                              top_p=0.95, seed=seed).choices[0].message.content for seed in (7, 7)]
+    sampled = [
+        client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=12, temperature=1.0, top_p=0.95, seed=seed)
+        .choices[0]
+        .message.content
+        for seed in (7, 7)
+    ]
     assert sampled[0] == sampled[1]  # the same seed gives the same sample
 
 
 @pytest.mark.slow
 def test_bad_requests_get_openai_errors(server, client):
     def post(body=None, content=None, headers=None, path="/v1/chat/completions"):
-        return httpx.post(f"{server}{path}", json=body, content=content, timeout=60,
-                          headers={**auth(), **(headers or {})})
+        return httpx.post(f"{server}{path}", json=body, content=content, timeout=60, headers={**auth(), **(headers or {})})
 
     cases = [
         (post(content=b'{"messages": [', headers={"Content-Type": "application/json"}), 400, "invalid_json"),
@@ -163,8 +193,13 @@ def generated_total(server):
 def test_client_disconnect_mid_stream_frees_the_engine(server, client):
     # Greedy, this prompt runs the full 256 tokens (checked); a client that leaves must cut it short.
     before = generated_total(server)
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "Write a long story about a dragon."}],
-            "max_tokens": 256, "temperature": 0, "stream": True}
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Write a long story about a dragon."}],
+        "max_tokens": 256,
+        "temperature": 0,
+        "stream": True,
+    }
     with httpx.stream("POST", f"{server}/v1/chat/completions", json=body, headers=auth(), timeout=60) as response:
         assert response.status_code == 200
         lines = response.iter_lines()
@@ -175,8 +210,9 @@ def test_client_disconnect_mid_stream_frees_the_engine(server, client):
     # the same for a non-streamed request whose client gives up (here: a read timeout)
     before = generated_total(server)
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{server}/v1/chat/completions", json={**body, "stream": False}, headers=auth(),
-                   timeout=httpx.Timeout(30, read=1.5))
+        httpx.post(
+            f"{server}/v1/chat/completions", json={**body, "stream": False}, headers=auth(), timeout=httpx.Timeout(30, read=1.5)
+        )
     wait_idle(server, timeout=30)
     assert generated_total(server) - before < 100
     reply = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=12, temperature=0)
@@ -186,8 +222,9 @@ def test_client_disconnect_mid_stream_frees_the_engine(server, client):
 @pytest.mark.slow
 def test_concurrent_clients_queue_and_429(server, client):
     def ask(i):
-        return client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": f"Count to {i + 3}."}],
-                                              max_tokens=8, temperature=0)
+        return client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": f"Count to {i + 3}."}], max_tokens=8, temperature=0
+        )
 
     with ThreadPoolExecutor(4) as pool:  # two running + two waiting: the queue holds them all
         replies = list(pool.map(ask, range(4)))
@@ -211,8 +248,9 @@ def test_concurrent_clients_queue_and_429(server, client):
 
 @pytest.mark.slow
 def test_seed_endpoint_health_and_page(server, client):
-    answer = httpx.post(server + "/", json={"prompt": "What is the capital of France?", "max_tokens": 16},
-                        headers=auth(), timeout=60).json()
+    answer = httpx.post(
+        server + "/", json={"prompt": "What is the capital of France?", "max_tokens": 16}, headers=auth(), timeout=60
+    ).json()
     assert answer["status"] == 200 and isinstance(answer["time"], float) and answer["response"]
     health = httpx.get(f"{server}/health").json()
     assert health["status"] == "ok" and health["model"] == MODEL and health["queue"]["capacity"] == 2
@@ -230,8 +268,7 @@ def test_gguf_server_streams_with_openai_client(tmp_path):
     proc, url = start_server(bundled_gguf("bundled:smollm2-135m-instruct"), "--model-name", "smol-gguf")
     try:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
-        stream = client.chat.completions.create(model="smol-gguf", messages=QUESTION, max_tokens=16, temperature=0,
-                                                stream=True)
+        stream = client.chat.completions.create(model="smol-gguf", messages=QUESTION, max_tokens=16, temperature=0, stream=True)
         assert "Paris" in "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         assert json.loads(httpx.get(f"{url}/health").text)["engine"] == "llama.cpp"
     finally:
@@ -289,15 +326,18 @@ def test_continuous_batching_joins_agrees_and_frees():
     from quantkit.serve.worker import EngineWorker, Job
 
     engine = load_engine(bundled_gguf("bundled:smollm2-135m-instruct"), EngineOptions(threads=1, n_ctx=512))
-    questions = ["Write a poem about the sea.", "What is the capital of France?", "List three uses of a paperclip.",
-                 "What is 17 times 23?"]
+    questions = [
+        "Write a poem about the sea.",
+        "What is the capital of France?",
+        "List three uses of a paperclip.",
+        "What is 17 times 23?",
+    ]
     alone = [[t.id for t in engine.stream(engine.chat_prompt([{"role": "user", "content": q}]), 24)] for q in questions]
     worker = EngineWorker(engine, n_ctx=512, max_tokens_limit=64, queue_size=4, parallel=4)
     log, most_running = [], [0]
 
     async def run(i, max_tokens=24, cancel_after=None):
-        job = Job(messages=[{"role": "user", "content": questions[i % 4]}], max_tokens=max_tokens, temperature=0,
-                  client=str(i))
+        job = Job(messages=[{"role": "user", "content": questions[i % 4]}], max_tokens=max_tokens, temperature=0, client=str(i))
         events, ids = worker.submit(job), []
         while True:
             event = await events.get()

@@ -19,8 +19,9 @@ from quantkit.core.manifest import MANIFEST
 
 def start(*args: str) -> subprocess.Popen:
     """`quantkit ARGS` with its stderr readable line by line (tqdm's \\r updates split too)."""
-    return subprocess.Popen([sys.executable, "-m", "quantkit", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, errors="replace")
+    return subprocess.Popen(
+        [sys.executable, "-m", "quantkit", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace"
+    )
 
 
 def wait_for(proc: subprocess.Popen, marker: str, timeout: float = 300) -> list[str]:
@@ -38,8 +39,7 @@ def children_running(proc: subprocess.Popen, pattern: str, timeout: float = 120)
     """The run's child processes whose command line holds ``pattern``, once there is one."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        found = [c for c in psutil.Process(proc.pid).children(recursive=True)
-                 if any(pattern in part for part in safe_cmdline(c))]
+        found = [c for c in psutil.Process(proc.pid).children(recursive=True) if any(pattern in part for part in safe_cmdline(c))]
         if found:
             return found
         assert proc.poll() is None, "the run ended before its child started"
@@ -75,6 +75,7 @@ def only_staging_left(folder: Path) -> None:
 
 # --- GGUF conversion -----------------------------------------------------------------------------
 
+
 def gguf_args(model: Path, out: Path) -> list[str]:
     return ["quantize", str(model), "--method", "gguf", "--gguf-type", "Q8_0", "-o", str(out)]
 
@@ -88,8 +89,9 @@ def test_sigkill_during_gguf_conversion_then_rerun(tiny_llama, tmp_path):
     assert_gone(converters)
     assert not out.exists()
     only_staging_left(tmp_path)
-    rerun = subprocess.run([sys.executable, "-m", "quantkit", *gguf_args(tiny_llama, out)], capture_output=True,
-                           text=True, timeout=900)
+    rerun = subprocess.run(
+        [sys.executable, "-m", "quantkit", *gguf_args(tiny_llama, out)], capture_output=True, text=True, timeout=900
+    )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # the killed run's staging folder was swept
     manifest = json.loads((out / MANIFEST).read_text())
@@ -107,17 +109,35 @@ def test_sigterm_during_gguf_conversion_leaves_nothing(tiny_llama, tmp_path):
 
 # --- AWQ calibration -----------------------------------------------------------------------------
 
+
 def awq_args(model: Path, out: Path, calib: Path) -> list[str]:
-    return ["quantize", str(model), "--method", "awq", "--calib", str(calib), "--calib-samples", "4",
-            "--calib-seq-len", "64", "-o", str(out)]
+    return [
+        "quantize",
+        str(model),
+        "--method",
+        "awq",
+        "--calib",
+        str(calib),
+        "--calib-samples",
+        "4",
+        "--calib-seq-len",
+        "64",
+        "-o",
+        str(out),
+    ]
 
 
 def unique_calibration(folder: Path) -> Path:
     """A calibration text no earlier run used, so nothing is reused from the calibration cache."""
     nonce = os.urandom(6).hex()
     path = folder.parent / f"calib-{nonce}.txt"
-    path.write_text("\n\n".join(f"Paragraph {i} ({nonce}): a fox runs through a field of wheat at dawn, and the "
-                                "farmer counts his sheep twice before the rain." for i in range(24)))
+    path.write_text(
+        "\n\n".join(
+            f"Paragraph {i} ({nonce}): a fox runs through a field of wheat at dawn, and the "
+            "farmer counts his sheep twice before the rain."
+            for i in range(24)
+        )
+    )
     return path
 
 
@@ -131,8 +151,9 @@ def test_sigkill_during_awq_calibration_then_rerun(tiny_llama, tmp_path):
     assert kill(proc, signal.SIGKILL) == -signal.SIGKILL
     assert not out.exists()
     only_staging_left(folder)
-    rerun = subprocess.run([sys.executable, "-m", "quantkit", *awq_args(tiny_llama, out, calib)],
-                           capture_output=True, text=True, timeout=900)
+    rerun = subprocess.run(
+        [sys.executable, "-m", "quantkit", *awq_args(tiny_llama, out, calib)], capture_output=True, text=True, timeout=900
+    )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert [p.name for p in folder.iterdir()] == ["out"]
     manifest = json.loads((out / MANIFEST).read_text())
@@ -151,12 +172,15 @@ def test_sigterm_during_awq_calibration_leaves_nothing(tiny_llama, tmp_path):
 
 # --- a recipe's bench ----------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_sigkill_during_a_recipes_bench_then_rerun(tiny_llama, tmp_path):
     recipe = tmp_path / "tiny.yaml"
-    recipe.write_text(f"name: tiny\nmodel:\n  id: {tiny_llama}\nbench:\n  gen_tokens: 4\n  prompt_tokens: 8\n"
-                      "  repetitions: 1\n  threads: 1\n  eval_tokens: 64\n  device: cpu\ngates:\n  smoke: false\n"
-                      "artifacts:\n  - name: nf4\n    method: nf4\n    device: cpu\n")
+    recipe.write_text(
+        f"name: tiny\nmodel:\n  id: {tiny_llama}\nbench:\n  gen_tokens: 4\n  prompt_tokens: 8\n"
+        "  repetitions: 1\n  threads: 1\n  eval_tokens: 64\n  device: cpu\ngates:\n  smoke: false\n"
+        "artifacts:\n  - name: nf4\n    method: nf4\n    device: cpu\n"
+    )
     out = tmp_path / "out"
     proc = start("run", str(recipe), "--out", str(out))
     wait_for(proc, "[bench nf4] speed")
@@ -166,8 +190,9 @@ def test_sigkill_during_a_recipes_bench_then_rerun(tiny_llama, tmp_path):
     for unfinished in ("bench/nf4.json", "stages/nf4.bench.json", "results.json", "report.md"):
         assert not (out / unfinished).exists(), unfinished
     assert not [p for p in out.rglob("*") if p.name.startswith(".") and p.is_file()]  # no half-written JSON
-    rerun = subprocess.run([sys.executable, "-m", "quantkit", "run", str(recipe), "--out", str(out)],
-                           capture_output=True, text=True, timeout=900)
+    rerun = subprocess.run(
+        [sys.executable, "-m", "quantkit", "run", str(recipe), "--out", str(out)], capture_output=True, text=True, timeout=900
+    )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "[quantize nf4] skipped (up to date" in rerun.stderr and "[bench nf4] done" in rerun.stderr
     results = json.loads((out / "results.json").read_text())

@@ -155,8 +155,10 @@ def test_against_the_base_counts_only_what_the_base_does_not_show():
     base = run_chat(GOOD, NEVER_STOPS, [3, 9]).to_dict()  # rambles on turn 2, leaks on turn 3
     same = against_base(run_chat(GOOD, LOOP, [3, 9]), base)  # loops where the base ran on: one symptom
     assert same.passed and same.failures == [] and same.base is base
-    assert same.excused == ["turn 2: degenerate repetition (95% repeated 4-grams)",
-                            "turn 3: template/special tokens leaked: <|im_start|>"]
+    assert same.excused == [
+        "turn 2: degenerate repetition (95% repeated 4-grams)",
+        "turn 3: template/special tokens leaked: <|im_start|>",
+    ]
     other_turn = against_base(run_chat(NEVER_STOPS, GOOD, GOOD), base)  # the base stopped on turn 1
     assert not other_turn.passed and other_turn.failures == ["turn 1: did not stop within 256 tokens"]
     # NaN/inf is never excused, even where the base has it too.

@@ -56,11 +56,22 @@ def test_parity_names_the_first_difference():
 
 
 def test_failures_are_one_line_errors():
-    row = {"tokenizer_parity": True, "finite": True, "tokens": 255, "top1": 0.62, "kld_mean": 0.2, "ppl_ratio": 1.2,
-           "bits": 4, "top1_min": top1_min(4)}
+    row = {
+        "tokenizer_parity": True,
+        "finite": True,
+        "tokens": 255,
+        "top1": 0.62,
+        "kld_mean": 0.2,
+        "ppl_ratio": 1.2,
+        "bits": 4,
+        "top1_min": top1_min(4),
+    }
     assert judge("nf4", row) is None
-    failures = [judge("nf4", {**row, "top1": 0.01}), judge("Q4_K_M", {**row, "finite": False}),
-                judge("nf4", {**row, "tokenizer_parity": False, "first_difference": 7, "base_ids": [1], "artifact_ids": [2]})]
+    failures = [
+        judge("nf4", {**row, "top1": 0.01}),
+        judge("Q4_K_M", {**row, "finite": False}),
+        judge("nf4", {**row, "tokenizer_parity": False, "first_difference": 7, "base_ids": [1], "artifact_ids": [2]}),
+    ]
     for error, words in zip(failures, ["top token at only 1% of 255 positions", "NaN or inf", "first difference at token 7"]):
         assert isinstance(error, VerificationError) and words in str(error) and "\n" not in str(error)
 
@@ -129,8 +140,7 @@ def test_a_broken_artifact_is_not_published(tiny_llama, tmp_path, capsys, monkey
 
 @pytest.fixture(scope="module")
 def tiny_gguf(tiny_llama, tmp_path_factory) -> Path:
-    return quantize(tiny_llama, "gguf", tmp_path_factory.mktemp("verify") / "tiny-gguf",
-                    GgufOptions(gguf_types=["Q8_0"]))
+    return quantize(tiny_llama, "gguf", tmp_path_factory.mktemp("verify") / "tiny-gguf", GgufOptions(gguf_types=["Q8_0"]))
 
 
 @pytest.mark.slow
@@ -151,8 +161,12 @@ def test_gguf_verified_in_llama_cpp_and_a_zeroed_file_fails(tiny_gguf, tiny_llam
     next(t for t in reader.tensors if t.name == "token_embd.weight").data[...] = 0
     reader.data.flush()
     del reader
-    result = MethodResult(format="gguf", engine="llama.cpp", settings={"gguf_types": ["Q8_0"]},
-                          extra={"gguf_files": {"Q8_0": {"file": row["file"]}}})
+    result = MethodResult(
+        format="gguf",
+        engine="llama.cpp",
+        settings={"gguf_types": ["Q8_0"]},
+        extra={"gguf_files": {"Q8_0": {"file": row["file"]}}},
+    )
     with pytest.raises(VerificationError, match="verification of Q8_0: the artifact picks its base's top token"):
         verify_artifact(broken, tiny_llama, "gguf", result)
 
@@ -164,8 +178,29 @@ def bench(artifact: Path, base: Path, out: Path) -> dict:
     """`quantkit bench` (quality only, small) through the real CLI; returns (exit code, JSON)."""
     code = 0
     try:
-        main(["bench", str(artifact), "--base", str(base), "--no-smoke", "-p", "16", "-n", "4", "--repetitions", "1",
-              "--warmup", "0", "--threads", "2", "--eval-tokens", "256", "--json", str(out)])
+        main(
+            [
+                "bench",
+                str(artifact),
+                "--base",
+                str(base),
+                "--no-smoke",
+                "-p",
+                "16",
+                "-n",
+                "4",
+                "--repetitions",
+                "1",
+                "--warmup",
+                "0",
+                "--threads",
+                "2",
+                "--eval-tokens",
+                "256",
+                "--json",
+                str(out),
+            ]
+        )
     except SystemExit as exc:
         code = exc.code
     return {"exit": code, **json.loads(out.read_text())}

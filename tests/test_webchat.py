@@ -28,11 +28,25 @@ class Browser:
 
         assert Path(CHROMIUM).exists(), "chromium is missing: apt-get install -y chromium (.ci/run does)"
         self.proc = subprocess.Popen(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--remote-debugging-port=0",
-             "--window-size=1000,900", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-dev-shm-usage",
+                f"--user-data-dir={profile}",
+                "--remote-debugging-port=0",
+                "--window-size=1000,900",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         port_file = profile / "DevToolsActivePort"
         deadline = time.time() + 60
         while not (port_file.exists() and port_file.read_text().strip()) and time.time() < deadline:
@@ -77,8 +91,14 @@ class Browser:
         self.js("document.getElementById('input').focus()")
         self.call("Input.insertText", text=text)
         for kind in ("keyDown", "keyUp"):
-            self.call("Input.dispatchKeyEvent", type=kind, key="Enter", code="Enter", windowsVirtualKeyCode=13,
-                      **({"text": "\r"} if kind == "keyDown" else {}))
+            self.call(
+                "Input.dispatchKeyEvent",
+                type=kind,
+                key="Enter",
+                code="Enter",
+                windowsVirtualKeyCode=13,
+                **({"text": "\r"} if kind == "keyDown" else {}),
+            )
 
     def bubbles(self):
         return self.js("""[...document.querySelectorAll('#log .msg')].map((d) => ({cls: d.className,
@@ -104,8 +124,19 @@ class Browser:
 def server():
     from quantkit.hub.bundled import bundled_gguf
 
-    proc, url = start_server(bundled_gguf("bundled:smollm2-135m-instruct"), "--api-key", KEY, "--parallel", "1",
-                             "--queue-size", "1", "--max-body-bytes", "4096", "--model-name", "smol")
+    proc, url = start_server(
+        bundled_gguf("bundled:smollm2-135m-instruct"),
+        "--api-key",
+        KEY,
+        "--parallel",
+        "1",
+        "--queue-size",
+        "1",
+        "--max-body-bytes",
+        "4096",
+        "--model-name",
+        "smol",
+    )
     yield url
     stop_server(proc)
 
@@ -118,8 +149,10 @@ def browser(tmp_path):
 
 
 def last_done(browser, count):
-    return browser.wait(f"(() => {{ const m = document.querySelectorAll('#log .msg');"
-                        f" return m.length >= {count} && m[{count - 1}].dataset.done === '1'; }})()")
+    return browser.wait(
+        f"(() => {{ const m = document.querySelectorAll('#log .msg');"
+        f" return m.length >= {count} && m[{count - 1}].dataset.done === '1'; }})()"
+    )
 
 
 @pytest.mark.slow
@@ -131,8 +164,11 @@ def test_web_chat_streams_markdown_keeps_the_conversation_and_stops(server, brow
         document.getElementById('temperature').value = '0'; }})()""")
     browser.send("What is the capital of France?")
     # The reply streams in: some text shows before the reply is done.
-    browser.wait("(() => { const m = document.querySelectorAll('#log .msg'); return m.length === 2 && "
-                 "m[1].innerText.length > 0 && m[1].dataset.done !== '1'; })()", timeout=60)
+    browser.wait(
+        "(() => { const m = document.querySelectorAll('#log .msg'); return m.length === 2 && "
+        "m[1].innerText.length > 0 && m[1].dataset.done !== '1'; })()",
+        timeout=60,
+    )
     last_done(browser, 2)
     bubbles = browser.bubbles()
     assert [b["cls"] for b in bubbles] == ["msg user", "msg assistant"]
@@ -149,8 +185,11 @@ def test_web_chat_streams_markdown_keeps_the_conversation_and_stops(server, brow
     # Stop: a long reply is cut when Stop is clicked, and the page says so.
     browser.js("document.getElementById('max-tokens').value = '400'")
     browser.send("Write a very long story about a dragon and a knight.")
-    browser.wait("document.querySelectorAll('#log .msg').length === 6 && "
-                 "document.querySelectorAll('#log .msg')[5].innerText.split(' ').length > 5", timeout=60)
+    browser.wait(
+        "document.querySelectorAll('#log .msg').length === 6 && "
+        "document.querySelectorAll('#log .msg')[5].innerText.split(' ').length > 5",
+        timeout=60,
+    )
     browser.js("document.getElementById('stop').click()")
     last_done(browser, 6)
     stopped = browser.bubbles()[5]
@@ -182,10 +221,13 @@ def test_web_chat_shows_errors_and_escapes_html(server, browser):
 
     body = {"messages": [{"role": "user", "content": "Write a long story."}], "max_tokens": 120}
     with ThreadPoolExecutor(2) as pool:
-        busy = [pool.submit(httpx.post, f"{server}/v1/chat/completions", json=body, timeout=300,
-                            headers={"Authorization": f"Bearer {KEY}"}) for _ in range(2)]
-        browser.wait("fetch('/health').then((r) => r.json()).then((h) => h.queue.running + h.queue.waiting === 2)",
-                     timeout=60)
+        busy = [
+            pool.submit(
+                httpx.post, f"{server}/v1/chat/completions", json=body, timeout=300, headers={"Authorization": f"Bearer {KEY}"}
+            )
+            for _ in range(2)
+        ]
+        browser.wait("fetch('/health').then((r) => r.json()).then((h) => h.queue.running + h.queue.waiting === 2)", timeout=60)
         browser.send("Hello again")
         last_done(browser, 6)
         refused = browser.bubbles()[5]

@@ -23,8 +23,13 @@ def actionlint() -> str:
 
 
 def lint(path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([actionlint(), "-no-color", "-config-file", str(REPO / ".github" / "actionlint.yaml"), str(path)],
-                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    return subprocess.run(
+        [actionlint(), "-no-color", "-config-file", str(REPO / ".github" / "actionlint.yaml"), str(path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
 
 
 def test_actionlint_passes_the_workflow():
@@ -32,11 +37,14 @@ def test_actionlint_passes_the_workflow():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("old,new,complaint", [
-    ("runs-on: ubuntu-latest", "runs-on: ubuntu-latst", "label \"ubuntu-latst\" is unknown"),
-    ("needs.matrix.outputs.cpu)", "needs.matrx.outputs.cpu)", "matrx"),
-    ("needs: matrix\n", "needs: matrixx\n", "matrixx"),
-])
+@pytest.mark.parametrize(
+    "old,new,complaint",
+    [
+        ("runs-on: ubuntu-latest", "runs-on: ubuntu-latst", 'label "ubuntu-latst" is unknown'),
+        ("needs.matrix.outputs.cpu)", "needs.matrx.outputs.cpu)", "matrx"),
+        ("needs: matrix\n", "needs: matrixx\n", "matrixx"),
+    ],
+)
 def test_actionlint_catches_a_broken_copy(tmp_path, old, new, complaint):
     """The linter really checks: the same workflow with one mistake fails."""
     text = WORKFLOW.read_text()
@@ -71,8 +79,9 @@ def test_workflow_shape():
 
 def test_matrix_fits_the_workflow():
     """Each matrix entry has the keys the jobs read (matrix.recipe, matrix.artifact)."""
-    out = subprocess.run([sys.executable, "-m", "quantkit", "recipes", "--matrix", "--runner", "gpu"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "quantkit", "recipes", "--matrix", "--runner", "gpu"], capture_output=True, text=True, check=True
+    ).stdout
     text = WORKFLOW.read_text()
     for job in json.loads(out)["include"]:
         assert job["runner"] == "gpu"

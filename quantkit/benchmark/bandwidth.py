@@ -115,8 +115,12 @@ def gguf_decode_bytes(path) -> dict:
     if embd is not None and not tied:
         rows = int(embd.n_elements) // int(embd.shape[0])
         counted = total - int(embd.n_bytes) + int(embd.n_bytes) // rows
-    return {"bytes": counted, "embedding_bytes": int(embd.n_bytes) if embd is not None else None, "tied": tied,
-            "counted": "GGUF tensors"}
+    return {
+        "bytes": counted,
+        "embedding_bytes": int(embd.n_bytes) if embd is not None else None,
+        "tied": tied,
+        "counted": "GGUF tensors",
+    }
 
 
 def torch_decode_bytes(model) -> dict:

@@ -38,8 +38,16 @@ from quantkit.core.memory import PeakRSS, cuda_memory, device_memory, llamacpp_d
 from quantkit.core.settings import option, validate
 from quantkit.engines import ENGINES, EngineOptions, engine_for, load_engine
 
-VERSIONED = ("torch", "transformers", "accelerate", "llama-cpp-python", "bitsandbytes", "compressed-tensors",
-             "gptqmodel", "numpy")
+VERSIONED = (
+    "torch",
+    "transformers",
+    "accelerate",
+    "llama-cpp-python",
+    "bitsandbytes",
+    "compressed-tensors",
+    "gptqmodel",
+    "numpy",
+)
 
 
 @dataclass
@@ -61,8 +69,7 @@ class BenchOptions:
     gates: Gates = option(None, "Gate thresholds.", cli=False, recipe=False)
     bandwidth: bool = option(True, "Measure (once, cached) the machine's copy bandwidth.", cli=False, recipe=False)
     smoke_options: SmokeOptions = option(None, "The smoke chat's limits.", cli=False, recipe=False)
-    quality_options: QualityOptions = option(None, "Chunk length and text of the quality evaluation.", cli=False,
-                                             recipe=False)
+    quality_options: QualityOptions = option(None, "Chunk length and text of the quality evaluation.", cli=False, recipe=False)
 
     def __post_init__(self):
         self.gates = self.gates or Gates()
@@ -164,9 +171,15 @@ def bandwidth_record(engine, decode_tps: float, measure: bool, dequantized: bool
     if dequantized:  # counted after the first forward: the dense weights the matmuls read
         read["counted"] += " (dense: dequantized on the first forward)"
     achieved = read["bytes"] * decode_tps / 1e9
-    record = {"weights_bytes_per_token": read["bytes"], "achieved_gbps": round(achieved, 2),
-              "copy_gbps": None, "fraction": None, "embedding_bytes": read["embedding_bytes"],
-              "tied_embeddings": read["tied"], "counted": read["counted"]}
+    record = {
+        "weights_bytes_per_token": read["bytes"],
+        "achieved_gbps": round(achieved, 2),
+        "copy_gbps": None,
+        "fraction": None,
+        "embedding_bytes": read["embedding_bytes"],
+        "tied_embeddings": read["tied"],
+        "counted": read["counted"],
+    }
     if measure:
         from quantkit.benchmark import bandwidth
 
@@ -179,8 +192,9 @@ def bandwidth_record(engine, decode_tps: float, measure: bool, dequantized: bool
     return record
 
 
-def bench(artifact: str | Path, *, base: str | Path | None = None, options: BenchOptions | None = None,
-          on_step=None) -> BenchResult:
+def bench(
+    artifact: str | Path, *, base: str | Path | None = None, options: BenchOptions | None = None, on_step=None
+) -> BenchResult:
     """Benchmark and validate ``artifact`` (artifact folder, HF folder, .gguf file or bundled:NAME).
     ``on_step(name)`` is called as each long step starts (for progress displays).
 
@@ -200,8 +214,9 @@ def bench(artifact: str | Path, *, base: str | Path | None = None, options: Benc
     if base is None and (options.quality or options.smoke):
         base = default_base(manifest, download=options.quality)
         if base is None:
-            skipped = [w for w, on in (("quality skipped", options.quality),
-                                       ("the smoke judged on its own", options.smoke)) if on]
+            skipped = [
+                w for w, on in (("quality skipped", options.quality), ("the smoke judged on its own", options.smoke)) if on
+            ]
             where = "" if options.quality else " (or it is not on this machine)"
             notes.append(f"{' and '.join(skipped)}: no base model recorded in quantkit.json{where}; pass --base")
     elif base is not None:
@@ -216,8 +231,7 @@ def bench(artifact: str | Path, *, base: str | Path | None = None, options: Benc
     if base is not None and (options.smoke or options.quality):
         step("base")
         base_smoke = base_references(base, options, base_engine_options)
-    engine_options = EngineOptions(device=options.device, threads=options.threads, n_gpu_layers=options.n_gpu_layers,
-                                   n_ctx=n_ctx)
+    engine_options = EngineOptions(device=options.device, threads=options.threads, n_gpu_layers=options.n_gpu_layers, n_ctx=n_ctx)
     for module in ENGINES[name].imports:  # library import time is not model load time
         importlib.import_module(module)
     step("load")
@@ -229,7 +243,7 @@ def bench(artifact: str | Path, *, base: str | Path | None = None, options: Benc
     if options.device == "cuda" and engine.device != "cuda":
         notes.append(f"--device cuda asked for, but {engine.name} ran on the CPU")
     try:
-        prompt = (engine.tokenize(eval_text(options.quality_options)) or [0])
+        prompt = engine.tokenize(eval_text(options.quality_options)) or [0]
         prompt = (prompt * (options.prompt_tokens // len(prompt) + 1))[: options.prompt_tokens]
         step("speed")
         torch_gpu = engine.device == "cuda" and engine.name == "transformers"
@@ -243,9 +257,14 @@ def bench(artifact: str | Path, *, base: str | Path | None = None, options: Benc
             cuda = cuda_memory() if torch_gpu else llamacpp_device_memory(device_before)
         dequantized = bool(getattr(engine, "dequantized", False))
         if dequantized:  # the method's own account when it wrote one (w8a8, fp8: quantkit.json "runtime")
-            notes.append("runs dequantized: " + (((manifest or {}).get("runtime") or {}).get("note") or
-                         "transformers decompresses compressed-tensors weights to dense ones on the first forward, "
-                         "so speed and bandwidth are those of dense matmuls (vLLM runs the quantized kernels)"))
+            notes.append(
+                "runs dequantized: "
+                + (
+                    ((manifest or {}).get("runtime") or {}).get("note")
+                    or "transformers decompresses compressed-tensors weights to dense ones on the first forward, "
+                    "so speed and bandwidth are those of dense matmuls (vLLM runs the quantized kernels)"
+                )
+            )
         decode = Stat.of([options.gen_tokens / s for s in decode_s])
         smoke = quality = None
         if options.smoke:
@@ -264,22 +283,40 @@ def bench(artifact: str | Path, *, base: str | Path | None = None, options: Benc
         target = getattr(engine, "file", path)
         whole = manifest if manifest and target.is_dir() else {}
         size = int(whole.get("size_bytes") or size_on_disk(target))
-        bpw = whole.get("bits_per_weight") or (
-            round(engine.weights_bytes * 8 / engine.n_params, 3) if engine.n_params else None)
+        bpw = whole.get("bits_per_weight") or (round(engine.weights_bytes * 8 / engine.n_params, 3) if engine.n_params else None)
         bits = artifact_bits(manifest, target.name, bpw)
         gates = gates_for(bits, options.gates)
         smoke_gated = smoke if options.gates.smoke else None
         result = BenchResult(
-            artifact=str(path), engine=engine.name, method=(manifest or {}).get("method"), bits=bits,
-            size_bytes=size, weights_bytes=engine.weights_bytes, bits_per_weight=bpw, n_params=engine.n_params,
-            prompt_tokens=options.prompt_tokens, gen_tokens=options.gen_tokens, repetitions=options.repetitions,
-            load_s=round(load_peak.seconds, 3), load_peak_rss_mb=load_peak.mb, peak_rss_mb=run_peak.mb,
-            prefill=Stat.of([options.prompt_tokens / s for s in prefill_s]), decode=decode,
-            ttft=Stat.of([s * 1e3 for s in prefill_s]), decode_latency_ms=percentiles_ms(steps),
-            bandwidth=bandwidth_record(engine, decode.mean, options.bandwidth, dequantized), cuda=cuda,
-            environment=environment(engine), base=str(base) if base else None, smoke=smoke, quality=quality,
-            gates={"bits": bits, **gates.to_dict()}, failures=check(gates, smoke_gated, quality), notes=notes,
-            dequantized=dequantized, runtime_bytes=getattr(engine, "runtime_bytes", None),
+            artifact=str(path),
+            engine=engine.name,
+            method=(manifest or {}).get("method"),
+            bits=bits,
+            size_bytes=size,
+            weights_bytes=engine.weights_bytes,
+            bits_per_weight=bpw,
+            n_params=engine.n_params,
+            prompt_tokens=options.prompt_tokens,
+            gen_tokens=options.gen_tokens,
+            repetitions=options.repetitions,
+            load_s=round(load_peak.seconds, 3),
+            load_peak_rss_mb=load_peak.mb,
+            peak_rss_mb=run_peak.mb,
+            prefill=Stat.of([options.prompt_tokens / s for s in prefill_s]),
+            decode=decode,
+            ttft=Stat.of([s * 1e3 for s in prefill_s]),
+            decode_latency_ms=percentiles_ms(steps),
+            bandwidth=bandwidth_record(engine, decode.mean, options.bandwidth, dequantized),
+            cuda=cuda,
+            environment=environment(engine),
+            base=str(base) if base else None,
+            smoke=smoke,
+            quality=quality,
+            gates={"bits": bits, **gates.to_dict()},
+            failures=check(gates, smoke_gated, quality),
+            notes=notes,
+            dequantized=dequantized,
+            runtime_bytes=getattr(engine, "runtime_bytes", None),
         )
     finally:
         engine.close()
@@ -297,8 +334,15 @@ def memory_preflight(path: Path, engine_name: str, base: Path | None, options: B
         device = "cuda" if cuda_available() else "cpu"
     # llama.cpp's offload as its engine resolves it: with device cuda, 0 means every layer.
     layers = (options.n_gpu_layers or -1) if options.device == "cuda" else options.n_gpu_layers
-    need = bench_need_for(path, engine_name, device, n_ctx, base=base if (options.quality or options.smoke) else None,
-                          n_gpu_layers=layers, quality_ctx=options.quality_options.ctx)
+    need = bench_need_for(
+        path,
+        engine_name,
+        device,
+        n_ctx,
+        base=base if (options.quality or options.smoke) else None,
+        n_gpu_layers=layers,
+        quality_ctx=options.quality_options.ctx,
+    )
     return check_fit(need, f"bench of {path.name} on {device}", options.force)
 
 

@@ -14,14 +14,12 @@ class Gates:
     width (DEFAULT_GATES); smoke false reports the smoke chat without gating on it."""
 
     smoke: bool = option(True, "Gate on the smoke chat (false: report it only).", cli=False)
-    top1_min: float | None = option(None, "Gate: lowest same-top-token share, 0-1.", minimum=0.0, maximum=1.0,
-                                    flag="--min-top1")
-    kld_mean_max: float | None = option(None, "Gate: highest mean KL divergence (default per bit width).",
-                                        minimum=0.0, flag="--max-kld")
-    kld_p99_max: float | None = option(None, "Gate: highest 99th-percentile KL divergence.", minimum=0.0,
-                                       flag="--max-kld-p99")
-    ppl_ratio_max: float | None = option(None, "Gate: highest perplexity ratio to the base.", minimum=1.0,
-                                         flag="--max-ppl-ratio")
+    top1_min: float | None = option(None, "Gate: lowest same-top-token share, 0-1.", minimum=0.0, maximum=1.0, flag="--min-top1")
+    kld_mean_max: float | None = option(
+        None, "Gate: highest mean KL divergence (default per bit width).", minimum=0.0, flag="--max-kld"
+    )
+    kld_p99_max: float | None = option(None, "Gate: highest 99th-percentile KL divergence.", minimum=0.0, flag="--max-kld-p99")
+    ppl_ratio_max: float | None = option(None, "Gate: highest perplexity ratio to the base.", minimum=1.0, flag="--max-ppl-ratio")
 
     def overrides(self) -> dict:
         """The thresholds given, by name."""
@@ -56,14 +54,16 @@ DEFAULT_GATES: dict[int, Thresholds] = {
 def gates_for(bits: int, overrides: "Gates | dict | None" = None) -> Thresholds:
     """The default thresholds of the nearest width at or below ``bits``, with ``overrides`` applied."""
     width = max((w for w in DEFAULT_GATES if w <= bits), default=2)
-    given = overrides.overrides() if isinstance(overrides, Gates) else {k: v for k, v in (overrides or {}).items()
-                                                                         if v is not None}
+    given = (
+        overrides.overrides() if isinstance(overrides, Gates) else {k: v for k, v in (overrides or {}).items() if v is not None}
+    )
     unknown = set(given) - set(Thresholds.__dataclass_fields__)
     if unknown:
         from quantkit.core.errors import InputError
 
-        raise InputError(f"unknown gate(s): {', '.join(sorted(unknown))}",
-                         hint=f"use {', '.join(Thresholds.__dataclass_fields__)}")
+        raise InputError(
+            f"unknown gate(s): {', '.join(sorted(unknown))}", hint=f"use {', '.join(Thresholds.__dataclass_fields__)}"
+        )
     return replace(DEFAULT_GATES[width], **given)
 
 

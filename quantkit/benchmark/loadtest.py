@@ -66,8 +66,11 @@ def summary_ms(values: list[float]) -> dict:
     if not values:
         return {"mean": None, "median": None, "p99": None}
     data = np.asarray(values) * 1000
-    return {"mean": round(float(data.mean()), 3), "median": round(float(np.median(data)), 3),
-            "p99": round(float(np.percentile(data, 99)), 3)}
+    return {
+        "mean": round(float(data.mean()), 3),
+        "median": round(float(np.median(data)), 3),
+        "p99": round(float(np.percentile(data, 99)), 3),
+    }
 
 
 async def _one(client, url: str, body: dict, headers: dict) -> RequestTiming:
@@ -114,8 +117,18 @@ async def _one(client, url: str, body: dict, headers: dict) -> RequestTiming:
     return timing
 
 
-async def _level(base: str, model: str, concurrency: int | None, rate: float | None, num_requests: int,
-                 max_tokens: int, prompts, headers: dict, timeout: float, seed: int) -> LoadTestResult:
+async def _level(
+    base: str,
+    model: str,
+    concurrency: int | None,
+    rate: float | None,
+    num_requests: int,
+    max_tokens: int,
+    prompts,
+    headers: dict,
+    timeout: float,
+    seed: int,
+) -> LoadTestResult:
     import httpx
 
     url = f"{base}/chat/completions"
@@ -124,9 +137,14 @@ async def _level(base: str, model: str, concurrency: int | None, rate: float | N
 
     async def limited(client, i):
         async with limit:
-            body = {"model": model, "messages": [{"role": "user", "content": prompts[i % len(prompts)]}],
-                    "max_tokens": max_tokens, "temperature": 0.0, "stream": True,
-                    "stream_options": {"include_usage": True}}
+            body = {
+                "model": model,
+                "messages": [{"role": "user", "content": prompts[i % len(prompts)]}],
+                "max_tokens": max_tokens,
+                "temperature": 0.0,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
             return await _one(client, url, body, headers)
 
     limits = httpx.Limits(max_connections=(concurrency or num_requests) + 4)
@@ -142,11 +160,19 @@ async def _level(base: str, model: str, concurrency: int | None, rate: float | N
     done = [t for t in timings if t.ok]
     out_tokens = sum(t.output_tokens for t in done)
     return LoadTestResult(
-        url=base, model=model, concurrency=concurrency, request_rate=rate, num_requests=num_requests,
-        max_tokens=max_tokens, completed=len(done), errors=num_requests - len(done),
-        duration_s=round(duration, 3), request_throughput=round(len(done) / duration, 4),
+        url=base,
+        model=model,
+        concurrency=concurrency,
+        request_rate=rate,
+        num_requests=num_requests,
+        max_tokens=max_tokens,
+        completed=len(done),
+        errors=num_requests - len(done),
+        duration_s=round(duration, 3),
+        request_throughput=round(len(done) / duration, 4),
         output_throughput=round(out_tokens / duration, 3),
-        total_input_tokens=sum(t.prompt_tokens for t in done), total_output_tokens=out_tokens,
+        total_input_tokens=sum(t.prompt_tokens for t in done),
+        total_output_tokens=out_tokens,
         ttft_ms=summary_ms([t.ttft for t in done]),
         tpot_ms=summary_ms([(t.e2el - t.ttft) / (t.output_tokens - 1) for t in done if t.output_tokens > 1]),
         itl_ms=summary_ms([gap for t in done for gap in t.itl]),
@@ -174,10 +200,18 @@ def first_model(base: str, headers: dict, timeout: float) -> str:
         raise QuantkitError(f"could not list the models of {base}: {exc}", hint="pass `model=NAME`") from None
 
 
-def load_test(url: str, model: str | None = None, concurrency: list[int] | tuple = (),
-              request_rate: list[float] | tuple = (), num_requests: int = 16, max_tokens: int = 64,
-              prompts: list[str] | tuple = PROMPTS, api_key: str | None = None, timeout: float = 300.0,
-              seed: int = 0) -> list[LoadTestResult]:
+def load_test(
+    url: str,
+    model: str | None = None,
+    concurrency: list[int] | tuple = (),
+    request_rate: list[float] | tuple = (),
+    num_requests: int = 16,
+    max_tokens: int = 64,
+    prompts: list[str] | tuple = PROMPTS,
+    api_key: str | None = None,
+    timeout: float = 300.0,
+    seed: int = 0,
+) -> list[LoadTestResult]:
     """One result per concurrency level, or per request rate (capped by the one concurrency level
     if exactly one is given). Nothing given: concurrency 1."""
     if num_requests < 1 or max_tokens < 1 or not prompts:
@@ -191,8 +225,9 @@ def load_test(url: str, model: str | None = None, concurrency: list[int] | tuple
         plans = [(cap, rate) for rate in request_rate]
     else:
         plans = [(c, None) for c in (concurrency or [1])]
-    return [asyncio.run(_level(base, model, c, r, num_requests, max_tokens, list(prompts), headers, timeout, seed))
-            for c, r in plans]
+    return [
+        asyncio.run(_level(base, model, c, r, num_requests, max_tokens, list(prompts), headers, timeout, seed)) for c, r in plans
+    ]
 
 
 def sweep(urls: list[str] | tuple, concurrency: list[int] | tuple = (1, 2, 4, 8), **options) -> dict:
@@ -200,8 +235,11 @@ def sweep(urls: list[str] | tuple, concurrency: list[int] | tuple = (1, 2, 4, 8)
     serve and llama-server on the same artifact): {"servers": [{"url", "results": [...]}]}."""
     if not urls:
         raise InputError("give at least one server URL")
-    return {"servers": [{"url": url, "results": [r.to_dict() for r in load_test(url, concurrency=concurrency, **options)]}
-                        for url in urls]}
+    return {
+        "servers": [
+            {"url": url, "results": [r.to_dict() for r in load_test(url, concurrency=concurrency, **options)]} for url in urls
+        ]
+    }
 
 
 def plot_sweep(data: dict, file) -> bool:

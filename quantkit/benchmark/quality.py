@@ -69,7 +69,7 @@ def eval_text(options: QualityOptions) -> str:
 
 def chunks(ids: list[int], ctx: int) -> list[list[int]]:
     ctx = min(ctx, len(ids))
-    return [ids[s:s + ctx] for s in range(0, len(ids) - ctx + 1, ctx)]
+    return [ids[s : s + ctx] for s in range(0, len(ids) - ctx + 1, ctx)]
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -83,14 +83,18 @@ def scored_logprobs(engine, ids: list[int], options: QualityOptions):
     for chunk in chunks(ids, options.ctx):
         first = len(chunk) // 2
         logp = log_softmax(engine.logits(chunk)[first:-1])
-        yield logp, np.asarray(chunk[first + 1:])
+        yield logp, np.asarray(chunk[first + 1 :])
 
 
 def reference_key(base: Path, text: str, options: QualityOptions, engine_name: str, engine_options=None) -> str:
     """The base logits' cache key: base_key's (weights, engine, device, dtype, GPU layers) and the
     text and settings; logits computed in bf16 on a GPU are not those of fp32 on the CPU."""
-    return base_key(base, engine_name, engine_options,
-                    ["logits", hashlib.sha256(text.encode()).hexdigest(), options.max_tokens, options.ctx, LOGP_RANGE])
+    return base_key(
+        base,
+        engine_name,
+        engine_options,
+        ["logits", hashlib.sha256(text.encode()).hexdigest(), options.max_tokens, options.ctx, LOGP_RANGE],
+    )
 
 
 def run_where(engine_name: str, engine_options=None) -> list:
@@ -106,8 +110,18 @@ def run_where(engine_name: str, engine_options=None) -> list:
 def base_key(base: Path, engine_name: str, engine_options, settings) -> str:
     """Cache key of anything computed on the base model (logits, smoke transcript): CACHE_VERSION,
     the base's path and weights identity, engine, device and dtype, and ``settings`` (JSON-able)."""
-    blob = json.dumps([CACHE_VERSION, str(Path(base).resolve()), weights_identity(base), engine_name,
-                       run_where(engine_name, engine_options), settings], default=str, ensure_ascii=False)
+    blob = json.dumps(
+        [
+            CACHE_VERSION,
+            str(Path(base).resolve()),
+            weights_identity(base),
+            engine_name,
+            run_where(engine_name, engine_options),
+            settings,
+        ],
+        default=str,
+        ensure_ascii=False,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
@@ -127,13 +141,21 @@ def base_reference(base: Path, options: QualityOptions, engine_options=None) -> 
         ids = engine.tokenize(text)[: options.max_tokens]
         if len(ids) < 8:
             raise InputError("the evaluation text is too short", hint="give at least a few hundred tokens")
-        parts = [(*compress_logprobs(logp), logp[np.arange(len(target)), target], logp.argmax(axis=-1))
-                 for logp, target in scored_logprobs(engine, ids, options)]
+        parts = [
+            (*compress_logprobs(logp), logp[np.arange(len(target)), target], logp.argmax(axis=-1))
+            for logp, target in scored_logprobs(engine, ids, options)
+        ]
     finally:
         engine.close()
     codes, scale, offset, target_logp, top = (np.concatenate(column) for column in zip(*parts))
-    ref = {"ids": np.asarray(ids, dtype=np.int32), "logp_u16": codes, "scale": scale, "offset": offset,
-           "target_logp": target_logp.astype(np.float32), "top_idx": top.astype(np.int32)}
+    ref = {
+        "ids": np.asarray(ids, dtype=np.int32),
+        "logp_u16": codes,
+        "scale": scale,
+        "offset": offset,
+        "target_logp": target_logp.astype(np.float32),
+        "top_idx": top.astype(np.int32),
+    }
     partial = file.with_name(f".{file.stem}.{os.getpid()}.npz")
     np.savez_compressed(partial, **ref)
     os.replace(partial, file)  # never leave a half-written cache entry
@@ -173,8 +195,10 @@ def evaluate(engine, base: Path | str, options: QualityOptions | None = None, ba
     if ids != ref["ids"].tolist():
         same = next((i for i, (a, b) in enumerate(zip(ids, ref["ids"].tolist())) if a != b), min(len(ids), len(ref["ids"])))
         result.tokenizer_parity = False
-        result.failures.append(f"tokenizer differs from the base's (first difference at token {same}): "
-                               "the artifact does not read text as its base does")
+        result.failures.append(
+            f"tokenizer differs from the base's (first difference at token {same}): "
+            "the artifact does not read text as its base does"
+        )
         result.seconds = round(time.perf_counter() - started, 2)
         return result
     kld, agree, logq_t = [], [], []

@@ -10,8 +10,22 @@ from quantkit.core.errors import InputError
 from quantkit.core.manifest import CARD
 
 REPORT = "report.md"
-COLUMNS = ("artifact", "engine", "bits", "size", "bpw", "pp tok/s", "tg tok/s", "TTFT ms", "peak RSS MB",
-           "KLD mean", "top-1", "PPL ratio", "smoke", "passed")
+COLUMNS = (
+    "artifact",
+    "engine",
+    "bits",
+    "size",
+    "bpw",
+    "pp tok/s",
+    "tg tok/s",
+    "TTFT ms",
+    "peak RSS MB",
+    "KLD mean",
+    "top-1",
+    "PPL ratio",
+    "smoke",
+    "passed",
+)
 
 
 def load_results(paths: list[str | Path]) -> list[dict]:
@@ -47,12 +61,18 @@ def label(result: dict) -> str:
 def row(result: dict) -> list[str]:
     quality, smoke = result.get("quality") or {}, result.get("smoke")
     return [
-        label(result), result["engine"], str(result.get("bits", "-")),
-        fmt(result["size_bytes"] / 2**20, 1, suffix=" MiB"), fmt(result.get("bits_per_weight")),
+        label(result),
+        result["engine"],
+        str(result.get("bits", "-")),
+        fmt(result["size_bytes"] / 2**20, 1, suffix=" MiB"),
+        fmt(result.get("bits_per_weight")),
         f"{fmt(result['prefill_tokens_per_s'], 1)} ± {fmt(result['prefill_tokens_per_s_std'], 1)}",
         f"{fmt(result['decode_tokens_per_s'], 1)} ± {fmt(result['decode_tokens_per_s_std'], 1)}",
-        fmt(result["ttft_ms"], 1), fmt(result["peak_rss_mb"], 0), fmt(quality.get("kld_mean"), 4),
-        fmt(quality.get("top1_agreement"), 1, 100, "%"), fmt(quality.get("ppl_ratio"), 3),
+        fmt(result["ttft_ms"], 1),
+        fmt(result["peak_rss_mb"], 0),
+        fmt(quality.get("kld_mean"), 4),
+        fmt(quality.get("top1_agreement"), 1, 100, "%"),
+        fmt(quality.get("ppl_ratio"), 3),
         "-" if smoke is None else smoke_verdict(smoke),
         "yes" if result["passed"] else "**no**",
     ]
@@ -71,10 +91,13 @@ def table(results: list[dict]) -> str:
 def results_markdown(result: dict) -> str:
     """One artifact's results, for its model card."""
     env = result.get("environment", {})
-    lines = [table([result]), "",
-             f"Measured with `quantkit bench` on {env.get('cpu', '?')} ({env.get('device', '?')}, "
-             f"{env.get('threads', '?')} threads): pp{result['prompt_tokens']} / tg{result['gen_tokens']}, "
-             f"{result['repetitions']} repetitions; quality teacher-forced against `{result.get('base') or 'no base'}`."]
+    lines = [
+        table([result]),
+        "",
+        f"Measured with `quantkit bench` on {env.get('cpu', '?')} ({env.get('device', '?')}, "
+        f"{env.get('threads', '?')} threads): pp{result['prompt_tokens']} / tg{result['gen_tokens']}, "
+        f"{result['repetitions']} repetitions; quality teacher-forced against `{result.get('base') or 'no base'}`.",
+    ]
     if result.get("failures"):
         lines += ["", "Gate failures:", *[f"- {f}" for f in result["failures"]]]
     return "\n".join(lines)
@@ -95,15 +118,20 @@ def smoke_section(smoke: dict) -> list[str]:
     if not base:
         return [f"{title} transcript (no base to compare with):", "", "```text", smoke.get("transcript", ""), "```", ""]
     completion = smoke.get("mode") == "completion"
-    lines = [f"{title}, the artifact's replies beside the base's (greedy; a defect counts only where the "
-             "base does not show it on the same turn):", "",
-             f"| # | {'prompt' if completion else 'user'} | artifact | base |",
-             "|---|---|---|---|"]
+    lines = [
+        f"{title}, the artifact's replies beside the base's (greedy; a defect counts only where the "
+        "base does not show it on the same turn):",
+        "",
+        f"| # | {'prompt' if completion else 'user'} | artifact | base |",
+        "|---|---|---|---|",
+    ]
     base_turns = base.get("turns") or []
     for i, turn in enumerate(smoke.get("turns") or []):
         other = base_turns[i] if i < len(base_turns) else {}
-        replies = [cell(t.get("reply", "")) + (f"<br>**{cell('; '.join(t['problems']))}**" if t.get("problems") else "")
-                   for t in (turn, other)]
+        replies = [
+            cell(t.get("reply", "")) + (f"<br>**{cell('; '.join(t['problems']))}**" if t.get("problems") else "")
+            for t in (turn, other)
+        ]
         lines.append(f"| {i + 1} | {cell(turn.get('user', ''))} | {replies[0]} | {replies[1]} |")
     if smoke.get("excused"):
         lines += ["", "Shown by the base too (not counted):", *[f"- {e}" for e in smoke["excused"]]]
@@ -147,8 +175,13 @@ def write_report(results: list[dict], out_dir: str | Path, fill_cards: bool = Tr
         plots = []
         if plot(results, lambda r: r["decode_tokens_per_s"], "decode tokens/s", staging / "size_vs_decode.png"):
             plots.append(("Size vs decode speed", "size_vs_decode.png"))
-        if plot(results, lambda r: (r.get("quality") or {}).get("kld_mean"), "mean KLD vs base (log)",
-                staging / "size_vs_kld.png", log_y=True):
+        if plot(
+            results,
+            lambda r: (r.get("quality") or {}).get("kld_mean"),
+            "mean KLD vs base (log)",
+            staging / "size_vs_kld.png",
+            log_y=True,
+        ):
             plots.append(("Size vs KL divergence", "size_vs_kld.png"))
         parts = ["# quantkit report", "", table(results), ""]
         parts += [f"![{title}]({name})\n" for title, name in plots]

@@ -32,8 +32,14 @@ EMPTY, NO_STOP, LEAK, REPETITION, UTF8, NAN = "empty", "no_stop", "leak", "repet
 # - invalid UTF-8: a broken vocabulary or detokenizer shows in the artifact alone; a byte-level model
 #   that emits bytes which do not form a character (a tiny model on the Chinese turn) does it in both;
 # - NaN/inf is never excused: an artifact with non-finite logits cannot be used whatever its base does.
-EXCUSED_BY = {EMPTY: {EMPTY}, NO_STOP: {NO_STOP, REPETITION}, REPETITION: {NO_STOP, REPETITION},
-              LEAK: {LEAK}, UTF8: {UTF8}, NAN: set()}
+EXCUSED_BY = {
+    EMPTY: {EMPTY},
+    NO_STOP: {NO_STOP, REPETITION},
+    REPETITION: {NO_STOP, REPETITION},
+    LEAK: {LEAK},
+    UTF8: {UTF8},
+    NAN: set(),
+}
 SMOKE_CACHE_VERSION = 1  # bump when the checks or the stored fields change
 
 
@@ -93,7 +99,7 @@ def transcript(mode: str, turns: list[tuple[str, str]]) -> str:
 
 def repeat_ratio(ids: list[int], n: int = NGRAM) -> float:
     """Share of a reply's n-grams that already occurred earlier in it (0 = no repetition)."""
-    grams = [tuple(ids[i:i + n]) for i in range(len(ids) - n + 1)]
+    grams = [tuple(ids[i : i + n]) for i in range(len(ids) - n + 1)]
     return 0.0 if not grams else round(1 - len(set(grams)) / len(grams), 3)
 
 
@@ -114,13 +120,15 @@ def greedy_reply(engine, prompt_ids: list[int], max_tokens: int) -> tuple[list[i
     return ids, False, finite
 
 
-def check_turn(engine, user: str, ids: list[int], stopped: bool, finite: bool, options: SmokeOptions,
-               mode: str = CHAT) -> SmokeTurn:
+def check_turn(
+    engine, user: str, ids: list[int], stopped: bool, finite: bool, options: SmokeOptions, mode: str = CHAT
+) -> SmokeTurn:
     """The defects of one reply. In a completion, running to the token limit is no defect: a base
     model continues text rather than ending a turn, so EOS and the limit are both a fine end."""
     text = engine.detokenize(ids)
-    turn = SmokeTurn(user=user, reply=text.strip(), tokens=len(ids), stopped=stopped,
-                     repeat_ratio=repeat_ratio(ids), finite=finite)
+    turn = SmokeTurn(
+        user=user, reply=text.strip(), tokens=len(ids), stopped=stopped, repeat_ratio=repeat_ratio(ids), finite=finite
+    )
 
     def defect(code: str, problem: str) -> None:
         turn.defects.append(code)
@@ -180,8 +188,7 @@ def smoke_chat(engine, options: SmokeOptions | None = None, on_turn=None) -> Smo
         if on_turn:
             on_turn(turn)
     failures = failures_of(turns, CHAT)
-    return SmokeResult(passed=not failures, turns=turns, failures=failures,
-                       seconds=round(time.perf_counter() - started, 2))
+    return SmokeResult(passed=not failures, turns=turns, failures=failures, seconds=round(time.perf_counter() - started, 2))
 
 
 def smoke_completion(engine, options: SmokeOptions | None = None, on_turn=None) -> SmokeResult:
@@ -196,8 +203,9 @@ def smoke_completion(engine, options: SmokeOptions | None = None, on_turn=None) 
         if on_turn:
             on_turn(turn)
     failures = failures_of(turns, COMPLETION)
-    return SmokeResult(passed=not failures, turns=turns, failures=failures,
-                       seconds=round(time.perf_counter() - started, 2), mode=COMPLETION)
+    return SmokeResult(
+        passed=not failures, turns=turns, failures=failures, seconds=round(time.perf_counter() - started, 2), mode=COMPLETION
+    )
 
 
 def smoke(engine, options: SmokeOptions | None = None, on_turn=None) -> SmokeResult:
@@ -237,8 +245,9 @@ def smoke_key(base: Path, engine_name: str, engine_options, options: SmokeOption
     and texts (quality's shared key helper, so logits and transcripts are keyed alike)."""
     from quantkit.benchmark.quality import base_key
 
-    return base_key(base, engine_name, engine_options,
-                    ["smoke", SMOKE_CACHE_VERSION, asdict(options), SYSTEM, TURNS, PROMPTS, NGRAM])
+    return base_key(
+        base, engine_name, engine_options, ["smoke", SMOKE_CACHE_VERSION, asdict(options), SYSTEM, TURNS, PROMPTS, NGRAM]
+    )
 
 
 def base_smoke(base: Path | str, options: SmokeOptions | None = None, engine_options=None) -> tuple[dict, bool]:

@@ -10,17 +10,21 @@ def bench_settings_table() -> dict:
     from quantkit.benchmark.gates import Gates
     from quantkit.core.settings import settings_of
 
-    return {name: (f, None) for cls in (BenchOptions, Gates) for name, f in settings_of(cls).items()
-            if f.metadata.get("cli", True)}  # Gates' smoke is a recipe's; --no-smoke skips it
+    return {
+        name: (f, None) for cls in (BenchOptions, Gates) for name, f in settings_of(cls).items() if f.metadata.get("cli", True)
+    }  # Gates' smoke is a recipe's; --no-smoke skips it
 
 
-@click.command("bench", epilog="""\b
+@click.command(
+    "bench",
+    epilog="""\b
 Examples:
   quantkit bench ./smollm2-135m-instruct-gguf --json bench.json
   quantkit bench model.Q4_K_M.gguf --base bundled:smollm2-135m-instruct --threads 2
   quantkit bench ./smollm2-135m-instruct-nf4 -p 128 -n 32 --repetitions 3 --no-smoke
   quantkit bench ./qwen-awq --device cuda --max-kld 0.1 --min-top1 0.85
-  quantkit bench --url http://127.0.0.1:8000 -c 1 -c 4 -c 16 --json serve.json""")
+  quantkit bench --url http://127.0.0.1:8000 -c 1 -c 4 -c 16 --json serve.json""",
+)
 @click.argument("artifact", required=False)
 @click.option("--base", help="Base model to compare with (folder, bundled:NAME or hub id); default: the source in quantkit.json.")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Write the result as JSON to this file.")
@@ -51,8 +55,7 @@ def command(artifact, base, json_file, url, **flags):
     from quantkit.cli.render import console
 
     with console.status("loading") as status:
-        result = bench(artifact, base=base, options=options,
-                       on_step=lambda step: status.update(STEP_TEXT.get(step, step)))
+        result = bench(artifact, base=base, options=options, on_step=lambda step: status.update(STEP_TEXT.get(step, step)))
     data = result.to_dict()
     render(data)
     if json_file:
@@ -61,13 +64,19 @@ def command(artifact, base, json_file, url, **flags):
         write_json(json_file, data, ensure_ascii=False)
         click.echo(json_file)
     if not result.passed:
-        raise GateFailed(f"{len(result.failures)} gate(s) failed: {result.failures[0]}",
-                         hint="see the table; thresholds: --max-kld, --min-top1, --max-ppl-ratio, --max-kld-p99")
+        raise GateFailed(
+            f"{len(result.failures)} gate(s) failed: {result.failures[0]}",
+            hint="see the table; thresholds: --max-kld, --min-top1, --max-ppl-ratio, --max-kld-p99",
+        )
 
 
-STEP_TEXT = {"base": "base model: logits and smoke (cached after the first run)", "load": "loading the model",
-             "speed": "timing prefill and decode", "smoke": "smoke (3 turns)",
-             "quality": "quality against the base model"}
+STEP_TEXT = {
+    "base": "base model: logits and smoke (cached after the first run)",
+    "load": "loading the model",
+    "speed": "timing prefill and decode",
+    "smoke": "smoke (3 turns)",
+    "quality": "quality against the base model",
+}
 
 
 def render(data: dict) -> None:
@@ -87,7 +96,10 @@ def render(data: dict) -> None:
     add("decode latency", " / ".join(f"{k} {v:.1f} ms" for k, v in data["decode_latency_ms"].items()))
     add("peak RSS (runs)", f"{data['peak_rss_mb']} MB")
     bw = data["bandwidth"]
-    add("bandwidth", f"{bw['achieved_gbps']} GB/s" + (f" = {bw['fraction']:.0%} of copy {bw['copy_gbps']} GB/s" if bw["fraction"] else ""))
+    add(
+        "bandwidth",
+        f"{bw['achieved_gbps']} GB/s" + (f" = {bw['fraction']:.0%} of copy {bw['copy_gbps']} GB/s" if bw["fraction"] else ""),
+    )
     for key, value in data["cuda"].items():
         add(key, str(value))
     smoke = data["smoke"]

@@ -7,14 +7,18 @@ from quantkit.engines import ENGINES
 
 def engine_flags(func):
     """The engine options chat and serve share."""
-    for decorator in reversed([
-        click.option("--engine", type=click.Choice(list(ENGINES)), help="Engine (default: from the artifact)."),
-        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
-        click.option("--threads", type=int, help="CPU threads for the engine."),
-        click.option("--n-gpu-layers", type=int, default=0, show_default=True, help="llama.cpp: layers on the GPU (-1 = all)."),
-        click.option("--n-ctx", type=int, default=4096, show_default=True, help="Context length in tokens."),
-        click.option("--trust-remote-code", is_flag=True, help="Allow the model's own Python code to run."),
-    ]):
+    for decorator in reversed(
+        [
+            click.option("--engine", type=click.Choice(list(ENGINES)), help="Engine (default: from the artifact)."),
+            click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+            click.option("--threads", type=int, help="CPU threads for the engine."),
+            click.option(
+                "--n-gpu-layers", type=int, default=0, show_default=True, help="llama.cpp: layers on the GPU (-1 = all)."
+            ),
+            click.option("--n-ctx", type=int, default=4096, show_default=True, help="Context length in tokens."),
+            click.option("--trust-remote-code", is_flag=True, help="Allow the model's own Python code to run."),
+        ]
+    ):
         func = decorator(func)
     return func
 
@@ -32,11 +36,14 @@ def artifact_path(spec: str) -> Path:
 def engine_options(device, threads, n_gpu_layers, n_ctx, trust_remote_code):
     from quantkit.engines import EngineOptions
 
-    return EngineOptions(device=device, threads=threads, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx,
-                         trust_remote_code=trust_remote_code)
+    return EngineOptions(
+        device=device, threads=threads, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, trust_remote_code=trust_remote_code
+    )
 
 
-@click.command("chat", epilog="""\b
+@click.command(
+    "chat",
+    epilog="""\b
 Examples:
   quantkit chat bundled:smollm2-135m-instruct
   quantkit chat ./smollm2-135m-instruct-gguf/model-Q4_K_M.gguf --system "Answer briefly."
@@ -45,7 +52,8 @@ Examples:
 \b
 In the chat: Enter sends; end a line with \\ to go on (or paste several lines; a line '!!!'
 sends them too); /clear (or clear) forgets the history; /save FILE writes the conversation as
-JSON; /quit (or quit) leaves; Ctrl-C stops a reply.""")
+JSON; /quit (or quit) leaves; Ctrl-C stops a reply.""",
+)
 @click.argument("artifact")
 @click.option("--system", help="System prompt.")
 @click.option("--max-tokens", type=click.IntRange(1), default=256, show_default=True, help="Most tokens per reply.")
@@ -53,8 +61,9 @@ JSON; /quit (or quit) leaves; Ctrl-C stops a reply.""")
 @click.option("--top-p", type=click.FloatRange(0, 1), default=0.9, show_default=True)
 @click.option("--seed", type=int, help="Sampling seed (repeatable replies).")
 @engine_flags
-def command(artifact, system, max_tokens, temperature, top_p, seed, engine, device, threads, n_gpu_layers,
-            n_ctx, trust_remote_code):
+def command(
+    artifact, system, max_tokens, temperature, top_p, seed, engine, device, threads, n_gpu_layers, n_ctx, trust_remote_code
+):
     """Chat with ARTIFACT (an artifact folder, a .gguf file, a model folder or bundled:NAME)."""
     import signal
 
@@ -68,7 +77,6 @@ def command(artifact, system, max_tokens, temperature, top_p, seed, engine, devi
     click.echo(f"loading {path} ...", err=True)
     runner = load_engine(path, engine_options(device, threads, n_gpu_layers, n_ctx, trust_remote_code), engine)
     try:
-        chat_loop(runner, ChatSettings(system=system, max_tokens=max_tokens, temperature=temperature,
-                                       top_p=top_p, seed=seed))
+        chat_loop(runner, ChatSettings(system=system, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed))
     finally:
         runner.close()

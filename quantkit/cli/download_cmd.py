@@ -1,17 +1,21 @@
 import click
 
 
-@click.command("download", epilog="""\b
+@click.command(
+    "download",
+    epilog="""\b
 Examples:
   quantkit download HuggingFaceTB/SmolLM2-135M-Instruct
   quantkit download Qwen/Qwen2.5-0.5B-Instruct --revision main --include '*.json' --include '*.safetensors'
   quantkit download qwen/Qwen2.5-0.5B-Instruct --source modelscope --dry-run
   quantkit download meta-llama/Llama-3.2-1B --token hf_xxx --local-dir ./llama-3.2-1b
   HF_ENDPOINT=https://hf-mirror.com quantkit download HuggingFaceTB/SmolLM2-135M-Instruct
-  quantkit download bundled:smollm2-135m-instruct""")
+  quantkit download bundled:smollm2-135m-instruct""",
+)
 @click.argument("repo_id")
-@click.option("--source", type=click.Choice(["hf", "modelscope"]), default="hf", show_default=True,
-              help="Which hub to fetch from.")
+@click.option(
+    "--source", type=click.Choice(["hf", "modelscope"]), default="hf", show_default=True, help="Which hub to fetch from."
+)
 @click.option("--revision", help="Branch, tag or commit (default: main on hf, master on modelscope).")
 @click.option("--include", multiple=True, metavar="GLOB", help="Fetch only matching files (repeatable).")
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Skip matching files (repeatable).")
@@ -24,12 +28,25 @@ def command(repo_id, source, revision, include, exclude, local_dir, token, endpo
     """Fetch REPO_ID (or bundled:NAME), verify every file, print its local folder as the last line."""
     from quantkit.hub.download import download
 
-    result = download(repo_id, source=source, revision=revision, include=list(include), exclude=list(exclude),
-                      local_dir=local_dir, token=token, endpoint=endpoint, dry_run=dry_run,
-                      allow_pickle=allow_pickle, on_preflight=show_preflight)
+    result = download(
+        repo_id,
+        source=source,
+        revision=revision,
+        include=list(include),
+        exclude=list(exclude),
+        local_dir=local_dir,
+        token=token,
+        endpoint=endpoint,
+        dry_run=dry_run,
+        allow_pickle=allow_pickle,
+        on_preflight=show_preflight,
+    )
     if result.offline:
-        click.echo(f"warning: the hub is unreachable; using the verified copy of {result.repo_id}@{result.revision} "
-                   f"(commit {result.commit})", err=True)
+        click.echo(
+            f"warning: the hub is unreachable; using the verified copy of {result.repo_id}@{result.revision} "
+            f"(commit {result.commit})",
+            err=True,
+        )
     if dry_run:
         from quantkit.core.modelinfo import human_size
 
@@ -45,11 +62,14 @@ def show_preflight(result) -> None:
     from quantkit.core.modelinfo import human_size
 
     pinned = f"@{result.revision} ({result.commit[:12]})" if result.commit else ""
-    console.print(f"[bold]{result.repo_id}[/]{pinned} from {result.source}: "
-                  f"{len(result.files)} files, {human_size(result.total_bytes)}")
+    console.print(
+        f"[bold]{result.repo_id}[/]{pinned} from {result.source}: {len(result.files)} files, {human_size(result.total_bytes)}"
+    )
     if result.skipped_pickle:
-        console.print(f"[yellow]skipping pickle files[/] {', '.join(result.skipped_pickle)} "
-                      "(safetensors present; --allow-pickle fetches them)")
+        console.print(
+            f"[yellow]skipping pickle files[/] {', '.join(result.skipped_pickle)} "
+            "(safetensors present; --allow-pickle fetches them)"
+        )
     if result.info is not None:
         from quantkit.quantization.registry import method_support
 

@@ -1,12 +1,15 @@
 import click
 
 
-@click.command("inspect", epilog="""\b
+@click.command(
+    "inspect",
+    epilog="""\b
 Examples:
   quantkit inspect bundled:smollm2-135m-instruct
   quantkit inspect HuggingFaceTB/SmolLM2-135M-Instruct
   quantkit inspect ./smollm2-135m-instruct-nf4
-  quantkit inspect ./smollm2-135m-instruct-gguf/smollm2-135m-instruct-Q4_K_M.gguf""")
+  quantkit inspect ./smollm2-135m-instruct-gguf/smollm2-135m-instruct-Q4_K_M.gguf""",
+)
 @click.argument("model")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def command(model, as_json):

@@ -7,14 +7,24 @@ from quantkit.core import settings as opts
 def methods_markdown() -> str:
     from quantkit.quantization.registry import METHODS, options_class
 
-    lines = ["# Methods and their settings", "",
-             "Written by `make docs` from each method's settings dataclass (quantkit/quantization/), the one",
-             "declaration that `quantkit quantize`'s flags, a recipe's artifact keys and `qk.quantize(...)`'s",
-             "parameters come from. A setting a method does not list is refused for it.", ""]
+    lines = [
+        "# Methods and their settings",
+        "",
+        "Written by `make docs` from each method's settings dataclass (quantkit/quantization/), the one",
+        "declaration that `quantkit quantize`'s flags, a recipe's artifact keys and `qk.quantize(...)`'s",
+        "parameters come from. A setting a method does not list is refused for it.",
+        "",
+    ]
     for name, entry in METHODS.items():
         cls = options_class(name)
-        lines += [f"## `{name}`: {entry.summary}", "", f"`{cls.__module__}.{cls.__name__}`", "",
-                  "| parameter / recipe key | flag | default | meaning |", "|---|---|---|---|"]
+        lines += [
+            f"## `{name}`: {entry.summary}",
+            "",
+            f"`{cls.__module__}.{cls.__name__}`",
+            "",
+            "| parameter / recipe key | flag | default | meaning |",
+            "|---|---|---|---|",
+        ]
         for setting, f in opts.settings_of(cls).items():
             key = f"`{setting}`" + ("" if f.metadata.get("recipe", True) else " (not in recipes)")
             flag = opts.flag_of(f) if f.metadata.get("cli", True) else ""

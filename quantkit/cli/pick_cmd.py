@@ -3,10 +3,13 @@ import json
 import click
 
 
-@click.command("pick", epilog="""\b
+@click.command(
+    "pick",
+    epilog="""\b
 Examples:
   quantkit pick runs/smollm2 --memory 6GiB
-  quantkit pick runs/llama --memory 8GB --engine vllm --min-top1 0.9 --context 8192 --json""")
+  quantkit pick runs/llama --memory 8GB --engine vllm --min-top1 0.9 --context 8192 --json""",
+)
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--memory", "-m", required=True, help="Memory budget: 6GiB, 6GB, 6000MiB.")
 @click.option("--engine", type=click.Choice(["llama.cpp", "transformers", "vllm"]), help="Only artifacts this engine serves.")
@@ -37,8 +40,15 @@ def show(result) -> None:
         table.add_column(col, overflow="fold")
     for row in [c, *result.others]:
         need = gib(row.need_bytes) if row.weights_bytes else "-"
-        table.add_row(row.name, need, fmt_num(row.kld_mean, 4), fmt_pct(row.top1), fmt_num(row.tg),
-                      "PICK" if row is c else row.reason, style="green" if row is c else None)
+        table.add_row(
+            row.name,
+            need,
+            fmt_num(row.kld_mean, 4),
+            fmt_pct(row.top1),
+            fmt_num(row.tg),
+            "PICK" if row is c else row.reason,
+            style="green" if row is c else None,
+        )
     console.print(table)
     console.print(f"weights: {c.weights_source}; KV cache: {result.kv_note}")
     if result.plot:

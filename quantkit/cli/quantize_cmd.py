@@ -33,7 +33,7 @@ def command(model, method, output, overwrite, source, revision, **settings):
     from quantkit.quantization.quantize import quantize
 
     given = settings_given(click.get_current_context(), settings, settings_table(), method, "--method")
-    path = quantize(model, method, output, options_from_flags(method, given), overwrite=overwrite, source=source,
-                    revision=revision)
+    path = quantize(
+        model, method, output, options_from_flags(method, given), overwrite=overwrite, source=source, revision=revision
+    )
     click.echo(str(path))
-

@@ -1,11 +1,14 @@
 import click
 
 
-@click.command("recipes", epilog="""\b
+@click.command(
+    "recipes",
+    epilog="""\b
 Examples:
   quantkit recipes
   quantkit recipes --matrix
-  quantkit recipes --matrix --runner cpu""")
+  quantkit recipes --matrix --runner cpu""",
+)
 @click.option("--matrix", is_flag=True, help="Print the CI matrix (recipe x artifact) as JSON.")
 @click.option("--runner", type=click.Choice(["cpu", "gpu"]), help="Only recipes for this kind of runner.")
 def command(matrix, runner):

@@ -1,13 +1,22 @@
 import click
 
 
-@click.command("report", epilog="""\b
+@click.command(
+    "report",
+    epilog="""\b
 Examples:
   quantkit report results/ -o report/
-  quantkit report nf4.json gguf.json awq.json -o report/ --no-cards""")
+  quantkit report nf4.json gguf.json awq.json -o report/ --no-cards""",
+)
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("-o", "--out", type=click.Path(file_okay=False), default="quantkit-report", show_default=True,
-              help="Output folder (replaced).")
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(file_okay=False),
+    default="quantkit-report",
+    show_default=True,
+    help="Output folder (replaced).",
+)
 @click.option("--no-cards", is_flag=True, help="Do not fill the artifacts' model card results sections.")
 def command(inputs, out, no_cards):
     """Merge bench results (JSON files, or folders holding them) into report.md with PNG plots

@@ -72,8 +72,9 @@ def settings_given(ctx: click.Context, values: dict, table: dict, method: str, m
         if method not in users:
             if source == ParameterSource.ENVIRONMENT:
                 continue  # e.g. LLAMA_CPP_DIR set for other runs
-            raise InputError(f"{opts.flag_of(field)} is not used by {method_flag} {method}",
-                             hint=f"it is a setting of {', '.join(users)}")
+            raise InputError(
+                f"{opts.flag_of(field)} is not used by {method_flag} {method}", hint=f"it is a setting of {', '.join(users)}"
+            )
         given[name] = list(value) if isinstance(value, tuple) else value
     return given
 
@@ -93,5 +94,8 @@ def options_from_flags(method: str, given: dict):
 
 def typed_settings(ctx: click.Context, values: dict) -> dict:
     """The settings given on the command line or by their environment variable, by name."""
-    return {name: list(value) if isinstance(value, tuple) else value for name, value in values.items()
-            if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+    return {
+        name: list(value) if isinstance(value, tuple) else value
+        for name, value in values.items()
+        if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    }

@@ -21,19 +21,28 @@ RESULTS_BEGIN = "<!-- quantkit:results:begin -->"
 RESULTS_END = "<!-- quantkit:results:end -->"
 HUB_URLS = {"hf": "https://huggingface.co", "modelscope": "https://modelscope.cn/models"}
 LIBRARY = {"gguf": "gguf", "transformers": "transformers"}
-FORMAT_TAGS = {"gguf": ["gguf", "llama.cpp"], "bitsandbytes": ["bitsandbytes"], "nf4": ["bitsandbytes", "4-bit"],
-               "int8": ["bitsandbytes", "8-bit"], "compressed-tensors": ["compressed-tensors", "awq", "4-bit"],
-               "autoawq": ["awq", "4-bit"], "awq": ["awq", "4-bit"]}
+FORMAT_TAGS = {
+    "gguf": ["gguf", "llama.cpp"],
+    "bitsandbytes": ["bitsandbytes"],
+    "nf4": ["bitsandbytes", "4-bit"],
+    "int8": ["bitsandbytes", "8-bit"],
+    "compressed-tensors": ["compressed-tensors", "awq", "4-bit"],
+    "autoawq": ["awq", "4-bit"],
+    "awq": ["awq", "4-bit"],
+}
 # model-index metric types; the dataset is quantkit's evaluation text scored against the base
-METRICS = (("kld_mean", "kl_divergence", "mean KL divergence vs base"),
-           ("top1_agreement", "top1_agreement", "same top token as base"),
-           ("ppl_ratio", "perplexity_ratio", "perplexity ratio vs base"),
-           ("bits_per_weight", "bits_per_weight", "bits per weight (whole file)"),
-           ("prefill_tokens_per_s", "prompt_tokens_per_second", "prompt tokens/s"),
-           ("decode_tokens_per_s", "generated_tokens_per_second", "generated tokens/s"))
+METRICS = (
+    ("kld_mean", "kl_divergence", "mean KL divergence vs base"),
+    ("top1_agreement", "top1_agreement", "same top token as base"),
+    ("ppl_ratio", "perplexity_ratio", "perplexity ratio vs base"),
+    ("bits_per_weight", "bits_per_weight", "bits per weight (whole file)"),
+    ("prefill_tokens_per_s", "prompt_tokens_per_second", "prompt tokens/s"),
+    ("decode_tokens_per_s", "generated_tokens_per_second", "generated tokens/s"),
+)
 
 
 # --- where the card's facts come from ---------------------------------------------------------
+
 
 def base_id(manifest: dict) -> str | None:
     """The base model's hub id (``owner/name``); None for a local checkpoint of unknown origin."""
@@ -80,6 +89,7 @@ def artifact_format(manifest: dict) -> str:
 
 
 # --- results ------------------------------------------------------------------------------------
+
 
 def result_record(result: dict, folder: Path, name: str | None = None) -> dict:
     """One bench result as the card keeps it: headline numbers and the machine, no local paths."""
@@ -141,20 +151,46 @@ def _speed(row: dict, key: str) -> str:
 
 def results_table(rows: list[dict]) -> str:
     """One Markdown table, a row per benchmarked file."""
-    head = ["file", "engine", "bits", "size", "bits/weight", "pp tok/s", "tg tok/s", "KLD mean", "top-1",
-            "PPL ratio", "smoke", "gates"]
+    head = [
+        "file",
+        "engine",
+        "bits",
+        "size",
+        "bits/weight",
+        "pp tok/s",
+        "tg tok/s",
+        "KLD mean",
+        "top-1",
+        "PPL ratio",
+        "smoke",
+        "gates",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         smoke = row.get("smoke") or "-"
         if row.get("smoke_mode") == "completion":
             smoke += " (completion)"
         size = row.get("size_bytes")
-        lines.append("| " + " | ".join([
-            str(row["name"]), str(row.get("engine") or "-"), str(row.get("bits") or "-"),
-            "-" if size is None else f"{size / 2**20:.1f} MiB", _fmt(row.get("bits_per_weight")),
-            _speed(row, "prefill_tokens_per_s"), _speed(row, "decode_tokens_per_s"), _fmt(row.get("kld_mean"), 4),
-            _fmt(row.get("top1_agreement"), 1, 100, "%"), _fmt(row.get("ppl_ratio"), 3), smoke,
-            "passed" if row.get("passed") else "**failed**"]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    str(row["name"]),
+                    str(row.get("engine") or "-"),
+                    str(row.get("bits") or "-"),
+                    "-" if size is None else f"{size / 2**20:.1f} MiB",
+                    _fmt(row.get("bits_per_weight")),
+                    _speed(row, "prefill_tokens_per_s"),
+                    _speed(row, "decode_tokens_per_s"),
+                    _fmt(row.get("kld_mean"), 4),
+                    _fmt(row.get("top1_agreement"), 1, 100, "%"),
+                    _fmt(row.get("ppl_ratio"), 3),
+                    smoke,
+                    "passed" if row.get("passed") else "**failed**",
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -165,11 +201,13 @@ def results_section(rows: list[dict] | None, base: str | None) -> str:
     lines = [results_table(rows), ""]
     for text in sorted(machines):
         m = json.loads(text)
-        lines.append(f"Measured with `quantkit bench` on {m.get('cpu') or '?'} ({m.get('device') or '?'}, "
-                     f"{m.get('threads') or '?'} threads): pp{rows[0].get('prompt_tokens') or '?'} / "
-                     f"tg{rows[0].get('gen_tokens') or '?'}, {rows[0].get('repetitions') or '?'} repetitions; "
-                     f"quality teacher-forced against {f'`{base}`' if base else 'the base checkpoint'} "
-                     "on the same token ids.")
+        lines.append(
+            f"Measured with `quantkit bench` on {m.get('cpu') or '?'} ({m.get('device') or '?'}, "
+            f"{m.get('threads') or '?'} threads): pp{rows[0].get('prompt_tokens') or '?'} / "
+            f"tg{rows[0].get('gen_tokens') or '?'}, {rows[0].get('repetitions') or '?'} repetitions; "
+            f"quality teacher-forced against {f'`{base}`' if base else 'the base checkpoint'} "
+            "on the same token ids."
+        )
     failures = [f"{r['name']}: {f}" for r in rows for f in r.get("failures") or []]
     if failures:
         lines += ["", "Gate failures:", *[f"- {f}" for f in failures]]
@@ -185,16 +223,22 @@ def eval_results(rows: list[dict], base: str | None):
         for key, metric_type, metric_name in METRICS:
             if row.get(key) is None:
                 continue
-            found.append(EvalResult(
-                task_type="text-generation", dataset_type="quantkit/eval-text",
-                dataset_name=f"quantkit evaluation text vs {base or 'base'}",
-                metric_type=metric_type, metric_value=row[key],
-                metric_name=f"{metric_name} ({row['name']})" if len(rows) > 1 else metric_name,
-                metric_config=row.get("file")))
+            found.append(
+                EvalResult(
+                    task_type="text-generation",
+                    dataset_type="quantkit/eval-text",
+                    dataset_name=f"quantkit evaluation text vs {base or 'base'}",
+                    metric_type=metric_type,
+                    metric_value=row[key],
+                    metric_name=f"{metric_name} ({row['name']})" if len(rows) > 1 else metric_name,
+                    metric_config=row.get("file"),
+                )
+            )
     return found or None
 
 
 # --- the card -----------------------------------------------------------------------------------
+
 
 def card_data(manifest: dict, rows: list[dict] | None, model_name: str):
     from huggingface_hub import ModelCardData
@@ -202,14 +246,26 @@ def card_data(manifest: dict, rows: list[dict] | None, model_name: str):
     base = base_id(manifest)
     fmt = artifact_format(manifest)
     engine = manifest.get("engine") or ("llama.cpp" if fmt == "gguf" else "transformers")
-    tags = ["quantkit", "quantized", str(manifest.get("method") or fmt), *FORMAT_TAGS.get(fmt, [fmt]),
-            *FORMAT_TAGS.get(str(manifest.get("method")), []), *manifest.get("tags", [])]
+    tags = [
+        "quantkit",
+        "quantized",
+        str(manifest.get("method") or fmt),
+        *FORMAT_TAGS.get(fmt, [fmt]),
+        *FORMAT_TAGS.get(str(manifest.get("method")), []),
+        *manifest.get("tags", []),
+    ]
     extra = {"base_model_relation": "quantized"} if base else {}
     return ModelCardData(
-        base_model=base, license=base_license(manifest), library_name=LIBRARY.get(fmt, manifest.get("library_name") or
-                                                                                  LIBRARY.get(engine, "transformers")),
-        pipeline_tag="text-generation", tags=list(dict.fromkeys(tags)), model_name=model_name,
-        eval_results=eval_results(rows or [], base), quantized_by="quantkit", **extra)
+        base_model=base,
+        license=base_license(manifest),
+        library_name=LIBRARY.get(fmt, manifest.get("library_name") or LIBRARY.get(engine, "transformers")),
+        pipeline_tag="text-generation",
+        tags=list(dict.fromkeys(tags)),
+        model_name=model_name,
+        eval_results=eval_results(rows or [], base),
+        quantized_by="quantkit",
+        **extra,
+    )
 
 
 def intro(manifest: dict) -> str:
@@ -286,6 +342,7 @@ def refill(folder: Path, manifest: dict, rows: list[dict]) -> None:
 
 # --- how to load it from a hub repo -------------------------------------------------------------
 
+
 def hub_usage(manifest: dict, files: list[str], repo_id: str, source: str) -> str:
     """How to load the published repo in each runtime that can (the names are the repo's)."""
     fmt = artifact_format(manifest)
@@ -295,34 +352,64 @@ def hub_usage(manifest: dict, files: list[str], repo_id: str, source: str) -> st
     else:
         fetch = f"```bash\nhf download {repo_id} --local-dir ./{repo_id.split('/')[-1]}\n```"
         where = repo_id
-    quantkit_text = (f"quantkit (benchmark, chat, OpenAI-compatible server):\n\n```bash\n"
-                     f"quantkit download {repo_id}{' --source modelscope' if source == 'modelscope' else ''}\n"
-                     f"quantkit serve ./{repo_id.split('/')[-1]}\n```")
+    quantkit_text = (
+        f"quantkit (benchmark, chat, OpenAI-compatible server):\n\n```bash\n"
+        f"quantkit download {repo_id}{' --source modelscope' if source == 'modelscope' else ''}\n"
+        f"quantkit serve ./{repo_id.split('/')[-1]}\n```"
+    )
     if fmt == "gguf":
         ggufs = [f for f in files if f.endswith(".gguf")] or ["model.gguf"]
         first = ggufs[0]
-        lines = ["Files:", "", *[f"- `{name}`" for name in ggufs], "", "Fetch them:", "", fetch, "",
-                 "llama.cpp:", "", f"```bash\nllama-cli -m {first} -cnv\nllama-server -m {first} --port 8080\n```", "",
-                 "llama-cpp-python (the chat template travels inside the file):", "",
-                 "```python\nfrom llama_cpp import Llama\n\n"
-                 + (f'llm = Llama.from_pretrained(repo_id="{repo_id}", filename="{first}")\n' if source == "hf"
-                    else f'llm = Llama(model_path="{where}/{first}")\n')
-                 + 'print(llm.create_chat_completion(messages=[{"role": "user", "content": "Hello!"}])'
-                   '["choices"][0]["message"]["content"])\n```', ""]
+        lines = [
+            "Files:",
+            "",
+            *[f"- `{name}`" for name in ggufs],
+            "",
+            "Fetch them:",
+            "",
+            fetch,
+            "",
+            "llama.cpp:",
+            "",
+            f"```bash\nllama-cli -m {first} -cnv\nllama-server -m {first} --port 8080\n```",
+            "",
+            "llama-cpp-python (the chat template travels inside the file):",
+            "",
+            "```python\nfrom llama_cpp import Llama\n\n"
+            + (
+                f'llm = Llama.from_pretrained(repo_id="{repo_id}", filename="{first}")\n'
+                if source == "hf"
+                else f'llm = Llama(model_path="{where}/{first}")\n'
+            )
+            + 'print(llm.create_chat_completion(messages=[{"role": "user", "content": "Hello!"}])'
+            '["choices"][0]["message"]["content"])\n```',
+            "",
+        ]
         if "Modelfile" in files:
-            lines += ["Ollama (the Modelfile carries the chat template and stop tokens):", "",
-                      f"```bash\nollama create {repo_id.split('/')[-1].lower()} -f Modelfile\n```", ""]
+            lines += [
+                "Ollama (the Modelfile carries the chat template and stop tokens):",
+                "",
+                f"```bash\nollama create {repo_id.split('/')[-1].lower()} -f Modelfile\n```",
+                "",
+            ]
         return "\n".join(lines + [quantkit_text])
-    needs = {"nf4": "bitsandbytes", "int8": "bitsandbytes", "compressed-tensors": "compressed-tensors",
-             "autoawq": "gptqmodel (or autoawq)"}.get(fmt) or {"nf4": "bitsandbytes", "int8": "bitsandbytes",
-                                                            "awq": "compressed-tensors"}.get(str(manifest.get("method")))
-    lines = [f"transformers{f' (with {needs} installed)' if needs else ''}:", "",
-             "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
-             f'model = AutoModelForCausalLM.from_pretrained("{where}", device_map="auto")\n'
-             f'tokenizer = AutoTokenizer.from_pretrained("{where}")\n'
-             'messages = [{"role": "user", "content": "What is the capital of France?"}]\n'
-             "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\", "
-             "return_dict=True)\nprint(tokenizer.decode(model.generate(**inputs, max_new_tokens=32)[0]))\n```", ""]
+    needs = {
+        "nf4": "bitsandbytes",
+        "int8": "bitsandbytes",
+        "compressed-tensors": "compressed-tensors",
+        "autoawq": "gptqmodel (or autoawq)",
+    }.get(fmt) or {"nf4": "bitsandbytes", "int8": "bitsandbytes", "awq": "compressed-tensors"}.get(str(manifest.get("method")))
+    lines = [
+        f"transformers{f' (with {needs} installed)' if needs else ''}:",
+        "",
+        "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+        f'model = AutoModelForCausalLM.from_pretrained("{where}", device_map="auto")\n'
+        f'tokenizer = AutoTokenizer.from_pretrained("{where}")\n'
+        'messages = [{"role": "user", "content": "What is the capital of France?"}]\n'
+        'inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", '
+        "return_dict=True)\nprint(tokenizer.decode(model.generate(**inputs, max_new_tokens=32)[0]))\n```",
+        "",
+    ]
     if source == "modelscope":
         lines[0:0] = ["Fetch it:", "", fetch, ""]
     if fmt in ("compressed-tensors", "nf4") or manifest.get("method") == "nf4":
@@ -330,8 +417,9 @@ def hub_usage(manifest: dict, files: list[str], repo_id: str, source: str) -> st
     return "\n".join(lines + [quantkit_text])
 
 
-def write_model_card(folder: Path, manifest: dict, usage: str, results: list[dict] | None = None,
-                     title: str | None = None) -> None:
+def write_model_card(
+    folder: Path, manifest: dict, usage: str, results: list[dict] | None = None, title: str | None = None
+) -> None:
     """A model card in the Hub's format (``quantkit.core.card``): metadata header, settings, a results
     section that ``quantkit report`` fills in later, and how to load it."""
     render(manifest, results, usage, title or folder.name).save(folder / CARD)

@@ -11,8 +11,9 @@ from quantkit.core.atomic import die_with_parent
 
 def run_json_child(args: list[str], **kwargs) -> tuple[subprocess.CompletedProcess, dict]:
     """Run ``python ARGS...``; return the finished process and its answer ({} when it gave none)."""
-    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, errors="replace",
-                          preexec_fn=die_with_parent, **kwargs)
+    proc = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, errors="replace", preexec_fn=die_with_parent, **kwargs
+    )
     lines = proc.stdout.strip().splitlines()
     try:
         answer = json.loads(lines[-1]) if lines else {}

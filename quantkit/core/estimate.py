@@ -33,8 +33,20 @@ IMATRIX_S_PER_B_PER_KTOK = 8.0  # llama-imatrix on the CPU (SmolLM2, 16 x 64 tok
 DECODE_BANDWIDTH = {"cpu": 10e9, "cuda": 1.5e12}  # bytes/s actually achieved in batch-1 decode
 HF_CPU_DECODE_CAP = 20.0  # tok/s: transformers' decode loop on CPU is Python-bound (FACTS)
 SMOKE_TOKENS = 3 * 128  # three turns of the smoke chat, a typical reply length each
-GGUF_BITS = {"F16": 16, "BF16": 16, "Q8_0": 8.5, "Q6_K": 6.56, "Q5_K_M": 5.69, "Q5_K_S": 5.54, "Q5_0": 5.5,
-             "Q4_K_M": 4.85, "Q4_K_S": 4.58, "Q4_0": 4.5, "Q3_K_M": 3.91, "Q2_K": 3.35}
+GGUF_BITS = {
+    "F16": 16,
+    "BF16": 16,
+    "Q8_0": 8.5,
+    "Q6_K": 6.56,
+    "Q5_K_M": 5.69,
+    "Q5_K_S": 5.54,
+    "Q5_0": 5.5,
+    "Q4_K_M": 4.85,
+    "Q4_K_S": 4.58,
+    "Q4_0": 4.5,
+    "Q3_K_M": 3.91,
+    "Q2_K": 3.35,
+}
 # Peak RAM of quantizing on the CPU, as a multiple of the model's size in the dtype it is held in:
 # AWQ calibrates in fp32 and saves a 16-bit copy; bitsandbytes' quantize-at-load peaks under 2x its
 # load dtype (SmolLM2); llama.cpp's lazy converter holds about one F16 copy.
@@ -124,8 +136,13 @@ class Footprint:
 
 
 def gguf_footprint(types: list[str], calib_samples: int = 0, calib_seq_len: int = 0) -> Footprint:
-    return Footprint("llama.cpp", tuple(GGUF_BITS.get(t, 8) for t in types), calib_samples=calib_samples,
-                     calib_seq_len=calib_seq_len, files=tuple(types))
+    return Footprint(
+        "llama.cpp",
+        tuple(GGUF_BITS.get(t, 8) for t in types),
+        calib_samples=calib_samples,
+        calib_seq_len=calib_seq_len,
+        files=tuple(types),
+    )
 
 
 def artifact_bytes(config: dict, fp: Footprint, file: int | None = None) -> int:
@@ -133,7 +150,7 @@ def artifact_bytes(config: dict, fp: Footprint, file: int | None = None) -> int:
     embeddings; a GGUF file quantizes the embeddings too."""
     n, embed = estimate_params(config), embedding_params(config)
     body = max(n - embed, 0)
-    bits = fp.bits if file is None else fp.bits[file:file + 1]
+    bits = fp.bits if file is None else fp.bits[file : file + 1]
     if fp.kind == "llama.cpp":
         return int(sum(n * b / 8 for b in bits))
     return int(sum(body * b / 8 + embed * 2 for b in bits))
@@ -158,11 +175,18 @@ def shape(config: dict) -> dict:
     head_dim = cfg.get("head_dim") or (hidden // heads if heads else 0)
     layers = cfg.get("num_hidden_layers") or cfg.get("n_layer") or 1
     n, embed = estimate_params(config), embedding_params(config)
-    return {"hidden": hidden, "layers": layers, "vocab": cfg.get("vocab_size") or 0, "head_dim": head_dim,
-            "attn_out": heads * head_dim, "kv_heads": cfg.get("num_key_value_heads") or cfg.get("num_kv_heads") or heads,
-            "inter": cfg.get("ffn_hidden_size") or cfg.get("intermediate_size") or cfg.get("n_inner") or 4 * hidden,
-            "ungated": str(cfg.get("model_type") or config.get("model_type") or "") in UNGATED_MLP,
-            "layer_params": max(n - embed - hidden, 0) // layers, "params": n}
+    return {
+        "hidden": hidden,
+        "layers": layers,
+        "vocab": cfg.get("vocab_size") or 0,
+        "head_dim": head_dim,
+        "attn_out": heads * head_dim,
+        "kv_heads": cfg.get("num_key_value_heads") or cfg.get("num_kv_heads") or heads,
+        "inter": cfg.get("ffn_hidden_size") or cfg.get("intermediate_size") or cfg.get("n_inner") or 4 * hidden,
+        "ungated": str(cfg.get("model_type") or config.get("model_type") or "") in UNGATED_MLP,
+        "layer_params": max(n - embed - hidden, 0) // layers,
+        "params": n,
+    }
 
 
 def kv_cache_bytes(config: dict, n_ctx: int, per_value: int = 2) -> int:
@@ -230,9 +254,19 @@ def runtime_bytes(config: dict, fp: Footprint | None, device: str, file: int = 0
     return (dense if device == "cpu" else n * dtype_bytes(None, config)), False  # an unquantized model
 
 
-def bench_need(config: dict, fp: Footprint | None, device: str, n_ctx: int, *,
-               file: int = 0, with_base: bool = True, n_gpu_layers: int | None = -1,
-               quality_ctx: int = 512, runtime: int | None = None, base_runtime: int | None = None) -> Need:
+def bench_need(
+    config: dict,
+    fp: Footprint | None,
+    device: str,
+    n_ctx: int,
+    *,
+    file: int = 0,
+    with_base: bool = True,
+    n_gpu_layers: int | None = -1,
+    quality_ctx: int = 512,
+    runtime: int | None = None,
+    base_runtime: int | None = None,
+) -> Need:
     """Peak memory of benching one artifact: one model at a time (the base's reference first,
     unless cached, then the artifact), each with its KV cache for ``n_ctx`` and a chunk of logits.
     ``runtime``/``base_runtime`` replace the config-based sizes when the files are at hand."""
@@ -284,11 +318,21 @@ def bench_cost(config: dict, fp: Footprint, bench, device: str) -> Cost:
     quality = 2 * bench.eval_tokens / (decode_tps * 8) if bench.quality else 0.0
     smoke = SMOKE_TOKENS / decode_tps if bench.smoke else 0.0
     load = artifact_bytes(config, fp, 0) / DISK_BYTES_PER_S
-    needs = [bench_need(config, fp, device, bench_n_ctx(bench), file=i,
-                        with_base=bench.quality or bench.smoke, n_gpu_layers=gpu_layers(bench, device))
-             for i in range(len(fp.bits))]
-    return Cost(max(n.ram_bytes for n in needs), 0, (one + quality + smoke + load) * len(fp.bits),
-                max(n.gpu_bytes for n in needs))
+    needs = [
+        bench_need(
+            config,
+            fp,
+            device,
+            bench_n_ctx(bench),
+            file=i,
+            with_base=bench.quality or bench.smoke,
+            n_gpu_layers=gpu_layers(bench, device),
+        )
+        for i in range(len(fp.bits))
+    ]
+    return Cost(
+        max(n.ram_bytes for n in needs), 0, (one + quality + smoke + load) * len(fp.bits), max(n.gpu_bytes for n in needs)
+    )
 
 
 def gpu_layers(bench, device: str) -> int | None:
@@ -316,8 +360,16 @@ def files_bytes(path: Path, suffixes=(".safetensors", ".bin", ".gguf")) -> int:
     return sum(p.stat().st_size for p in path.iterdir() if p.is_file() and p.suffix in suffixes)
 
 
-def bench_need_for(path: Path, engine_name: str, device: str, n_ctx: int, *, base: Path | None = None,
-                   n_gpu_layers: int | None = -1, quality_ctx: int = 512) -> Need:
+def bench_need_for(
+    path: Path,
+    engine_name: str,
+    device: str,
+    n_ctx: int,
+    *,
+    base: Path | None = None,
+    n_gpu_layers: int | None = -1,
+    quality_ctx: int = 512,
+) -> Need:
     """``bench_need`` from the files at hand (the real preflight): the artifact's size where it
     runs (a .gguf's file; a compressed-tensors folder's dense size; a bitsandbytes folder's
     weights; a plain folder's weights in the dtype it runs in) and the base's, with the shape
@@ -348,7 +400,19 @@ def bench_need_for(path: Path, engine_name: str, device: str, n_ctx: int, *, bas
         per = 4 if device == "cpu" else dtype_bytes(None, base_config)
         base_runtime = estimate_params(base_config) * per
     if shape_config is None:  # a lone .gguf: its file, no KV estimate
-        return Need(runtime + LIBRARY_ALLOWANCE_BYTES if device == "cpu" else LIBRARY_ALLOWANCE_BYTES,
-                    0 if device == "cpu" else runtime + LLAMACPP_COMPUTE_BYTES, "the GGUF file")
-    return bench_need(shape_config, fp, device, n_ctx, with_base=base_runtime is not None,
-                      n_gpu_layers=n_gpu_layers, quality_ctx=quality_ctx, runtime=runtime, base_runtime=base_runtime)
+        return Need(
+            runtime + LIBRARY_ALLOWANCE_BYTES if device == "cpu" else LIBRARY_ALLOWANCE_BYTES,
+            0 if device == "cpu" else runtime + LLAMACPP_COMPUTE_BYTES,
+            "the GGUF file",
+        )
+    return bench_need(
+        shape_config,
+        fp,
+        device,
+        n_ctx,
+        with_base=base_runtime is not None,
+        n_gpu_layers=n_gpu_layers,
+        quality_ctx=quality_ctx,
+        runtime=runtime,
+        base_runtime=base_runtime,
+    )

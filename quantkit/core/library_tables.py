@@ -90,8 +90,9 @@ def transformers_tables() -> dict:
                 tables = literal_assignments(auto / name, ("CONFIG_MAPPING_NAMES",), tables)
         config = tables.get("CONFIG_MAPPING_NAMES", {})
         causal = literal_assignments(auto / "modeling_auto.py", ("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES",))
-        causal_lm = {k: [v] if isinstance(v, str) else list(v)
-                     for k, v in causal.get("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", {}).items()}
+        causal_lm = {
+            k: [v] if isinstance(v, str) else list(v) for k, v in causal.get("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", {}).items()
+        }
         return {"version": version, "config": config, "causal_lm": causal_lm}
 
     return cached_tables("transformers", version, build)
@@ -108,16 +109,20 @@ def causal_lm_reason(config: dict) -> str | None:
     archs = config.get("architectures") or []
     model_type = str(config.get("model_type") or "")
     if not archs:
-        return "config.json names no architecture (add \"architectures\" to config.json)"
+        return 'config.json names no architecture (add "architectures" to config.json)'
     if "AutoModelForCausalLM" in (config.get("auto_map") or {}):
         return None  # the model's own code; require_trusted_code asks for --trust-remote-code
     tables = transformers_tables()
     version = tables["version"] or "(not installed)"
     if not transformers_knows(model_type):
-        return (f"transformers {version} has no implementation of model type {model_type!r} and the model ships "
-                "no code (upgrade transformers, or use a checkpoint with its own modeling code)")
+        return (
+            f"transformers {version} has no implementation of model type {model_type!r} and the model ships "
+            "no code (upgrade transformers, or use a checkpoint with its own modeling code)"
+        )
     causal_classes = {c for classes in tables["causal_lm"].values() for c in classes}
     if model_type not in tables["causal_lm"] or not (archs[0] in causal_classes or archs[0].endswith("ForCausalLM")):
-        return (f"{archs[0]} is not a causal language model (transformers {version} loads model type "
-                f"{model_type!r} with no AutoModelForCausalLM class); only decoder-only causal LMs are supported")
+        return (
+            f"{archs[0]} is not a causal language model (transformers {version} loads model type "
+            f"{model_type!r} with no AutoModelForCausalLM class); only decoder-only causal LMs are supported"
+        )
     return None

@@ -94,5 +94,3 @@ def bits_per_weight(size_bytes: int, n_params: int | None) -> float | None:
     if not n_params:
         return None
     return round(size_bytes * 8 / n_params, 3)
-
-

@@ -74,8 +74,9 @@ def nvml_memory(index: int = 0) -> tuple[int, int] | None:
     try:
         pynvml.nvmlInit()
         try:
-            handle = (pynvml.nvmlDeviceGetHandleByIndex(int(chosen)) if chosen.isdigit()
-                      else pynvml.nvmlDeviceGetHandleByUUID(chosen))
+            handle = (
+                pynvml.nvmlDeviceGetHandleByIndex(int(chosen)) if chosen.isdigit() else pynvml.nvmlDeviceGetHandleByUUID(chosen)
+            )
             info = pynvml.nvmlDeviceGetMemoryInfo(handle)
             return int(info.free), int(info.total)
         finally:

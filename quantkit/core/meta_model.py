@@ -52,8 +52,9 @@ def meta_layer_modules(config: dict) -> list[tuple[str, object]]:
 def meta_linear_types(config: dict) -> set[str]:
     import torch
 
-    return {type(m).__name__ for _, m in meta_layer_modules(config)
-            if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D"}
+    return {
+        type(m).__name__ for _, m in meta_layer_modules(config) if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D"
+    }
 
 
 def meta_decoder_layer(config: dict) -> dict[str, tuple[str, int | None, int | None]]:

@@ -45,8 +45,21 @@ def text_config(config: dict) -> dict:
 
 
 # Model types whose MLP is two matrices (up, down) rather than three (gate, up, down).
-UNGATED_MLP = {"starcoder2", "phi", "falcon", "gpt_neox", "gpt2", "gpt_bigcode", "bloom", "opt", "mpt",
-               "gptj", "codegen", "gpt_neo", "stablelm_epoch"}
+UNGATED_MLP = {
+    "starcoder2",
+    "phi",
+    "falcon",
+    "gpt_neox",
+    "gpt2",
+    "gpt_bigcode",
+    "bloom",
+    "opt",
+    "mpt",
+    "gptj",
+    "codegen",
+    "gpt_neo",
+    "stablelm_epoch",
+}
 
 
 def estimate_params(config: dict) -> int:

@@ -31,8 +31,10 @@ def cuda_available() -> bool:
 def check_device(device: str | None) -> None:
     """Refuse an explicit ``cuda`` without a usable GPU (``auto``/``cpu`` always pass)."""
     if device == "cuda" and not cuda_available():
-        raise PreflightError("`device='cuda'` was asked for but torch sees no CUDA GPU",
-                             hint="use `device='cpu'` (or auto), or install a CUDA build of torch")
+        raise PreflightError(
+            "`device='cuda'` was asked for but torch sees no CUDA GPU",
+            hint="use `device='cpu'` (or auto), or install a CUDA build of torch",
+        )
     if device not in (None, "auto", "cpu", "cuda"):
         raise InputError(f"unknown device {device!r}", hint="choose auto, cpu or cuda")
 
@@ -64,8 +66,10 @@ def require_trusted_code(config: dict, trust_remote_code: bool) -> None:
     """A model type transformers lacks runs the checkpoint's own Python code: only when asked."""
     model_type = str(config.get("model_type") or "")
     if not transformers_knows(model_type) and not trust_remote_code:
-        raise PreflightError(f"model type {model_type!r} needs the model's own code to load",
-                             hint="pass `trust_remote_code=True` if you trust its authors")
+        raise PreflightError(
+            f"model type {model_type!r} needs the model's own code to load",
+            hint="pass `trust_remote_code=True` if you trust its authors",
+        )
 
 
 def estimate_peak_bytes(config: dict, dtype: str | None, factor: float) -> int:
@@ -114,7 +118,7 @@ def check_fit(need: Need, stage: str, force: bool = False) -> Need:
                 f"{stage} needs about {human_size(need.gpu_bytes)} of GPU memory but the GPU has "
                 f"{human_size(free)} free of {human_size(total)}",
                 hint="free the GPU (other processes: nvidia-smi), use a larger GPU or fewer calibration "
-                     "samples; pass `force=True` (force: true in a recipe) to try anyway",
+                "samples; pass `force=True` (force: true in a recipe) to try anyway",
             )
     return need
 

@@ -14,12 +14,33 @@ from pathlib import Path
 from quantkit.core.errors import InputError
 
 
-def option(default, help: str, *, choices=None, minimum=None, maximum=None, flag: str | None = None,
-           short: str | None = None, recipe: bool = True, cli: bool = True, envvar: str | None = None,
-           recipe_kind: str | None = None):
+def option(
+    default,
+    help: str,
+    *,
+    choices=None,
+    minimum=None,
+    maximum=None,
+    flag: str | None = None,
+    short: str | None = None,
+    recipe: bool = True,
+    cli: bool = True,
+    envvar: str | None = None,
+    recipe_kind: str | None = None,
+):
     """A setting: the default and everything the CLI, recipes and docs derive from it."""
-    meta = {"help": help, "choices": tuple(choices) if choices else None, "minimum": minimum, "maximum": maximum,
-            "flag": flag, "short": short, "recipe": recipe, "cli": cli, "envvar": envvar, "recipe_kind": recipe_kind}
+    meta = {
+        "help": help,
+        "choices": tuple(choices) if choices else None,
+        "minimum": minimum,
+        "maximum": maximum,
+        "flag": flag,
+        "short": short,
+        "recipe": recipe,
+        "cli": cli,
+        "envvar": envvar,
+        "recipe_kind": recipe_kind,
+    }
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -87,8 +108,9 @@ def build(cls, method: str, settings: dict, used_by: dict[str, list[str]] | None
         if name not in known:
             others = (used_by or {}).get(name)
             if others:
-                raise InputError(f"method {method} does not use the setting {name!r}",
-                                 hint=f"it is a setting of {', '.join(others)}")
+                raise InputError(
+                    f"method {method} does not use the setting {name!r}", hint=f"it is a setting of {', '.join(others)}"
+                )
             close = difflib.get_close_matches(name, known, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"{method} takes: {', '.join(known)}"
             raise InputError(f"{method} has no setting {name!r}", hint=hint)

@@ -37,5 +37,8 @@ def weights_identity(path: Path) -> list:
     """Cheap identity of a model's weights for the cache key: names, sizes, mtimes."""
     path = Path(path)
     files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
-    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files
-            if p.suffix in (".safetensors", ".gguf", ".bin", ".json", ".jinja")]
+    return [
+        [p.name, p.stat().st_size, p.stat().st_mtime_ns]
+        for p in files
+        if p.suffix in (".safetensors", ".gguf", ".bin", ".json", ".jinja")
+    ]

@@ -17,8 +17,11 @@ class EngineEntry:
 
 
 ENGINES: dict[str, EngineEntry] = {
-    "transformers": EngineEntry("quantkit.engines.hf:TransformersEngine", "PyTorch via transformers (HF folders: fp, AWQ, bitsandbytes)",
-                                ("torch", "transformers")),
+    "transformers": EngineEntry(
+        "quantkit.engines.hf:TransformersEngine",
+        "PyTorch via transformers (HF folders: fp, AWQ, bitsandbytes)",
+        ("torch", "transformers"),
+    ),
     "llama.cpp": EngineEntry("quantkit.engines.llamacpp:LlamaCppEngine", "llama.cpp via llama-cpp-python (GGUF)", ("llama_cpp",)),
 }
 

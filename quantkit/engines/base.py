@@ -44,8 +44,9 @@ class Engine(Protocol):
         """Token ids of ``messages`` through the artifact's own chat template, with the
         generation prompt appended."""
 
-    def stream(self, prompt_ids: list[int], max_tokens: int, temperature: float = 0.0,
-               top_p: float = 1.0, seed: int | None = None) -> Iterator[Token]:
+    def stream(
+        self, prompt_ids: list[int], max_tokens: int, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None
+    ) -> Iterator[Token]:
         """Generate after ``prompt_ids``; stops at an eos id (not yielded) or ``max_tokens``."""
 
     def logits(self, ids: list[int]):

@@ -19,8 +19,10 @@ def chat_ids(rendered: str, messages: list[dict], with_control, as_text) -> list
             content = content.strip()
             start = rendered.find(content, at) if content else -1
         if start < 0:
-            raise InputError(f"messages[{i}]: cannot find its text in the rendered chat template",
-                             hint="the template rewrites message text; send it without leading/trailing markup")
+            raise InputError(
+                f"messages[{i}]: cannot find its text in the rendered chat template",
+                hint="the template rewrites message text; send it without leading/trailing markup",
+            )
         if start > at:
             ids += with_control(rendered[at:start])
         ids += as_text(content)

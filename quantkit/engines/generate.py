@@ -6,9 +6,24 @@ import codecs
 import numpy as np
 
 # Control-token texts of common chat templates; engines add their own tokenizer's list.
-COMMON_SPECIAL = {"<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|start_header_id|>",
-                  "<|end_header_id|>", "<|begin_of_text|>", "<start_of_turn>", "<end_of_turn>",
-                  "<|end|>", "<|user|>", "<|assistant|>", "<|system|>", "[INST]", "[/INST]", "</s>"}
+COMMON_SPECIAL = {
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<|eot_id|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|begin_of_text|>",
+    "<start_of_turn>",
+    "<end_of_turn>",
+    "<|end|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|system|>",
+    "[INST]",
+    "[/INST]",
+    "</s>",
+}
 # End-of-turn tokens looked up by text when the config does not list them all.
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<end_of_turn>", "<|end|>", "<|eom_id|>")
 
@@ -55,16 +70,17 @@ class TextPieces:
         if self.token_bytes is not None:
             return self.decode(self.token_bytes(token))
         self.ids.append(token)
-        before = self.engine.detokenize(self.ids[self.prefix:self.read])
-        after = self.engine.detokenize(self.ids[self.prefix:])
+        before = self.engine.detokenize(self.ids[self.prefix : self.read])
+        after = self.engine.detokenize(self.ids[self.prefix :])
         if len(after) > len(before) and not after.endswith("\ufffd"):
             self.prefix, self.read = self.read, len(self.ids)
-            return after[len(before):]
+            return after[len(before) :]
         return ""
 
 
-def stream_tokens(engine, prompt_ids: list[int], max_tokens: int, temperature: float = 0.0,
-                  top_p: float = 1.0, seed: int | None = None):
+def stream_tokens(
+    engine, prompt_ids: list[int], max_tokens: int, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None
+):
     """Yield Token(id, text) after ``prompt_ids`` until an eos id (not yielded) or ``max_tokens``.
     Text is decoded incrementally so a multi-byte character is emitted once it is complete."""
     from quantkit.engines.base import Token

@@ -33,8 +33,10 @@ class TransformersEngine:
         self.threads = torch.get_num_threads()
         has_safetensors = any(self.path.glob("*.safetensors"))
         if not has_safetensors and not options.allow_pickle:
-            raise InputError(f"{self.path} has no .safetensors weights",
-                             hint="pickle weights can run code on load; pass `allow_pickle` if you trust them")
+            raise InputError(
+                f"{self.path} has no .safetensors weights",
+                hint="pickle weights can run code on load; pass `allow_pickle` if you trust them",
+            )
         # bf16/fp16 matmuls are slow on CPUs without native support: compute in float32 there.
         dtype = options.dtype or ("float32" if self.device == "cpu" else "auto")
         logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # int8 warns on every matmul
@@ -44,8 +46,10 @@ class TransformersEngine:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=options.trust_remote_code)
             self.model = AutoModelForCausalLM.from_pretrained(
-                self.path, dtype=dtype if dtype == "auto" else getattr(torch, dtype),
-                device_map=self.device, trust_remote_code=options.trust_remote_code,
+                self.path,
+                dtype=dtype if dtype == "auto" else getattr(torch, dtype),
+                device_map=self.device,
+                trust_remote_code=options.trust_remote_code,
                 use_safetensors=has_safetensors or None,
             )
         except (OSError, ValueError, RuntimeError) as exc:
@@ -53,8 +57,9 @@ class TransformersEngine:
         self.model.eval()
         self.eos_ids = self._eos_ids()
         self.special_tokens = set(self.tokenizer.all_special_tokens) | COMMON_SPECIAL
-        self.special_tokens |= {t.content for t in getattr(self.tokenizer, "added_tokens_decoder", {}).values()
-                                if getattr(t, "special", False)}
+        self.special_tokens |= {
+            t.content for t in getattr(self.tokenizer, "added_tokens_decoder", {}).values() if getattr(t, "special", False)
+        }
         self.n_params = count_parameters(self.model) or None
         self.weights_bytes = sum(p.stat().st_size for p in self.path.iterdir() if p.suffix in WEIGHT_SUFFIXES)
         # compressed-tensors (AWQ pack-quantized) decompresses every layer to dense weights on the

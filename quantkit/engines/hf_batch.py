@@ -33,8 +33,13 @@ class TransformersBatch:
     def _run(self, input_ids, layers, mask, position_ids):
         with self.torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            out = self.engine.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
-                                    past_key_values=self._cache(layers) if layers else None, use_cache=True)
+            out = self.engine.model(
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=position_ids,
+                past_key_values=self._cache(layers) if layers else None,
+                use_cache=True,
+            )
         cache = out.past_key_values
         layers = [(layer.keys, layer.values) for layer in cache.layers]
         return out.logits[:, -1].float().cpu().numpy(), layers
@@ -61,9 +66,12 @@ class TransformersBatch:
             if seq in self.pos or len(ids) > self.n_ctx_seq:
                 raise InputError(f"sequence {seq}: a prompt comes once, in one piece of at most {self.n_ctx_seq} tokens")
             n = len(ids)
-            logits, layers = self._run(torch.tensor([ids], device=device), None,
-                                       torch.ones(1, n, dtype=torch.long, device=device),
-                                       torch.arange(n, device=device)[None])
+            logits, layers = self._run(
+                torch.tensor([ids], device=device),
+                None,
+                torch.ones(1, n, dtype=torch.long, device=device),
+                torch.arange(n, device=device)[None],
+            )
             self._merge(seq, layers, n)
             out[seq] = logits[0]
         return out
@@ -81,10 +89,12 @@ class TransformersBatch:
         def pad(t, to):  # left-pad the length dimension (2) with zeros
             return t if t.shape[2] == to else torch.nn.functional.pad(t, (0, 0, to - t.shape[2], 0))
 
-        self.layers = [(torch.cat([pad(k, width), pad(nk, width)]), torch.cat([pad(v, width), pad(nv, width)]))
-                       for (k, v), (nk, nv) in zip(self.layers, layers)]
+        self.layers = [
+            (torch.cat([pad(k, width), pad(nk, width)]), torch.cat([pad(v, width), pad(nv, width)]))
+            for (k, v), (nk, nv) in zip(self.layers, layers)
+        ]
         new_mask = torch.zeros(1, width, dtype=self.mask.dtype, device=self.mask.device)
-        new_mask[0, width - n:] = 1
+        new_mask[0, width - n :] = 1
         self.mask = torch.cat([torch.nn.functional.pad(self.mask, (width - length, 0)), new_mask])
         self.rows.append(seq)
         self.pos[seq] = n
@@ -103,8 +113,7 @@ class TransformersBatch:
         self.mask = self.mask.index_select(0, index)
         first = int((self.mask.sum(0) > 0).nonzero()[0])  # columns that are padding in every row go
         self.mask = self.mask[:, first:]
-        self.layers = [(k.index_select(0, index)[:, :, first:], v.index_select(0, index)[:, :, first:])
-                       for k, v in self.layers]
+        self.layers = [(k.index_select(0, index)[:, :, first:], v.index_select(0, index)[:, :, first:]) for k, v in self.layers]
 
     def close(self) -> None:
         self.rows, self.layers, self.mask, self.pos = [], [], None, {}

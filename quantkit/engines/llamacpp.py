@@ -42,8 +42,9 @@ def offload_layers(device: str, n_gpu_layers: int | None, gpu_build: bool) -> tu
     if device == "cuda":
         return (n_gpu_layers or -1), []
     if n_gpu_layers and not gpu_build:
-        return 0, [f"--n-gpu-layers {n_gpu_layers} asked for, but this llama-cpp-python build has no GPU "
-                   "support: it ran on the CPU"]
+        return 0, [
+            f"--n-gpu-layers {n_gpu_layers} asked for, but this llama-cpp-python build has no GPU support: it ran on the CPU"
+        ]
     return (n_gpu_layers or 0), []
 
 
@@ -61,17 +62,24 @@ class LlamaCppEngine:
         self.file = find_gguf(self.path)
         self.options = options
         if options.device == "cuda" and not llama_cpp.llama_supports_gpu_offload():
-            raise InputError("`device='cuda'` asked for, but this llama-cpp-python build has no GPU support",
-                             hint="reinstall it with CMAKE_ARGS=-DGGML_CUDA=on, or use `device='cpu'`")
-        gpu_layers, self.warnings = offload_layers(options.device, options.n_gpu_layers,
-                                                   llama_cpp.llama_supports_gpu_offload())
+            raise InputError(
+                "`device='cuda'` asked for, but this llama-cpp-python build has no GPU support",
+                hint="reinstall it with CMAKE_ARGS=-DGGML_CUDA=on, or use `device='cpu'`",
+            )
+        gpu_layers, self.warnings = offload_layers(options.device, options.n_gpu_layers, llama_cpp.llama_supports_gpu_offload())
         self.device = "cuda" if gpu_layers else "cpu"
         self.gpu_layers = gpu_layers  # -1: all
         self.threads = options.threads or max(1, (os.cpu_count() or 2) // 2)
         try:
             self.llm = llama_cpp.Llama(
-                model_path=str(self.file), n_ctx=options.n_ctx, n_batch=512, n_threads=self.threads,
-                n_threads_batch=self.threads, n_gpu_layers=gpu_layers, logits_all=False, verbose=False,
+                model_path=str(self.file),
+                n_ctx=options.n_ctx,
+                n_batch=512,
+                n_threads=self.threads,
+                n_threads_batch=self.threads,
+                n_gpu_layers=gpu_layers,
+                logits_all=False,
+                verbose=False,
             )
         except (ValueError, RuntimeError) as exc:
             raise EngineError(f"llama.cpp could not load {self.file}: {exc}") from exc
@@ -81,13 +89,16 @@ class LlamaCppEngine:
         self.n_params = self.llm._model.n_params() or None
         self.n_layers = int(llama_cpp.llama_model_n_layer(self.llm._model.model))
         if 0 < gpu_layers < self.n_layers:
-            self.warnings.append(f"only {gpu_layers} of {self.n_layers} layers run on the GPU, the rest on the CPU "
-                                 "(--n-gpu-layers -1 puts all there)")
+            self.warnings.append(
+                f"only {gpu_layers} of {self.n_layers} layers run on the GPU, the rest on the CPU "
+                "(--n-gpu-layers -1 puts all there)"
+            )
         self.weights_bytes = self.file.stat().st_size
         vocab = self.llm._model.vocab
         self.eos_ids = {i for i in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(vocab, i)}
-        control = {i for i in range(self.n_vocab)
-                   if llama_cpp.llama_vocab_get_attr(vocab, i) & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL}
+        control = {
+            i for i in range(self.n_vocab) if llama_cpp.llama_vocab_get_attr(vocab, i) & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
+        }
         self.special_tokens = {self.llm._model.token_get_text(i) for i in control | self.eos_ids} | COMMON_SPECIAL
         self.special_tokens.discard("")
         self._n_past = 0
@@ -135,8 +146,9 @@ class LlamaCppEngine:
         def as_text(text):  # message text: control-token spellings stay plain characters
             return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
 
-        return chat_ids(self._template(messages=messages).prompt, messages,
-                        lambda text: self.tokenize(text, add_special=False), as_text)
+        return chat_ids(
+            self._template(messages=messages).prompt, messages, lambda text: self.tokenize(text, add_special=False), as_text
+        )
 
     def batch_decoder(self, n_seq: int, n_ctx_seq: int):
         """``n_seq`` sequences decoded together in a context of their own (the serve batch)."""
@@ -156,12 +168,13 @@ class LlamaCppEngine:
         np = self.np
         n_ctx = self.llm._n_ctx  # fixed when the context was made (Llama keeps it)
         if self._n_past + len(ids) > n_ctx:
-            raise InputError(f"{self._n_past + len(ids)} tokens exceed the context of {n_ctx}",
-                             hint="use a shorter prompt or a larger n_ctx")
+            raise InputError(
+                f"{self._n_past + len(ids)} tokens exceed the context of {n_ctx}", hint="use a shorter prompt or a larger n_ctx"
+            )
         rows = []
         step = self.llm.n_batch
         for start in range(0, len(ids), step):
-            chunk = ids[start:start + step]
+            chunk = ids[start : start + step]
             self.llm._batch.set_batch(batch=chunk, n_past=self._n_past, logits_all=all_logits)
             try:
                 self.llm._ctx.decode(self.llm._batch)
@@ -170,8 +183,9 @@ class LlamaCppEngine:
             self._n_past += len(chunk)
             n_out = len(chunk) if all_logits else 1
             pointer = self.llm._ctx.get_logits()
-            rows.append(np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)),
-                                              shape=(n_out, self.n_vocab)).copy())
+            rows.append(
+                np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(n_out, self.n_vocab)).copy()
+            )
         return rows
 
     def forward(self, ids: list[int]):

@@ -28,8 +28,10 @@ class LlamaCppBatch:
         try:
             self.ctx = _internals.LlamaContext(model=engine.llm._model, params=params, verbose=False)
         except ValueError as exc:
-            raise EngineError(f"llama.cpp could not make a context for {n_seq} sequences x {n_ctx_seq} tokens: {exc}",
-                              hint="lower `parallel` or `n_ctx`") from exc
+            raise EngineError(
+                f"llama.cpp could not make a context for {n_seq} sequences x {n_ctx_seq} tokens: {exc}",
+                hint="lower `parallel` or `n_ctx`",
+            ) from exc
         self.n_ctx_seq = lc.llama_n_ctx(self.ctx.ctx) // n_seq
         self.batch = lc.llama_batch_init(n_batch, 0, 1)
         self.n_past = [0] * n_seq

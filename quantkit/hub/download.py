@@ -94,11 +94,21 @@ def env_set(name: str, value: str):
             os.environ[name] = old
 
 
-def download(repo_id: str, *, source: str = "hf", revision: str | None = None,
-             include: list[str] | None = None, exclude: list[str] | None = None,
-             local_dir: str | Path | None = None, token: str | None = None, endpoint: str | None = None,
-             dry_run: bool = False, allow_pickle: bool = False, progress: bool = True,
-             on_preflight: Callable[[DownloadResult], None] | None = None) -> DownloadResult:
+def download(
+    repo_id: str,
+    *,
+    source: str = "hf",
+    revision: str | None = None,
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+    local_dir: str | Path | None = None,
+    token: str | None = None,
+    endpoint: str | None = None,
+    dry_run: bool = False,
+    allow_pickle: bool = False,
+    progress: bool = True,
+    on_preflight: Callable[[DownloadResult], None] | None = None,
+) -> DownloadResult:
     """Fetch ``repo_id`` at ``revision`` (default: main on HF, master on ModelScope), verified.
 
     ``on_preflight`` is called once the listing and ``config.json`` are known and before any
@@ -111,7 +121,9 @@ def download(repo_id: str, *, source: str = "hf", revision: str | None = None,
     if source not in SOURCES:
         raise InputError(f"unknown source {source!r}", hint=f"choose one of {', '.join(SOURCES)}")
     if not REPO_ID.fullmatch(repo_id) or ".." in repo_id:
-        raise InputError(f"{repo_id!r} is not a hub repo id", hint="expected owner/name, e.g. HuggingFaceTB/SmolLM2-135M-Instruct")
+        raise InputError(
+            f"{repo_id!r} is not a hub repo id", hint="expected owner/name, e.g. HuggingFaceTB/SmolLM2-135M-Instruct"
+        )
     hub = import_module(SOURCES[source])
     token = token or os.environ.get(hub.TOKEN_ENV) or None
     endpoint = (endpoint or os.environ.get(hub.ENDPOINT_ENV) or hub.DEFAULT_ENDPOINT).rstrip("/")
@@ -131,9 +143,17 @@ def download(repo_id: str, *, source: str = "hf", revision: str | None = None,
         selected, skipped = select(listing.files, include, exclude, allow_pickle, f"{repo_id}@{revision}")
         dest = Path(local_dir).expanduser().resolve() if local_dir else hub.cache_folder(repo_id, listing.commit)
         result = DownloadResult(
-            path=dest, files=[FileRecord(f.name, f.size, f.sha256) for f in selected],
-            total_bytes=sum(f.size for f in selected), commit=listing.commit, info=None, source=source,
-            repo_id=repo_id, revision=revision, dry_run=dry_run, skipped_pickle=skipped)
+            path=dest,
+            files=[FileRecord(f.name, f.size, f.sha256) for f in selected],
+            total_bytes=sum(f.size for f in selected),
+            commit=listing.commit,
+            info=None,
+            source=source,
+            repo_id=repo_id,
+            revision=revision,
+            dry_run=dry_run,
+            skipped_pickle=skipped,
+        )
         first = [f for f in selected if f.name in PREFLIGHT_FILES]
         if dry_run:
             with tempfile.TemporaryDirectory(prefix="quantkit-dry-run-") as scratch:
@@ -149,8 +169,9 @@ def download(repo_id: str, *, source: str = "hf", revision: str | None = None,
         result.info = _describe(hub, repo_id, listing.commit, first, local_dir and dest, token, endpoint, previous)
         if on_preflight:
             on_preflight(result)
-        folder = hub.fetch(repo_id, listing.commit, [glob.escape(f.name) for f in selected],
-                           local_dir and dest, token, endpoint, progress)
+        folder = hub.fetch(
+            repo_id, listing.commit, [glob.escape(f.name) for f in selected], local_dir and dest, token, endpoint, progress
+        )
     result.path = folder
     result.files = verify(hub, folder, selected, previous)
     for stale in folder.rglob("*.incomplete"):  # left by an earlier failed run, now superseded
@@ -170,7 +191,10 @@ def offline_copy(hub, repo_id: str, source: str, revision: str, local_dir) -> Do
     for folder in candidates:
         with contextlib.suppress(OSError, ValueError):
             data = json.loads((folder / SOURCE_MANIFEST).read_text())
-            if (data.get("source"), data.get("repo_id")) == (source, repo_id) and revision in (data.get("revision"), data.get("commit")):
+            if (data.get("source"), data.get("repo_id")) == (source, repo_id) and revision in (
+                data.get("revision"),
+                data.get("commit"),
+            ):
                 found.append((data.get("downloaded_at", ""), folder, data))
     if not found:
         return None
@@ -180,9 +204,18 @@ def offline_copy(hub, repo_id: str, source: str, revision: str, local_dir) -> Do
     unchanged_since_verified(folder, data)
     files = [FileRecord(row["path"], row["size"], row.get("sha256")) for row in data["files"]]
     info = describe(folder) if (folder / "config.json").is_file() else None
-    return DownloadResult(path=folder, files=files, total_bytes=data.get("total_bytes", 0), commit=data.get("commit"),
-                          info=info, source=source, repo_id=repo_id, revision=revision, offline=True,
-                          skipped_pickle=data.get("skipped_pickle", []))
+    return DownloadResult(
+        path=folder,
+        files=files,
+        total_bytes=data.get("total_bytes", 0),
+        commit=data.get("commit"),
+        info=info,
+        source=source,
+        repo_id=repo_id,
+        revision=revision,
+        offline=True,
+        skipped_pickle=data.get("skipped_pickle", []),
+    )
 
 
 def unchanged_since_verified(folder: Path, data: dict) -> None:
@@ -192,13 +225,17 @@ def unchanged_since_verified(folder: Path, data: dict) -> None:
     for row in data.get("files", []):
         path = folder / row["path"]
         if not path.is_file():
-            raise IntegrityError(f"{row['path']} is missing from the verified download in {folder}",
-                                 hint="reconnect to the hub and run the same command to fetch it again")
+            raise IntegrityError(
+                f"{row['path']} is missing from the verified download in {folder}",
+                hint="reconnect to the hub and run the same command to fetch it again",
+            )
         if path.stat().st_size == row["size"] and same_mtime(path, row, manifest_mtime):
             continue
         if path.stat().st_size != row["size"] or file_digests(path)[0] != row.get("sha256"):
-            raise IntegrityError(f"{row['path']} in {folder} changed after it was downloaded and verified",
-                                 hint="reconnect to the hub and run the same command to fetch it again")
+            raise IntegrityError(
+                f"{row['path']} in {folder} changed after it was downloaded and verified",
+                hint="reconnect to the hub and run the same command to fetch it again",
+            )
 
 
 def same_mtime(path: Path, row: dict, manifest_mtime: float) -> bool:
@@ -215,8 +252,15 @@ def _bundled(spec: str, on_preflight) -> DownloadResult:
 
     path = materialize(spec)
     files = [FileRecord(p.name, p.stat().st_size, None) for p in sorted(path.iterdir()) if p.is_file()]
-    result = DownloadResult(path=path, files=files, total_bytes=sum(f.size for f in files), commit=None,
-                            info=describe(path), source="bundled", repo_id=spec)
+    result = DownloadResult(
+        path=path,
+        files=files,
+        total_bytes=sum(f.size for f in files),
+        commit=None,
+        info=describe(path),
+        source="bundled",
+        repo_id=spec,
+    )
     if on_preflight:
         on_preflight(result)
     return result
@@ -225,29 +269,47 @@ def _bundled(spec: str, on_preflight) -> DownloadResult:
 def check_name(name: str) -> None:
     """Listed names become paths under the target folder: refuse any that could leave it."""
     parts = PurePosixPath(name).parts
-    if (not name or "\\" in name or "\0" in name or name.startswith("/") or ".." in parts
-            or re.match(r"[A-Za-z]:", name) or name != str(PurePosixPath(name))):
-        raise DownloadError(f"the hub listed an unsafe file name {name!r}; nothing was downloaded",
-                            hint="this repo cannot be fetched safely")
+    if (
+        not name
+        or "\\" in name
+        or "\0" in name
+        or name.startswith("/")
+        or ".." in parts
+        or re.match(r"[A-Za-z]:", name)
+        or name != str(PurePosixPath(name))
+    ):
+        raise DownloadError(
+            f"the hub listed an unsafe file name {name!r}; nothing was downloaded", hint="this repo cannot be fetched safely"
+        )
 
 
 def select(files: list[RemoteFile], include, exclude, allow_pickle: bool, where: str):
     """The files matching the patterns, minus pickle weights unless allowed (and our manifest)."""
     from huggingface_hub.utils import filter_repo_objects  # the same glob rules as `hf download`
 
-    chosen = list(filter_repo_objects(files, allow_patterns=list(include) if include else None,
-                                      ignore_patterns=list(exclude) if exclude else None, key=lambda f: f.name))
+    chosen = list(
+        filter_repo_objects(
+            files,
+            allow_patterns=list(include) if include else None,
+            ignore_patterns=list(exclude) if exclude else None,
+            key=lambda f: f.name,
+        )
+    )
     chosen = [f for f in chosen if f.name != SOURCE_MANIFEST]
     if not chosen:
-        raise InputError(f"no file of {where} matches the `include`/`exclude` patterns",
-                         hint=f"it has: {', '.join(f.name for f in files[:8])}{' ...' if len(files) > 8 else ''}")
+        raise InputError(
+            f"no file of {where} matches the `include`/`exclude` patterns",
+            hint=f"it has: {', '.join(f.name for f in files[:8])}{' ...' if len(files) > 8 else ''}",
+        )
     if allow_pickle:
         return chosen, []
     pickles = [f.name for f in chosen if f.name.endswith(PICKLE_SUFFIXES)]
     safe = [f for f in chosen if f.name.endswith(SAFE_WEIGHT_SUFFIXES)]
     if pickles and not safe:
-        raise PreflightError(f"{where} has weights only as pickle files ({', '.join(pickles[:3])}), "
-                             "which can run code when loaded", hint="pass `allow_pickle` if you trust this repo")
+        raise PreflightError(
+            f"{where} has weights only as pickle files ({', '.join(pickles[:3])}), which can run code when loaded",
+            hint="pass `allow_pickle` if you trust this repo",
+        )
     return [f for f in chosen if f.name not in pickles], pickles
 
 
@@ -258,8 +320,10 @@ def check_disk(dest: Path, files: list[RemoteFile]) -> None:
         probe = probe.parent
     free = shutil.disk_usage(probe).free
     if needed > free:
-        raise PreflightError(f"not enough disk space in {probe}: the download needs {human_size(needed)}, "
-                             f"{human_size(free)} is free", hint="free some space or pass a `local_dir` on a larger disk")
+        raise PreflightError(
+            f"not enough disk space in {probe}: the download needs {human_size(needed)}, {human_size(free)} is free",
+            hint="free some space or pass a `local_dir` on a larger disk",
+        )
 
 
 def _same_size(path: Path, size: int) -> bool:
@@ -287,8 +351,7 @@ def verify(hub, folder: Path, files: list[RemoteFile], previous: dict) -> list[F
     for remote in files:
         path = folder / remote.name
         if not path.is_file():
-            raise DownloadError(f"{remote.name} is missing after the download",
-                                hint="run the same command again to finish it")
+            raise DownloadError(f"{remote.name} is missing after the download", hint="run the same command again to finish it")
         size = path.stat().st_size
         known = previous.get(remote.name)
         if known and known["size"] == size and known.get("sha256") and remote.sha256 in (None, known["sha256"]):
@@ -300,8 +363,9 @@ def verify(hub, folder: Path, files: list[RemoteFile], previous: dict) -> list[F
         if size != remote.size or (expected and actual != expected):
             hub.remove(folder, remote.name)
             raise IntegrityError(
-                f"checksum mismatch for {remote.name}: expected {remote.size} bytes {expected or ''}, "
-                f"got {size} bytes {actual}", hint="the file was removed; run again to fetch it anew")
+                f"checksum mismatch for {remote.name}: expected {remote.size} bytes {expected or ''}, got {size} bytes {actual}",
+                hint="the file was removed; run again to fetch it anew",
+            )
         records.append(FileRecord(remote.name, size, sha256))
     return records
 
@@ -324,9 +388,13 @@ def _previous_records(folder: Path, commit: str) -> dict[str, dict]:
         data = json.loads(manifest.read_text())
         if data.get("commit") == commit:
             written = manifest.stat().st_mtime
-            return {row["path"]: row for row in data.get("files", [])
-                    if (folder / row["path"]).is_file() and (folder / row["path"]).stat().st_size == row["size"]
-                    and same_mtime(folder / row["path"], row, written)}
+            return {
+                row["path"]: row
+                for row in data.get("files", [])
+                if (folder / row["path"]).is_file()
+                and (folder / row["path"]).stat().st_size == row["size"]
+                and same_mtime(folder / row["path"], row, written)
+            }
     return {}
 
 
@@ -354,8 +422,10 @@ def write_source_manifest(result: DownloadResult, endpoint: str) -> None:
         "endpoint": endpoint,
         "revision": result.revision,
         "commit": result.commit,
-        "files": [{"path": f.name, "size": f.size, "sha256": f.sha256,
-                   "mtime_ns": (result.path / f.name).stat().st_mtime_ns} for f in result.files],
+        "files": [
+            {"path": f.name, "size": f.size, "sha256": f.sha256, "mtime_ns": (result.path / f.name).stat().st_mtime_ns}
+            for f in result.files
+        ],
         "total_bytes": result.total_bytes,
         "skipped_pickle": result.skipped_pickle,
         "downloaded_at": now_iso(),

@@ -22,12 +22,16 @@ def listing(repo_id: str, revision: str, token: str | None, endpoint: str) -> Li
     api = HfApi(endpoint=endpoint, token=token)
     with errors_mapped(repo_id, revision, endpoint, stage="list"):
         commit = api.repo_info(repo_id, revision=revision).sha
-        entries = [e for e in api.list_repo_tree(repo_id, revision=commit, recursive=True)
-                   if isinstance(e, RepoFile)]
-    files = [RemoteFile(name=e.path, size=e.size,
-                        sha256=e.lfs.sha256 if e.lfs is not None else None,
-                        git_sha1=None if e.lfs is not None else e.blob_id)
-             for e in entries]
+        entries = [e for e in api.list_repo_tree(repo_id, revision=commit, recursive=True) if isinstance(e, RepoFile)]
+    files = [
+        RemoteFile(
+            name=e.path,
+            size=e.size,
+            sha256=e.lfs.sha256 if e.lfs is not None else None,
+            git_sha1=None if e.lfs is not None else e.blob_id,
+        )
+        for e in entries
+    ]
     return Listing(commit=commit, files=files)
 
 
@@ -39,15 +43,22 @@ def cache_folder(repo_id: str, commit: str) -> Path:
     return Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model") / "snapshots" / commit
 
 
-def fetch(repo_id: str, commit: str, names: list[str], local_dir: Path | None, token: str | None,
-          endpoint: str, progress: bool) -> Path:
+def fetch(
+    repo_id: str, commit: str, names: list[str], local_dir: Path | None, token: str | None, endpoint: str, progress: bool
+) -> Path:
     from huggingface_hub import snapshot_download
 
     clean_incomplete(repo_id, local_dir)
     try:
         with errors_mapped(repo_id, commit, endpoint, stage="fetch"), progress_bars(progress):
-            path = snapshot_download(repo_id, revision=commit, allow_patterns=names, endpoint=endpoint,
-                                     token=token, local_dir=str(local_dir) if local_dir else None)
+            path = snapshot_download(
+                repo_id,
+                revision=commit,
+                allow_patterns=names,
+                endpoint=endpoint,
+                token=token,
+                local_dir=str(local_dir) if local_dir else None,
+            )
     except BaseException:
         # huggingface_hub does not resume a partial file in a new process: drop what it left.
         clean_incomplete(repo_id, local_dir)
@@ -103,11 +114,13 @@ def errors_mapped(repo_id: str, revision: str, endpoint: str, stage: str):
     except GatedRepoError as exc:
         raise auth_error(repo_id, endpoint) from exc
     except RepositoryNotFoundError as exc:  # the real hub also says this for private repos
-        raise DownloadError(f"repository {repo_id} not found on {endpoint}",
-                            hint="check the id; a private repo needs `token` or HF_TOKEN") from exc
+        raise DownloadError(
+            f"repository {repo_id} not found on {endpoint}", hint="check the id; a private repo needs `token` or HF_TOKEN"
+        ) from exc
     except RevisionNotFoundError as exc:
-        raise DownloadError(f"revision {revision!r} not found in {repo_id}",
-                            hint="give a branch, tag or commit that the repo has") from exc
+        raise DownloadError(
+            f"revision {revision!r} not found in {repo_id}", hint="give a branch, tag or commit that the repo has"
+        ) from exc
     except LocalEntryNotFoundError as exc:  # what snapshot_download says when the hub is unreachable
         raise unreachable(endpoint) from exc
     except EntryNotFoundError as exc:
@@ -116,8 +129,9 @@ def errors_mapped(repo_id: str, revision: str, endpoint: str, stage: str):
         status = exc.response.status_code if exc.response is not None else None
         if status in (401, 403):
             raise auth_error(repo_id, endpoint) from exc
-        raise DownloadError(f"{endpoint} answered HTTP {status} for {repo_id}",
-                            hint="retry later or try another `endpoint`") from exc
+        raise DownloadError(
+            f"{endpoint} answered HTTP {status} for {repo_id}", hint="retry later or try another `endpoint`"
+        ) from exc
     except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
         if stage == "list":
             raise unreachable(endpoint) from exc
@@ -128,16 +142,19 @@ def errors_mapped(repo_id: str, revision: str, endpoint: str, stage: str):
 
 
 def auth_error(repo_id: str, endpoint: str) -> DownloadError:
-    return DownloadError(f"{repo_id} on {endpoint} needs authentication (gated or private)",
-                         hint="accept its terms on the hub, then pass `token` or set HF_TOKEN")
+    return DownloadError(
+        f"{repo_id} on {endpoint} needs authentication (gated or private)",
+        hint="accept its terms on the hub, then pass `token` or set HF_TOKEN",
+    )
 
 
 def unreachable(endpoint: str) -> DownloadError:
-    return HubUnreachable(f"cannot reach {endpoint}",
-                         hint="check the network, or use a mirror with `endpoint` / HF_ENDPOINT")
+    return HubUnreachable(f"cannot reach {endpoint}", hint="check the network, or use a mirror with `endpoint` / HF_ENDPOINT")
 
 
 def interrupted(repo_id: str, exc: Exception | None = None) -> DownloadError:
     detail = f": {type(exc).__name__}" if exc is not None else ""
-    return DownloadError(f"the transfer of {repo_id} was interrupted{detail}",
-                         hint="run the same command again to finish; completed files are reused")
+    return DownloadError(
+        f"the transfer of {repo_id} was interrupted{detail}",
+        hint="run the same command again to finish; completed files are reused",
+    )

@@ -6,8 +6,9 @@ from quantkit.core.errors import InputError
 from quantkit.hub.bundled import is_bundled, materialize
 
 
-def resolve_model(spec: str | Path, source: str = "hf", revision: str | None = None,
-                  token: str | None = None, allow_pickle: bool = False) -> Path:
+def resolve_model(
+    spec: str | Path, source: str = "hf", revision: str | None = None, token: str | None = None, allow_pickle: bool = False
+) -> Path:
     """A local HF model folder for ``spec``, downloading or materializing it if needed."""
     text = str(spec)
     if is_bundled(text):

@@ -40,10 +40,13 @@ def listing(repo_id: str, revision: str, token: str | None, endpoint: str) -> Li
     newest = max(blobs, key=lambda f: f.get("CommittedDate") or 0, default={})
     commit = newest.get("Revision") or (revision if COMMIT_LIKE.fullmatch(revision) else None)
     if commit is None:
-        raise DownloadError(f"ModelScope did not say which commit {repo_id}@{revision} is",
-                            hint="pass `revision` with a commit id")
-    files = [RemoteFile(name=f.get("Path") or f.get("Name"), size=int(f.get("Size") or 0),
-                        sha256=(f.get("Sha256") or None)) for f in blobs]
+        raise DownloadError(
+            f"ModelScope did not say which commit {repo_id}@{revision} is", hint="pass `revision` with a commit id"
+        )
+    files = [
+        RemoteFile(name=f.get("Path") or f.get("Name"), size=int(f.get("Size") or 0), sha256=(f.get("Sha256") or None))
+        for f in blobs
+    ]
     return Listing(commit=commit, files=files)
 
 
@@ -55,16 +58,23 @@ def cache_folder(repo_id: str, commit: str) -> Path:
     return Path(get_default_config().cache_dir) / "models" / repo_id.replace("/", "--") / "snapshots" / commit
 
 
-def fetch(repo_id: str, commit: str, names: list[str], local_dir: Path | None, token: str | None,
-          endpoint: str, progress: bool) -> Path:
+def fetch(
+    repo_id: str, commit: str, names: list[str], local_dir: Path | None, token: str | None, endpoint: str, progress: bool
+) -> Path:
     try:  # what modelscope.snapshot_download delegates to, without `import modelscope` (4 s, torch)
         from modelscope_hub.compat.snapshot_download import snapshot_download
     except ImportError:
         from modelscope import snapshot_download
 
     with errors_mapped(repo_id, commit, endpoint, stage="fetch"):
-        path = snapshot_download(repo_id, revision=commit, allow_patterns=names, token=token,
-                                 endpoint=endpoint, local_dir=str(local_dir) if local_dir else None)
+        path = snapshot_download(
+            repo_id,
+            revision=commit,
+            allow_patterns=names,
+            token=token,
+            endpoint=endpoint,
+            local_dir=str(local_dir) if local_dir else None,
+        )
     return Path(path)
 
 
@@ -73,8 +83,7 @@ def remove(folder: Path, name: str) -> None:
 
 
 def revision_error(repo_id: str, revision: str) -> DownloadError:
-    return DownloadError(f"revision {revision!r} not found in {repo_id}",
-                         hint="give a branch, tag or commit that the repo has")
+    return DownloadError(f"revision {revision!r} not found in {repo_id}", hint="give a branch, tag or commit that the repo has")
 
 
 @contextlib.contextmanager
@@ -86,12 +95,16 @@ def errors_mapped(repo_id: str, revision: str, endpoint: str, stage: str):
         yield
     except ms.FileDownloadError as exc:  # its own sha256 check failing ends up wrapped in this
         if isinstance(exc.__cause__, ms.FileIntegrityError) or "Hash mismatch" in str(exc):
-            raise IntegrityError(f"checksum mismatch while downloading {repo_id}: {one_line(exc)}",
-                                 hint="the damaged file was not kept; run again to refetch it") from exc
+            raise IntegrityError(
+                f"checksum mismatch while downloading {repo_id}: {one_line(exc)}",
+                hint="the damaged file was not kept; run again to refetch it",
+            ) from exc
         raise interrupted(repo_id, exc) from exc
     except ms.FileIntegrityError as exc:
-        raise IntegrityError(f"checksum mismatch while downloading {repo_id}: {one_line(exc)}",
-                             hint="the damaged file was not kept; run again to refetch it") from exc
+        raise IntegrityError(
+            f"checksum mismatch while downloading {repo_id}: {one_line(exc)}",
+            hint="the damaged file was not kept; run again to refetch it",
+        ) from exc
     except (ms.AuthenticationError, ms.PermissionDeniedError) as exc:
         raise auth_error(repo_id, endpoint) from exc
     except ms.NotExistError as exc:
@@ -105,8 +118,9 @@ def errors_mapped(repo_id: str, revision: str, endpoint: str, stage: str):
         raise DownloadError(f"{endpoint} answered HTTP {status} for {repo_id}") from exc
     except (ms.NetworkError, requests.ConnectionError, ConnectionError) as exc:
         if stage == "repo":
-            raise HubUnreachable(f"cannot reach {endpoint}",
-                                hint="check the network, or use `endpoint` / MODELSCOPE_ENDPOINT") from exc
+            raise HubUnreachable(
+                f"cannot reach {endpoint}", hint="check the network, or use `endpoint` / MODELSCOPE_ENDPOINT"
+            ) from exc
         raise interrupted(repo_id, exc) from exc
     except (ms.HubError, requests.RequestException, OSError) as exc:
         raise interrupted(repo_id, exc) from exc
@@ -124,16 +138,19 @@ def _status_in(text: str) -> int | None:
 
 def not_found(repo_id: str, revision: str, endpoint: str, stage: str) -> DownloadError:
     if stage == "repo":
-        return DownloadError(f"repository {repo_id} not found on {endpoint}",
-                             hint="check the id; a private repo needs `token` or MODELSCOPE_API_TOKEN")
+        return DownloadError(
+            f"repository {repo_id} not found on {endpoint}",
+            hint="check the id; a private repo needs `token` or MODELSCOPE_API_TOKEN",
+        )
     return revision_error(repo_id, revision)
 
 
 def auth_error(repo_id: str, endpoint: str) -> DownloadError:
-    return DownloadError(f"{repo_id} on {endpoint} needs authentication",
-                         hint="pass `token` or set MODELSCOPE_API_TOKEN")
+    return DownloadError(f"{repo_id} on {endpoint} needs authentication", hint="pass `token` or set MODELSCOPE_API_TOKEN")
 
 
 def interrupted(repo_id: str, exc: Exception) -> DownloadError:
-    return DownloadError(f"the transfer of {repo_id} was interrupted: {type(exc).__name__}",
-                         hint="run the same command again to finish; completed files are reused")
+    return DownloadError(
+        f"the transfer of {repo_id} was interrupted: {type(exc).__name__}",
+        hint="run the same command again to finish; completed files are reused",
+    )

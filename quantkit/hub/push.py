@@ -65,8 +65,14 @@ class PushResult:
     dry_run: bool = False
 
 
-def plan_push(artifact: str | Path, repo_id: str, source: str = "hf", revision: str | None = None,
-              allow_failed: bool = False, token: str | None = None) -> PushPlan:
+def plan_push(
+    artifact: str | Path,
+    repo_id: str,
+    source: str = "hf",
+    revision: str | None = None,
+    allow_failed: bool = False,
+    token: str | None = None,
+) -> PushPlan:
     """What would be published, after every check that needs no network."""
     from quantkit.hub.download import REPO_ID
 
@@ -79,24 +85,32 @@ def plan_push(artifact: str | Path, repo_id: str, source: str = "hf", revision: 
         raise InputError(f"{folder} is a staging folder of an unfinished run", hint="push the finished artifact folder")
     manifest = read_manifest(folder) if folder.is_dir() else None
     if manifest is None:
-        raise InputError(f"{folder} is not a quantkit artifact (no {MANIFEST})",
-                         hint="push a folder written by quantkit quantize / quantkit run")
+        raise InputError(
+            f"{folder} is not a quantkit artifact (no {MANIFEST})",
+            hint="push a folder written by quantkit quantize / quantkit run",
+        )
     try:
         verify(folder)
     except IntegrityError as exc:
-        raise IntegrityError(f"refusing to push {folder.name}: {exc.message}",
-                             hint="the artifact was modified after it was made; quantize it again") from exc
+        raise IntegrityError(
+            f"refusing to push {folder.name}: {exc.message}",
+            hint="the artifact was modified after it was made; quantize it again",
+        ) from exc
     results = read_results(folder)
     passed = None if results is None else all(r.get("passed") for r in results)
     if not allow_failed:
         if results is None:
-            raise GateFailed(f"refusing to push {folder.name}: it has no bench results",
-                             hint="quantkit run RECIPE, or quantkit bench ARTIFACT --json r.json && quantkit report r.json; "
-                                  "--allow-failed publishes it unvalidated")
+            raise GateFailed(
+                f"refusing to push {folder.name}: it has no bench results",
+                hint="quantkit run RECIPE, or quantkit bench ARTIFACT --json r.json && quantkit report r.json; "
+                "--allow-failed publishes it unvalidated",
+            )
         if not passed:
             first = next(f"{r['name']}: {(r.get('failures') or ['failed'])[0]}" for r in results if not r.get("passed"))
-            raise GateFailed(f"refusing to push {folder.name}: it failed its gates ({first})",
-                             hint="`allow_failed` publishes it anyway, with the failures in its card")
+            raise GateFailed(
+                f"refusing to push {folder.name}: it failed its gates ({first})",
+                hint="`allow_failed` publishes it anyway, with the failures in its card",
+            )
     revision = revision or DEFAULT_REVISION[source]
     files, skipped = [], []
     for row in manifest.get("files", []):
@@ -107,13 +121,21 @@ def plan_push(artifact: str | Path, repo_id: str, source: str = "hf", revision: 
     check_no_secrets(files, token)
     names = [f.path for f in files]
     card = render(manifest, results, hub_usage(manifest, names, repo_id, source), repo_id.split("/")[-1])
-    generated = {MANIFEST: (json.dumps(public_manifest(manifest), indent=2) + "\n").encode(),
-                 CARD: str(card).encode()}
+    generated = {MANIFEST: (json.dumps(public_manifest(manifest), indent=2) + "\n").encode(), CARD: str(card).encode()}
     if results is not None:
         generated[RESULTS_FILE] = (json.dumps({"schema": 1, "results": results}, indent=2, ensure_ascii=False) + "\n").encode()
     files += [PushFile(name, len(data), data=data) for name, data in generated.items()]
-    return PushPlan(artifact=folder, repo_id=repo_id, source=source, revision=revision, files=files, card=str(card),
-                    commit_message=commit_message(manifest), passed=passed, skipped=skipped)
+    return PushPlan(
+        artifact=folder,
+        repo_id=repo_id,
+        source=source,
+        revision=revision,
+        files=files,
+        card=str(card),
+        commit_message=commit_message(manifest),
+        passed=passed,
+        skipped=skipped,
+    )
 
 
 def check_no_secrets(files: list[PushFile], token: str | None) -> None:
@@ -123,12 +145,14 @@ def check_no_secrets(files: list[PushFile], token: str | None) -> None:
             continue
         data = f.local.read_bytes()
         if TOKEN_LIKE.search(data) or (token and token.encode() in data):
-            raise InputError(f"refusing to push: {f.path} contains an access token",
-                             hint="remove it from the file, then quantize again")
+            raise InputError(
+                f"refusing to push: {f.path} contains an access token", hint="remove it from the file, then quantize again"
+            )
 
 
 def public_manifest(manifest: dict) -> dict:
     """The manifest as published: the same record without this machine's paths."""
+
     def clean(value):
         if isinstance(value, dict):
             return {k: clean(v) for k, v in value.items() if not (k == "path" and isinstance(v, str) and v.startswith("/"))}
@@ -154,9 +178,18 @@ def commit_message(manifest: dict) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def push(artifact: str | Path, repo_id: str, *, source: str = "hf", private: bool = False,
-         revision: str | None = None, token: str | None = None, endpoint: str | None = None,
-         dry_run: bool = False, allow_failed: bool = False) -> PushResult:
+def push(
+    artifact: str | Path,
+    repo_id: str,
+    *,
+    source: str = "hf",
+    private: bool = False,
+    revision: str | None = None,
+    token: str | None = None,
+    endpoint: str | None = None,
+    dry_run: bool = False,
+    allow_failed: bool = False,
+) -> PushResult:
     """Publish ``artifact`` to ``repo_id`` (created when missing, private if asked).
 
     Token and endpoint default to the same variables as ``download``: HF_TOKEN / HF_ENDPOINT,
@@ -181,6 +214,7 @@ def push(artifact: str | Path, repo_id: str, *, source: str = "hf", private: boo
 
 # --- Hugging Face -------------------------------------------------------------------------------
 
+
 def upload_hf(plan: PushPlan, token: str | None, endpoint: str, private: bool) -> tuple[str | None, str]:
     from huggingface_hub import CommitOperationAdd, HfApi
 
@@ -189,11 +223,16 @@ def upload_hf(plan: PushPlan, token: str | None, endpoint: str, private: bool) -
         api.create_repo(plan.repo_id, repo_type="model", private=private, exist_ok=True)
         if plan.revision != DEFAULT_REVISION["hf"]:
             api.create_branch(plan.repo_id, branch=plan.revision, exist_ok=True)
-        operations = [CommitOperationAdd(path_in_repo=f.path, path_or_fileobj=str(f.local) if f.local else f.data)
-                      for f in plan.files]
-        info = api.create_commit(plan.repo_id, operations, commit_message=plan.commit_message,
-                                 commit_description=f"Published with `quantkit push` ({len(plan.files)} files).",
-                                 revision=plan.revision)
+        operations = [
+            CommitOperationAdd(path_in_repo=f.path, path_or_fileobj=str(f.local) if f.local else f.data) for f in plan.files
+        ]
+        info = api.create_commit(
+            plan.repo_id,
+            operations,
+            commit_message=plan.commit_message,
+            commit_description=f"Published with `quantkit push` ({len(plan.files)} files).",
+            revision=plan.revision,
+        )
     return info.oid, f"{endpoint}/{plan.repo_id}"
 
 
@@ -217,13 +256,19 @@ class hf_errors:
             text = f"{exc.server_message or ''} {exc}".lower()
             if "quota" in text or status == 413 or "storage limit" in text:
                 raise quota_error(self.repo_id, self.endpoint) from exc
-            if status == 401 and not isinstance(exc, RepositoryNotFoundError) or "invalid credentials" in text \
-                    or "invalid user token" in text:
+            if (
+                status == 401
+                and not isinstance(exc, RepositoryNotFoundError)
+                or "invalid credentials" in text
+                or "invalid user token" in text
+            ):
                 raise token_error(self.endpoint, "hf") from exc
             if status in (401, 403) or isinstance(exc, RepositoryNotFoundError):
                 raise rights_error(self.repo_id, self.endpoint, "hf") from exc
-            raise PushError(f"{self.endpoint} answered HTTP {status} while pushing {self.repo_id}",
-                            hint="run the same command again; what was sent is kept") from exc
+            raise PushError(
+                f"{self.endpoint} answered HTTP {status} while pushing {self.repo_id}",
+                hint="run the same command again; what was sent is kept",
+            ) from exc
         if isinstance(exc, (httpx.TransportError, OSError, RuntimeError)):
             raise interrupted(self.repo_id, exc) from exc
         if isinstance(exc, ValueError) and "lfs" in str(exc).lower():
@@ -231,30 +276,36 @@ class hf_errors:
         return False
 
 
-
 def token_error(endpoint: str, source: str) -> PushAuthError:
-    return PushAuthError(f"{endpoint} rejected the access token",
-                         hint=f"pass a valid write token as `token` or set {TOKEN_ENV[source]}")
+    return PushAuthError(
+        f"{endpoint} rejected the access token", hint=f"pass a valid write token as `token` or set {TOKEN_ENV[source]}"
+    )
 
 
 def rights_error(repo_id: str, endpoint: str, source: str) -> PushError:
-    return PushError(f"cannot write to {repo_id} on {endpoint}: the repo is missing and this token may not create it, "
-                     "or may not write to it", hint=f"create the repo on the hub, or use a token with write access to "
-                                                    f"{repo_id.split('/')[0]} ({TOKEN_ENV[source]})")
+    return PushError(
+        f"cannot write to {repo_id} on {endpoint}: the repo is missing and this token may not create it, or may not write to it",
+        hint=f"create the repo on the hub, or use a token with write access to {repo_id.split('/')[0]} ({TOKEN_ENV[source]})",
+    )
 
 
 def quota_error(repo_id: str, endpoint: str) -> QuotaExceeded:
-    return QuotaExceeded(f"{endpoint} refused {repo_id}: the storage quota is full",
-                         hint="free space on the account or publish to another namespace; rerun to resume")
+    return QuotaExceeded(
+        f"{endpoint} refused {repo_id}: the storage quota is full",
+        hint="free space on the account or publish to another namespace; rerun to resume",
+    )
 
 
 def interrupted(repo_id: str, exc: BaseException) -> PushError:
     cause = exc.__cause__ or exc
-    return PushError(f"the upload to {repo_id} was interrupted: {type(cause).__name__}",
-                     hint="run the same command again; files the hub already has are not sent again")
+    return PushError(
+        f"the upload to {repo_id} was interrupted: {type(cause).__name__}",
+        hint="run the same command again; files the hub already has are not sent again",
+    )
 
 
 # --- ModelScope ---------------------------------------------------------------------------------
+
 
 def upload_modelscope(plan: PushPlan, token: str | None, endpoint: str, private: bool) -> tuple[str | None, str]:
     """modelscope_hub's HubApi (what ``modelscope.hub.api.HubApi`` delegates to; ``import
@@ -282,14 +333,25 @@ def upload_modelscope(plan: PushPlan, token: str | None, endpoint: str, private:
         api.legacy.login(token)
         if not api.repo_exists(plan.repo_id, "model"):
             manifest = read_manifest(plan.artifact) or {}
-            api.create_repo(plan.repo_id, "model", visibility="private" if private else "public",
-                            license=base_license(manifest) or None)
+            api.create_repo(
+                plan.repo_id, "model", visibility="private" if private else "public", license=base_license(manifest) or None
+            )
         # It commits what arrived even when other files failed: the weights go first, the card and
         # manifest last, so an interrupted push never shows a card over missing weights.
-        commits = [api.upload_folder(plan.repo_id, "model", view, commit_message=plan.commit_message,
-                                     revision=plan.revision, tracker_path=tracker, disable_tqdm=True,
-                                     progress_callback=note, ignore_patterns=ignore)
-                   for ignore in ([MANIFEST, CARD, RESULTS_FILE], None)]
+        commits = [
+            api.upload_folder(
+                plan.repo_id,
+                "model",
+                view,
+                commit_message=plan.commit_message,
+                revision=plan.revision,
+                tracker_path=tracker,
+                disable_tqdm=True,
+                progress_callback=note,
+                ignore_patterns=ignore,
+            )
+            for ignore in ([MANIFEST, CARD, RESULTS_FILE], None)
+        ]
     shutil.rmtree(view, ignore_errors=True)
     commit = None
     for result in commits:
@@ -355,8 +417,12 @@ class ms_errors:
             raise quota_error(self.repo_id, self.endpoint) from exc
         if isinstance(exc, ms.AuthenticationError) or status == 401 or "[401]" in text:
             raise token_error(self.endpoint, "modelscope") from exc
-        if isinstance(exc, (ms.PermissionDeniedError, ms.NotExistError)) or status in (403, 404) \
-                or "[403]" in text or "permission denied" in text:
+        if (
+            isinstance(exc, (ms.PermissionDeniedError, ms.NotExistError))
+            or status in (403, 404)
+            or "[403]" in text
+            or "permission denied" in text
+        ):
             raise rights_error(self.repo_id, self.endpoint, "modelscope") from exc
         if isinstance(exc, (ms.HubError, requests.RequestException, OSError)):
             raise interrupted(self.repo_id, exc) from exc

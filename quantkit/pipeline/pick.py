@@ -25,8 +25,18 @@ ENGINE_FORMATS = {
 METHOD_FORMAT = {"awq": "compressed-tensors", "nf4": "bitsandbytes", "int8": "bitsandbytes", "gguf": "gguf"}
 NEAR_RELATIVE, NEAR_ABSOLUTE = 0.10, 0.005  # near-equal: KLD <= best + max(10% of best, 0.005)
 DEFAULT_CONTEXT = 4096
-UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
-         "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 1000,
+    "MB": 1000**2,
+    "GB": 1000**3,
+    "TB": 1000**4,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+    "TIB": 2**40,
+}
 
 
 def parse_memory(text: str | int) -> int:
@@ -36,7 +46,7 @@ def parse_memory(text: str | int) -> int:
     if isinstance(text, int):
         return text
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(text))
-    unit = (match.group(2).upper() if match else "")
+    unit = match.group(2).upper() if match else ""
     unit = unit + "IB" if unit in ("K", "M", "G", "T") else unit
     if not match or unit not in UNITS:
         raise InputError(f"cannot read memory size {text!r}", hint="write it like 6GiB, 6GB or 6000MiB")
@@ -81,11 +91,17 @@ class Pick:
     all: list[Candidate] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"pick": asdict(self.chosen) | {"need_bytes": self.chosen.need_bytes},
-                "others": [asdict(c) | {"need_bytes": c.need_bytes} for c in self.others],
-                "memory_bytes": self.memory_bytes, "context": self.context, "engine": self.engine,
-                "min_top1": self.min_top1, "kv_cache": self.kv_note, "plot": str(self.plot) if self.plot else None,
-                "near_equal": {"relative": NEAR_RELATIVE, "absolute": NEAR_ABSOLUTE}}
+        return {
+            "pick": asdict(self.chosen) | {"need_bytes": self.chosen.need_bytes},
+            "others": [asdict(c) | {"need_bytes": c.need_bytes} for c in self.others],
+            "memory_bytes": self.memory_bytes,
+            "context": self.context,
+            "engine": self.engine,
+            "min_top1": self.min_top1,
+            "kv_cache": self.kv_note,
+            "plot": str(self.plot) if self.plot else None,
+            "near_equal": {"relative": NEAR_RELATIVE, "absolute": NEAR_ABSOLUTE},
+        }
 
 
 def load_run(run_dir: Path) -> dict:
@@ -134,9 +150,19 @@ def candidates(data: dict, kv: int, engine: str | None) -> tuple[list[Candidate]
             q = r.get("quality") or {}
             measured = r.get("runtime_bytes") and (engine is None or r.get("engine") == engine)
             weights = int(r["runtime_bytes"] if measured else r.get("weights_bytes") or r["size_bytes"])
-            c = Candidate(r.get("name") or a["name"], a.get("method"), fmt, r.get("engine"), weights,
-                          "measured runtime" if measured else "file size", kv, q.get("kld_mean"),
-                          q.get("top1_agreement"), r.get("decode_tokens_per_s"), int(r.get("size_bytes") or 0))
+            c = Candidate(
+                r.get("name") or a["name"],
+                a.get("method"),
+                fmt,
+                r.get("engine"),
+                weights,
+                "measured runtime" if measured else "file size",
+                kv,
+                q.get("kld_mean"),
+                q.get("top1_agreement"),
+                r.get("decode_tokens_per_s"),
+                int(r.get("size_bytes") or 0),
+            )
             if not r.get("passed", not r.get("failures")):
                 c.status, c.reason = "lost", "failed gate: " + "; ".join(r.get("failures") or ["not passed"])
             elif engine and fmt not in ENGINE_FORMATS[engine]:
@@ -145,8 +171,14 @@ def candidates(data: dict, kv: int, engine: str | None) -> tuple[list[Candidate]
     return ok, out
 
 
-def pick(run_dir: str | Path, memory: str | int, engine: str | None = None, min_top1: float | None = None,
-         context: int = DEFAULT_CONTEXT, plot: bool = True) -> Pick:
+def pick(
+    run_dir: str | Path,
+    memory: str | int,
+    engine: str | None = None,
+    min_top1: float | None = None,
+    context: int = DEFAULT_CONTEXT,
+    plot: bool = True,
+) -> Pick:
     """The artifact of ``run_dir`` to deploy in ``memory`` (bytes or "6GiB"); see the module doc."""
     if engine is not None and engine not in ENGINE_FORMATS:
         raise InputError(f"unknown engine {engine!r}", hint=f"choose {', '.join(ENGINE_FORMATS)}")
@@ -157,8 +189,7 @@ def pick(run_dir: str | Path, memory: str | int, engine: str | None = None, min_
     from quantkit.core.estimate import kv_cache_bytes
 
     kv = kv_cache_bytes(config, context) if config else 0
-    kv_note = (f"{gib(kv)} for {context} tokens (16-bit K/V, {where})" if config
-               else f"not counted: {where}")
+    kv_note = f"{gib(kv)} for {context} tokens (16-bit K/V, {where})" if config else f"not counted: {where}"
     ok, lost = candidates(data, kv, engine)
     if min_top1 is not None:
         for c in list(ok):
@@ -175,15 +206,21 @@ def pick(run_dir: str | Path, memory: str | int, engine: str | None = None, min_
             fits.append(c)
     if not fits:
         sized = [c for c in ok]
-        hint = (f"the smallest eligible, {min(sized, key=lambda c: c.need_bytes).name}, needs "
-                f"{gib(min(c.need_bytes for c in sized))}" if sized else "no artifact passed the filters")
+        hint = (
+            f"the smallest eligible, {min(sized, key=lambda c: c.need_bytes).name}, needs {gib(min(c.need_bytes for c in sized))}"
+            if sized
+            else "no artifact passed the filters"
+        )
         raise InputError(f"no artifact of {run_dir} fits {gib(budget)} with a {context}-token context", hint=hint)
     chosen = choose(fits)
     others = [c for c in fits if c is not chosen]
     for c in others:
         c.status = "lost"
-        c.reason = (f"slower: tg {fmt_num(c.tg)} vs {fmt_num(chosen.tg)} tok/s (KLD near-equal)" if near(c, chosen)
-                    else f"worse quality: KLD {fmt_num(c.kld_mean, 4)} vs {fmt_num(chosen.kld_mean, 4)}")
+        c.reason = (
+            f"slower: tg {fmt_num(c.tg)} vs {fmt_num(chosen.tg)} tok/s (KLD near-equal)"
+            if near(c, chosen)
+            else f"worse quality: KLD {fmt_num(c.kld_mean, 4)} vs {fmt_num(chosen.kld_mean, 4)}"
+        )
     chosen.status, chosen.reason = "picked", "best quality that fits" + ("" if len(fits) == 1 else ", fastest among near-equals")
     result = Pick(chosen, others + lost, budget, context, engine, min_top1, kv_note, all=fits + lost)
     if plot:
@@ -227,8 +264,13 @@ def plot_frontier(result: Pick, file: Path) -> Path | None:
     for c in points:
         color = "tab:green" if c is result.chosen else ("tab:blue" if c.reason.startswith(("slower", "worse")) else "tab:gray")
         ax.scatter(c.need_bytes / 2**30, c.kld_mean, s=30 + 200 * (c.tg or 0.0) / fastest, color=color, alpha=0.7)
-        ax.annotate(f"{c.name} ({fmt_num(c.tg)} tg)", (c.need_bytes / 2**30, c.kld_mean), fontsize=7,
-                    xytext=(4, 3), textcoords="offset points")
+        ax.annotate(
+            f"{c.name} ({fmt_num(c.tg)} tg)",
+            (c.need_bytes / 2**30, c.kld_mean),
+            fontsize=7,
+            xytext=(4, 3),
+            textcoords="offset points",
+        )
     chosen = result.chosen
     if chosen.kld_mean is not None:
         ax.scatter(chosen.need_bytes / 2**30, chosen.kld_mean, s=400, facecolors="none", edgecolors="red", label="pick")

@@ -52,8 +52,15 @@ def plan(recipe: Recipe, specs: list[ArtifactSpec], out_dir: Path, force: bool) 
         return "skip" if not force and stages.matches(stage, settings_key(settings)) else "run"
 
     local = recipe.model.id.startswith("bundled:") or Path(recipe.model.id).expanduser().is_dir()
-    rows = [PlanRow("model", None, action("model", model_settings(recipe)),
-                    download_cost(config, local) if config else None, f"config: {found}")]
+    rows = [
+        PlanRow(
+            "model",
+            None,
+            action("model", model_settings(recipe)),
+            download_cost(config, local) if config else None,
+            f"config: {found}",
+        )
+    ]
     calibrated: dict[str, str] = {}  # calibration key -> the first artifact made from it
     for spec in specs:
         problem = preflight(recipe, spec, config) if config else None
@@ -72,9 +79,15 @@ def plan(recipe: Recipe, specs: list[ArtifactSpec], out_dir: Path, force: bool) 
             q_cost, q_note = repack_cost(q_cost), q_note + f" (repack of {first}'s calibration)"
         calibrated.setdefault(calibration_key(spec), spec.name)
         rows.append(PlanRow("quantize", spec.name, q_action, q_cost, q_note))
-        rows.append(PlanRow("bench", spec.name, b_action,
-                            bench_cost(config, footprint, recipe.bench, device_of(recipe)) if config else None,
-                            bench_note(recipe, spec, footprint)))
+        rows.append(
+            PlanRow(
+                "bench",
+                spec.name,
+                b_action,
+                bench_cost(config, footprint, recipe.bench, device_of(recipe)) if config else None,
+                bench_note(recipe, spec, footprint),
+            )
+        )
     return rows
 
 

@@ -28,6 +28,7 @@ from quantkit.pipeline.recipe_schema import (
 
 # --- strict loading --------------------------------------------------------------------------
 
+
 class _Ctx:
     """Where we are: the file and the key path, for error messages."""
 
@@ -105,22 +106,36 @@ def _bounds(ctx, node, key, f, value):
 
 
 # key -> (type, choices); the dataclasses above hold the defaults
-MODEL_KEYS = {"id": ("str", None), "source": ("str", SOURCES), "revision": ("str?", None),
-              "trust_remote_code": ("bool", None), "local_config": ("path?", None)}
+MODEL_KEYS = {
+    "id": ("str", None),
+    "source": ("str", SOURCES),
+    "revision": ("str?", None),
+    "trust_remote_code": ("bool", None),
+    "local_config": ("path?", None),
+}
 
 
 def derived_keys(cls) -> dict:
     """A section's keys from a settings dataclass (quantkit/core/settings.py): the ones a recipe may set."""
     from quantkit.core.settings import kind_of, settings_of
 
-    return {name: (f.metadata.get("recipe_kind") or kind_of(f), f.metadata.get("choices"))
-            for name, f in settings_of(cls).items() if f.metadata.get("recipe", True)}
+    return {
+        name: (f.metadata.get("recipe_kind") or kind_of(f), f.metadata.get("choices"))
+        for name, f in settings_of(cls).items()
+        if f.metadata.get("recipe", True)
+    }
 
 
 GATE_KEYS = derived_keys(Gates)
 BENCH_KEYS = derived_keys(BenchOptions)
-PUSH_KEYS = {"repo": ("str", None), "source": ("str", SOURCES), "private": ("bool", None), "revision": ("str?", None),
-             "allow_failed": ("bool", None), "artifacts": ("list[str]", None)}
+PUSH_KEYS = {
+    "repo": ("str", None),
+    "source": ("str", SOURCES),
+    "private": ("bool", None),
+    "revision": ("str?", None),
+    "allow_failed": ("bool", None),
+    "artifacts": ("list[str]", None),
+}
 TOP_KEYS = ("name", "description", "runner", "model", "artifacts", "bench", "gates", "push")
 
 
@@ -151,8 +166,7 @@ def _section(ctx, node, key, table, cls, defaults=None):
         _bounds(ctx, value_node, where, cls.__dataclass_fields__[name], value)
         values[name] = value
         nodes[name] = value_node
-    missing = [n for n, f in cls.__dataclass_fields__.items()
-               if n not in values and f.default is f.default_factory is MISSING]
+    missing = [n for n, f in cls.__dataclass_fields__.items() if n not in values and f.default is f.default_factory is MISSING]
     if missing:
         raise ctx.fail(node, f"{key}.{missing[0]}", "required key is missing")
     return cls(**values), nodes
@@ -193,12 +207,14 @@ def _artifact(ctx, node, key, gates: Gates) -> tuple[list[ArtifactSpec], dict]:
     for setting in values:
         users = settings_table()[setting][1]
         if method not in users:
-            raise ctx.fail(*where(setting), f"the {method} method does not use this setting (it is a setting of "
-                                            f"{', '.join(users)})")
+            raise ctx.fail(
+                *where(setting), f"the {method} method does not use this setting (it is a setting of {', '.join(users)})"
+            )
     formats = values.pop("format", None)
     if isinstance(formats, list) and (not formats or len(set(formats)) != len(formats)):
-        raise ctx.fail(*where("format"), "a list of formats needs at least one, each once",
-                       hint="e.g. format: [compressed-tensors, autoawq]")
+        raise ctx.fail(
+            *where("format"), "a list of formats needs at least one, each once", hint="e.g. format: [compressed-tensors, autoawq]"
+        )
     if len(set(values.get("gguf_types") or [])) != len(values.get("gguf_types") or []):
         raise ctx.fail(*where("gguf_types"), "a type is listed twice")
     specs = []
@@ -222,16 +238,28 @@ def _push(ctx, node, artifacts: list[ArtifactSpec]) -> PushSettings:
     names = [a.name for a in artifacts]
     for i, name in enumerate(push.artifacts):
         if name not in names:
-            raise ctx.fail(nodes["artifacts"].value[i], f"push.artifacts[{i}]", f"the recipe has no artifact {name!r}",
-                           hint=f"choose from {', '.join(names)}")
+            raise ctx.fail(
+                nodes["artifacts"].value[i],
+                f"push.artifacts[{i}]",
+                f"the recipe has no artifact {name!r}",
+                hint=f"choose from {', '.join(names)}",
+            )
     chosen = push.artifacts or names
     if len(chosen) > 1 and "{name}" not in push.repo:
-        raise ctx.fail(nodes["repo"], "push.repo", f"{len(chosen)} artifacts would be pushed to one repo",
-                       hint="put {name} in it, e.g. acme/smollm2-{name}")
+        raise ctx.fail(
+            nodes["repo"],
+            "push.repo",
+            f"{len(chosen)} artifacts would be pushed to one repo",
+            hint="put {name} in it, e.g. acme/smollm2-{name}",
+        )
     for name in chosen:
         if not REPO_ID.fullmatch(push.repo_for(name)) or ".." in push.repo_for(name):
-            raise ctx.fail(nodes["repo"], "push.repo", f"{push.repo_for(name)!r} is not a hub repo id",
-                           hint="owner/name, e.g. acme/smollm2-{name}")
+            raise ctx.fail(
+                nodes["repo"],
+                "push.repo",
+                f"{push.repo_for(name)!r} is not a hub repo id",
+                hint="owner/name, e.g. acme/smollm2-{name}",
+            )
     return push
 
 
@@ -281,22 +309,34 @@ def parse_recipe(text: str, file: Path | str = "<recipe>") -> Recipe:
     if runner == "cpu":
         for spec, (i, device_node) in zip(artifacts, device_nodes):
             if getattr(spec.options, "device", "auto") == "cuda":
-                raise ctx.fail(device_node, f"artifacts[{i}].device", "device cuda in a recipe whose runner is cpu",
-                               hint="set runner: gpu")
+                raise ctx.fail(
+                    device_node, f"artifacts[{i}].device", "device cuda in a recipe whose runner is cpu", hint="set runner: gpu"
+                )
         if bench.device == "cuda":
-            raise ctx.fail(bench_nodes["device"], "bench.device", "device cuda in a recipe whose runner is cpu", hint="set runner: gpu")
+            raise ctx.fail(
+                bench_nodes["device"], "bench.device", "device cuda in a recipe whose runner is cpu", hint="set runner: gpu"
+            )
     # A gate on something the bench is told not to measure could never pass.
     for spec in artifacts:
         if spec.gates.smoke and not bench.smoke:
-            raise ctx.fail(bench_nodes["smoke"], "bench.smoke", f"artifact {spec.name} gates on the smoke chat",
-                           hint="set gates: {smoke: false} or measure it")
+            raise ctx.fail(
+                bench_nodes["smoke"],
+                "bench.smoke",
+                f"artifact {spec.name} gates on the smoke chat",
+                hint="set gates: {smoke: false} or measure it",
+            )
         if not bench.quality and spec.gates.overrides():
-            raise ctx.fail(bench_nodes["quality"], "bench.quality", f"artifact {spec.name} has quality gates",
-                           hint="drop its quality thresholds or measure quality")
+            raise ctx.fail(
+                bench_nodes["quality"],
+                "bench.quality",
+                f"artifact {spec.name} has quality gates",
+                hint="drop its quality thresholds or measure quality",
+            )
     description = _typed(ctx, top["description"][1], "description", "str") if "description" in top else ""
     push = _push(ctx, top["push"][1], artifacts) if "push" in top else None
-    return Recipe(name=name, model=model, artifacts=artifacts, description=description, runner=runner,
-                  bench=bench, path=file, push=push)
+    return Recipe(
+        name=name, model=model, artifacts=artifacts, description=description, runner=runner, bench=bench, path=file, push=push
+    )
 
 
 def load_recipe(spec: str | Path) -> Recipe:
@@ -305,8 +345,7 @@ def load_recipe(spec: str | Path) -> Recipe:
     if not path.is_file():
         shipped = shipped_recipes().get(str(spec))
         if shipped is None:
-            raise InputError(f"no recipe file or shipped recipe named {spec}",
-                             hint="`quantkit recipes` lists the shipped ones")
+            raise InputError(f"no recipe file or shipped recipe named {spec}", hint="`quantkit recipes` lists the shipped ones")
         path = shipped
     return parse_recipe(path.read_text(), path.resolve())
 
@@ -331,6 +370,5 @@ def ci_matrix(runner: str | None = None) -> dict:
         recipe = load_recipe(path)
         if runner and recipe.runner != runner:
             continue
-        include += [{"recipe": name, "artifact": a.name, "runner": recipe.runner, "method": a.method}
-                    for a in recipe.artifacts]
+        include += [{"recipe": name, "artifact": a.name, "runner": recipe.runner, "method": a.method} for a in recipe.artifacts]
     return {"include": include}

@@ -86,8 +86,9 @@ class Recipe:
         for spec in self.artifacts:
             if spec.name == name:
                 return spec
-        raise InputError(f"recipe {self.name} has no artifact {name!r}",
-                         hint=f"choose one of {', '.join(a.name for a in self.artifacts)}")
+        raise InputError(
+            f"recipe {self.name} has no artifact {name!r}", hint=f"choose one of {', '.join(a.name for a in self.artifacts)}"
+        )
 
 
 def settings_key(settings: dict) -> str:

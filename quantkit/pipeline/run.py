@@ -71,6 +71,7 @@ class RunSummary:
 
 # --- the stages ------------------------------------------------------------------------------
 
+
 def stage_model(recipe: Recipe, stages: Stages, force: bool, echo: Echo) -> Path:
     """Resolve the model to a local folder (download / materialize, both cached by their own code)."""
     from quantkit.hub.model_ref import resolve_model
@@ -94,8 +95,9 @@ def quantize_options(recipe: Recipe, spec: ArtifactSpec):
     return replace(spec.options, trust_remote_code=recipe.model.trust_remote_code)
 
 
-def stage_quantize(recipe: Recipe, spec: ArtifactSpec, model_dir: Path, out_dir: Path, stages: Stages,
-                   force: bool, echo: Echo) -> tuple[Path, bool]:
+def stage_quantize(
+    recipe: Recipe, spec: ArtifactSpec, model_dir: Path, out_dir: Path, stages: Stages, force: bool, echo: Echo
+) -> tuple[Path, bool]:
     """The artifact folder, and whether it was (re)built."""
     from quantkit.core.manifest import MANIFEST
     from quantkit.quantization.quantize import quantize
@@ -136,8 +138,9 @@ def bench_one(target: Path, base: Path, recipe: Recipe, force: bool = False) -> 
     return bench(target, base=base, options=options).to_dict()
 
 
-def stage_bench(recipe: Recipe, spec: ArtifactSpec, artifact: Path, model_dir: Path, out_dir: Path,
-                stages: Stages, force: bool, echo: Echo) -> tuple[list[dict], bool]:
+def stage_bench(
+    recipe: Recipe, spec: ArtifactSpec, artifact: Path, model_dir: Path, out_dir: Path, stages: Stages, force: bool, echo: Echo
+) -> tuple[list[dict], bool]:
     """The bench results of every target, and whether they were measured now."""
     settings = bench_settings(recipe, spec)
     key = settings_key(settings)
@@ -171,12 +174,14 @@ def check_gates(result: dict, gates: Gates) -> list[str]:
 
     thresholds = gates_for(int(result.get("bits") or 16), gates.overrides())
     failures = check(thresholds, result.get("smoke") if gates.smoke else None, result.get("quality"))
-    result.update(failures=failures, passed=not failures,
-                  gates={"bits": result.get("bits"), "smoke": gates.smoke, **thresholds.to_dict()})
+    result.update(
+        failures=failures, passed=not failures, gates={"bits": result.get("bits"), "smoke": gates.smoke, **thresholds.to_dict()}
+    )
     return failures
 
 
 # --- the run ---------------------------------------------------------------------------------
+
 
 def select(recipe: Recipe, only: str | list[str] | None) -> list[ArtifactSpec]:
     if not only:
@@ -211,8 +216,15 @@ def run_artifact(recipe, spec, model_dir, out_dir, stages, force, echo) -> Artif
     return outcome
 
 
-def run(recipe: Recipe, out_dir: Path | str, only: str | list[str] | None = None, force: bool = False,
-        dry_run: bool = False, echo: Echo = _stderr, verbose: bool = False) -> RunSummary:
+def run(
+    recipe: Recipe,
+    out_dir: Path | str,
+    only: str | list[str] | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    echo: Echo = _stderr,
+    verbose: bool = False,
+) -> RunSummary:
     """Run ``recipe`` into ``out_dir``; returns the summary (its ``exit_code`` says how it went).
     The libraries' own output goes to ``out_dir/run.log`` unless ``verbose``."""
     out_dir = Path(out_dir).expanduser().resolve()
@@ -249,8 +261,7 @@ def estimates(recipe: Recipe, specs: list[ArtifactSpec], out_dir: Path, force: b
         return {}
 
 
-def _run_stages(recipe: Recipe, specs: list[ArtifactSpec], out_dir: Path, summary: RunSummary, force: bool,
-                echo: Echo) -> None:
+def _run_stages(recipe: Recipe, specs: list[ArtifactSpec], out_dir: Path, summary: RunSummary, force: bool, echo: Echo) -> None:
     stages = Stages(out_dir, estimates(recipe, specs, out_dir, force))
     started = time.time()
     try:
@@ -286,8 +297,14 @@ def stage_push(recipe: Recipe, summary: RunSummary, echo: Echo) -> None:
         started = time.time()
         try:
             fill_card(Path(a.path), a.results)  # the card and results that push publishes
-            result = push(a.path, repo, source=settings.source, private=settings.private, revision=settings.revision,
-                          allow_failed=settings.allow_failed)
+            result = push(
+                a.path,
+                repo,
+                source=settings.source,
+                private=settings.private,
+                revision=settings.revision,
+                allow_failed=settings.allow_failed,
+            )
         except QuantkitError as exc:
             a.status, a.failed_stage, a.error = "failed", "push", str(exc)
             a.stages["push"] = "failed"

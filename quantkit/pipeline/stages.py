@@ -47,11 +47,8 @@ def model_settings(recipe: Recipe) -> dict:
 
 
 def quantize_settings(recipe: Recipe, spec: ArtifactSpec) -> dict:
-    return {"model": model_settings(recipe), "trust_remote_code": recipe.model.trust_remote_code,
-            **spec.quantize_settings()}
+    return {"model": model_settings(recipe), "trust_remote_code": recipe.model.trust_remote_code, **spec.quantize_settings()}
 
 
 def bench_settings(recipe: Recipe, spec: ArtifactSpec) -> dict:
     return {"quantize": settings_key(quantize_settings(recipe, spec)), **asdict(recipe.bench)}
-
-

@@ -13,9 +13,18 @@ from typing import Protocol
 
 # What a transformers artifact needs besides weights and config (tokenizer_config.json may hold
 # an older-style chat template; newer checkpoints keep it in chat_template.jinja).
-SUPPORT_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
-                 "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json",
-                 "generation_config.json")
+SUPPORT_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "generation_config.json",
+)
 
 
 @dataclass

@@ -30,8 +30,7 @@ class Nf4Options(TransformersOptions):
 @dataclass
 class Int8Options(TransformersOptions):
     bits: int = option(8, "Weight bits.", choices=(8,))
-    int8_threshold: float = option(6.0, "LLM.int8 outlier threshold (activations above it stay in 16 bits).",
-                                   minimum=0.0)
+    int8_threshold: float = option(6.0, "LLM.int8 outlier threshold (activations above it stay in 16 bits).", minimum=0.0)
 
 
 def quiet_bitsandbytes() -> None:
@@ -100,8 +99,11 @@ print(tokenizer.decode(model.generate(**inputs, max_new_tokens=32)[0]))
         dtype = getattr(torch, options.dtype) if options.dtype and options.dtype != "auto" else "auto"
         try:
             model = AutoModelForCausalLM.from_pretrained(
-                model_dir, quantization_config=self.quant_config(options, device), device_map=device,
-                dtype=dtype, trust_remote_code=options.trust_remote_code,
+                model_dir,
+                quantization_config=self.quant_config(options, device),
+                device_map=device,
+                dtype=dtype,
+                trust_remote_code=options.trust_remote_code,
             )
             model.save_pretrained(out_dir)
         except (RuntimeError, ValueError, OSError) as exc:
@@ -117,9 +119,13 @@ print(tokenizer.decode(model.generate(**inputs, max_new_tokens=32)[0]))
         settings["dtype"] = str(model.dtype).replace("torch.", "")  # of the unquantized tensors
         quantizer = getattr(model, "hf_quantizer", None)  # knows the default skips (lm_head) too
         settings["skipped_modules"] = sorted(set(getattr(quantizer, "modules_to_not_convert", None) or []))
-        return MethodResult(format="bitsandbytes", engine="transformers", settings=settings,
-                            extra={"quantized_layers": layers, "layer_type": self.layer_type},
-                            usage=self.usage(final_name(out_dir)))
+        return MethodResult(
+            format="bitsandbytes",
+            engine="transformers",
+            settings=settings,
+            extra={"quantized_layers": layers, "layer_type": self.layer_type},
+            usage=self.usage(final_name(out_dir)),
+        )
 
     def skip_modules(self, options) -> list[str] | None:
         """--ignore patterns (``re:`` prefix allowed; transformers matches them as regexes or
@@ -144,18 +150,27 @@ class Nf4Method(BnbMethod):
         from transformers import BitsAndBytesConfig
 
         return BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type=options.quant_type,
+            load_in_4bit=True,
+            bnb_4bit_quant_type=options.quant_type,
             bnb_4bit_use_double_quant=options.double_quant,
             bnb_4bit_compute_dtype=getattr(torch, self.compute_dtype(device)),
             llm_int8_skip_modules=self.skip_modules(options),
         )
 
     def settings(self, options, device):
-        return {"bits": 4, "quant_type": options.quant_type, "double_quant": options.double_quant,
-                "compute_dtype": self.compute_dtype(device), "blocksize": 64, "device": device}
+        return {
+            "bits": 4,
+            "quant_type": options.quant_type,
+            "double_quant": options.double_quant,
+            "compute_dtype": self.compute_dtype(device),
+            "blocksize": 64,
+            "device": device,
+        }
 
     def usage(self, name):
-        return super().usage(name) + f"""
+        return (
+            super().usage(name)
+            + f"""
 vLLM loads bitsandbytes 4-bit checkpoints on a GPU:
 
 ```python
@@ -164,6 +179,7 @@ from vllm import LLM
 llm = LLM(model="{name}", quantization="bitsandbytes")
 ```
 """
+        )
 
 
 class Int8Method(BnbMethod):
@@ -175,14 +191,18 @@ class Int8Method(BnbMethod):
     def quant_config(self, options, device):
         from transformers import BitsAndBytesConfig
 
-        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=options.int8_threshold,
-                                  llm_int8_skip_modules=self.skip_modules(options))
+        return BitsAndBytesConfig(
+            load_in_8bit=True, llm_int8_threshold=options.int8_threshold, llm_int8_skip_modules=self.skip_modules(options)
+        )
 
     def settings(self, options, device):
         return {"bits": 8, "int8_threshold": options.int8_threshold, "device": device}
 
     def usage(self, name):
-        return super().usage(name) + """
+        return (
+            super().usage(name)
+            + """
 On CPU bitsandbytes logs a cast warning on every int8 matmul unless the rest of the model is
 float16; `logging.getLogger("bitsandbytes").setLevel(logging.ERROR)` silences it.
 """
+        )

@@ -41,8 +41,14 @@ class CalibrationSet:
 
     def record(self) -> dict:
         """The manifest's ``calibration`` entry."""
-        return {"source": self.source, "source_sha256": self.source_sha256, "sha256": self.sha256,
-                "samples": len(self.samples), "seq_len": self.seq_len, "chat_samples": self.chat_samples}
+        return {
+            "source": self.source,
+            "source_sha256": self.source_sha256,
+            "sha256": self.sha256,
+            "samples": len(self.samples),
+            "seq_len": self.seq_len,
+            "chat_samples": self.chat_samples,
+        }
 
 
 def default_text() -> str:
@@ -58,8 +64,10 @@ def read_records(path: Path | None) -> tuple[list[str | list[dict]], str, str]:
     if not path.is_file():
         raise InputError(f"calibration file {path} does not exist", hint="pass a .txt or .jsonl file as `calib`")
     if path.suffix not in (".txt", ".jsonl"):
-        raise InputError(f"calibration file {path} is neither .txt nor .jsonl",
-                         hint="use paragraphs in a .txt or one JSON object a line in a .jsonl")
+        raise InputError(
+            f"calibration file {path} is neither .txt nor .jsonl",
+            hint="use paragraphs in a .txt or one JSON object a line in a .jsonl",
+        )
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")
@@ -92,33 +100,39 @@ def parse_jsonl(text: str, path: Path) -> list[str | list[dict]]:
         elif isinstance(obj, dict) and valid_messages(obj.get("messages")):
             records.append(obj["messages"])
         else:
-            raise InputError(f"{path}:{number} has neither a \"text\" string nor a \"messages\" list",
-                             hint='e.g. {"text": "..."} or {"messages": [{"role": "user", "content": "..."}]}')
+            raise InputError(
+                f'{path}:{number} has neither a "text" string nor a "messages" list',
+                hint='e.g. {"text": "..."} or {"messages": [{"role": "user", "content": "..."}]}',
+            )
     return records
 
 
 def valid_messages(messages) -> bool:
-    return (isinstance(messages, list) and bool(messages)
-            and all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-                    for m in messages))
+    return (
+        isinstance(messages, list)
+        and bool(messages)
+        and all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages)
+    )
 
 
-def build(tokenizer, path: Path | None = None, samples: int = 64, seq_len: int = 256,
-          chat: bool = True) -> CalibrationSet:
+def build(tokenizer, path: Path | None = None, samples: int = 64, seq_len: int = 256, chat: bool = True) -> CalibrationSet:
     """``samples`` calibration strings of about ``seq_len`` tokens each (fewer when the data runs out).
 
     Text records are packed (joined by blank lines) until a sample reaches ``seq_len`` tokens, so
     short paragraphs do not waste the sequence length; chat records are rendered one per sample."""
     if samples < 1 or seq_len < 8:
-        raise InputError("calibration needs at least 1 sample of at least 8 tokens",
-                         hint="raise `calib_samples` / `calib_seq_len`")
+        raise InputError(
+            "calibration needs at least 1 sample of at least 8 tokens", hint="raise `calib_samples` / `calib_seq_len`"
+        )
     records, source, source_sha = read_records(path)
     texts = [r for r in records if isinstance(r, str)]
     chats = [r for r in records if not isinstance(r, str)]
     has_template = bool(getattr(tokenizer, "chat_template", None))
     if chats and not has_template:
-        raise InputError(f"{source} holds chat messages but the model's tokenizer has no chat template",
-                         hint="use plain {\"text\": ...} records for this model")
+        raise InputError(
+            f"{source} holds chat messages but the model's tokenizer has no chat template",
+            hint='use plain {"text": ...} records for this model',
+        )
     rng = random.Random(SEED)
     rng.shuffle(texts)
     out = [render_chat(tokenizer, m) for m in chats[:samples]]

@@ -22,9 +22,11 @@ from quantkit.quantization.options import TransformersOptions, option
 from quantkit.quantization.w8a8 import CHANNEL_SCALE_BITS
 
 SCHEME = "FP8_DYNAMIC"  # compressed-tensors' preset: fp8 e4m3 per-channel weights, fp8 dynamic per-token activations
-DEQUANTIZED_NOTE = ("transformers has no FP8 matmul here: it decompresses the float8 weights to dense ones on the "
-                    "first forward and quantizes-dequantizes each token's activations (FP8 results at dense "
-                    "speed); vLLM runs the FP8 kernels (NVIDIA, compute capability 8.9+)")
+DEQUANTIZED_NOTE = (
+    "transformers has no FP8 matmul here: it decompresses the float8 weights to dense ones on the "
+    "first forward and quantizes-dequantizes each token's activations (FP8 results at dense "
+    "speed); vLLM runs the FP8 kernels (NVIDIA, compute capability 8.9+)"
+)
 
 
 @dataclass
@@ -69,13 +71,32 @@ class Fp8Method:
         with contextlib.redirect_stdout(sys.stderr):
             run_oneshot(model_dir, out_dir, options, recipe, "FP8", tokenizer, None, "auto", saved)
         awq.finish_folder(model_dir, out_dir)
-        settings = {"bits": options.bits, "activation_bits": 8, "scheme": SCHEME, "float8": "e4m3fn",
-                    "weights": "fp8 per channel, static", "activations": "fp8 per token, dynamic",
-                    "ignore": awq.ALWAYS_IGNORED + list(options.ignore), "data_free": True, "device": device,
-                    "save_dtype": saved, "format": "compressed-tensors"}
-        return MethodResult(format="compressed-tensors", engine="transformers", settings=settings, usage=USAGE,
-                            extra={"runtime": {"transformers": "dequantized", "note": DEQUANTIZED_NOTE,
-                                               "kernels": "vLLM FP8 on NVIDIA compute capability 8.9+ (Ada, Hopper)"}})
+        settings = {
+            "bits": options.bits,
+            "activation_bits": 8,
+            "scheme": SCHEME,
+            "float8": "e4m3fn",
+            "weights": "fp8 per channel, static",
+            "activations": "fp8 per token, dynamic",
+            "ignore": awq.ALWAYS_IGNORED + list(options.ignore),
+            "data_free": True,
+            "device": device,
+            "save_dtype": saved,
+            "format": "compressed-tensors",
+        }
+        return MethodResult(
+            format="compressed-tensors",
+            engine="transformers",
+            settings=settings,
+            usage=USAGE,
+            extra={
+                "runtime": {
+                    "transformers": "dequantized",
+                    "note": DEQUANTIZED_NOTE,
+                    "kernels": "vLLM FP8 on NVIDIA compute capability 8.9+ (Ada, Hopper)",
+                }
+            },
+        )
 
 
 def recipe(ignore: list[str]):

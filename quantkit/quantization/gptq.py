@@ -21,13 +21,18 @@ ACTORDERS = ("static", "weight", "none")
 @dataclass
 class GptqOptions(CalibrationOptions, TransformersOptions):
     bits: int = option(4, "Weight bits.", choices=(4,))
-    group_size: int | None = option(None, "Quantization group size; must divide every layer width "
-                                          "(default: 128, else 64 or 32 where 128 does not divide them).", minimum=1)
-    actorder: str = option("static", "GPTQ activation ordering: static (columns quantized in order of activation "
-                                     "size, groups kept contiguous: no runtime cost; 'weight' is the same), or none.",
-                           choices=ACTORDERS)
-    dampening_frac: float = option(0.01, "GPTQ: fraction of the Hessian's mean diagonal added for stability.",
-                                   minimum=0.0)
+    group_size: int | None = option(
+        None,
+        "Quantization group size; must divide every layer width (default: 128, else 64 or 32 where 128 does not divide them).",
+        minimum=1,
+    )
+    actorder: str = option(
+        "static",
+        "GPTQ activation ordering: static (columns quantized in order of activation "
+        "size, groups kept contiguous: no runtime cost; 'weight' is the same), or none.",
+        choices=ACTORDERS,
+    )
+    dampening_frac: float = option(0.01, "GPTQ: fraction of the Hessian's mean diagonal added for stability.", minimum=0.0)
     dtype: str | None = option(None, "dtype of the tensors left unquantized.", choices=("auto", *awq.SAVE_DTYPES))
 
 
@@ -47,9 +52,15 @@ class GptqMethod:
 
     def footprint(self, options: GptqOptions) -> Footprint:
         # The Hessian pass is one forward per layer (AWQ's grid search is ~20): a fraction of the time.
-        return Footprint("calibrate", (options.bits + 16 / (options.group_size or 128),), dense_runtime=True,
-                         calib_samples=options.calib_samples, calib_seq_len=options.calib_seq_len,
-                         ignore=tuple(options.ignore), calib_s_factor=0.3)
+        return Footprint(
+            "calibrate",
+            (options.bits + 16 / (options.group_size or 128),),
+            dense_runtime=True,
+            calib_samples=options.calib_samples,
+            calib_seq_len=options.calib_seq_len,
+            ignore=tuple(options.ignore),
+            calib_s_factor=0.3,
+        )
 
     def check(self, model_dir: Path, config: dict, options: GptqOptions) -> None:
         from quantkit.quantization.llmc import check_llmc
@@ -69,25 +80,54 @@ class GptqMethod:
         tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=options.trust_remote_code)
         calib = awq.calibration_set(model_dir, options, tokenizer)
         with contextlib.redirect_stdout(sys.stderr):
-            run_oneshot(model_dir, out_dir, options, lambda ignore: gptq_recipe(options, group, ignore), "GPTQ",
-                        tokenizer, calib, calib_dtype, saved)
+            run_oneshot(
+                model_dir,
+                out_dir,
+                options,
+                lambda ignore: gptq_recipe(options, group, ignore),
+                "GPTQ",
+                tokenizer,
+                calib,
+                calib_dtype,
+                saved,
+            )
         awq.finish_folder(model_dir, out_dir)
-        settings = {"bits": options.bits, "group_size": group, "symmetric": True,
-                    "ignore": awq.ALWAYS_IGNORED + list(options.ignore), "calib_samples": options.calib_samples,
-                    "calib_seq_len": options.calib_seq_len, "device": device, "calibration_dtype": calib_dtype,
-                    "save_dtype": saved, "format": "compressed-tensors",
-                    "gptq": {"dampening_frac": options.dampening_frac, "actorder": options.actorder}}
-        return MethodResult(format="compressed-tensors", engine="transformers", settings=settings,
-                            usage=awq.USAGE_COMPRESSED.replace("4-bit AWQ", "4-bit GPTQ"),
-                            extra={"calibration": calib.record()})
+        settings = {
+            "bits": options.bits,
+            "group_size": group,
+            "symmetric": True,
+            "ignore": awq.ALWAYS_IGNORED + list(options.ignore),
+            "calib_samples": options.calib_samples,
+            "calib_seq_len": options.calib_seq_len,
+            "device": device,
+            "calibration_dtype": calib_dtype,
+            "save_dtype": saved,
+            "format": "compressed-tensors",
+            "gptq": {"dampening_frac": options.dampening_frac, "actorder": options.actorder},
+        }
+        return MethodResult(
+            format="compressed-tensors",
+            engine="transformers",
+            settings=settings,
+            usage=awq.USAGE_COMPRESSED.replace("4-bit AWQ", "4-bit GPTQ"),
+            extra={"calibration": calib.record()},
+        )
 
 
 def gptq_recipe(options: GptqOptions, group: int, ignore: list[str]):
     from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
     from llmcompressor.modifiers.gptq import GPTQModifier
 
-    scheme = QuantizationScheme(targets=["Linear"], weights=QuantizationArgs(
-        num_bits=options.bits, type="int", symmetric=True, strategy="group", group_size=group, dynamic=False))
+    scheme = QuantizationScheme(
+        targets=["Linear"],
+        weights=QuantizationArgs(
+            num_bits=options.bits, type="int", symmetric=True, strategy="group", group_size=group, dynamic=False
+        ),
+    )
     # The ordering goes on the modifier: on the scheme, None would be overridden by its default "static".
-    return GPTQModifier(config_groups={"group_0": scheme}, ignore=ignore, dampening_frac=options.dampening_frac,
-                        actorder=None if options.actorder == "none" else options.actorder)
+    return GPTQModifier(
+        config_groups={"group_0": scheme},
+        ignore=ignore,
+        dampening_frac=options.dampening_frac,
+        actorder=None if options.actorder == "none" else options.actorder,
+    )

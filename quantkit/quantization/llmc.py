@@ -28,8 +28,17 @@ def check_llmc(method, model_dir: Path, config: dict, options, calibrated: bool 
     preflight.check_quantize_memory(config, method.name, method.footprint(options), options)
 
 
-def run_oneshot(model_dir: Path, out_dir: Path, options, build_recipe, label: str, tokenizer, calib=None,
-                load_dtype: str = "float32", saved: str = "bfloat16") -> None:
+def run_oneshot(
+    model_dir: Path,
+    out_dir: Path,
+    options,
+    build_recipe,
+    label: str,
+    tokenizer,
+    calib=None,
+    load_dtype: str = "float32",
+    saved: str = "bfloat16",
+) -> None:
     """llm-compressor's ``oneshot`` with ``build_recipe(ignore)`` on the model (held on the CPU;
     its pipeline onloads one layer at a time to a GPU when there is one), on ``calib`` (None: a
     data-free scheme), then the compressed-tensors folder into ``out_dir``. Shared by gptq, w8a8, fp8."""
@@ -43,9 +52,16 @@ def run_oneshot(model_dir: Path, out_dir: Path, options, build_recipe, label: st
     trust = options.trust_remote_code
     dtype = load_dtype if load_dtype == "auto" else getattr(torch, load_dtype)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, trust_remote_code=trust)
-    data = {} if calib is None else {
-        "dataset": Dataset.from_dict({"text": calib.samples}), "max_seq_length": calib.seq_len,
-        "num_calibration_samples": len(calib.samples), "shuffle_calibration_samples": False}
+    data = (
+        {}
+        if calib is None
+        else {
+            "dataset": Dataset.from_dict({"text": calib.samples}),
+            "max_seq_length": calib.seq_len,
+            "num_calibration_samples": len(calib.samples),
+            "shuffle_calibration_samples": False,
+        }
+    )
     try:
         recipe = build_recipe(ALWAYS_IGNORED + [as_regex(p) for p in options.ignore])
         with cpu_only_pin_memory_guard():

@@ -18,8 +18,19 @@ from quantkit.hub.model_ref import model_name, resolve_model
 from quantkit.quantization.registry import get_method, make_options
 from quantkit.quantization.verify import verify_artifact
 
-VERSIONED = ("torch", "transformers", "accelerate", "safetensors", "huggingface_hub", "llmcompressor",
-             "compressed-tensors", "gptqmodel", "bitsandbytes", "llama-cpp-python", "gguf")
+VERSIONED = (
+    "torch",
+    "transformers",
+    "accelerate",
+    "safetensors",
+    "huggingface_hub",
+    "llmcompressor",
+    "compressed-tensors",
+    "gptqmodel",
+    "bitsandbytes",
+    "llama-cpp-python",
+    "gguf",
+)
 WEIGHT_SUFFIXES = (".safetensors", ".gguf")
 
 
@@ -30,16 +41,25 @@ def default_output(model: str | Path, method: str, options) -> Path:
     return Path.cwd() / f"{model_name(model)}-{method}{suffix}"
 
 
-def quantize(model: str | Path, method: str, out: str | Path | None = None, options=None, overwrite: bool = False,
-             source: str = "hf", revision: str | None = None) -> Path:
+def quantize(
+    model: str | Path,
+    method: str,
+    out: str | Path | None = None,
+    options=None,
+    overwrite: bool = False,
+    source: str = "hf",
+    revision: str | None = None,
+) -> Path:
     """Quantize ``model`` (folder, ``bundled:NAME`` or hub id) with ``method``; return the artifact
     folder. ``options`` is the method's settings (``registry.make_options(method, {...})``; None:
     its defaults)."""
     impl = get_method(method)
     options = make_options(method) if options is None else options
     if not isinstance(options, impl.Options):
-        raise InputError(f"method {method} takes {impl.Options.__name__}, not {type(options).__name__}",
-                         hint="build them with quantkit.quantization.registry.make_options")
+        raise InputError(
+            f"method {method} takes {impl.Options.__name__}, not {type(options).__name__}",
+            hint="build them with quantkit.quantization.registry.make_options",
+        )
     final = Path(out).expanduser().resolve() if out else default_output(model, method, options)
     check_output(final, overwrite)  # refuse before downloading or loading anything
     check_device(getattr(options, "device", "cpu"))
@@ -48,8 +68,10 @@ def quantize(model: str | Path, method: str, out: str | Path | None = None, opti
     info = describe(config=config)
     reason = impl.supports(config)
     if reason:
-        raise PreflightError(f"{method} cannot quantize {info.architecture}: {reason}",
-                             hint=f"`quantkit inspect {model}` lists the methods that can")
+        raise PreflightError(
+            f"{method} cannot quantize {info.architecture}: {reason}",
+            hint=f"`quantkit inspect {model}` lists the methods that can",
+        )
     impl.check(model_dir, config, options)
     with atomic_dir(final, overwrite=overwrite) as staging:
         started = time.time()

@@ -29,9 +29,11 @@ def bnb_reason(config: dict) -> str | None:
     architecture = config["architectures"][0]
     types = decoder_linear_types(config)
     if types and not types & {"Linear", "Conv1D"}:
-        return (f"transformers' bitsandbytes integration replaces only torch.nn.Linear and Conv1D modules, and "
-                f"{architecture}'s layers are {', '.join(sorted(types))}: nothing would be quantized "
-                "(use --method gguf or awq)")
+        return (
+            f"transformers' bitsandbytes integration replaces only torch.nn.Linear and Conv1D modules, and "
+            f"{architecture}'s layers are {', '.join(sorted(types))}: nothing would be quantized "
+            "(use --method gguf or awq)"
+        )
     return None
 
 
@@ -42,11 +44,13 @@ def gguf_reason(config: dict) -> str | None:
 
     archs = config.get("architectures") or []
     if not archs:
-        return "config.json names no architecture (add \"architectures\" to config.json)"
+        return 'config.json names no architecture (add "architectures" to config.json)'
     converter = cached_converter()
     if converter is not None and archs[0] not in supported_architectures(converter):
-        return (f"llama.cpp's converter ({converter.origin}) does not support architecture {archs[0]} "
-                "(use --method nf4 or int8, or a newer llama.cpp checkout via --llama-cpp-dir)")
+        return (
+            f"llama.cpp's converter ({converter.origin}) does not support architecture {archs[0]} "
+            "(use --method nf4 or int8, or a newer llama.cpp checkout via --llama-cpp-dir)"
+        )
     return None
 
 
@@ -61,15 +65,20 @@ def sentencepiece_only(converter, architecture: str) -> bool:
             continue
         for node in ast.parse(text).body:
             if not isinstance(node, ast.ClassDef) or not any(
-                    isinstance(d, ast.Call) and getattr(d.func, "attr", None) == "register"
-                    and any(isinstance(a, ast.Constant) and a.value == architecture for a in d.args)
-                    for d in node.decorator_list):
+                isinstance(d, ast.Call)
+                and getattr(d.func, "attr", None) == "register"
+                and any(isinstance(a, ast.Constant) and a.value == architecture for a in d.args)
+                for d in node.decorator_list
+            ):
                 continue
             for item in node.body:
                 if isinstance(item, ast.FunctionDef) and item.name == "set_vocab":
-                    return any(isinstance(s, ast.Expr) and isinstance(s.value, ast.Call)
-                               and getattr(s.value.func, "attr", None) == "_set_vocab_sentencepiece"
-                               for s in item.body)
+                    return any(
+                        isinstance(s, ast.Expr)
+                        and isinstance(s.value, ast.Call)
+                        and getattr(s.value.func, "attr", None) == "_set_vocab_sentencepiece"
+                        for s in item.body
+                    )
             return False
     return False
 
@@ -77,7 +86,9 @@ def sentencepiece_only(converter, architecture: str) -> bool:
 def converter_vocab_reason(converter, model_dir: Path, architecture: str) -> str | None:
     """Why llama.cpp's converter would fail on this folder's tokenizer files, found up front."""
     if sentencepiece_only(converter, architecture) and not (Path(model_dir) / "tokenizer.model").is_file():
-        return (f"llama.cpp's converter reads {architecture}'s vocabulary only from a SentencePiece "
-                f"tokenizer.model, and {Path(model_dir).name} has none (add the model's tokenizer.model, "
-                "or use --method nf4 or int8)")
+        return (
+            f"llama.cpp's converter reads {architecture}'s vocabulary only from a SentencePiece "
+            f"tokenizer.model, and {Path(model_dir).name} has none (add the model's tokenizer.model, "
+            "or use --method nf4 or int8)"
+        )
     return None

@@ -58,15 +58,24 @@ def verify_artifact(folder: Path, base_dir: Path, method: str, result, trust_rem
     else:
         artifact = {"runtime": "transformers", "path": str(folder), "label": method}
         bits = {method: artifact_bits({"method": method, "settings": result.settings})}
-    spec = {"base": str(base_dir), "artifact": artifact, "text": str(eval_text_file()), "tokens": TOKENS,
-            "threads": threads(), "device": device, "trust_remote_code": trust_remote_code,
-            "cache": str(base_cache(base_dir, device))}
-    print(f"quantkit: verifying the artifact in a fresh process ({artifact['runtime']}, {TOKENS} tokens "
-          "teacher forced against the base)", file=sys.stderr)
+    spec = {
+        "base": str(base_dir),
+        "artifact": artifact,
+        "text": str(eval_text_file()),
+        "tokens": TOKENS,
+        "threads": threads(),
+        "device": device,
+        "trust_remote_code": trust_remote_code,
+        "cache": str(base_cache(base_dir, device)),
+    }
+    print(
+        f"quantkit: verifying the artifact in a fresh process ({artifact['runtime']}, {TOKENS} tokens "
+        "teacher forced against the base)",
+        file=sys.stderr,
+    )
     answer = run_runtime(spec)
     if answer.get("quantkit_imported"):  # the point is to load it without us
-        raise VerificationError("the verification process imported quantkit",
-                                hint="verify_runtime.py must stay standalone")
+        raise VerificationError("the verification process imported quantkit", hint="verify_runtime.py must stay standalone")
     checked = {}
     for label, row in answer["results"].items():
         row["bits"], row["top1_min"] = bits[label], top1_min(bits[label])
@@ -74,14 +83,19 @@ def verify_artifact(folder: Path, base_dir: Path, method: str, result, trust_rem
         if failure:
             raise failure
         checked[label] = row
-    record = {"runtime": artifact["runtime"], "process": f"python -I {SCRIPT.name} (quantkit not imported)",
-              "text": "quantkit/data/eval.txt"}
+    record = {
+        "runtime": artifact["runtime"],
+        "process": f"python -I {SCRIPT.name} (quantkit not imported)",
+        "text": "quantkit/data/eval.txt",
+    }
     if artifact["runtime"] == "llama.cpp":
         record["files"] = checked
     else:
         record.update(checked[method])
         record["artifact_s"] = record.pop("seconds")
-    record.update(base_s=answer.get("base_s"), base_cached=answer.get("base_cached"), seconds=answer.get("seconds"))  # the whole check, start to end
+    record.update(
+        base_s=answer.get("base_s"), base_cached=answer.get("base_cached"), seconds=answer.get("seconds")
+    )  # the whole check, start to end
     return record
 
 
@@ -93,8 +107,16 @@ def base_cache(base_dir: Path, device: str) -> Path:
     from quantkit.core.paths import cache_dir
     from quantkit.core.weights import weights_identity
 
-    blob = json.dumps([CACHE_VERSION, str(base_dir.resolve()), weights_identity(base_dir), device, TOKENS,
-                       hashlib.sha256(eval_text_file().read_bytes()).hexdigest()])
+    blob = json.dumps(
+        [
+            CACHE_VERSION,
+            str(base_dir.resolve()),
+            weights_identity(base_dir),
+            device,
+            TOKENS,
+            hashlib.sha256(eval_text_file().read_bytes()).hexdigest(),
+        ]
+    )
     return cache_dir("verify-base") / f"{hashlib.sha256(blob.encode()).hexdigest()[:24]}.npz"
 
 
@@ -105,31 +127,35 @@ def judge(label: str, row: dict) -> VerificationError | None:
         return VerificationError(
             f"verification of {label}: the artifact's tokenizer reads text differently from its base's "
             f"(first difference at token {row['first_difference']}: base {row['base_ids']} vs artifact "
-            f"{row['artifact_ids']})", hint="the tokenizer files or the GGUF vocabulary do not match the base")
+            f"{row['artifact_ids']})",
+            hint="the tokenizer files or the GGUF vocabulary do not match the base",
+        )
     if not row["finite"]:
         return VerificationError(f"verification of {label}: the artifact's logits contain NaN or inf", hint=hint)
     if row["top1"] < row["top1_min"]:
         return VerificationError(
             f"verification of {label}: the artifact picks its base's top token at only {row['top1']:.0%} of "
             f"{row['tokens']} positions (at least {row['top1_min']:.0%} expected at {row['bits']} bits; "
-            f"KL {row['kld_mean']}, PPL ratio {row['ppl_ratio']})", hint=hint)
+            f"KL {row['kld_mean']}, PPL ratio {row['ppl_ratio']})",
+            hint=hint,
+        )
     return None
 
 
 def run_runtime(spec: dict) -> dict:
     """Run verify_runtime.py isolated (-I: no user site, no PYTHONPATH, not the current folder)."""
     started = time.time()
-    proc, answer = run_json_child(["-I", str(SCRIPT), json.dumps(spec)], cwd=Path(spec["base"]).anchor or "/",
-                                  env=runtime_env())
+    proc, answer = run_json_child(["-I", str(SCRIPT), json.dumps(spec)], cwd=Path(spec["base"]).anchor or "/", env=runtime_env())
     if os.environ.get("QUANTKIT_DEBUG"):
         sys.stderr.write(proc.stderr)
     if proc.returncode == 0 and "results" in answer:
         return answer
     where = "llama.cpp" if spec["artifact"]["runtime"] == "llama.cpp" else "plain transformers"
     reason = answer.get("error") or last_line(proc.stderr) or f"exit code {proc.returncode}"
-    raise VerificationError(f"verification failed after {time.time() - started:.0f}s: {where} could not load or "
-                            f"run the artifact: {reason}",
-                            hint="nothing was published; rerun with QUANTKIT_DEBUG=1 for the runtime's output")
+    raise VerificationError(
+        f"verification failed after {time.time() - started:.0f}s: {where} could not load or run the artifact: {reason}",
+        hint="nothing was published; rerun with QUANTKIT_DEBUG=1 for the runtime's output",
+    )
 
 
 def runtime_env() -> dict:
@@ -141,4 +167,3 @@ def runtime_env() -> dict:
 def last_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1][:500] if lines else ""
-

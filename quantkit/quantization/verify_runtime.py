@@ -35,9 +35,15 @@ def base_side(spec: dict) -> dict:
     cache = spec.get("cache")
     if cache and os.path.isfile(cache):
         with np.load(cache) as data:
-            return {"text": read_text(spec), "text_ids": data["text_ids"].tolist(), "ids": data["ids"].tolist(),
-                    "top_idx": data["top_idx"], "top_logp": data["top_logp"], "target_logp": data["target_logp"],
-                    "cached": True}
+            return {
+                "text": read_text(spec),
+                "text_ids": data["text_ids"].tolist(),
+                "ids": data["ids"].tolist(),
+                "top_idx": data["top_idx"],
+                "top_logp": data["top_logp"],
+                "target_logp": data["target_logp"],
+                "cached": True,
+            }
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -47,8 +53,9 @@ def base_side(spec: dict) -> dict:
     text = read_text(spec)
     text_ids = tokenizer.encode(text, add_special_tokens=False)
     ids = tokenizer(text, add_special_tokens=True)["input_ids"][: spec["tokens"]]
-    model = AutoModelForCausalLM.from_pretrained(spec["base"], dtype=base_dtype(spec, torch),
-                                                 device_map=spec["device"], trust_remote_code=trust)
+    model = AutoModelForCausalLM.from_pretrained(
+        spec["base"], dtype=base_dtype(spec, torch), device_map=spec["device"], trust_remote_code=trust
+    )
     with torch.inference_mode():
         logits = model(input_ids=torch.tensor([ids], device=model.device), use_cache=False).logits[0, :-1]
         logp = log_softmax(logits.float().cpu().numpy())
@@ -71,10 +78,13 @@ def reference(text_ids: list[int], ids: list[int], logp) -> dict:
     idx = np.argpartition(-logp, k - 1, axis=-1)[:, :k]
     vals = np.take_along_axis(logp, idx, axis=-1)
     order = np.argsort(-vals, axis=-1)  # column 0: the base's top token
-    return {"text_ids": np.asarray(text_ids, dtype=np.int64), "ids": np.asarray(ids, dtype=np.int64),
-            "top_idx": np.take_along_axis(idx, order, axis=-1).astype(np.int64),
-            "top_logp": np.take_along_axis(vals, order, axis=-1).astype(np.float32),
-            "target_logp": logp[np.arange(len(ids) - 1), np.asarray(ids[1:])].astype(np.float32)}
+    return {
+        "text_ids": np.asarray(text_ids, dtype=np.int64),
+        "ids": np.asarray(ids, dtype=np.int64),
+        "top_idx": np.take_along_axis(idx, order, axis=-1).astype(np.int64),
+        "top_logp": np.take_along_axis(vals, order, axis=-1).astype(np.float32),
+        "target_logp": logp[np.arange(len(ids) - 1), np.asarray(ids[1:])].astype(np.float32),
+    }
 
 
 def read_text(spec: dict) -> str:
@@ -86,8 +96,7 @@ def base_dtype(spec: dict, torch):
     """float32 on a CPU (bf16/fp16 matmuls are slow there) unless the checkpoint is large."""
     if spec["device"] != "cpu":
         return "auto"
-    size = sum(os.path.getsize(os.path.join(spec["base"], f)) for f in os.listdir(spec["base"])
-               if f.endswith(".safetensors"))
+    size = sum(os.path.getsize(os.path.join(spec["base"], f)) for f in os.listdir(spec["base"]) if f.endswith(".safetensors"))
     return torch.float32 if size < 8 * 2**30 else "auto"
 
 
@@ -110,8 +119,7 @@ def transformers_side(spec: dict, base: dict) -> dict:
     del model
     gc.collect()
     result = compare(base, logits, parity(base, ids, with_special))
-    result.update(runtime="transformers", load_s=round(loaded - started, 2),
-                  seconds=round(time.perf_counter() - started, 2))
+    result.update(runtime="transformers", load_s=round(loaded - started, 2), seconds=round(time.perf_counter() - started, 2))
     return result
 
 
@@ -121,8 +129,17 @@ def llama_cpp_side(spec: dict, base: dict, path: str) -> dict:
 
     started = time.perf_counter()
     n = len(base["ids"])
-    llm = llama_cpp.Llama(model_path=path, n_ctx=max(512, n + 8), n_batch=512, n_threads=spec["threads"],
-                          n_threads_batch=spec["threads"], n_gpu_layers=0, logits_all=True, seed=0, verbose=False)
+    llm = llama_cpp.Llama(
+        model_path=path,
+        n_ctx=max(512, n + 8),
+        n_batch=512,
+        n_threads=spec["threads"],
+        n_threads_batch=spec["threads"],
+        n_gpu_layers=0,
+        logits_all=True,
+        seed=0,
+        verbose=False,
+    )
     try:
         loaded = time.perf_counter()
         data = base["text"].encode("utf-8")
@@ -134,8 +151,12 @@ def llama_cpp_side(spec: dict, base: dict, path: str) -> dict:
     finally:
         llm.close()
     result = compare(base, logits, parity(base, ids, with_bos))
-    result.update(runtime="llama.cpp", file=os.path.basename(path), load_s=round(loaded - started, 2),
-                  seconds=round(time.perf_counter() - started, 2))
+    result.update(
+        runtime="llama.cpp",
+        file=os.path.basename(path),
+        load_s=round(loaded - started, 2),
+        seconds=round(time.perf_counter() - started, 2),
+    )
     return result
 
 
@@ -145,8 +166,12 @@ def parity(base: dict, ids: list[int], with_special: list[int]) -> dict:
     for theirs, ours in ((list(base["text_ids"]), list(ids)), (list(base["ids"]), list(with_special))):
         if theirs != ours:
             at = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b), min(len(theirs), len(ours)))
-            return {"tokenizer_parity": False, "first_difference": at,
-                    "base_ids": theirs[at:at + 4], "artifact_ids": ours[at:at + 4]}
+            return {
+                "tokenizer_parity": False,
+                "first_difference": at,
+                "base_ids": theirs[at : at + 4],
+                "artifact_ids": ours[at : at + 4],
+            }
     return {"tokenizer_parity": True}
 
 
@@ -172,12 +197,16 @@ def compare(base: dict, logits, record: dict) -> dict:
     rest_p = np.clip(1 - p_k.sum(-1), 0, 1)
     rest_q = np.clip(1 - np.exp(logq_k).sum(-1), 1e-12, 1)
     kld += np.where(rest_p > 1e-12, rest_p * (np.log(np.maximum(rest_p, 1e-12)) - np.log(rest_q)), 0)
-    target = np.asarray(base["ids"][1:len(logits) + 1])
+    target = np.asarray(base["ids"][1 : len(logits) + 1])
     nll_q = -logq[np.arange(len(target)), target].mean()
     nll_p = -base["target_logp"].astype(np.float64).mean()
-    record.update(top1=round(float((logq.argmax(-1) == top_idx[:, 0]).mean()), 4),
-                  kld_mean=round(float(np.maximum(kld, 0).mean()), 5), ppl=round(float(np.exp(nll_q)), 4),
-                  base_ppl=round(float(np.exp(nll_p)), 4), ppl_ratio=round(float(np.exp(nll_q - nll_p)), 4))
+    record.update(
+        top1=round(float((logq.argmax(-1) == top_idx[:, 0]).mean()), 4),
+        kld_mean=round(float(np.maximum(kld, 0).mean()), 5),
+        ppl=round(float(np.exp(nll_q)), 4),
+        base_ppl=round(float(np.exp(nll_p)), 4),
+        ppl_ratio=round(float(np.exp(nll_q - nll_p)), 4),
+    )
     return record
 
 
@@ -207,8 +236,17 @@ def main(argv: list[str]) -> int:
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
         print(json.dumps({"error": reason}))
         return 1
-    print(json.dumps({"results": results, "base_s": base_s, "base_cached": base["cached"], "seconds": round(time.perf_counter() - started, 2),
-                      "quantkit_imported": any(m == "quantkit" or m.startswith("quantkit.") for m in sys.modules)}))
+    print(
+        json.dumps(
+            {
+                "results": results,
+                "base_s": base_s,
+                "base_cached": base["cached"],
+                "seconds": round(time.perf_counter() - started, 2),
+                "quantkit_imported": any(m == "quantkit" or m.startswith("quantkit.") for m in sys.modules),
+            }
+        )
+    )
     return 0
 
 

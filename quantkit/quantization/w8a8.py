@@ -23,18 +23,23 @@ from quantkit.quantization.options import CalibrationOptions, TransformersOption
 SCHEME = "W8A8"  # compressed-tensors' preset: int8 per-channel weights, int8 dynamic per-token activations
 # One 16-bit scale per output row: 16 / in_features bits per weight (>= 512 inputs in real models).
 CHANNEL_SCALE_BITS = 0.03
-DEQUANTIZED_NOTE = ("transformers has no int8 matmul: it decompresses the int8 weights to dense ones on the "
-                    "first forward and quantizes-dequantizes each token's activations (int8 results at "
-                    "dense speed); vLLM runs the int8 kernels (NVIDIA, compute capability 7.5+)")
+DEQUANTIZED_NOTE = (
+    "transformers has no int8 matmul: it decompresses the int8 weights to dense ones on the "
+    "first forward and quantizes-dequantizes each token's activations (int8 results at "
+    "dense speed); vLLM runs the int8 kernels (NVIDIA, compute capability 7.5+)"
+)
 
 
 @dataclass
 class W8a8Options(CalibrationOptions, TransformersOptions):
     bits: int = option(8, "Weight (and activation) bits.", choices=(8,))
-    smoothing_strength: float = option(0.8, "SmoothQuant alpha: how much of the activations' outlier range moves "
-                                            "into the weights (0: none, 1: all).", minimum=0.0, maximum=1.0)
-    dampening_frac: float = option(0.01, "GPTQ: fraction of the Hessian's mean diagonal added for stability.",
-                                   minimum=0.0)
+    smoothing_strength: float = option(
+        0.8,
+        "SmoothQuant alpha: how much of the activations' outlier range moves into the weights (0: none, 1: all).",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    dampening_frac: float = option(0.01, "GPTQ: fraction of the Hessian's mean diagonal added for stability.", minimum=0.0)
     dtype: str | None = option(None, "dtype of the tensors left unquantized.", choices=("auto", *awq.SAVE_DTYPES))
 
 
@@ -57,9 +62,15 @@ class W8a8Method:
 
     def footprint(self, options: W8a8Options) -> Footprint:
         # SmoothQuant's pass and GPTQ's Hessians: one forward per layer each (AWQ's grid search ~20).
-        return Footprint("calibrate", (options.bits + CHANNEL_SCALE_BITS,), dense_runtime=True,
-                         calib_samples=options.calib_samples, calib_seq_len=options.calib_seq_len,
-                         ignore=tuple(options.ignore), calib_s_factor=0.4)
+        return Footprint(
+            "calibrate",
+            (options.bits + CHANNEL_SCALE_BITS,),
+            dense_runtime=True,
+            calib_samples=options.calib_samples,
+            calib_seq_len=options.calib_seq_len,
+            ignore=tuple(options.ignore),
+            calib_s_factor=0.4,
+        )
 
     def check(self, model_dir: Path, config: dict, options: W8a8Options) -> None:
         from quantkit.quantization.llmc import check_llmc
@@ -78,28 +89,51 @@ class W8a8Method:
         tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=options.trust_remote_code)
         calib = awq.calibration_set(model_dir, options, tokenizer)
         with contextlib.redirect_stdout(sys.stderr):
-            run_oneshot(model_dir, out_dir, options, lambda ignore: recipe(options, ignore), "W8A8", tokenizer,
-                        calib, calib_dtype, saved)
+            run_oneshot(
+                model_dir, out_dir, options, lambda ignore: recipe(options, ignore), "W8A8", tokenizer, calib, calib_dtype, saved
+            )
         awq.finish_folder(model_dir, out_dir)
-        settings = {"bits": options.bits, "activation_bits": 8, "scheme": SCHEME, "weights": "int8 per channel, static",
-                    "activations": "int8 per token, dynamic", "symmetric": True,
-                    "ignore": awq.ALWAYS_IGNORED + list(options.ignore), "calib_samples": options.calib_samples,
-                    "calib_seq_len": options.calib_seq_len, "device": device, "calibration_dtype": calib_dtype,
-                    "save_dtype": saved, "format": "compressed-tensors",
-                    "smoothquant": {"smoothing_strength": options.smoothing_strength},
-                    "gptq": {"dampening_frac": options.dampening_frac}}
-        return MethodResult(format="compressed-tensors", engine="transformers", settings=settings, usage=USAGE,
-                            extra={"calibration": calib.record(),
-                                   "runtime": {"transformers": "dequantized", "note": DEQUANTIZED_NOTE,
-                                               "kernels": "vLLM int8 on NVIDIA compute capability 7.5+"}})
+        settings = {
+            "bits": options.bits,
+            "activation_bits": 8,
+            "scheme": SCHEME,
+            "weights": "int8 per channel, static",
+            "activations": "int8 per token, dynamic",
+            "symmetric": True,
+            "ignore": awq.ALWAYS_IGNORED + list(options.ignore),
+            "calib_samples": options.calib_samples,
+            "calib_seq_len": options.calib_seq_len,
+            "device": device,
+            "calibration_dtype": calib_dtype,
+            "save_dtype": saved,
+            "format": "compressed-tensors",
+            "smoothquant": {"smoothing_strength": options.smoothing_strength},
+            "gptq": {"dampening_frac": options.dampening_frac},
+        }
+        return MethodResult(
+            format="compressed-tensors",
+            engine="transformers",
+            settings=settings,
+            usage=USAGE,
+            extra={
+                "calibration": calib.record(),
+                "runtime": {
+                    "transformers": "dequantized",
+                    "note": DEQUANTIZED_NOTE,
+                    "kernels": "vLLM int8 on NVIDIA compute capability 7.5+",
+                },
+            },
+        )
 
 
 def recipe(options: W8a8Options, ignore: list[str]):
     from llmcompressor.modifiers.gptq import GPTQModifier
     from llmcompressor.modifiers.transform.smoothquant import SmoothQuantModifier
 
-    return [SmoothQuantModifier(smoothing_strength=options.smoothing_strength, ignore=ignore),
-            GPTQModifier(targets=["Linear"], scheme=SCHEME, ignore=ignore, dampening_frac=options.dampening_frac)]
+    return [
+        SmoothQuantModifier(smoothing_strength=options.smoothing_strength, ignore=ignore),
+        GPTQModifier(targets=["Linear"], scheme=SCHEME, ignore=ignore, dampening_frac=options.dampening_frac),
+    ]
 
 
 USAGE = """\

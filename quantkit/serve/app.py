@@ -117,8 +117,11 @@ def _api_error(exc: Exception) -> APIError:
     if isinstance(exc, RequestRejected):
         return APIError(400, exc.message, code=exc.code, param=exc.param)
     if isinstance(exc, QuantkitError):
-        return APIError(400 if isinstance(exc, InputError) else 500, str(exc),
-                        type_="server_error" if not isinstance(exc, InputError) else "invalid_request_error")
+        return APIError(
+            400 if isinstance(exc, InputError) else 500,
+            str(exc),
+            type_="server_error" if not isinstance(exc, InputError) else "invalid_request_error",
+        )
     return APIError(500, f"the engine failed: {type(exc).__name__}: {exc}", type_="server_error")
 
 
@@ -145,8 +148,9 @@ def create_app(engine, options: ServeOptions | None = None):
 
     @app.exception_handler(HTTPException)
     async def _http_error_response(request, exc: HTTPException):
-        return JSONResponse(APIError(exc.status_code, str(exc.detail), code=str(exc.status_code)).body(),
-                            status_code=exc.status_code)
+        return JSONResponse(
+            APIError(exc.status_code, str(exc.detail), code=str(exc.status_code)).body(), status_code=exc.status_code
+        )
 
     @app.exception_handler(Exception)
     async def _crash_response(request, exc: Exception):
@@ -179,12 +183,20 @@ def create_app(engine, options: ServeOptions | None = None):
         if not isinstance(body, dict):
             raise APIError(400, "the request body must be a JSON object", code="invalid_type")
         if (where := unencodable_field(body)) is not None:
-            raise APIError(400, f"'{where}' holds a lone UTF-16 surrogate, which is not valid Unicode text",
-                           code="invalid_value", param=where)
+            raise APIError(
+                400,
+                f"'{where}' holds a lone UTF-16 surrogate, which is not valid Unicode text",
+                code="invalid_value",
+                param=where,
+            )
         requested = body.get("model")
         if requested is not None and requested != model:
-            raise APIError(404, f"the model {requested!r} does not exist; this server serves {model!r}",
-                           code="model_not_found", param="model")
+            raise APIError(
+                404,
+                f"the model {requested!r} does not exist; this server serves {model!r}",
+                code="model_not_found",
+                param="model",
+            )
         return body
 
     async def start(request: Request, job: Job):
@@ -192,8 +204,12 @@ def create_app(engine, options: ServeOptions | None = None):
         try:
             events = worker.submit(job)
         except QueueFull:
-            raise APIError(429, f"the server is busy ({options.queue_size} requests waiting); retry later",
-                           type_="rate_limit_exceeded", code="queue_full") from None
+            raise APIError(
+                429,
+                f"the server is busy ({options.queue_size} requests waiting); retry later",
+                type_="rate_limit_exceeded",
+                code="queue_full",
+            ) from None
         try:
             event = await events.get()
         except asyncio.CancelledError:
@@ -225,16 +241,23 @@ def create_app(engine, options: ServeOptions | None = None):
             watcher.cancel()
         chat = kind == "chat"
         ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
-        head = {"id": ident, "object": "chat.completion" if chat else "text_completion",
-                "created": int(time.time()), "model": model}
+        head = {
+            "id": ident,
+            "object": "chat.completion" if chat else "text_completion",
+            "created": int(time.time()),
+            "model": model,
+        }
 
         def usage(count):
             return {"prompt_tokens": prompt_tokens, "completion_tokens": count, "total_tokens": prompt_tokens + count}
 
         if not stream:
             text = "".join(texts)
-            choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
-                      if chat else {"index": 0, "text": text, "logprobs": None, "finish_reason": finish})
+            choice = (
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+                if chat
+                else {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+            )
             return JSONResponse({**head, "choices": [choice], "usage": usage(count)})
 
         def chunk(text, finish, first=False):
@@ -263,8 +286,12 @@ def create_app(engine, options: ServeOptions | None = None):
                     yield "".join(text_chunk(text, finish) for text, _, finish in items)
                     count = items[-1][1]
                 if usage_in_stream:
-                    last = {**head, "object": "chat.completion.chunk" if chat else "text_completion", "choices": [],
-                            "usage": usage(count)}
+                    last = {
+                        **head,
+                        "object": "chat.completion.chunk" if chat else "text_completion",
+                        "choices": [],
+                        "usage": usage(count),
+                    }
                     yield f"data: {json.dumps(last)}\n\n"
                 yield "data: [DONE]\n\n"
             except APIError as exc:  # the engine failed after the headers went out
@@ -272,8 +299,9 @@ def create_app(engine, options: ServeOptions | None = None):
             finally:  # also when the client disconnected: free the engine
                 job.cancel.set()
 
-        return StreamingResponse(sse(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
@@ -298,59 +326,84 @@ def create_app(engine, options: ServeOptions | None = None):
         prompt = body.get("prompt")
         if not isinstance(prompt, str) or not prompt:
             raise APIError(400, "'prompt' must be a non-empty string", code="invalid_type", param="prompt")
-        job = job_from({**body, "temperature": body.get("temperature", 0.0)}, options.max_tokens_limit,
-                   messages=[{"role": "user", "content": prompt}])
+        job = job_from(
+            {**body, "temperature": body.get("temperature", 0.0)},
+            options.max_tokens_limit,
+            messages=[{"role": "user", "content": prompt}],
+        )
         answer = json.loads((await respond(request, {}, job, "chat")).body)
-        return {"response": answer["choices"][0]["message"]["content"], "status": 200,
-                "time": round(time.perf_counter() - started, 3)}
+        return {
+            "response": answer["choices"][0]["message"]["content"],
+            "status": 200,
+            "time": round(time.perf_counter() - started, 3),
+        }
 
     @app.get("/v1/models")
     async def models(request: Request):
         authorize(request)
-        return {"object": "list", "data": [{"id": model, "object": "model", "created": int(time.time()),
-                                            "owned_by": "quantkit", "engine": engine.name}]}
+        return {
+            "object": "list",
+            "data": [
+                {"id": model, "object": "model", "created": int(time.time()), "owned_by": "quantkit", "engine": engine.name}
+            ],
+        }
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": model, "engine": engine.name,
-                "queue": {"waiting": worker.waiting, "running": worker.running, "capacity": options.queue_size},
-                "slots": {"parallel": worker.parallel, "n_ctx_per_slot": worker.n_ctx,
-                          "n_ctx_total": worker.n_ctx * worker.parallel}}
+        return {
+            "status": "ok",
+            "model": model,
+            "engine": engine.name,
+            "queue": {"waiting": worker.waiting, "running": worker.running, "capacity": options.queue_size},
+            "slots": {"parallel": worker.parallel, "n_ctx_per_slot": worker.n_ctx, "n_ctx_total": worker.n_ctx * worker.parallel},
+        }
 
     @app.get("/metrics")
     async def metrics(request: Request):
         authorize(request)
         c = worker.counters
         lines = [
-            "# HELP quantkit_queue_waiting Requests waiting for the engine.", "# TYPE quantkit_queue_waiting gauge",
+            "# HELP quantkit_queue_waiting Requests waiting for the engine.",
+            "# TYPE quantkit_queue_waiting gauge",
             f"quantkit_queue_waiting {worker.waiting}",
-            "# HELP quantkit_requests_running Requests the engine is generating for.", "# TYPE quantkit_requests_running gauge",
+            "# HELP quantkit_requests_running Requests the engine is generating for.",
+            "# TYPE quantkit_requests_running gauge",
             f"quantkit_requests_running {worker.running}",
-            "# HELP quantkit_queue_capacity Waiting requests allowed before 429.", "# TYPE quantkit_queue_capacity gauge",
+            "# HELP quantkit_queue_capacity Waiting requests allowed before 429.",
+            "# TYPE quantkit_queue_capacity gauge",
             f"quantkit_queue_capacity {options.queue_size}",
-            "# HELP quantkit_slots Requests decoded together (continuous batching).", "# TYPE quantkit_slots gauge",
+            "# HELP quantkit_slots Requests decoded together (continuous batching).",
+            "# TYPE quantkit_slots gauge",
             f"quantkit_slots {worker.parallel}",
             "# HELP quantkit_slot_context_tokens Context (tokens) of one slot: prompt + reply.",
-            "# TYPE quantkit_slot_context_tokens gauge", f"quantkit_slot_context_tokens {worker.n_ctx}",
+            "# TYPE quantkit_slot_context_tokens gauge",
+            f"quantkit_slot_context_tokens {worker.n_ctx}",
             "# HELP quantkit_context_tokens_total Context (tokens) of all slots together.",
-            "# TYPE quantkit_context_tokens_total gauge", f"quantkit_context_tokens_total {worker.n_ctx * worker.parallel}",
-            "# HELP quantkit_prompt_tokens_total Prompt tokens processed.", "# TYPE quantkit_prompt_tokens_total counter",
+            "# TYPE quantkit_context_tokens_total gauge",
+            f"quantkit_context_tokens_total {worker.n_ctx * worker.parallel}",
+            "# HELP quantkit_prompt_tokens_total Prompt tokens processed.",
+            "# TYPE quantkit_prompt_tokens_total counter",
             f"quantkit_prompt_tokens_total {c['prompt_tokens']}",
-            "# HELP quantkit_generation_tokens_total Tokens generated.", "# TYPE quantkit_generation_tokens_total counter",
+            "# HELP quantkit_generation_tokens_total Tokens generated.",
+            "# TYPE quantkit_generation_tokens_total counter",
             f"quantkit_generation_tokens_total {c['completion_tokens']}",
             "# HELP quantkit_requests_rejected_total Requests refused because the queue was full.",
-            "# TYPE quantkit_requests_rejected_total counter", f"quantkit_requests_rejected_total {c['rejected_full']}",
+            "# TYPE quantkit_requests_rejected_total counter",
+            f"quantkit_requests_rejected_total {c['rejected_full']}",
             "# HELP quantkit_http_responses_total HTTP responses by route and status.",
             "# TYPE quantkit_http_responses_total counter",
         ]
-        lines += [f'quantkit_http_responses_total{{route="{route}",status="{status}"}} {n}'
-                  for (route, status), n in sorted(statuses.items())]
+        lines += [
+            f'quantkit_http_responses_total{{route="{route}",status="{status}"}} {n}'
+            for (route, status), n in sorted(statuses.items())
+        ]
         return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
     @app.get("/", response_class=HTMLResponse)
     async def page():
-        return HTMLResponse(resources.files("quantkit").joinpath("data/chat.html").read_text()
-                            .replace("{{MODEL}}", html.escape(model)))
+        return HTMLResponse(
+            resources.files("quantkit").joinpath("data/chat.html").read_text().replace("{{MODEL}}", html.escape(model))
+        )
 
     return app
 
@@ -369,8 +422,13 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(artifact: Path | str, options: ServeOptions | None = None, engine_options: EngineOptions | None = None,
-          engine_name: str | None = None, on_ready=print) -> None:
+def serve(
+    artifact: Path | str,
+    options: ServeOptions | None = None,
+    engine_options: EngineOptions | None = None,
+    engine_name: str | None = None,
+    on_ready=print,
+) -> None:
     """Load ``artifact`` and serve it until interrupted; ``on_ready(url)`` once it listens."""
     try:
         import uvicorn

@@ -12,8 +12,10 @@ from quantkit.core.errors import QuantkitError
 from quantkit.engines.base import Engine
 
 SEND_MARK = "!!!"  # the seed loop's "send" mark; Enter sends too
-HELP = ("Type a message; Enter sends it (end a line with \\ to go on, or paste several lines). "
-        "Commands: /clear (or clear), /save FILE, /quit (or quit). Ctrl-C stops a reply.")
+HELP = (
+    "Type a message; Enter sends it (end a line with \\ to go on, or paste several lines). "
+    "Commands: /clear (or clear), /save FILE, /quit (or quit). Ctrl-C stops a reply."
+)
 
 
 @dataclass
@@ -125,8 +127,9 @@ def is_command(line: str) -> bool:
     return text in ("quit", "exit", "clear") or (text.startswith("/") and len(text) > 1 and text[1].isalpha())
 
 
-def chat_loop(engine: Engine, settings: ChatSettings | None = None, inp: TextIO | None = None,
-              out: TextIO | None = None) -> ChatSession:
+def chat_loop(
+    engine: Engine, settings: ChatSettings | None = None, inp: TextIO | None = None, out: TextIO | None = None
+) -> ChatSession:
     """Run the conversation until /quit or end of input; returns the session (its history)."""
     inp = inp or sys.stdin
     out = out or sys.stdout

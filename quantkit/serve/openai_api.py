@@ -7,8 +7,9 @@ ROLES = {"system", "user", "assistant", "developer", "tool"}
 
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
-                 code: str | None = None, param: str | None = None):
+    def __init__(
+        self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None, param: str | None = None
+    ):
         super().__init__(message)
         self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
 
@@ -76,8 +77,9 @@ def messages_from(body: dict) -> list[dict]:
             raise APIError(400, f"messages[{i}] needs a 'role' among {sorted(ROLES)}", param="messages")
         role = "system" if message["role"] == "developer" else message["role"]
         content = message.get("content")
-        out.append({"role": role, "content": "" if content is None and role == "assistant"
-                    else _text_content(content, f"messages[{i}]")})
+        out.append(
+            {"role": role, "content": "" if content is None and role == "assistant" else _text_content(content, f"messages[{i}]")}
+        )
     return out
 
 
@@ -92,12 +94,21 @@ def stops_from(body: dict) -> list[str]:
 def job_from(body: dict, limit: int, **what) -> Job:
     max_tokens = field(body, "max_completion_tokens", int) or field(body, "max_tokens", int)
     if max_tokens is not None and not 1 <= max_tokens <= limit:
-        raise APIError(400, f"'max_tokens' must be between 1 and {limit} on this server, got {max_tokens}",
-                       code="invalid_value", param="max_tokens")
+        raise APIError(
+            400,
+            f"'max_tokens' must be between 1 and {limit} on this server, got {max_tokens}",
+            code="invalid_value",
+            param="max_tokens",
+        )
     if field(body, "n", int, 1) != 1:
         raise APIError(400, "only n=1 is supported", param="n")
-    return Job(max_tokens=max_tokens, temperature=field(body, "temperature", float, 1.0, 0, 2),
-               top_p=field(body, "top_p", float, 1.0, 0, 1), seed=seed_from(body), **what)
+    return Job(
+        max_tokens=max_tokens,
+        temperature=field(body, "temperature", float, 1.0, 0, 2),
+        top_p=field(body, "top_p", float, 1.0, 0, 1),
+        seed=seed_from(body),
+        **what,
+    )
 
 
 def seed_from(body: dict) -> int | None:
@@ -118,10 +129,12 @@ class StopMatcher:
         self.pending += text
         found = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
         if found:
-            self.hit, out, self.pending = True, self.pending[:min(found)], ""
+            self.hit, out, self.pending = True, self.pending[: min(found)], ""
             return out
-        keep = max((k for s in self.stops for k in range(1, min(len(s), len(self.pending) + 1))
-                    if self.pending.endswith(s[:k])), default=0)
+        keep = max(
+            (k for s in self.stops for k in range(1, min(len(s), len(self.pending) + 1)) if self.pending.endswith(s[:k])),
+            default=0,
+        )
         cut = len(self.pending) - keep
         out, self.pending = self.pending[:cut], self.pending[cut:]
         return out

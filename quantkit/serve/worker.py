@@ -187,7 +187,9 @@ class EngineWorker:
         if room < 1:
             raise RequestRejected(
                 f"the prompt has {len(ids)} tokens; this server's context is {self.n_ctx} tokens",
-                code="context_length_exceeded", param="messages" if job.messages is not None else "prompt")
+                code="context_length_exceeded",
+                param="messages" if job.messages is not None else "prompt",
+            )
         max_tokens = min(job.max_tokens or self.max_tokens_limit, self.max_tokens_limit, room)
         self._emit(job, "start", len(ids), max_tokens)
         self.counters["prompt_tokens"] += len(ids)
@@ -235,8 +237,9 @@ class EngineWorker:
                     self._release()
                     self._emit(job, "error", exc)
                     continue
-                slots[free.pop(0)] = Slot(job, ids, max_tokens, Sampler(job.temperature, job.top_p, job.seed),
-                                          TextPieces(self.engine))
+                slots[free.pop(0)] = Slot(
+                    job, ids, max_tokens, Sampler(job.temperature, job.top_p, job.seed), TextPieces(self.engine)
+                )
                 self.running = len(slots)
             self._flush()  # "start" goes out before the prefill, not after it
             if self._stopping:
@@ -257,7 +260,7 @@ class EngineWorker:
                     joining = seq
             if joining is not None and room > 0:
                 slot = slots[joining]
-                feeds[joining] = slot.prompt[slot.fed:slot.fed + int(min(room, len(slot.prompt)))]
+                feeds[joining] = slot.prompt[slot.fed : slot.fed + int(min(room, len(slot.prompt)))]
                 if slot.fed + len(feeds[joining]) >= len(slot.prompt):
                     want.add(joining)  # only the prompt's last chunk needs a logits row
             try:

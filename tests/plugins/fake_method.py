@@ -43,5 +43,4 @@ class SparseMethod:
             shutil.copyfile(path, out_dir / path.name)  # a stand-in: the weights as they are
         shutil.copyfile(Path(model_dir) / "config.json", out_dir / "config.json")
         copy_support_files(model_dir, out_dir)
-        return MethodResult(format="dense", engine="transformers",
-                            settings={"bits": options.bits, "sparsity": options.sparsity})
+        return MethodResult(format="dense", engine="transformers", settings={"bits": options.bits, "sparsity": options.sparsity})

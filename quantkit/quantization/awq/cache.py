@@ -36,8 +36,12 @@ def model_identity(model_dir: Path) -> dict:
 def cache_key(model_dir: Path, settings: dict, calib_sha256: str) -> str:
     from quantkit.core.manifest import library_versions
 
-    blob = {"model": model_identity(model_dir), "settings": settings, "calibration": calib_sha256,
-            "versions": library_versions(*VERSIONED)}
+    blob = {
+        "model": model_identity(model_dir),
+        "settings": settings,
+        "calibration": calib_sha256,
+        "versions": library_versions(*VERSIONED),
+    }
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
@@ -72,7 +76,8 @@ def store(key: str, build, record: dict) -> tuple[Path, dict]:
 
 
 def evict(keep: int) -> None:
-    entries = sorted((p for p in root().iterdir() if p.is_dir() and (p / RECORD).is_file()),
-                     key=lambda p: p.stat().st_mtime, reverse=True)
+    entries = sorted(
+        (p for p in root().iterdir() if p.is_dir() and (p / RECORD).is_file()), key=lambda p: p.stat().st_mtime, reverse=True
+    )
     for old in entries[keep:]:
         shutil.rmtree(old, ignore_errors=True)

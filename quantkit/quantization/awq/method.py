@@ -50,11 +50,18 @@ class AwqOptions(CalibrationOptions, TransformersOptions):
     on 2 CPU cores; the demo uses 16 x 64)."""
 
     bits: int = option(4, "Weight bits.", choices=BITS)
-    group_size: int | None = option(None, "Quantization group size; must divide every layer width "
-                                          "(default: 128, else 64 or 32 where 128 does not divide them).", minimum=1)
-    format: str = option(FORMATS[0], "Output layout: compressed-tensors (vLLM, transformers) or autoawq (the classic "
-                                     "GEMM layout, repacked from the same calibration); a recipe may list both.",
-                         choices=FORMATS, recipe_kind="str|list[str]")
+    group_size: int | None = option(
+        None,
+        "Quantization group size; must divide every layer width (default: 128, else 64 or 32 where 128 does not divide them).",
+        minimum=1,
+    )
+    format: str = option(
+        FORMATS[0],
+        "Output layout: compressed-tensors (vLLM, transformers) or autoawq (the classic "
+        "GEMM layout, repacked from the same calibration); a recipe may list both.",
+        choices=FORMATS,
+        recipe_kind="str|list[str]",
+    )
     dtype: str | None = option(None, "dtype of the tensors left unquantized.", choices=("auto", *SAVE_DTYPES))
 
 
@@ -73,9 +80,14 @@ class AwqMethod:
         group_size(config, options)  # raises with a working size when the asked one does not divide
 
     def footprint(self, options: AwqOptions) -> Footprint:
-        return Footprint("calibrate", (options.bits + 32 / (options.group_size or 128),),
-                         dense_runtime=options.format == "compressed-tensors", calib_samples=options.calib_samples,
-                         calib_seq_len=options.calib_seq_len, ignore=tuple(options.ignore))
+        return Footprint(
+            "calibrate",
+            (options.bits + 32 / (options.group_size or 128),),
+            dense_runtime=options.format == "compressed-tensors",
+            calib_samples=options.calib_samples,
+            calib_seq_len=options.calib_seq_len,
+            ignore=tuple(options.ignore),
+        )
 
     def check(self, model_dir: Path, config: dict, options: AwqOptions) -> None:
         # Both formats come from llm-compressor's calibration (autoawq is a repack of it); fp32 model
@@ -104,10 +116,14 @@ class AwqMethod:
                 settings, usage = {**record["settings"], "format": fmt}, USAGE_COMPRESSED
         finish_folder(model_dir, out_dir)
         return MethodResult(
-            format=fmt, engine="transformers", settings=settings, usage=usage,
-            extra={"calibration": record["calibration"],
-                   "calibration_cache": {"key": record["key"], "reused": reused,
-                                         "calibration_wall_s": record["calibration_wall_s"]}},
+            format=fmt,
+            engine="transformers",
+            settings=settings,
+            usage=usage,
+            extra={
+                "calibration": record["calibration"],
+                "calibration_cache": {"key": record["key"], "reused": reused, "calibration_wall_s": record["calibration_wall_s"]},
+            },
         )
 
 
@@ -117,16 +133,23 @@ def layer_widths(config: dict) -> dict[str, int]:
     hidden = cfg["hidden_size"]
     heads = cfg.get("num_attention_heads") or 1
     attn_out = heads * (cfg.get("head_dim") or hidden // heads)
-    inter = cfg.get("ffn_hidden_size") or cfg.get("intermediate_size") or cfg.get("n_inner") or 4 * hidden  # Falcon: ffn_hidden_size
-    return {"self_attn.q_proj": hidden, "self_attn.k_proj": hidden, "self_attn.v_proj": hidden,
-            "self_attn.o_proj": attn_out, "mlp.gate_proj": hidden, "mlp.up_proj": hidden,
-            "mlp.down_proj": inter}
+    inter = (
+        cfg.get("ffn_hidden_size") or cfg.get("intermediate_size") or cfg.get("n_inner") or 4 * hidden
+    )  # Falcon: ffn_hidden_size
+    return {
+        "self_attn.q_proj": hidden,
+        "self_attn.k_proj": hidden,
+        "self_attn.v_proj": hidden,
+        "self_attn.o_proj": attn_out,
+        "mlp.gate_proj": hidden,
+        "mlp.up_proj": hidden,
+        "mlp.down_proj": inter,
+    }
 
 
 def is_ignored(name: str, patterns: list[str]) -> bool:
     """Whether --ignore patterns ('re:REGEX' from the start, or a plain name's last parts) hit ``name``."""
     return any(matches(name, as_regex(p)) for p in patterns)
-
 
 
 def awq_mappings(model, ignore: list[str]):
@@ -151,22 +174,22 @@ def matches(name: str, pattern: str) -> bool:
 def group_size(config: dict, options: AwqOptions) -> int:
     """The group size to use; refuse one that does not divide every quantized layer's input width.
     Without a group size, the default 128 falls back to 64/32 (SmolLM2's 576 needs 64)."""
-    widths = {name: w for name, w in layer_widths(config).items()
-              if not is_ignored(f"model.layers.0.{name}", options.ignore)}
+    widths = {name: w for name, w in layer_widths(config).items() if not is_ignored(f"model.layers.0.{name}", options.ignore)}
     if not widths:
         raise InputError("ignore leaves no layer to quantize", hint="ignore fewer modules")
     fits = [g for g in FALLBACK_GROUPS if all(w % g == 0 for w in widths.values())]
     if options.group_size is None:
         if not fits:
-            raise PreflightError(f"no AWQ group size in {FALLBACK_GROUPS} divides the layer widths {sorted(set(widths.values()))}",
-                                 hint="give a group size that divides them")
+            raise PreflightError(
+                f"no AWQ group size in {FALLBACK_GROUPS} divides the layer widths {sorted(set(widths.values()))}",
+                hint="give a group size that divides them",
+            )
         return fits[0]
     bad = {name: w for name, w in widths.items() if w % options.group_size}
     if bad:
         name, width = next(iter(bad.items()))
         hint = f"use group size {fits[0]}" if fits else "choose a size that divides every layer width"
-        raise PreflightError(f"group size {options.group_size} does not divide the input width {width} of {name}",
-                             hint=hint)
+        raise PreflightError(f"group size {options.group_size} does not divide the input width {width} of {name}", hint=hint)
     return options.group_size
 
 
@@ -182,7 +205,6 @@ def save_dtype(options: AwqOptions, config: dict) -> str:
         if candidate in SAVE_DTYPES:
             return candidate
     return "bfloat16"
-
 
 
 def calibration_set(model_dir: Path, options: AwqOptions, tokenizer):
@@ -207,11 +229,18 @@ def calib_batch_size(calib) -> int:
 
 def settings_record(options: AwqOptions, group: int, device: str, calib_dtype: str, saved_dtype: str) -> dict:
     """What the calibration was made with (the format is added per artifact)."""
-    return {"bits": 4, "group_size": group, "symmetric": False,
-            "ignore": ALWAYS_IGNORED + list(options.ignore),
-            "calib_samples": options.calib_samples, "calib_seq_len": options.calib_seq_len,
-            "device": device, "calibration_dtype": calib_dtype, "save_dtype": saved_dtype,
-            "awq": asdict(TUNING)}
+    return {
+        "bits": 4,
+        "group_size": group,
+        "symmetric": False,
+        "ignore": ALWAYS_IGNORED + list(options.ignore),
+        "calib_samples": options.calib_samples,
+        "calib_seq_len": options.calib_seq_len,
+        "device": device,
+        "calibration_dtype": calib_dtype,
+        "save_dtype": saved_dtype,
+        "awq": asdict(TUNING),
+    }
 
 
 def calibrated(model_dir: Path, options: AwqOptions, group: int, config: dict) -> tuple[Path, dict, bool]:
@@ -256,8 +285,9 @@ def copy_result(folder: Path, out_dir: Path, weights: bool = True) -> None:
             shutil.copyfile(path, Path(out_dir) / path.name)
 
 
-def calibrate(model_dir: Path, out_dir: Path, options: AwqOptions, group: int, calib, tokenizer,
-              calib_dtype: str, saved: str) -> None:
+def calibrate(
+    model_dir: Path, out_dir: Path, options: AwqOptions, group: int, calib, tokenizer, calib_dtype: str, saved: str
+) -> None:
     """llm-compressor's AWQ + W4A16 asymmetric groups on ``calib``; the compressed-tensors folder
     goes to ``out_dir``. The model is loaded on the CPU and stays there: the sequential pipeline
     (which the default "independent" pipeline picks for AWQ) offloads every layer to where it sits
@@ -275,19 +305,32 @@ def calibrate(model_dir: Path, out_dir: Path, options: AwqOptions, group: int, c
 
     trust = options.trust_remote_code
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, calib_dtype), trust_remote_code=trust)
-    scheme = QuantizationScheme(targets=["Linear"], weights=QuantizationArgs(
-        num_bits=4, type="int", symmetric=False, strategy="group", group_size=group, dynamic=False,
-        observer=TUNING.observer))
+    scheme = QuantizationScheme(
+        targets=["Linear"],
+        weights=QuantizationArgs(
+            num_bits=4, type="int", symmetric=False, strategy="group", group_size=group, dynamic=False, observer=TUNING.observer
+        ),
+    )
     ignore = ALWAYS_IGNORED + [as_regex(p) for p in options.ignore]
-    recipe = [AWQModifier(duo_scaling=TUNING.duo_scaling, n_grid=TUNING.n_grid, mappings=awq_mappings(model, ignore)),
-              QuantizationModifier(config_groups={"group_0": scheme}, targets=["Linear"], ignore=ignore)]
+    recipe = [
+        AWQModifier(duo_scaling=TUNING.duo_scaling, n_grid=TUNING.n_grid, mappings=awq_mappings(model, ignore)),
+        QuantizationModifier(config_groups={"group_0": scheme}, targets=["Linear"], ignore=ignore),
+    ]
     dataset = Dataset.from_dict({"text": calib.samples})
     try:
         with cpu_only_pin_memory_guard():
-            oneshot(model=model, tokenizer=tokenizer, dataset=dataset, recipe=recipe, pipeline="independent",
-                    max_seq_length=calib.seq_len, num_calibration_samples=len(calib.samples),
-                    shuffle_calibration_samples=False, trust_remote_code_model=trust,
-                    batch_size=calib_batch_size(calib))
+            oneshot(
+                model=model,
+                tokenizer=tokenizer,
+                dataset=dataset,
+                recipe=recipe,
+                pipeline="independent",
+                max_seq_length=calib.seq_len,
+                num_calibration_samples=len(calib.samples),
+                shuffle_calibration_samples=False,
+                trust_remote_code_model=trust,
+                batch_size=calib_batch_size(calib),
+            )
         model.to(getattr(torch, saved))
         model.save_pretrained(out_dir, save_compressed=True)
     except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as exc:

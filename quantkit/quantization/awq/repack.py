@@ -53,14 +53,16 @@ def repack_module(tensors: dict, group: int) -> dict:
 
     out_features, in_features = (int(n) for n in tensors["weight_shape"].tolist())
     if in_features % group or out_features % 8:
-        raise QuantizeError(f"a {out_features}x{in_features} layer does not fit AutoAWQ's packing "
-                            f"(group {group}, 8 outputs an int32)")
+        raise QuantizeError(
+            f"a {out_features}x{in_features} layer does not fit AutoAWQ's packing (group {group}, 8 outputs an int32)"
+        )
     q = unpack_from_int32(tensors["weight_packed"], 4, torch.Size([out_features, in_features]), packed_dim=1)
-    zeros = unpack_from_int32(tensors["weight_zero_point"], 4, torch.Size([out_features, in_features // group]),
-                              packed_dim=0)
-    return {"qweight": pack_awq((q.to(torch.int32) + OFFSET).T.contiguous()),
-            "qzeros": pack_awq((zeros.to(torch.int32) + OFFSET).T.contiguous()),
-            "scales": tensors["weight_scale"].T.to(torch.float16).contiguous()}
+    zeros = unpack_from_int32(tensors["weight_zero_point"], 4, torch.Size([out_features, in_features // group]), packed_dim=0)
+    return {
+        "qweight": pack_awq((q.to(torch.int32) + OFFSET).T.contiguous()),
+        "qzeros": pack_awq((zeros.to(torch.int32) + OFFSET).T.contiguous()),
+        "scales": tensors["weight_scale"].T.to(torch.float16).contiguous(),
+    }
 
 
 def repack(ct_dir: Path, out_dir: Path) -> dict:
@@ -97,8 +99,14 @@ def repack(ct_dir: Path, out_dir: Path) -> dict:
         (out_dir / INDEX).write_text(json.dumps(index, indent=2) + "\n")
     # transformers and vLLM read modules_to_not_convert (names matched as prefixes/suffixes):
     # without it they would build 4-bit layers for the Linears left dense and load garbage.
-    config["quantization_config"] = {"quant_method": "awq", "bits": 4, "group_size": group, "zero_point": True,
-                                     "version": "gemm", "modules_to_not_convert": sorted(quant.get("ignore") or []) or None}
+    config["quantization_config"] = {
+        "quant_method": "awq",
+        "bits": 4,
+        "group_size": group,
+        "zero_point": True,
+        "version": "gemm",
+        "modules_to_not_convert": sorted(quant.get("ignore") or []) or None,
+    }
     (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return config["quantization_config"]
 

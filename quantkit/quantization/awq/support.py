@@ -32,9 +32,11 @@ class Mapping:
 def llama_mappings(mlp_in: tuple[str, ...], mlp_pair: tuple[str, str] | None) -> tuple[Mapping, ...]:
     """Pre-norm attention (input_layernorm -> q/k/v, v -> o), then post_attention_layernorm feeding
     ``mlp_in`` and, when the MLP's first output scales into its second linearly, that pair."""
-    rows = [Mapping("re:.*input_layernorm$", ("re:.*q_proj$", "re:.*k_proj$", "re:.*v_proj$")),
-            Mapping("re:.*v_proj$", ("re:.*o_proj$",)),
-            Mapping("re:.*post_attention_layernorm$", mlp_in)]
+    rows = [
+        Mapping("re:.*input_layernorm$", ("re:.*q_proj$", "re:.*k_proj$", "re:.*v_proj$")),
+        Mapping("re:.*v_proj$", ("re:.*o_proj$",)),
+        Mapping("re:.*post_attention_layernorm$", mlp_in),
+    ]
     if mlp_pair:
         rows.append(Mapping(mlp_pair[0], (mlp_pair[1],)))
     return tuple(rows)
@@ -45,20 +47,20 @@ def llama_mappings(mlp_in: tuple[str, ...], mlp_pair: tuple[str, str] | None) ->
 QUANTKIT_AWQ_MAPPINGS: dict[str, tuple[Mapping, ...]] = {
     # OLMo-2 normalizes after attention and MLP (no input_layernorm): only linear-to-linear pairs
     # can be smoothed, as llm-compressor registers for OLMo and OLMo-3.
-    "Olmo2ForCausalLM": (Mapping("re:.*v_proj$", ("re:.*o_proj$",)),
-                         Mapping("re:.*up_proj$", ("re:.*down_proj$",))),
+    "Olmo2ForCausalLM": (Mapping("re:.*v_proj$", ("re:.*o_proj$",)), Mapping("re:.*up_proj$", ("re:.*down_proj$",))),
     # StarCoder2: LayerNorm -> c_fc -> GELU -> c_proj (no gated pair to smooth).
     "Starcoder2ForCausalLM": llama_mappings(("re:.*mlp.c_fc$",), None),
     # GLM-4: fused gate_up_proj (its up half scales into down_proj, as for Phi-3).
     "Glm4ForCausalLM": llama_mappings(("re:.*gate_up_proj$",), ("re:.*gate_up_proj$", "re:.*down_proj$")),
     # Phi-1/2: attention and MLP in parallel on one input_layernorm (as llm-compressor does for Cohere).
-    "PhiForCausalLM": (Mapping("re:.*input_layernorm$", ("re:.*q_proj$", "re:.*k_proj$", "re:.*v_proj$",
-                                                          "re:.*mlp.fc1$")),),
+    "PhiForCausalLM": (Mapping("re:.*input_layernorm$", ("re:.*q_proj$", "re:.*k_proj$", "re:.*v_proj$", "re:.*mlp.fc1$")),),
     # Falcon (7B layout): parallel attention and MLP on one input_layernorm.
     "FalconForCausalLM": (Mapping("re:.*input_layernorm$", ("re:.*query_key_value$", "re:.*dense_h_to_4h$")),),
     # GPT-NeoX (Pythia): fused query_key_value; each norm feeds one projection.
-    "GPTNeoXForCausalLM": (Mapping("re:.*input_layernorm$", ("re:.*query_key_value$",)),
-                           Mapping("re:.*post_attention_layernorm$", ("re:.*dense_h_to_4h$",))),
+    "GPTNeoXForCausalLM": (
+        Mapping("re:.*input_layernorm$", ("re:.*query_key_value$",)),
+        Mapping("re:.*post_attention_layernorm$", ("re:.*dense_h_to_4h$",)),
+    ),
 }
 
 
@@ -81,7 +83,9 @@ def llmcompressor_awq_tables() -> dict:
         lists: dict[str, list] = {}
         registry_node = None
         for node in tree.body:
-            target = node.target if isinstance(node, ast.AnnAssign) else (node.targets[0] if isinstance(node, ast.Assign) else None)
+            target = (
+                node.target if isinstance(node, ast.AnnAssign) else (node.targets[0] if isinstance(node, ast.Assign) else None)
+            )
             name = getattr(target, "id", None)
             if name == "AWQ_MAPPING_REGISTRY":
                 registry_node = node.value
@@ -97,8 +101,7 @@ def llmcompressor_awq_tables() -> dict:
         dynamic_src = (folder / "dynamic_mappings.py").read_text() if (folder / "dynamic_mappings.py").is_file() else ""
         block = dynamic_src.split("AWQ_DYNAMIC_MAPPING_REGISTRY", 2)[-1]
         dynamic = re.findall(r'^\s*"(\w+)":\s*\w+,', block, re.MULTILINE)
-        return {"version": version, "registry": registry, "dynamic": dynamic,
-                "default": lists.get("default_mappings", [])}
+        return {"version": version, "registry": registry, "dynamic": dynamic, "default": lists.get("default_mappings", [])}
 
     return cached_tables("llmcompressor-awq", version, build)
 
@@ -133,8 +136,10 @@ def awq_reason(config: dict) -> str | None:
         return "config.json has no hidden_size, so AWQ's layer widths cannot be checked"
     architecture = (config.get("architectures") or ["?"])[0]
     if n_experts(config) > 1:
-        return (f"AWQ of {architecture}'s mixture-of-experts layers is not supported: llm-compressor "
-                f"linearizes the fused experts and the checkpoint it writes does not load back in transformers ({NOT_AWQ_FIX})")
+        return (
+            f"AWQ of {architecture}'s mixture-of-experts layers is not supported: llm-compressor "
+            f"linearizes the fused experts and the checkpoint it writes does not load back in transformers ({NOT_AWQ_FIX})"
+        )
     if llmcompressor_awq_tables()["version"] is None:
         return None  # check() says to install the extra; nothing to judge the mappings against
     source, mappings = awq_mapping_source(architecture)
@@ -156,8 +161,10 @@ def default_mapping_reason(config: dict, mappings: tuple[Mapping, ...]) -> str |
     for mapping in mappings:
         problem = mapping_problem(mapping, layer)
         if problem:
-            return (f"llm-compressor has no AWQ mapping for {architecture} and its default (Llama-shaped) one "
-                    f"does not fit: {problem} ({NOT_AWQ_FIX})")
+            return (
+                f"llm-compressor has no AWQ mapping for {architecture} and its default (Llama-shaped) one "
+                f"does not fit: {problem} ({NOT_AWQ_FIX})"
+            )
     return None
 
 

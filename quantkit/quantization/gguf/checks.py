@@ -55,8 +55,10 @@ def preflight(converter: Converter, model_dir: Path, config: dict) -> None:
         raise PreflightError(f"{model_dir}/config.json names no architectures", hint="llama.cpp's converter needs one")
     if archs[0] not in supported_architectures(converter):
         commit = (converter.commit or "unknown")[:9]
-        raise PreflightError(f"llama.cpp's converter (commit {commit}) does not support architecture {archs[0]}",
-                             hint="see convert_hf_to_gguf.py --print-supported-models, or use a newer checkout via `llama_cpp_dir`")
+        raise PreflightError(
+            f"llama.cpp's converter (commit {commit}) does not support architecture {archs[0]}",
+            hint="see convert_hf_to_gguf.py --print-supported-models, or use a newer checkout via `llama_cpp_dir`",
+        )
     from quantkit.quantization.support import converter_vocab_reason
 
     if (reason := converter_vocab_reason(converter, model_dir, archs[0])) is not None:
@@ -71,7 +73,8 @@ def preflight(converter: Converter, model_dir: Path, config: dict) -> None:
                     f"llama.cpp's converter does not recognize this tokenizer's pre-tokenizer (chkhsh {chkhsh[:16]}...): "
                     "BPE pre-tokenizer was not recognized",
                     hint="llama.cpp would split text differently than the model was trained on; use a tokenizer it "
-                         "knows or a newer llama.cpp checkout via --llama-cpp-dir")
+                    "knows or a newer llama.cpp checkout via --llama-cpp-dir",
+                )
 
 
 def needs_pre_tokenizer_hash(model_dir: Path) -> bool:
@@ -141,7 +144,7 @@ class GgufVocab:
     def piece(self, token: int) -> str:
         buf = ctypes.create_string_buffer(256)
         n = self.lib.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, True)
-        return buf.raw[:max(n, 0)].decode("utf-8", "replace")
+        return buf.raw[: max(n, 0)].decode("utf-8", "replace")
 
     def is_eog(self, token: int) -> bool:
         return bool(self.lib.llama_vocab_is_eog(self.vocab, token))
@@ -171,9 +174,10 @@ def token_parity(gguf_path: Path, tokenizer) -> dict:
 def parity_error(gguf_path: Path, text: str, hf_ids: list[int], ours: list[int]) -> QuantizeError:
     at = next((i for i, (a, b) in enumerate(zip(hf_ids, ours)) if a != b), min(len(hf_ids), len(ours)))
     return QuantizeError(
-        f"token parity failed for {gguf_path.name} on {text[:60]!r}: HF {hf_ids[at:at + 4]} vs llama.cpp "
-        f"{ours[at:at + 4]} at token {at}",
-        hint="llama.cpp would not see the prompts the model was trained on; the converter or tokenizer needs fixing")
+        f"token parity failed for {gguf_path.name} on {text[:60]!r}: HF {hf_ids[at : at + 4]} vs llama.cpp "
+        f"{ours[at : at + 4]} at token {at}",
+        hint="llama.cpp would not see the prompts the model was trained on; the converter or tokenizer needs fixing",
+    )
 
 
 def read_gguf(gguf_path: Path) -> tuple[dict, dict[str, str], int]:
@@ -182,9 +186,17 @@ def read_gguf(gguf_path: Path) -> tuple[dict, dict[str, str], int]:
     from gguf import GGUFReader
 
     reader = GGUFReader(gguf_path)
-    keys = ("general.architecture", "general.file_type", "tokenizer.ggml.model", "tokenizer.ggml.pre",
-            "tokenizer.chat_template", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
-            "tokenizer.ggml.eot_token_id", "tokenizer.ggml.add_bos_token")
+    keys = (
+        "general.architecture",
+        "general.file_type",
+        "tokenizer.ggml.model",
+        "tokenizer.ggml.pre",
+        "tokenizer.chat_template",
+        "tokenizer.ggml.bos_token_id",
+        "tokenizer.ggml.eos_token_id",
+        "tokenizer.ggml.eot_token_id",
+        "tokenizer.ggml.add_bos_token",
+    )
     meta = {key: reader.fields[key].contents() for key in keys if key in reader.fields}
     tokens = reader.fields.get("tokenizer.ggml.tokens")
     for key in ("bos", "eos", "eot"):
@@ -212,21 +224,30 @@ def check_metadata(gguf_path: Path, tokenizer, meta: dict) -> dict:
     """The GGUF carries the HF chat template, and the template's end-of-turn token stops llama.cpp."""
     template = tokenizer.chat_template
     if template and meta.get("tokenizer.chat_template") != template:
-        raise QuantizeError(f"{gguf_path.name} does not carry the model's chat template",
-                            hint="check tokenizer_config.json / chat_template.jinja in the model folder")
+        raise QuantizeError(
+            f"{gguf_path.name} does not carry the model's chat template",
+            hint="check tokenizer_config.json / chat_template.jinja in the model folder",
+        )
     if meta.get("tokenizer.ggml.eos_token_id") is None:
         raise QuantizeError(f"{gguf_path.name} has no EOS token id", hint="generation would never stop")
-    result = {"chat_template": bool(template), "eos_token_id": meta.get("tokenizer.ggml.eos_token_id"),
-              "eos_token": meta.get("eos_token"), "eot_token_id": meta.get("tokenizer.ggml.eot_token_id"),
-              "eot_token": meta.get("eot_token"), "stop_tokens": []}
+    result = {
+        "chat_template": bool(template),
+        "eos_token_id": meta.get("tokenizer.ggml.eos_token_id"),
+        "eos_token": meta.get("eos_token"),
+        "eot_token_id": meta.get("tokenizer.ggml.eot_token_id"),
+        "eot_token": meta.get("eot_token"),
+        "stop_tokens": [],
+    }
     turn_end = end_of_turn(template, tokenizer.bos_token or "", tokenizer.eos_token or "") if template else None
     with GgufVocab(gguf_path) as vocab:
         if turn_end:
             ids = vocab.tokenize(turn_end)
             if len(ids) == 1 and not vocab.is_eog(ids[0]):
-                raise QuantizeError(f"{gguf_path.name}: the chat template ends turns with {turn_end!r} "
-                                    f"(token {ids[0]}), which llama.cpp does not treat as end of generation",
-                                    hint="set eos_token_id in generation_config.json / tokenizer_config.json and convert again")
+                raise QuantizeError(
+                    f"{gguf_path.name}: the chat template ends turns with {turn_end!r} "
+                    f"(token {ids[0]}), which llama.cpp does not treat as end of generation",
+                    hint="set eos_token_id in generation_config.json / tokenizer_config.json and convert again",
+                )
             result["end_of_turn"] = turn_end
         result["stop_tokens"] = vocab.end_of_generation()
     return result
@@ -236,11 +257,11 @@ def smoke_chat(gguf_path: Path, n_threads: int | None = None, max_tokens: int = 
     """One question through llama.cpp's own chat handling (the embedded template), greedy."""
     import llama_cpp
 
-    llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=512, n_threads=n_threads or default_threads(),
-                          seed=0, verbose=False)
+    llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=512, n_threads=n_threads or default_threads(), seed=0, verbose=False)
     try:
-        out = llm.create_chat_completion(messages=[{"role": "user", "content": SMOKE_PROMPT}],
-                                         max_tokens=max_tokens, temperature=0.0)
+        out = llm.create_chat_completion(
+            messages=[{"role": "user", "content": SMOKE_PROMPT}], max_tokens=max_tokens, temperature=0.0
+        )
     except Exception as exc:  # llama.cpp's or the Jinja formatter's failure, kept in one line
         raise QuantizeError(f"smoke chat on {gguf_path.name} failed: {exc}") from None
     finally:
@@ -248,10 +269,17 @@ def smoke_chat(gguf_path: Path, n_threads: int | None = None, max_tokens: int = 
     choice = out["choices"][0]
     reply = choice["message"]["content"] or ""
     if not reply.strip():
-        raise QuantizeError(f"smoke chat on {gguf_path.name} produced an empty reply",
-                            hint="the chat template or the stop tokens are wrong")
-    return {"mode": "chat", "prompt": SMOKE_PROMPT, "reply": reply, "finish_reason": choice["finish_reason"],
-            "stopped_by_itself": choice["finish_reason"] == "stop", "tokens": out["usage"]["completion_tokens"]}
+        raise QuantizeError(
+            f"smoke chat on {gguf_path.name} produced an empty reply", hint="the chat template or the stop tokens are wrong"
+        )
+    return {
+        "mode": "chat",
+        "prompt": SMOKE_PROMPT,
+        "reply": reply,
+        "finish_reason": choice["finish_reason"],
+        "stopped_by_itself": choice["finish_reason"] == "stop",
+        "tokens": out["usage"]["completion_tokens"],
+    }
 
 
 def smoke_completion(gguf_path: Path, n_threads: int | None = None, max_tokens: int = 32) -> dict:
@@ -263,8 +291,7 @@ def smoke_completion(gguf_path: Path, n_threads: int | None = None, max_tokens: 
     from quantkit.core.smoke_text import PROMPTS, TITLES
 
     prompt = PROMPTS[0]
-    llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=512, n_threads=n_threads or default_threads(),
-                          seed=0, verbose=False)
+    llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=512, n_threads=n_threads or default_threads(), seed=0, verbose=False)
     try:
         out = llm.create_completion(prompt, max_tokens=max_tokens, temperature=0.0)
     except Exception as exc:
@@ -274,10 +301,18 @@ def smoke_completion(gguf_path: Path, n_threads: int | None = None, max_tokens: 
     choice = out["choices"][0]
     text = choice["text"] or ""
     if not text.strip():
-        raise QuantizeError(f"completion smoke on {gguf_path.name} produced no text",
-                            hint="llama.cpp stops at once: the EOS token or the weights are wrong")
-    return {"mode": "completion", "title": TITLES["completion"], "prompt": prompt, "reply": text,
-            "finish_reason": choice["finish_reason"], "tokens": out["usage"]["completion_tokens"]}
+        raise QuantizeError(
+            f"completion smoke on {gguf_path.name} produced no text",
+            hint="llama.cpp stops at once: the EOS token or the weights are wrong",
+        )
+    return {
+        "mode": "completion",
+        "title": TITLES["completion"],
+        "prompt": prompt,
+        "reply": text,
+        "finish_reason": choice["finish_reason"],
+        "tokens": out["usage"]["completion_tokens"],
+    }
 
 
 def check_files(model_dir: Path, files: dict[str, Path], smoke: bool = True, n_threads: int | None = None) -> dict:
@@ -291,8 +326,12 @@ def check_files(model_dir: Path, files: dict[str, Path], smoke: bool = True, n_t
         chat = bool(meta.get("tokenizer.chat_template"))
         what = ("smoke chat" if chat else "completion smoke (no chat template)") if smoke else ""
         print(f"quantkit: checking {path.name}: token parity, metadata" + (f", {what}" if what else ""), file=sys.stderr)
-        results[gguf_type] = {"tensors": tensors, "n_params": n_params, "token_parity": token_parity(path, tokenizer),
-                              "metadata": check_metadata(path, tokenizer, meta)}
+        results[gguf_type] = {
+            "tensors": tensors,
+            "n_params": n_params,
+            "token_parity": token_parity(path, tokenizer),
+            "metadata": check_metadata(path, tokenizer, meta),
+        }
         if smoke and chat:
             results[gguf_type]["smoke_chat"] = smoke_chat(path, n_threads)
         elif smoke:
@@ -303,8 +342,7 @@ def check_files(model_dir: Path, files: dict[str, Path], smoke: bool = True, n_t
 def verify(model_dir: Path, files: dict[str, Path], smoke: bool = True, n_threads: int | None = None) -> dict:
     """``check_files`` in a fresh interpreter: a llama.cpp abort on a bad file (it can throw past
     the C API) becomes a one-line error instead of killing quantkit."""
-    spec = {"model_dir": str(model_dir), "files": {k: str(v) for k, v in files.items()}, "smoke": smoke,
-            "n_threads": n_threads}
+    spec = {"model_dir": str(model_dir), "files": {k: str(v) for k, v in files.items()}, "smoke": smoke, "n_threads": n_threads}
     proc, answer = run_json_child(["-m", __name__, json.dumps(spec)])
     sys.stderr.write("".join(line + "\n" for line in proc.stderr.splitlines() if line.startswith("quantkit:")))
     if proc.returncode == 0 and "results" in answer:
@@ -313,8 +351,10 @@ def verify(model_dir: Path, files: dict[str, Path], smoke: bool = True, n_thread
         raise QuantizeError(answer["error"], hint=answer.get("hint"))
     crash = [line.strip() for line in proc.stderr.splitlines() if "terminate called" in line or "what():" in line]
     reason = " ".join(crash) or key_line(proc.stderr)
-    raise QuantizeError(f"llama.cpp failed while checking the GGUF file(s) (exit {proc.returncode}): {reason}",
-                        hint="the converted file is unusable; rerun with QUANTKIT_DEBUG=1 for the full output")
+    raise QuantizeError(
+        f"llama.cpp failed while checking the GGUF file(s) (exit {proc.returncode}): {reason}",
+        hint="the converted file is unusable; rerun with QUANTKIT_DEBUG=1 for the full output",
+    )
 
 
 def quiet_llama_logs() -> None:
@@ -337,8 +377,9 @@ def main(argv: list[str]) -> int:
     if not os.environ.get("QUANTKIT_DEBUG"):
         quiet_llama_logs()
     try:
-        results = check_files(Path(spec["model_dir"]), {k: Path(v) for k, v in spec["files"].items()},
-                              spec["smoke"], spec.get("n_threads"))
+        results = check_files(
+            Path(spec["model_dir"]), {k: Path(v) for k, v in spec["files"].items()}, spec["smoke"], spec.get("n_threads")
+        )
     except QuantkitError as exc:
         print(json.dumps({"error": exc.message, "hint": exc.hint}))
         return 1

