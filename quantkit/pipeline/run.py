@@ -262,7 +262,7 @@ def estimates(recipe: Recipe, specs: list[ArtifactSpec], out_dir: Path, force: b
 
 
 def _run_stages(recipe: Recipe, specs: list[ArtifactSpec], out_dir: Path, summary: RunSummary, force: bool, echo: Echo) -> None:
-    stages = Stages(out_dir, estimates(recipe, specs, out_dir, force))
+    stages = Stages(out_dir)
     started = time.time()
     try:
         model_dir = stage_model(recipe, stages, force, echo)
@@ -271,6 +271,7 @@ def _run_stages(recipe: Recipe, specs: list[ArtifactSpec], out_dir: Path, summar
         summary.artifacts = [ArtifactOutcome(s.name, s.method, "failed", failed_stage="model", error=str(exc)) for s in specs]
         echo(f"[model] FAILED: {exc}")
     else:
+        stages.estimates = estimates(recipe, specs, out_dir, force)  # the model's config.json is here now
         for spec in specs:
             summary.artifacts.append(run_artifact(recipe, spec, model_dir, out_dir, stages, force, echo))
         if recipe.push is not None:
