@@ -46,11 +46,13 @@ def command(artifact, base, json_file, url, **flags):
     from quantkit.benchmark.gates import Gates
     from quantkit.cli.settings_flags import typed_settings
     from quantkit.core.errors import GateFailed
-    from quantkit.core.settings import build
+    from quantkit.core.settings import build, settings_of
 
     given = typed_settings(click.get_current_context(), flags)
-    gates = build(Gates, "bench", {k: v for k, v in given.items() if k in Gates.__dataclass_fields__})
-    options = build(BenchOptions, "bench", {k: v for k, v in given.items() if k not in Gates.__dataclass_fields__})
+    # --no-smoke skips the smoke (BenchOptions.smoke); the gate thresholds are Gates' flags.
+    gate_flags = {name for name, f in settings_of(Gates).items() if f.metadata.get("cli", True)}
+    gates = build(Gates, "bench", {k: v for k, v in given.items() if k in gate_flags})
+    options = build(BenchOptions, "bench", {k: v for k, v in given.items() if k not in gate_flags})
     options.gates = gates
     from quantkit.cli.render import console
 
