@@ -124,6 +124,16 @@ def test_registry_settings_table_lists_users():
     assert set(table["force"][1]) == set(METHODS)
 
 
+def test_bench_flags_split_between_the_bench_and_its_gates():
+    from quantkit.cli.bench_cmd import bench_options
+
+    options = bench_options({"smoke": False, "prompt_tokens": 8, "kld_mean_max": 0.1, "top1_min": 0.8})
+    assert options.smoke is False and options.prompt_tokens == 8
+    assert options.gates.smoke is True and options.gates.overrides() == {"kld_mean_max": 0.1, "top1_min": 0.8}
+    with pytest.raises(InputError, match="bench: top1_min must be at most 1.0"):
+        bench_options({"top1_min": 1.5})
+
+
 def test_docs_methods_md_is_current():
     from pathlib import Path
 

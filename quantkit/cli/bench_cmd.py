@@ -4,6 +4,19 @@ from quantkit.cli.bench_url import URL_PARAMS, url_options
 from quantkit.cli.settings_flags import setting_flags
 
 
+def bench_options(given: dict):
+    """BenchOptions from the flags given: --no-smoke skips the smoke (BenchOptions.smoke); the
+    threshold flags (--max-kld, ...) are the Gates'."""
+    from quantkit.benchmark.bench import BenchOptions
+    from quantkit.benchmark.gates import Gates
+    from quantkit.core.settings import build, settings_of
+
+    gate_flags = {name for name, f in settings_of(Gates).items() if f.metadata.get("cli", True)}
+    options = build(BenchOptions, "bench", {k: v for k, v in given.items() if k not in gate_flags})
+    options.gates = build(Gates, "bench", {k: v for k, v in given.items() if k in gate_flags})
+    return options
+
+
 def bench_settings_table() -> dict:
     """``quantkit bench``'s flags: BenchOptions' and Gates' settings (quantkit/core/settings.py)."""
     from quantkit.benchmark.bench import BenchOptions
@@ -42,18 +55,11 @@ def command(artifact, base, json_file, url, **flags):
         return bench_url.run(url, json_file=json_file, **load)
     if not artifact:
         raise click.UsageError("give an ARTIFACT to benchmark (or --url URL)")
-    from quantkit.benchmark.bench import BenchOptions, bench
-    from quantkit.benchmark.gates import Gates
+    from quantkit.benchmark.bench import bench
     from quantkit.cli.settings_flags import typed_settings
     from quantkit.core.errors import GateFailed
-    from quantkit.core.settings import build, settings_of
 
-    given = typed_settings(click.get_current_context(), flags)
-    # --no-smoke skips the smoke (BenchOptions.smoke); the gate thresholds are Gates' flags.
-    gate_flags = {name for name, f in settings_of(Gates).items() if f.metadata.get("cli", True)}
-    gates = build(Gates, "bench", {k: v for k, v in given.items() if k in gate_flags})
-    options = build(BenchOptions, "bench", {k: v for k, v in given.items() if k not in gate_flags})
-    options.gates = gates
+    options = bench_options(typed_settings(click.get_current_context(), flags))
     from quantkit.cli.render import console
 
     with console.status("loading") as status:
