@@ -67,7 +67,7 @@ def test_dry_run_asks_the_same_check_as_quantize():
         "name: t\nmodel: {id: x/smol}\nartifacts:\n  - {name: a, method: awq}\n  - {name: b, method: awq, group_size: 128}\n"
     )
     assert plan_module.preflight(recipe, recipe.artifacts[0], SMOL) is None
-    assert "use group size 64" in plan_module.preflight(recipe, recipe.artifacts[1], SMOL)
+    assert "use `group_size=64`" in plan_module.preflight(recipe, recipe.artifacts[1], SMOL)
 
 
 def test_estimate_prices_the_methods_own_calibration_defaults():

@@ -255,7 +255,7 @@ def test_dry_run_refuses_what_cannot_work(tmp_path, monkeypatch):
         .read_text()
         .replace("trust_remote_code: true", "trust_remote_code: false")
     )
-    for text, problem in ((bad, "group size 96 does not divide the input width 7168"), (no_trust, "trust_remote_code")):
+    for text, problem in ((bad, "`group_size` 96 does not divide the input width 7168"), (no_trust, "trust_remote_code")):
         path = tmp_path / "r.yaml"
         path.write_text(text)
         summary = pipeline.run(load_recipe(path), tmp_path / "o", dry_run=True)

@@ -145,7 +145,7 @@ def test_cli_exits_3_on_a_broken_artifact(smollm2, zeroed_layer, tmp_path, capsy
 def test_bits_and_gate_overrides():
     assert artifact_bits({"method": "gguf", "settings": {"gguf_types": ["Q4_K_M"]}}) == 4
     assert artifact_bits(None, "SmolLM2-Q8_0.gguf") == 8
-    assert artifact_bits({"method": "nf4", "settings": {}}) == 4
+    assert artifact_bits({"method": "nf4", "settings": {"bits": 4}}) == 4  # every method records its bits
     assert artifact_bits({"method": "awq", "settings": {"bits": 4}}) == 4
     assert artifact_bits(None, "model", bits_per_weight=16.0) == 16
     assert gates_for(5).kld_mean_max == gates_for(5, {"kld_mean_max": None}).kld_mean_max

@@ -320,8 +320,8 @@ def test_both_formats_of_one_calibration_hold_the_same_weights_and_agree(ct_qwen
     "args, message",
     [
         (["--group-size", "48"], "--group-size 48 does not divide the input width 128"),
-        (["--bits", "8"], "cannot make 8-bit weights"),
-        (["--format", "gguf"], "awq has no format 'gguf'"),
+        (["--bits", "8"], "--bits 8 is not one of 4"),
+        (["--format", "gguf"], "--format 'gguf' is not one of compressed-tensors, autoawq"),
         (["--calib", "{tmp}/missing.txt"], "does not exist"),
         (["--calib", "{tmp}/empty.txt"], "holds no text"),
         (["--calib", "{tmp}/bad.jsonl"], "bad.jsonl:2 is not valid JSON"),
@@ -347,7 +347,7 @@ def test_smollm2_default_group_size_128_is_refused_with_a_fix(smollm2, tmp_path)
 
     with pytest.raises(PreflightError) as err:
         quantize(smollm2, "awq", tmp_path / "x", AwqOptions(group_size=128))
-    assert "does not divide the input width 576" in str(err.value) and "--group-size 64" in str(err.value)
+    assert "does not divide the input width 576" in str(err.value) and "`group_size=64`" in str(err.value)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -480,7 +480,7 @@ def test_one_recipe_entry_asks_for_several_formats():
 @pytest.mark.parametrize(
     "value, message",
     [
-        ("[compressed-tensors, gguf]", "artifacts[0].format: 'gguf' is not one of"),
+        ("[compressed-tensors, gguf]", "artifacts[0].format[1]: 'gguf' is not one of"),
         ("[autoawq, autoawq]", "artifacts[0].format: a list of formats needs at least one, each once"),
         ("[]", "artifacts[0].format: a list of formats needs at least one, each once"),
     ],

@@ -176,20 +176,20 @@ def group_size(config: dict, options: AwqOptions) -> int:
     Without a group size, the default 128 falls back to 64/32 (SmolLM2's 576 needs 64)."""
     widths = {name: w for name, w in layer_widths(config).items() if not is_ignored(f"model.layers.0.{name}", options.ignore)}
     if not widths:
-        raise InputError("ignore leaves no layer to quantize", hint="ignore fewer modules")
+        raise InputError("`ignore` leaves no layer to quantize", hint="ignore fewer modules")
     fits = [g for g in FALLBACK_GROUPS if all(w % g == 0 for w in widths.values())]
     if options.group_size is None:
         if not fits:
             raise PreflightError(
                 f"no AWQ group size in {FALLBACK_GROUPS} divides the layer widths {sorted(set(widths.values()))}",
-                hint="give a group size that divides them",
+                hint="give a `group_size` that divides them",
             )
         return fits[0]
     bad = {name: w for name, w in widths.items() if w % options.group_size}
     if bad:
         name, width = next(iter(bad.items()))
-        hint = f"use group size {fits[0]}" if fits else "choose a size that divides every layer width"
-        raise PreflightError(f"group size {options.group_size} does not divide the input width {width} of {name}", hint=hint)
+        hint = f"use `group_size={fits[0]}`" if fits else "choose a size that divides every layer width"
+        raise PreflightError(f"`group_size` {options.group_size} does not divide the input width {width} of {name}", hint=hint)
     return options.group_size
 
 
