@@ -466,13 +466,15 @@ def test_one_recipe_entry_asks_for_several_formats():
     from quantkit.pipeline.recipe import parse_recipe
 
     recipe = parse_recipe(RECIPE % "[compressed-tensors, autoawq]")
-    assert [(a.name, a.format, a.group_size) for a in recipe.artifacts] == [
+    assert [(a.name, a.options.format, a.options.group_size) for a in recipe.artifacts] == [
         ("awq", "compressed-tensors", 64),
         ("awq-autoawq", "autoawq", 64),
     ]
-    assert [(a.name, a.format) for a in parse_recipe(RECIPE % "autoawq").artifacts] == [("awq", "autoawq")]
+    assert [(a.name, a.options.format) for a in parse_recipe(RECIPE % "autoawq").artifacts] == [("awq", "autoawq")]
     smol = [
-        (a.name, a.format) for a in parse_recipe(open("recipes/smollm2-135m-instruct.yaml").read()).artifacts if a.method == "awq"
+        (a.name, a.options.format)
+        for a in parse_recipe(open("recipes/smollm2-135m-instruct.yaml").read()).artifacts
+        if a.method == "awq"
     ]
     assert smol == [("awq", "compressed-tensors"), ("awq-autoawq", "autoawq")]
 
