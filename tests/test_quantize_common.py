@@ -107,9 +107,9 @@ def test_bits_the_method_lacks(tiny_llama, tmp_path, capsys, method, bits):
     [
         ("nf4", ["--group-size", 64], "--group-size", "awq, gptq"),
         ("gguf", ["--group-size", 64], "--group-size", "awq, gptq"),  # was silently ignored
-        ("gguf", ["--ignore", "lm_head"], "--ignore", "awq, gptq, nf4, int8"),
+        ("gguf", ["--ignore", "lm_head"], "--ignore", "awq, gptq, w8a8, fp8, nf4, int8"),
         ("awq", ["--gguf-type", "Q8_0"], "--gguf-type", "gguf"),
-        ("int8", ["--calib-samples", 8], "--calib-samples", "awq, gptq, gguf"),
+        ("int8", ["--calib-samples", 8], "--calib-samples", "awq, gptq, w8a8, gguf"),
     ],
 )
 def test_option_the_method_does_not_use(tiny_llama, tmp_path, capsys, method, flags, flag, users):
