@@ -51,7 +51,7 @@ def raw_llama_runs(llm, prompt, n, reps):
 def llama_bench(gguf: Path, threads: int, p: int, n: int, reps: int) -> tuple[float, float]:
     """llama-bench's pp{p} and tg{n} (mean tokens/s over ``reps``), with llama-cpp-python's
     context settings as quantkit uses them: batch 512, ubatch 512, flash attention off."""
-    from quantkit.quantization.gguf.tools import run_tool
+    from quantkit.quantization.gguf.binaries import run_tool
 
     out = run_tool(
         "llama-bench",

@@ -21,8 +21,9 @@ def main():
     from quantkit.benchmark.quality import QualityOptions, evaluate
     from quantkit.engines import EngineOptions, load_engine
     from quantkit.hub.model_ref import resolve_model
+    from quantkit.quantization.gguf.binaries import quantize_file
     from quantkit.quantization.gguf.method import GgufOptions, make_imatrix
-    from quantkit.quantization.gguf.tools import convert, converter_view, find_converter, quantize_file
+    from quantkit.quantization.gguf.tools import convert, converter_view, find_converter
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="bundled:smollm2-135m-instruct")

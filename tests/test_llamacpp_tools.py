@@ -7,7 +7,8 @@ import subprocess
 import pytest
 
 from quantkit.core.errors import DependencyError
-from quantkit.quantization.gguf.tools import FALLBACK_LINE, TOOLS, runtime_commit, tool, tools_bin, tools_record
+from quantkit.quantization.gguf.binaries import FALLBACK_LINE, TOOLS, tool, tools_bin, tools_record
+from quantkit.quantization.gguf.tools import runtime_commit
 
 
 def test_the_five_tools_run_and_share_the_runtime_commit():

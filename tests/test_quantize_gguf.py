@@ -338,7 +338,7 @@ def test_kld_agrees_with_llama_perplexity(smollm2_gguf, tmp_path):
 
     from quantkit.benchmark.quality import QualityOptions, eval_text, evaluate
     from quantkit.engines import EngineOptions, load_engine
-    from quantkit.quantization.gguf.tools import run_tool
+    from quantkit.quantization.gguf.binaries import run_tool
 
     base, other = (smollm2_gguf / f"SmolLM2-135M-Instruct-{t}.gguf" for t in ("Q8_0", "Q4_K_M"))
     text = tmp_path / "eval.txt"

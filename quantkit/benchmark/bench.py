@@ -326,7 +326,7 @@ def bench(
 def memory_preflight(path: Path, engine_name: str, base: Path | None, options: BenchOptions, n_ctx: int):
     """Refuse before loading anything when one model at a time (the base's reference, then the
     artifact) with its KV cache does not fit in RAM or on the GPU (quantkit.core.estimate.bench_need)."""
-    from quantkit.core.estimate import bench_need_for
+    from quantkit.core.estimate_files import bench_need_for
     from quantkit.core.preflight import check_fit, cuda_available
 
     device = options.device

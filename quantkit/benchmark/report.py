@@ -202,7 +202,8 @@ def fill_card(folder: Path, results: list[dict]) -> None:
     """Record an artifact's results beside its card (``quantkit-results.json``, what ``quantkit
     push`` publishes from) and put them in the card: one table, a row per file, and the header's
     model-index. No local path is kept: files by name, the base by its hub id."""
-    from quantkit.core.card import refill, result_record, write_results
+    from quantkit.core.card import refill
+    from quantkit.core.card_results import result_record, write_results
     from quantkit.core.manifest import read_manifest
 
     records = [result_record(r, Path(folder)) for r in results]

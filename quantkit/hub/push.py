@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from quantkit.core.atomic import PARTIAL_MARK
-from quantkit.core.card import RESULTS_FILE, base_id, hub_usage, read_results, render
+from quantkit.core.card import base_id, hub_usage, render
+from quantkit.core.card_results import read_results
 from quantkit.core.errors import GateFailed, InputError, IntegrityError, PushAuthError, PushError, QuotaExceeded
-from quantkit.core.manifest import CARD, MANIFEST, read_manifest, verify
+from quantkit.core.manifest import CARD, MANIFEST, RESULTS_FILE, read_manifest, verify
 
 SOURCES = ("hf", "modelscope")
 DEFAULT_REVISION = {"hf": "main", "modelscope": "master"}

@@ -61,7 +61,8 @@ class GgufMethod:
         from quantkit.core.preflight import check_quantize_memory
         from quantkit.quantization.calibration import read_records
         from quantkit.quantization.gguf import checks as gguf_checks
-        from quantkit.quantization.gguf.tools import find_converter, installed_version, tools_bin
+        from quantkit.quantization.gguf.binaries import tools_bin
+        from quantkit.quantization.gguf.tools import find_converter, installed_version
 
         types = options.gguf_types
         self.check_config(config, options)
@@ -75,7 +76,8 @@ class GgufMethod:
 
     def quantize(self, model_dir: Path, out_dir: Path, options: GgufOptions) -> MethodResult:
         from quantkit.quantization.gguf import checks as gguf_checks
-        from quantkit.quantization.gguf.tools import convert, converter_view, find_converter, quantize_file
+        from quantkit.quantization.gguf.binaries import quantize_file
+        from quantkit.quantization.gguf.tools import convert, converter_view, find_converter
 
         types = options.gguf_types
         with_imatrix = imatrix_types(types, options.imatrix)
@@ -159,8 +161,8 @@ def make_imatrix(model_dir: Path, base_file: Path, scratch: Path, options: GgufO
     """llama-imatrix on the 16-bit GGUF over quantkit's calibration samples (written as one text
     file, chunked by the sequence length); returns the imatrix file and its manifest record."""
     from quantkit.quantization import calibration
+    from quantkit.quantization.gguf.binaries import compute_imatrix
     from quantkit.quantization.gguf.checks import hf_tokenizer
-    from quantkit.quantization.gguf.tools import compute_imatrix
 
     tokenizer = hf_tokenizer(model_dir)
     calib = calibration.build(tokenizer, options.calib, options.calib_samples, options.calib_seq_len)
@@ -187,7 +189,8 @@ def make_imatrix(model_dir: Path, base_file: Path, scratch: Path, options: GgufO
 
 def llama_cpp_record(converter, with_tools: bool) -> dict:
     """The llama.cpp commit of converter, tools and runtime (one commit when all come from the sdist)."""
-    from quantkit.quantization.gguf.tools import installed_version, runtime_commit, tools_record
+    from quantkit.quantization.gguf.binaries import tools_record
+    from quantkit.quantization.gguf.tools import installed_version, runtime_commit
 
     record = {
         "commit": converter.commit,

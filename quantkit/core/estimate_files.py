@@ -1,0 +1,79 @@
+"""The memory estimate from the files at hand (bench's real preflight), where the dry run has
+only config.json: the artifact's size where it runs and its base's, read from the folder."""
+
+import json
+from pathlib import Path
+
+from quantkit.core.estimate import LIBRARY_ALLOWANCE_BYTES, LLAMACPP_COMPUTE_BYTES, Footprint, Need, bench_need, dtype_bytes
+
+
+def folder_config(path: Path) -> dict | None:
+    file = (path if path.is_dir() else path.parent) / "config.json"
+    try:
+        return json.loads(file.read_text()) if file.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def files_bytes(path: Path, suffixes=(".safetensors", ".bin", ".gguf")) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.iterdir() if p.is_file() and p.suffix in suffixes)
+
+
+def bench_need_for(
+    path: Path,
+    engine_name: str,
+    device: str,
+    n_ctx: int,
+    *,
+    base: Path | None = None,
+    n_gpu_layers: int | None = -1,
+    quality_ctx: int = 512,
+) -> Need:
+    """``bench_need`` from the files at hand (the real preflight): the artifact's size where it
+    runs (a .gguf's file; a compressed-tensors folder's dense size; a bitsandbytes folder's
+    weights; a plain folder's weights in the dtype it runs in) and the base's, with the shape
+    (KV cache, vocabulary) from whichever config.json is there."""
+    from quantkit.core.modelinfo import estimate_params
+
+    path = Path(path)
+    config = folder_config(path) if path.is_dir() else None
+    base_config = folder_config(Path(base)) if base is not None else None
+    shape_config = config or base_config
+    if engine_name != "llama.cpp" and config is None:
+        return Need(LIBRARY_ALLOWANCE_BYTES, 0, "no config.json: nothing to estimate")  # the engine says why
+    if engine_name == "llama.cpp":
+        gguf = path if path.is_file() else next(iter(sorted(path.glob("*.gguf"))), path)
+        runtime, fp = files_bytes(gguf), Footprint("llama.cpp", (8.0,))
+    else:
+        qc = (config or {}).get("quantization_config") or {}
+        method = qc.get("quant_method")
+        fp = Footprint("load", (4.0,), dense_runtime=method == "compressed-tensors") if method else None
+        if method == "compressed-tensors":
+            runtime = estimate_params(config) * (4 if device == "cpu" else 2)  # dense once decompressed
+        elif method or device != "cpu":
+            runtime = files_bytes(path) if method else estimate_params(config) * dtype_bytes(None, config)
+        else:
+            runtime = estimate_params(config) * 4  # fp32 on the CPU
+    base_runtime = None
+    if base_config is not None:
+        per = 4 if device == "cpu" else dtype_bytes(None, base_config)
+        base_runtime = estimate_params(base_config) * per
+    if shape_config is None:  # a lone .gguf: its file, no KV estimate
+        return Need(
+            runtime + LIBRARY_ALLOWANCE_BYTES if device == "cpu" else LIBRARY_ALLOWANCE_BYTES,
+            0 if device == "cpu" else runtime + LLAMACPP_COMPUTE_BYTES,
+            "the GGUF file",
+        )
+    return bench_need(
+        shape_config,
+        fp,
+        device,
+        n_ctx,
+        with_base=base_runtime is not None,
+        n_gpu_layers=n_gpu_layers,
+        quality_ctx=quality_ctx,
+        runtime=runtime,
+        base_runtime=base_runtime,
+    )
