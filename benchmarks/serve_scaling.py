@@ -159,6 +159,12 @@ def main() -> None:
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--requests-per-level", type=int, default=4, help="requests = this x concurrency (at least 4)")
+    parser.add_argument(
+        "--stop-at-eos",
+        action="store_true",
+        help="let requests end at the model's end of turn (default: ignore_eos, so every request decodes "
+        "max-tokens like the yardstick's sequences; replies that end early leave slots idle between requests)",
+    )
     parser.add_argument("--json", help="write the numbers here")
     args = parser.parse_args()
     from quantkit.benchmark.loadtest import load_test
@@ -171,9 +177,13 @@ def main() -> None:
     try:
         load_test(url, concurrency=[1], num_requests=1, max_tokens=4)  # warm-up
         serves = {
-            c: load_test(url, concurrency=[c], num_requests=max(4, args.requests_per_level * c), max_tokens=args.max_tokens)[
-                0
-            ].to_dict()
+            c: load_test(
+                url,
+                concurrency=[c],
+                num_requests=max(4, args.requests_per_level * c),
+                max_tokens=args.max_tokens,
+                ignore_eos=not args.stop_at_eos,
+            )[0].to_dict()
             for c in args.levels
         }
     finally:
@@ -185,7 +195,8 @@ def main() -> None:
     print(
         f"{gguf.name}, {args.threads} threads, {args.max_tokens} tokens per request; load average "
         f"{load_before[0]:.2f} before, {load_after[0]:.2f} after ({os.cpu_count()} CPUs); "
-        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}"
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}; "
+        f"{'requests may stop at end of turn' if args.stop_at_eos else 'ignore_eos (every request decodes max-tokens)'}"
     )
     print(f"{'N':>3} {'yardstick':>10} {'(decode)':>9} {'serve':>8} {'ratio':>6} {'TTFT p50':>9} {'errors':>6}")
     for n in args.levels:

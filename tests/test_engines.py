@@ -61,6 +61,10 @@ def test_stream_stops_at_end_of_turn(engine):
     assert not ({t.id for t in tokens} & engine.eos_ids)  # the end-of-turn token is not yielded
     assert "<|im_end|>" not in text and "Paris" in text
     assert text == engine.detokenize([t.id for t in tokens])  # incremental text adds up
+    # ignore_eos (for benchmarks of servers): the same reply, then on past the end of turn
+    longer = [t.id for t in engine.stream(engine.chat_prompt(QUESTION), max_tokens=len(tokens) + 4, ignore_eos=True)]
+    assert longer[: len(tokens)] == [t.id for t in tokens] and len(longer) == len(tokens) + 4
+    assert longer[len(tokens)] in engine.eos_ids
 
 
 def test_stream_respects_max_tokens_and_seed(engine):
@@ -164,6 +168,20 @@ def batched_greedy(engine, prompts, n_tokens, join_after=3):
 
 
 def test_batch_decoder_agrees_with_single_sequences(engine):
+    assert_batch_agrees(engine)
+
+
+def test_batch_decoder_agrees_with_flash_attention():
+    """As `quantkit serve` runs llama.cpp (flash attention on; the batch context inherits it)."""
+    engine = load_engine(bundled_gguf("bundled:smollm2-135m-instruct"), EngineOptions(threads=1, flash_attn=True))
+    try:
+        assert engine.llm.context_params.flash_attn_type == 1  # LLAMA_FLASH_ATTN_TYPE_ENABLED
+        assert_batch_agrees(engine)
+    finally:
+        engine.close()
+
+
+def assert_batch_agrees(engine):
     questions = [
         "What is the capital of France?",
         "Write a poem about the sea.",

@@ -50,6 +50,26 @@ def test_load_test_levels_measure_serving_metrics(gguf_server):
 
 
 @pytest.mark.slow
+def test_load_test_ignore_eos_runs_every_request_to_max_tokens(gguf_server):
+    """As vLLM's `bench serve --ignore-eos`: short answers go on to max_tokens, so every request
+    does equal work (the batched yardstick's terms)."""
+    plain, full = (
+        load_test(
+            gguf_server,
+            concurrency=[2],
+            num_requests=2,
+            max_tokens=40,
+            prompts=["Hi!", "What is 2+2?"],
+            api_key=KEY,
+            ignore_eos=flag,
+        )[0]
+        for flag in (False, True)
+    )
+    assert plain.completed == full.completed == 2 and not plain.ignore_eos and full.ignore_eos
+    assert plain.total_output_tokens < 80 and full.total_output_tokens == 80
+
+
+@pytest.mark.slow
 def test_load_test_counts_errors_and_rate(gguf_server):
     with pytest.raises(QuantkitError, match="401"):  # no model given: listing the models already fails
         load_test(gguf_server, num_requests=2, api_key="wrong")

@@ -55,6 +55,7 @@ class LoadTestResult:
     itl_ms: dict
     e2el_ms: dict
     error_messages: list[str] = field(default_factory=list)  # the first few distinct ones
+    ignore_eos: bool = False  # every request ran to max_tokens
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -128,6 +129,7 @@ async def _level(
     headers: dict,
     timeout: float,
     seed: int,
+    ignore_eos: bool = False,
 ) -> LoadTestResult:
     import httpx
 
@@ -145,6 +147,8 @@ async def _level(
                 "stream": True,
                 "stream_options": {"include_usage": True},
             }
+            if ignore_eos:  # vLLM's and llama-server's extension; plain OpenAI rejects unknown fields
+                body["ignore_eos"] = True
             return await _one(client, url, body, headers)
 
     limits = httpx.Limits(max_connections=(concurrency or num_requests) + 4)
@@ -178,6 +182,7 @@ async def _level(
         itl_ms=summary_ms([gap for t in done for gap in t.itl]),
         e2el_ms=summary_ms([t.e2el for t in done]),
         error_messages=list(dict.fromkeys(t.error for t in timings if t.error))[:5],
+        ignore_eos=ignore_eos,
     )
 
 
@@ -211,9 +216,12 @@ def load_test(
     api_key: str | None = None,
     timeout: float = 300.0,
     seed: int = 0,
+    ignore_eos: bool = False,
 ) -> list[LoadTestResult]:
     """One result per concurrency level, or per request rate (capped by the one concurrency level
-    if exactly one is given). Nothing given: concurrency 1."""
+    if exactly one is given). Nothing given: concurrency 1. ``ignore_eos`` asks the server to
+    generate exactly ``max_tokens`` per request (as vLLM's ``bench serve --ignore-eos``), so
+    servers and models compare on equal work."""
     if num_requests < 1 or max_tokens < 1 or not prompts:
         raise InputError("num_requests, max_tokens and the prompt set must be positive")
     base = api_base(url)
@@ -226,7 +234,8 @@ def load_test(
     else:
         plans = [(c, None) for c in (concurrency or [1])]
     return [
-        asyncio.run(_level(base, model, c, r, num_requests, max_tokens, list(prompts), headers, timeout, seed)) for c, r in plans
+        asyncio.run(_level(base, model, c, r, num_requests, max_tokens, list(prompts), headers, timeout, seed, ignore_eos))
+        for c, r in plans
     ]
 
 

@@ -28,6 +28,12 @@ URL_OPTIONS = [
     ),
     click.option("--num-requests", type=click.IntRange(1), default=16, show_default=True, help="--url: requests per run."),
     click.option("--max-tokens", type=click.IntRange(1), default=64, show_default=True, help="--url: max_tokens per request."),
+    click.option(
+        "--ignore-eos",
+        is_flag=True,
+        help="--url: every request generates exactly --max-tokens (vLLM's and llama-server's ignore_eos), "
+        "so servers and models compare on equal work.",
+    ),
     click.option("--model", help="--url: model id to request (default: each server's first in /v1/models)."),
     click.option("--api-key", envvar="QUANTKIT_API_KEY", help="--url: bearer token (env QUANTKIT_API_KEY)."),
     click.option(
@@ -39,7 +45,7 @@ URL_OPTIONS = [
 ]
 
 
-URL_PARAMS = ("concurrency", "request_rate", "num_requests", "max_tokens", "model", "api_key", "plot_file")
+URL_PARAMS = ("concurrency", "request_rate", "num_requests", "max_tokens", "ignore_eos", "model", "api_key", "plot_file")
 
 
 def url_options(func):
@@ -49,7 +55,16 @@ def url_options(func):
 
 
 def run(
-    url, json_file=None, concurrency=(), request_rate=(), num_requests=16, max_tokens=64, model=None, api_key=None, plot_file=None
+    url,
+    json_file=None,
+    concurrency=(),
+    request_rate=(),
+    num_requests=16,
+    max_tokens=64,
+    ignore_eos=False,
+    model=None,
+    api_key=None,
+    plot_file=None,
 ) -> None:
     from pathlib import Path
 
@@ -69,6 +84,7 @@ def run(
                     request_rate=list(request_rate),
                     num_requests=num_requests,
                     max_tokens=max_tokens,
+                    ignore_eos=ignore_eos,
                     api_key=api_key,
                 )
             ],

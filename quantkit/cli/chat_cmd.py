@@ -17,6 +17,12 @@ def engine_flags(func):
             ),
             click.option("--n-ctx", type=int, default=4096, show_default=True, help="Context length in tokens."),
             click.option("--trust-remote-code", is_flag=True, help="Allow the model's own Python code to run."),
+            click.option(
+                "--flash-attn/--no-flash-attn",
+                default=True,
+                show_default=True,
+                help="llama.cpp: flash attention (as llama-server and llama-cli use it).",
+            ),
         ]
     ):
         func = decorator(func)
@@ -33,11 +39,16 @@ def artifact_path(spec: str) -> Path:
     return resolve_model(spec)
 
 
-def engine_options(device, threads, n_gpu_layers, n_ctx, trust_remote_code):
+def engine_options(device, threads, n_gpu_layers, n_ctx, trust_remote_code, flash_attn):
     from quantkit.engines import EngineOptions
 
     return EngineOptions(
-        device=device, threads=threads, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, trust_remote_code=trust_remote_code
+        device=device,
+        threads=threads,
+        n_gpu_layers=n_gpu_layers,
+        n_ctx=n_ctx,
+        trust_remote_code=trust_remote_code,
+        flash_attn=flash_attn,
     )
 
 
@@ -62,7 +73,19 @@ JSON; /quit (or quit) leaves; Ctrl-C stops a reply.""",
 @click.option("--seed", type=int, help="Sampling seed (repeatable replies).")
 @engine_flags
 def command(
-    artifact, system, max_tokens, temperature, top_p, seed, engine, device, threads, n_gpu_layers, n_ctx, trust_remote_code
+    artifact,
+    system,
+    max_tokens,
+    temperature,
+    top_p,
+    seed,
+    engine,
+    device,
+    threads,
+    n_gpu_layers,
+    n_ctx,
+    trust_remote_code,
+    flash_attn,
 ):
     """Chat with ARTIFACT (an artifact folder, a .gguf file, a model folder or bundled:NAME)."""
     import signal
@@ -75,7 +98,7 @@ def command(
     signal.signal(signal.SIGINT, signal.default_int_handler)
     path = artifact_path(artifact)
     click.echo(f"loading {path} ...", err=True)
-    runner = load_engine(path, engine_options(device, threads, n_gpu_layers, n_ctx, trust_remote_code), engine)
+    runner = load_engine(path, engine_options(device, threads, n_gpu_layers, n_ctx, trust_remote_code, flash_attn), engine)
     try:
         chat_loop(runner, ChatSettings(system=system, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed))
     finally:

@@ -59,6 +59,7 @@ def command(
     n_gpu_layers,
     n_ctx,
     trust_remote_code,
+    flash_attn,
 ):
     """Serve ARTIFACT with an OpenAI-compatible API and a web chat page."""
     from quantkit.serve.app import ServeOptions, serve
@@ -80,7 +81,7 @@ def command(
     serve(
         path,
         options,
-        engine_options(device, threads, n_gpu_layers, n_ctx, trust_remote_code),
+        engine_options(device, threads, n_gpu_layers, n_ctx, trust_remote_code, flash_attn),
         engine,
         on_ready=lambda url: click.echo(f"serving {url}  (web chat: {url}/, OpenAI API: {url}/v1)", err=False),
     )

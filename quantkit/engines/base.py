@@ -13,6 +13,9 @@ class EngineOptions:
     threads: int | None = None  # llama.cpp threads (None: the engine's default)
     n_gpu_layers: int = 0  # llama.cpp offload; -1 = all
     n_ctx: int = 4096
+    # llama.cpp flash attention. Off by default so measurements match llama.cpp's tools run with
+    # -fa off (llama-perplexity, llama-bench); chat and serve turn it on (~20% faster decode on CPU).
+    flash_attn: bool = False
     trust_remote_code: bool = False
     allow_pickle: bool = False  # transformers: load .bin (pickle) weights when no safetensors exist
     dtype: str | None = None  # transformers: torch dtype name; None = float32 on CPU, the checkpoint's on CUDA
@@ -45,9 +48,16 @@ class Engine(Protocol):
         generation prompt appended."""
 
     def stream(
-        self, prompt_ids: list[int], max_tokens: int, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None
+        self,
+        prompt_ids: list[int],
+        max_tokens: int,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        ignore_eos: bool = False,
     ) -> Iterator[Token]:
-        """Generate after ``prompt_ids``; stops at an eos id (not yielded) or ``max_tokens``."""
+        """Generate after ``prompt_ids``; stops at an eos id (not yielded) or ``max_tokens``
+        (``ignore_eos``: only at ``max_tokens``, as benchmarks of servers ask)."""
 
     def logits(self, ids: list[int]):
         """float32 numpy array [len(ids), vocab]: next-token logits at every position

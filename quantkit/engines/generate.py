@@ -79,9 +79,16 @@ class TextPieces:
 
 
 def stream_tokens(
-    engine, prompt_ids: list[int], max_tokens: int, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None
+    engine,
+    prompt_ids: list[int],
+    max_tokens: int,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    ignore_eos: bool = False,
 ):
-    """Yield Token(id, text) after ``prompt_ids`` until an eos id (not yielded) or ``max_tokens``.
+    """Yield Token(id, text) after ``prompt_ids`` until an eos id (not yielded; with ``ignore_eos``
+    it is yielded and generation goes on) or ``max_tokens``.
     Text is decoded incrementally so a multi-byte character is emitted once it is complete."""
     from quantkit.engines.base import Token
 
@@ -91,7 +98,7 @@ def stream_tokens(
     logits = engine.forward(list(prompt_ids))
     for step in range(max_tokens):
         token = sample(logits)
-        if token in engine.eos_ids:
+        if token in engine.eos_ids and not ignore_eos:
             return
         yield Token(token, pieces.add(token))
         if step + 1 < max_tokens:

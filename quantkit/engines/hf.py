@@ -114,8 +114,8 @@ class TransformersEngine:
 
         return TransformersBatch(self, n_seq, n_ctx_seq)
 
-    def stream(self, prompt_ids, max_tokens, temperature=0.0, top_p=1.0, seed=None):
-        return stream_tokens(self, prompt_ids, max_tokens, temperature, top_p, seed)
+    def stream(self, prompt_ids, max_tokens, temperature=0.0, top_p=1.0, seed=None, ignore_eos=False):
+        return stream_tokens(self, prompt_ids, max_tokens, temperature, top_p, seed, ignore_eos)
 
     def reset(self) -> None:
         self._cache = None

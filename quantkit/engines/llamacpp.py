@@ -79,6 +79,7 @@ class LlamaCppEngine:
                 n_threads_batch=self.threads,
                 n_gpu_layers=gpu_layers,
                 logits_all=False,
+                flash_attn=options.flash_attn,  # the batch context (serve --parallel) inherits it
                 verbose=False,
             )
         except (ValueError, RuntimeError) as exc:
@@ -156,8 +157,8 @@ class LlamaCppEngine:
 
         return LlamaCppBatch(self, n_seq, n_ctx_seq)
 
-    def stream(self, prompt_ids, max_tokens, temperature=0.0, top_p=1.0, seed=None):
-        return stream_tokens(self, prompt_ids, max_tokens, temperature, top_p, seed)
+    def stream(self, prompt_ids, max_tokens, temperature=0.0, top_p=1.0, seed=None, ignore_eos=False):
+        return stream_tokens(self, prompt_ids, max_tokens, temperature, top_p, seed, ignore_eos)
 
     def reset(self) -> None:
         self.llm._ctx.kv_cache_seq_rm(-1, 0, -1)

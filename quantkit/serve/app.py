@@ -435,7 +435,7 @@ def serve(
     except ImportError:
         raise missing_extra("uvicorn", "serve") from None
     options = options or ServeOptions()
-    engine_options = engine_options or EngineOptions(n_ctx=options.n_ctx)
+    engine_options = engine_options or EngineOptions(n_ctx=options.n_ctx, flash_attn=True)
     engine = load_engine(artifact, engine_options, engine_name)
     try:
         app = create_app(engine, options)

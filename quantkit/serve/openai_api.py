@@ -107,6 +107,7 @@ def job_from(body: dict, limit: int, **what) -> Job:
         temperature=field(body, "temperature", float, 1.0, 0, 2),
         top_p=field(body, "top_p", float, 1.0, 0, 1),
         seed=seed_from(body),
+        ignore_eos=field(body, "ignore_eos", bool, False),
         **what,
     )
 

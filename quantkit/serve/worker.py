@@ -40,6 +40,7 @@ class Job:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int | None = None
+    ignore_eos: bool = False  # run to max_tokens (vLLM's and llama-server's extension, for benchmarks)
     client: str = "-"  # who asked (the server uses the peer address): the unit of fairness
     cancel: threading.Event = field(default_factory=threading.Event)
     events: asyncio.Queue | None = None
@@ -200,7 +201,9 @@ class EngineWorker:
         ids, max_tokens = self._prepare(job)
         self._flush()
         count = 0
-        tokens = engine.stream(ids, max_tokens, temperature=job.temperature, top_p=job.top_p, seed=job.seed)
+        tokens = engine.stream(
+            ids, max_tokens, temperature=job.temperature, top_p=job.top_p, seed=job.seed, ignore_eos=job.ignore_eos
+        )
         try:
             for token in tokens:
                 count += 1
@@ -276,7 +279,7 @@ class EngineWorker:
             for k, seq in enumerate(seqs):
                 slot = slots[seq]
                 token = best[k] if slot.sampler.greedy else slot.sampler(rows[k])
-                if token in eos:
+                if token in eos and not slot.job.ignore_eos:
                     self._finish(slots, free, seq, ("end", slot.count, "stop"))
                     continue
                 slot.count += 1
