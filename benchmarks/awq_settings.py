@@ -25,6 +25,15 @@ SETTINGS = {
     "16x64 mse + duo both": ({"observer": "mse", "duo_scaling": "both"}, 16, 64),
     "32x128 minmax": ({}, 32, 128),
     "32x128 mse observer": ({"observer": "mse"}, 32, 128),
+    "16x64 awq + gptq": ({"quantizer": "gptq"}, 16, 64),
+    "16x64 awq + gptq, duo both": ({"quantizer": "gptq", "duo_scaling": "both"}, 16, 64),
+    "32x128 awq + gptq": ({"quantizer": "gptq"}, 32, 128),
+    "64x256 awq + gptq": ({"quantizer": "gptq"}, 64, 256),
+    "16x64 imatrix_mse observer": ({"observer": "imatrix_mse", "pipeline": "sequential"}, 16, 64),
+    "32x128 imatrix_mse observer": ({"observer": "imatrix_mse", "pipeline": "sequential"}, 32, 128),
+    # A reference, not a candidate: SmolLM2's bundled checkpoint is a dequantized Q4_1 GGUF, whose
+    # weights already lie on a 4-bit grid of 32-wide groups.
+    "16x64 group 32 (reference)": ({"group_size": 32}, 16, 64),
 }
 
 
@@ -33,6 +42,9 @@ def measure(model: str, name: str, knobs: dict, samples: int, seq_len: int, work
     from quantkit.quantization.awq import method as awq
     from quantkit.quantization.quantize import quantize
 
+    knobs = dict(knobs)
+    group = knobs.pop("group_size", 64)
+    quantizer = knobs.pop("quantizer", "rtn")
     awq.TUNING = dataclasses.replace(awq.AwqTuning(), **knobs)
     out = work / name.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "")
     started = time.time()
@@ -40,7 +52,7 @@ def measure(model: str, name: str, knobs: dict, samples: int, seq_len: int, work
         model,
         "awq",
         out,
-        awq.AwqOptions(group_size=64, calib_samples=samples, calib_seq_len=seq_len, device="cpu"),
+        awq.AwqOptions(group_size=group, quantizer=quantizer, calib_samples=samples, calib_seq_len=seq_len, device="cpu"),
         overwrite=True,
     )
     manifest = json.loads((out / "quantkit.json").read_text())
@@ -59,8 +71,9 @@ def measure(model: str, name: str, knobs: dict, samples: int, seq_len: int, work
     quality = bench(out, options=options).to_dict()["quality"]
     return {
         "setting": name,
-        "calib": f"{samples}x{seq_len}",
+        "calib": f"{samples}x{seq_len}" + ("" if group == 64 else f", group {group}"),
         **awq.TUNING.__dict__,
+        "quantizer": quantizer,
         "quantize_s": quantize_s,
         "kld_mean": quality["kld_mean"],
         "top1": quality["top1_agreement"],
@@ -70,12 +83,12 @@ def measure(model: str, name: str, knobs: dict, samples: int, seq_len: int, work
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| setting | calibration | duo_scaling | observer | AWQ wall s (2 cores) | KLD mean | top-1 | PPL ratio |",
-        "|---|---|---|---|---|---|---|---|",
+        "| setting | calibration | duo_scaling | observer | quantizer | AWQ wall s (2 cores) | KLD mean | top-1 | PPL ratio |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['setting']} | {r['calib']} | {r['duo_scaling']} | {r['observer']} | {r['quantize_s']} "
+            f"| {r['setting']} | {r['calib']} | {r['duo_scaling']} | {r['observer']} | {r['quantizer']} | {r['quantize_s']} "
             f"| {r['kld_mean']:.4f} | {r['top1']:.1%} | {r['ppl_ratio']:.3f} |"
         )
     return "\n".join(lines)

@@ -197,6 +197,28 @@ def test_manifest_records_calibration_and_settings(ct_llama, ct_qwen2):
     assert len(hashes) == 1
 
 
+def test_gptq_quantizer_after_awq_is_its_own_calibration(ct_llama, tiny_llama, tmp_path):
+    """`quantizer="gptq"`: the same AWQ scaling, then llm-compressor's GPTQModifier instead of
+    rounding to nearest. It is keyed apart in the cache (not the RTN result reused), recorded in
+    the manifest, and rounds differently from RTN on the same inputs."""
+    from safetensors.torch import load_file
+
+    from quantkit.quantization.awq.method import AwqOptions
+    from quantkit.quantization.quantize import quantize
+
+    out = quantize(
+        tiny_llama, "awq", tmp_path / "llama-awq-gptq", AwqOptions(quantizer="gptq", calib_samples=8, calib_seq_len=64)
+    )
+    rtn, gptq = (json.loads((a / "quantkit.json").read_text()) for a in (ct_llama, out))
+    assert rtn["settings"]["quantizer"] == "rtn" and gptq["settings"]["quantizer"] == "gptq"
+    assert gptq["calibration_cache"]["reused"] is False
+    assert gptq["calibration_cache"]["key"] != rtn["calibration_cache"]["key"]
+    name = "model.layers.0.mlp.down_proj.weight_packed"
+    packed = [load_file(str(a / "model.safetensors"))[name] for a in (ct_llama, out)]
+    assert packed[0].shape == packed[1].shape and (packed[0] != packed[1]).any()
+    assert reload_fresh(out)["new_tokens"] == 6  # plain transformers loads and generates
+
+
 def test_autoawq_format_matches_an_independent_unpacking(autoawq_qwen2):
     r = reload_fresh(autoawq_qwen2, probe="unpack")
     assert r["quantkit_imported"] is False
