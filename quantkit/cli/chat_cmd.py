@@ -39,17 +39,11 @@ def artifact_path(spec: str) -> Path:
     return resolve_model(spec)
 
 
-def engine_options(device, threads, n_gpu_layers, n_ctx, trust_remote_code, flash_attn):
+def engine_options(**flags):
+    """EngineOptions from engine_flags' values (all but --engine, which picks the engine)."""
     from quantkit.engines import EngineOptions
 
-    return EngineOptions(
-        device=device,
-        threads=threads,
-        n_gpu_layers=n_gpu_layers,
-        n_ctx=n_ctx,
-        trust_remote_code=trust_remote_code,
-        flash_attn=flash_attn,
-    )
+    return EngineOptions(**flags)
 
 
 @click.command(
@@ -80,12 +74,7 @@ def command(
     top_p,
     seed,
     engine,
-    device,
-    threads,
-    n_gpu_layers,
-    n_ctx,
-    trust_remote_code,
-    flash_attn,
+    **engine_settings,
 ):
     """Chat with ARTIFACT (an artifact folder, a .gguf file, a model folder or bundled:NAME)."""
     import signal
@@ -98,7 +87,7 @@ def command(
     signal.signal(signal.SIGINT, signal.default_int_handler)
     path = artifact_path(artifact)
     click.echo(f"loading {path} ...", err=True)
-    runner = load_engine(path, engine_options(device, threads, n_gpu_layers, n_ctx, trust_remote_code, flash_attn), engine)
+    runner = load_engine(path, engine_options(**engine_settings), engine)
     try:
         chat_loop(runner, ChatSettings(system=system, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed))
     finally:

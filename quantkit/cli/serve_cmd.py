@@ -54,12 +54,7 @@ def command(
     max_body_bytes,
     log_level,
     engine,
-    device,
-    threads,
-    n_gpu_layers,
-    n_ctx,
-    trust_remote_code,
-    flash_attn,
+    **engine_settings,
 ):
     """Serve ARTIFACT with an OpenAI-compatible API and a web chat page."""
     from quantkit.serve.app import ServeOptions, serve
@@ -71,7 +66,7 @@ def command(
         port=port,
         api_key=api_key or None,
         model_name=model_name,
-        n_ctx=n_ctx,
+        n_ctx=engine_settings["n_ctx"],
         max_tokens_limit=max_tokens_limit,
         queue_size=queue_size,
         parallel=parallel,
@@ -81,7 +76,7 @@ def command(
     serve(
         path,
         options,
-        engine_options(device, threads, n_gpu_layers, n_ctx, trust_remote_code, flash_attn),
+        engine_options(**engine_settings),
         engine,
         on_ready=lambda url: click.echo(f"serving {url}  (web chat: {url}/, OpenAI API: {url}/v1)", err=False),
     )
