@@ -197,11 +197,14 @@ def test_manifest_records_calibration_and_settings(ct_llama, ct_qwen2):
     assert len(hashes) == 1
 
 
-def test_gptq_quantizer_after_awq_is_its_own_calibration(ct_llama, tiny_llama, tmp_path):
+def test_gptq_quantizer_after_awq_is_its_own_calibration(ct_llama, tiny_llama, tmp_path, monkeypatch):
     """`quantizer="gptq"`: the same AWQ scaling, then llm-compressor's GPTQModifier instead of
     rounding to nearest. It is keyed apart in the cache (not the RTN result reused), recorded in
     the manifest, and rounds differently from RTN on the same inputs."""
     from safetensors.torch import load_file
+
+    # A cache of its own: the module's keeps only its newest entries, which later tests reuse.
+    monkeypatch.setenv("QUANTKIT_HOME", str(tmp_path / "home"))
 
     from quantkit.quantization.awq.method import AwqOptions
     from quantkit.quantization.quantize import quantize
