@@ -5,7 +5,7 @@ import contextlib
 from pathlib import Path
 
 from quantkit.core.errors import DownloadError
-from quantkit.hub.download import HubUnreachable, Listing, RemoteFile, unlink_fetched
+from quantkit.hub.listing import HubUnreachable, Listing, RemoteFile, unlink_fetched
 
 NAME = "hf"
 DEFAULT_REVISION = "main"

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 from quantkit.core.errors import DownloadError, IntegrityError
-from quantkit.hub.download import HubUnreachable, Listing, RemoteFile, unlink_fetched
+from quantkit.hub.listing import HubUnreachable, Listing, RemoteFile, unlink_fetched
 
 NAME = "modelscope"
 DEFAULT_REVISION = "master"

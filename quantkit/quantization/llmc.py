@@ -28,6 +28,12 @@ def check_llmc(method, model_dir: Path, config: dict, options, calibrated: bool 
     preflight.check_quantize_memory(config, method.name, method.footprint(options), options)
 
 
+def calibration_dtype(device: str) -> str:
+    """fp32 on a CPU (fp16/bf16 matmuls there are ~100x slower); bf16 on a GPU (fp16's range
+    overflows on some models' activations)."""
+    return "float32" if device == "cpu" else "bfloat16"
+
+
 def run_oneshot(
     model_dir: Path,
     out_dir: Path,

@@ -81,10 +81,11 @@ class W8a8Method:
         from transformers import AutoTokenizer
 
         from quantkit.core.modelinfo import load_config
+        from quantkit.quantization.llmc import calibration_dtype
 
         config = load_config(model_dir)
         device = awq.resolve_device(options)
-        calib_dtype = "float32" if device == "cpu" else "bfloat16"  # fp16/bf16 on a CPU: ~100x slower
+        calib_dtype = calibration_dtype(device)
         saved = awq.save_dtype(options, config)
         tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=options.trust_remote_code)
         calib = awq.calibration_set(model_dir, options, tokenizer)

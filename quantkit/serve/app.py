@@ -11,16 +11,16 @@ import json
 import os
 import socket
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from quantkit.core.errors import InputError, QuantkitError, missing_extra
+from quantkit.core.errors import InputError, missing_extra
 from quantkit.engines import EngineOptions, load_engine
-from quantkit.serve.openai_api import APIError, StopMatcher, field, job_from, messages_from, stops_from, unencodable_field
-from quantkit.serve.worker import EngineWorker, Job, QueueFull, RequestRejected
+from quantkit.serve.completion import Completion, api_error, cancel_on_disconnect, pieces
+from quantkit.serve.openai_api import APIError, field, job_from, messages_from, stops_from, unencodable_field
+from quantkit.serve.worker import EngineWorker, Job, QueueFull
 
 API_KEY_ENV = "QUANTKIT_API_KEY"
 ROUTES = ("/", "/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions")
@@ -65,64 +65,8 @@ def served_name(engine) -> str:
     return path.stem if path.suffix == ".gguf" else path.name
 
 
-async def _pieces(events: asyncio.Queue, job: Job, stops: list[str]):
-    """Lists of text pieces (text, count, None) of a started job, the last list ending with
-    (None, completion_tokens, finish_reason). Every event already queued is read at once, so a
-    reader that fell behind catches up with one write instead of one per token."""
-    matcher, count = StopMatcher(stops), 0
-    while True:
-        batch = [await events.get()]
-        while not events.empty():
-            batch.append(events.get_nowait())
-        out = []
-        for event in batch:
-            if event[0] == "token":
-                count += 1
-                text = matcher.feed(event[1].text)
-                if text:
-                    out.append((text, count, None))
-                if matcher.hit:
-                    job.cancel.set()  # the worker stops after its current token
-                    out.append((None, count, "stop"))
-                    yield out
-                    return
-            elif event[0] == "end":
-                if rest := matcher.flush():
-                    out.append((rest, count, None))
-                out.append((None, count, event[2]))
-                yield out
-                return
-            else:
-                if out:
-                    yield out
-                raise _api_error(event[1])
-        if out:
-            yield out
-
-
-async def _cancel_on_disconnect(receive, job: Job) -> None:
-    """Once the body is read, the next ASGI message is the client's disconnect."""
-    while not job.cancel.is_set():
-        if (await receive())["type"] == "http.disconnect":
-            job.cancel.set()
-            return
-        await asyncio.sleep(0.05)  # never spin, whatever the server hands us
-
-
 def _no_constant(name: str):
     raise ValueError(f"{name} is not JSON")  # NaN/Infinity would slip past every range check
-
-
-def _api_error(exc: Exception) -> APIError:
-    if isinstance(exc, RequestRejected):
-        return APIError(400, exc.message, code=exc.code, param=exc.param)
-    if isinstance(exc, QuantkitError):
-        return APIError(
-            400 if isinstance(exc, InputError) else 500,
-            str(exc),
-            type_="server_error" if not isinstance(exc, InputError) else "invalid_request_error",
-        )
-    return APIError(500, f"the engine failed: {type(exc).__name__}: {exc}", type_="server_error")
 
 
 def create_app(engine, options: ServeOptions | None = None):
@@ -216,7 +160,7 @@ def create_app(engine, options: ServeOptions | None = None):
             job.cancel.set()
             raise
         if event[0] == "error":
-            raise _api_error(event[1])
+            raise api_error(event[1])
         return events, event[1]
 
     async def respond(request: Request, body: dict, job: Job, kind: str):
@@ -226,81 +170,26 @@ def create_app(engine, options: ServeOptions | None = None):
         usage_in_stream = bool(field(body, "stream_options", dict, {}).get("include_usage"))
         # A client that leaves while its request waits or runs frees the engine (the SSE
         # response watches for that itself once it starts).
-        watcher = asyncio.create_task(_cancel_on_disconnect(request.receive, job))
+        watcher = asyncio.create_task(cancel_on_disconnect(request.receive, job))
         try:
             events, prompt_tokens = await start(request, job)
             if not stream:
                 texts, count, finish = [], 0, "stop"
                 try:
-                    async for items in _pieces(events, job, stops):
+                    async for items in pieces(events, job, stops):
                         for text, count, finish in items:  # noqa: B007 (read after)
                             texts.append(text or "")
                 finally:
                     job.cancel.set()
         finally:
             watcher.cancel()
-        chat = kind == "chat"
-        ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
-        head = {
-            "id": ident,
-            "object": "chat.completion" if chat else "text_completion",
-            "created": int(time.time()),
-            "model": model,
-        }
-
-        def usage(count):
-            return {"prompt_tokens": prompt_tokens, "completion_tokens": count, "total_tokens": prompt_tokens + count}
-
+        answer = Completion(model, kind == "chat", prompt_tokens)
         if not stream:
-            text = "".join(texts)
-            choice = (
-                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
-                if chat
-                else {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
-            )
-            return JSONResponse({**head, "choices": [choice], "usage": usage(count)})
-
-        def chunk(text, finish, first=False):
-            head_ = {**head, "object": "chat.completion.chunk" if chat else "text_completion"}
-            if chat:
-                delta = {"role": "assistant", "content": ""} if first else ({"content": text} if text else {})
-                choice = {"index": 0, "delta": delta, "finish_reason": finish}
-            else:
-                choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
-            return f"data: {json.dumps({**head_, 'choices': [choice]})}\n\n"
-
-        # A text chunk is the same JSON every time but for its text: dump it once, with a marker
-        # ("\x00", which json.dumps writes as \u0000) where each token's text goes.
-        before, after = chunk("\x00", None).split(json.dumps("\x00"))
-
-        def text_chunk(text, finish):
-            return before + json.dumps(text) + after if text and finish is None else chunk(text, finish)
-
-        async def sse():
-            try:
-                count = 0
-                if chat:
-                    yield chunk(None, None, first=True)
-                async for items in _pieces(events, job, stops):
-                    # One write for all the chunks that are ready (each its own SSE event).
-                    yield "".join(text_chunk(text, finish) for text, _, finish in items)
-                    count = items[-1][1]
-                if usage_in_stream:
-                    last = {
-                        **head,
-                        "object": "chat.completion.chunk" if chat else "text_completion",
-                        "choices": [],
-                        "usage": usage(count),
-                    }
-                    yield f"data: {json.dumps(last)}\n\n"
-                yield "data: [DONE]\n\n"
-            except APIError as exc:  # the engine failed after the headers went out
-                yield f"data: {json.dumps(exc.body())}\n\n"
-            finally:  # also when the client disconnected: free the engine
-                job.cancel.set()
-
+            return JSONResponse(answer.whole("".join(texts), finish, count))
         return StreamingResponse(
-            sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+            answer.sse(events, job, stops, usage_in_stream),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
     @app.post("/v1/chat/completions")

@@ -22,7 +22,13 @@ from quantkit.core.estimate import Footprint
 from quantkit.core.modelinfo import config_dtype, text_config
 from quantkit.quantization import calibration
 from quantkit.quantization.base import MethodResult, copy_support_files
-from quantkit.quantization.llmc import ALWAYS_IGNORED, as_regex, cpu_only_pin_memory_guard, free_accelerator_memory
+from quantkit.quantization.llmc import (
+    ALWAYS_IGNORED,
+    as_regex,
+    calibration_dtype,
+    cpu_only_pin_memory_guard,
+    free_accelerator_memory,
+)
 from quantkit.quantization.options import CalibrationOptions, TransformersOptions, option
 
 FORMATS = ("compressed-tensors", "autoawq")
@@ -265,9 +271,7 @@ def calibrated(model_dir: Path, options: AwqOptions, group: int, config: dict) -
     except ImportError as exc:
         raise DependencyError(f"transformers cannot be imported: {exc}", hint="pip install 'quantkit[awq]'") from exc
     device = resolve_device(options)
-    # fp16/bf16 matmuls on CPU are ~100x slower than fp32; on a GPU calibrate in bf16 (fp16's
-    # range overflows on some models' activations).
-    calib_dtype = "float32" if device == "cpu" else "bfloat16"
+    calib_dtype = calibration_dtype(device)
     saved = save_dtype(options, config)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=options.trust_remote_code)
     calib = calibration_set(model_dir, options, tokenizer)
