@@ -8,16 +8,12 @@ Hopper; on Ampere vLLM runs the FP8 weights with 16-bit activations through Marl
 weights become dense ones on the first forward and each token's activations are quantized and
 dequantized in float, so it computes what the FP8 kernels compute, at dense speed."""
 
-import contextlib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from quantkit.core.errors import InputError
 from quantkit.core.estimate import Footprint
-from quantkit.quantization.awq import method as awq
 from quantkit.quantization.base import MethodResult
-from quantkit.quantization.llmc import run_oneshot
+from quantkit.quantization.llmc import SAVE_DTYPES, quantize_compressed, quantized_widths
 from quantkit.quantization.options import TransformersOptions, option
 from quantkit.quantization.w8a8 import CHANNEL_SCALE_BITS
 
@@ -32,7 +28,7 @@ DEQUANTIZED_NOTE = (
 @dataclass
 class Fp8Options(TransformersOptions):
     bits: int = option(8, "Weight (and activation) bits: float8 e4m3.", choices=(8,))
-    dtype: str | None = option(None, "dtype of the tensors left unquantized.", choices=("auto", *awq.SAVE_DTYPES))
+    dtype: str | None = option(None, "dtype of the tensors left unquantized.", choices=("auto", *SAVE_DTYPES))
 
 
 class Fp8Method:
@@ -47,8 +43,7 @@ class Fp8Method:
         return causal_lm_reason(config)
 
     def check_config(self, config: dict, options: Fp8Options) -> None:
-        if all(awq.is_ignored(f"model.layers.0.{name}", options.ignore) for name in awq.layer_widths(config)):
-            raise InputError("ignore leaves no layer to quantize", hint="ignore fewer modules")
+        quantized_widths(config, options.ignore)
 
     def footprint(self, options: Fp8Options) -> Footprint:
         # Data-free: the checkpoint is loaded in its own dtype and each weight quantized in place.
@@ -60,17 +55,7 @@ class Fp8Method:
         check_llmc(self, model_dir, config, options, calibrated=False)
 
     def quantize(self, model_dir: Path, out_dir: Path, options: Fp8Options) -> MethodResult:
-        from transformers import AutoTokenizer
-
-        from quantkit.core.modelinfo import load_config
-
-        config = load_config(model_dir)
-        device = awq.resolve_device(options)
-        saved = awq.save_dtype(options, config)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=options.trust_remote_code)
-        with contextlib.redirect_stdout(sys.stderr):
-            run_oneshot(model_dir, out_dir, options, recipe, "FP8", tokenizer, None, "auto", saved)
-        awq.finish_folder(model_dir, out_dir)
+        common, _ = quantize_compressed(model_dir, out_dir, options, recipe, "FP8", calibrated=False)
         settings = {
             "bits": options.bits,
             "activation_bits": 8,
@@ -78,11 +63,7 @@ class Fp8Method:
             "float8": "e4m3fn",
             "weights": "fp8 per channel, static",
             "activations": "fp8 per token, dynamic",
-            "ignore": awq.ALWAYS_IGNORED + list(options.ignore),
-            "data_free": True,
-            "device": device,
-            "save_dtype": saved,
-            "format": "compressed-tensors",
+            **common,
         }
         return MethodResult(
             format="compressed-tensors",

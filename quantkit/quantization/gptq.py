@@ -3,15 +3,13 @@ written as compressed-tensors (what vLLM and transformers load). Reuses AWQ's pl
 calibration set and chat formatting, the group size with its 128 -> 64 -> 32 fallback, the CPU
 pin-memory guard, the save dtype and the support files."""
 
-import contextlib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from quantkit.core.estimate import Footprint
 from quantkit.quantization.awq import method as awq
 from quantkit.quantization.base import MethodResult
-from quantkit.quantization.llmc import run_oneshot
+from quantkit.quantization.llmc import SAVE_DTYPES, quantize_compressed
 from quantkit.quantization.options import CalibrationOptions, TransformersOptions, option
 
 # compressed-tensors 0.19 removed "group" (dynamic) ordering; "static" is its alias of "weight".
@@ -33,7 +31,7 @@ class GptqOptions(CalibrationOptions, TransformersOptions):
         choices=ACTORDERS,
     )
     dampening_frac: float = option(0.01, "GPTQ: fraction of the Hessian's mean diagonal added for stability.", minimum=0.0)
-    dtype: str | None = option(None, "dtype of the tensors left unquantized.", choices=("auto", *awq.SAVE_DTYPES))
+    dtype: str | None = option(None, "dtype of the tensors left unquantized.", choices=("auto", *SAVE_DTYPES))
 
 
 class GptqMethod:
@@ -68,42 +66,17 @@ class GptqMethod:
         check_llmc(self, model_dir, config, options)
 
     def quantize(self, model_dir: Path, out_dir: Path, options: GptqOptions) -> MethodResult:
-        from transformers import AutoTokenizer
-
         from quantkit.core.modelinfo import load_config
-        from quantkit.quantization.llmc import calibration_dtype
 
-        config = load_config(model_dir)
-        group = awq.group_size(config, options)
-        device = awq.resolve_device(options)
-        calib_dtype = calibration_dtype(device)
-        saved = awq.save_dtype(options, config)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=options.trust_remote_code)
-        calib = awq.calibration_set(model_dir, options, tokenizer)
-        with contextlib.redirect_stdout(sys.stderr):
-            run_oneshot(
-                model_dir,
-                out_dir,
-                options,
-                lambda ignore: gptq_recipe(options, group, ignore),
-                "GPTQ",
-                tokenizer,
-                calib,
-                calib_dtype,
-                saved,
-            )
-        awq.finish_folder(model_dir, out_dir)
+        group = awq.group_size(load_config(model_dir), options)
+        common, extra = quantize_compressed(
+            model_dir, out_dir, options, lambda ignore: gptq_recipe(options, group, ignore), "GPTQ"
+        )
         settings = {
             "bits": options.bits,
             "group_size": group,
             "symmetric": True,
-            "ignore": awq.ALWAYS_IGNORED + list(options.ignore),
-            "calib_samples": options.calib_samples,
-            "calib_seq_len": options.calib_seq_len,
-            "device": device,
-            "calibration_dtype": calib_dtype,
-            "save_dtype": saved,
-            "format": "compressed-tensors",
+            **common,
             "gptq": {"dampening_frac": options.dampening_frac, "actorder": options.actorder},
         }
         return MethodResult(
@@ -111,7 +84,7 @@ class GptqMethod:
             engine="transformers",
             settings=settings,
             usage=awq.USAGE_COMPRESSED.replace("4-bit AWQ", "4-bit GPTQ"),
-            extra={"calibration": calib.record()},
+            extra=extra,
         )
 
 

@@ -1,15 +1,20 @@
-"""What the llm-compressor methods (gptq, w8a8, fp8; awq for its checks) share: the checks
-before any weight is loaded, and ``oneshot`` with a recipe on the model, saved as compressed-tensors."""
+"""What the llm-compressor methods (gptq, w8a8, fp8; awq for its checks and plumbing) share: the
+checks before any weight is loaded, which layers ``ignore`` leaves, and ``oneshot`` with a recipe
+on the model, saved as compressed-tensors with the settings every such artifact records."""
 
 import contextlib
 import importlib.util
 import re
+import sys
 from pathlib import Path
 
-from quantkit.core.errors import DependencyError, PreflightError, QuantizeError, missing_extra
+from quantkit.core.errors import DependencyError, InputError, PreflightError, QuantizeError, missing_extra
+from quantkit.core.modelinfo import config_dtype, text_config
 from quantkit.quantization import calibration
+from quantkit.quantization.base import copy_support_files
 
 ALWAYS_IGNORED = ["lm_head"]
+SAVE_DTYPES = ("bfloat16", "float16")
 
 
 def check_llmc(method, model_dir: Path, config: dict, options, calibrated: bool = True) -> None:
@@ -26,6 +31,85 @@ def check_llmc(method, model_dir: Path, config: dict, options, calibrated: bool 
     if importlib.util.find_spec("llmcompressor") is None:
         raise missing_extra("llmcompressor", method.extra)
     preflight.check_quantize_memory(config, method.name, method.footprint(options), options)
+
+
+def layer_widths(config: dict) -> dict[str, int]:
+    """Input width of each quantized Linear of a Llama-shaped block (what AWQ groups run along)."""
+    cfg = text_config(config)
+    hidden = cfg["hidden_size"]
+    heads = cfg.get("num_attention_heads") or 1
+    attn_out = heads * (cfg.get("head_dim") or hidden // heads)
+    inter = (
+        cfg.get("ffn_hidden_size") or cfg.get("intermediate_size") or cfg.get("n_inner") or 4 * hidden
+    )  # Falcon: ffn_hidden_size
+    return {
+        "self_attn.q_proj": hidden,
+        "self_attn.k_proj": hidden,
+        "self_attn.v_proj": hidden,
+        "self_attn.o_proj": attn_out,
+        "mlp.gate_proj": hidden,
+        "mlp.up_proj": hidden,
+        "mlp.down_proj": inter,
+    }
+
+
+def quantized_widths(config: dict, ignore: list[str]) -> dict[str, int]:
+    """``layer_widths`` of the layers ``ignore`` leaves to quantize; refused when it leaves none."""
+    widths = {name: w for name, w in layer_widths(config).items() if not is_ignored(f"model.layers.0.{name}", ignore)}
+    if not widths:
+        raise InputError("`ignore` leaves no layer to quantize", hint="ignore fewer modules")
+    return widths
+
+
+def is_ignored(name: str, patterns: list[str]) -> bool:
+    """Whether --ignore patterns ('re:REGEX' from the start, or a plain name's last parts) hit ``name``."""
+    return any(matches(name, as_regex(p)) for p in patterns)
+
+
+def matches(name: str, pattern: str) -> bool:
+    return re.match(pattern[3:], name) is not None if pattern.startswith("re:") else name == pattern
+
+
+def save_dtype(options, config: dict) -> str:
+    """Non-quantized tensors are saved in 16 bits: the asked dtype, else the checkpoint's, else bf16."""
+    for candidate in (options.dtype, config_dtype(config)):
+        if candidate in SAVE_DTYPES:
+            return candidate
+    return "bfloat16"
+
+
+def finish_folder(model_dir: Path, out_dir: Path) -> None:
+    """Support files the libraries did not write (generation config, chat template), and normal
+    permissions: safetensors writes weights through a private (0600) temp file."""
+    copy_support_files(model_dir, out_dir)
+    for path in Path(out_dir).iterdir():
+        if path.is_file():
+            path.chmod(0o644)
+
+
+def quantize_compressed(model_dir: Path, out_dir: Path, options, build_recipe, label: str, calibrated: bool = True):
+    """gptq's, w8a8's and fp8's whole quantization: the tokenizer, the calibration set (AWQ's: same
+    samples and chat formatting; none when not ``calibrated``), ``oneshot`` with
+    ``build_recipe(ignore)``, the support files. Returns the settings every such artifact records
+    and the manifest's extra (the calibration record); each method adds its own keys."""
+    from transformers import AutoTokenizer
+
+    from quantkit.core.modelinfo import load_config
+    from quantkit.core.preflight import resolve_device
+
+    device = resolve_device(options.device)
+    saved = save_dtype(options, load_config(model_dir))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=options.trust_remote_code)
+    calib = calibration.build(tokenizer, options.calib, options.calib_samples, options.calib_seq_len) if calibrated else None
+    load_dtype = calibration_dtype(device) if calibrated else "auto"  # data-free: the checkpoint's own dtype
+    with contextlib.redirect_stdout(sys.stderr):  # llm-compressor prints progress; stdout is the CLI's
+        run_oneshot(model_dir, out_dir, options, build_recipe, label, tokenizer, calib, load_dtype, saved)
+    finish_folder(model_dir, out_dir)
+    settings = {"ignore": ALWAYS_IGNORED + list(options.ignore), "device": device, "save_dtype": saved}
+    if calib is None:
+        return {**settings, "data_free": True, "format": "compressed-tensors"}, {}
+    settings.update(calib_samples=options.calib_samples, calib_seq_len=options.calib_seq_len, calibration_dtype=load_dtype)
+    return {**settings, "format": "compressed-tensors"}, {"calibration": calib.record()}
 
 
 def calibration_dtype(device: str) -> str:

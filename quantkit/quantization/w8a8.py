@@ -8,16 +8,12 @@ transformers (5.17, compressed-tensors 0.19) loads the artifact on the CPU or a 
 matmul: it decompresses the weights to dense ones on the first forward and quantizes-dequantizes
 each token's activations, so it computes what the int8 kernels compute, at dense speed."""
 
-import contextlib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from quantkit.core.errors import InputError
 from quantkit.core.estimate import Footprint
-from quantkit.quantization.awq import method as awq
 from quantkit.quantization.base import MethodResult
-from quantkit.quantization.llmc import run_oneshot
+from quantkit.quantization.llmc import SAVE_DTYPES, quantize_compressed, quantized_widths
 from quantkit.quantization.options import CalibrationOptions, TransformersOptions, option
 
 SCHEME = "W8A8"  # compressed-tensors' preset: int8 per-channel weights, int8 dynamic per-token activations
@@ -40,7 +36,7 @@ class W8a8Options(CalibrationOptions, TransformersOptions):
         maximum=1.0,
     )
     dampening_frac: float = option(0.01, "GPTQ: fraction of the Hessian's mean diagonal added for stability.", minimum=0.0)
-    dtype: str | None = option(None, "dtype of the tensors left unquantized.", choices=("auto", *awq.SAVE_DTYPES))
+    dtype: str | None = option(None, "dtype of the tensors left unquantized.", choices=("auto", *SAVE_DTYPES))
 
 
 class W8a8Method:
@@ -57,8 +53,7 @@ class W8a8Method:
 
     def check_config(self, config: dict, options: W8a8Options) -> None:
         """Per-channel scales need no width to divide; only an ignore list that leaves nothing."""
-        if all(awq.is_ignored(f"model.layers.0.{name}", options.ignore) for name in awq.layer_widths(config)):
-            raise InputError("ignore leaves no layer to quantize", hint="ignore fewer modules")
+        quantized_widths(config, options.ignore)
 
     def footprint(self, options: W8a8Options) -> Footprint:
         # SmoothQuant's pass and GPTQ's Hessians: one forward per layer each (AWQ's grid search ~20).
@@ -78,22 +73,7 @@ class W8a8Method:
         check_llmc(self, model_dir, config, options)
 
     def quantize(self, model_dir: Path, out_dir: Path, options: W8a8Options) -> MethodResult:
-        from transformers import AutoTokenizer
-
-        from quantkit.core.modelinfo import load_config
-        from quantkit.quantization.llmc import calibration_dtype
-
-        config = load_config(model_dir)
-        device = awq.resolve_device(options)
-        calib_dtype = calibration_dtype(device)
-        saved = awq.save_dtype(options, config)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=options.trust_remote_code)
-        calib = awq.calibration_set(model_dir, options, tokenizer)
-        with contextlib.redirect_stdout(sys.stderr):
-            run_oneshot(
-                model_dir, out_dir, options, lambda ignore: recipe(options, ignore), "W8A8", tokenizer, calib, calib_dtype, saved
-            )
-        awq.finish_folder(model_dir, out_dir)
+        common, extra = quantize_compressed(model_dir, out_dir, options, lambda ignore: recipe(options, ignore), "W8A8")
         settings = {
             "bits": options.bits,
             "activation_bits": 8,
@@ -101,13 +81,7 @@ class W8a8Method:
             "weights": "int8 per channel, static",
             "activations": "int8 per token, dynamic",
             "symmetric": True,
-            "ignore": awq.ALWAYS_IGNORED + list(options.ignore),
-            "calib_samples": options.calib_samples,
-            "calib_seq_len": options.calib_seq_len,
-            "device": device,
-            "calibration_dtype": calib_dtype,
-            "save_dtype": saved,
-            "format": "compressed-tensors",
+            **common,
             "smoothquant": {"smoothing_strength": options.smoothing_strength},
             "gptq": {"dampening_frac": options.dampening_frac},
         }
@@ -117,7 +91,7 @@ class W8a8Method:
             settings=settings,
             usage=USAGE,
             extra={
-                "calibration": calib.record(),
+                **extra,
                 "runtime": {
                     "transformers": "dequantized",
                     "note": DEQUANTIZED_NOTE,

@@ -11,23 +11,27 @@ layer at a time to the GPU, so a model bigger than the GPU calibrates too.
 """
 
 import contextlib
-import re
 import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from quantkit.core.errors import DependencyError, InputError, PreflightError, QuantizeError
+from quantkit.core.errors import DependencyError, PreflightError, QuantizeError
 from quantkit.core.estimate import Footprint
-from quantkit.core.modelinfo import config_dtype, text_config
 from quantkit.quantization import calibration
-from quantkit.quantization.base import MethodResult, copy_support_files
+from quantkit.quantization.base import MethodResult
 from quantkit.quantization.llmc import (
     ALWAYS_IGNORED,
+    SAVE_DTYPES,
     as_regex,
     calibration_dtype,
     cpu_only_pin_memory_guard,
+    finish_folder,
     free_accelerator_memory,
+    is_ignored,
+    matches,
+    quantized_widths,
+    save_dtype,
 )
 from quantkit.quantization.options import CalibrationOptions, TransformersOptions, option
 
@@ -36,7 +40,6 @@ QUANTIZERS = ("rtn", "gptq")
 BITS = (4,)  # W4A16 is what AWQ kernels (vLLM, classic GEMM) exist for
 FALLBACK_GROUPS = (128, 64, 32)  # tried in order when no group size is given
 CALIB_BATCH = 8
-SAVE_DTYPES = ("bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -144,31 +147,6 @@ class AwqMethod:
         )
 
 
-def layer_widths(config: dict) -> dict[str, int]:
-    """Input width of each quantized Linear of a Llama-shaped block (what AWQ groups run along)."""
-    cfg = text_config(config)
-    hidden = cfg["hidden_size"]
-    heads = cfg.get("num_attention_heads") or 1
-    attn_out = heads * (cfg.get("head_dim") or hidden // heads)
-    inter = (
-        cfg.get("ffn_hidden_size") or cfg.get("intermediate_size") or cfg.get("n_inner") or 4 * hidden
-    )  # Falcon: ffn_hidden_size
-    return {
-        "self_attn.q_proj": hidden,
-        "self_attn.k_proj": hidden,
-        "self_attn.v_proj": hidden,
-        "self_attn.o_proj": attn_out,
-        "mlp.gate_proj": hidden,
-        "mlp.up_proj": hidden,
-        "mlp.down_proj": inter,
-    }
-
-
-def is_ignored(name: str, patterns: list[str]) -> bool:
-    """Whether --ignore patterns ('re:REGEX' from the start, or a plain name's last parts) hit ``name``."""
-    return any(matches(name, as_regex(p)) for p in patterns)
-
-
 def awq_mappings(model, ignore: list[str]):
     """llm-compressor's AWQ mappings for this model minus those whose balance layers are all
     ignored: 0.14.0.1 divides by zero smoothing into a layer left unquantized (e.g. up_proj ->
@@ -184,16 +162,10 @@ def awq_mappings(model, ignore: list[str]):
     return kept
 
 
-def matches(name: str, pattern: str) -> bool:
-    return re.match(pattern[3:], name) is not None if pattern.startswith("re:") else name == pattern
-
-
 def group_size(config: dict, options: AwqOptions) -> int:
     """The group size to use; refuse one that does not divide every quantized layer's input width.
     Without a group size, the default 128 falls back to 64/32 (SmolLM2's 576 needs 64)."""
-    widths = {name: w for name, w in layer_widths(config).items() if not is_ignored(f"model.layers.0.{name}", options.ignore)}
-    if not widths:
-        raise InputError("`ignore` leaves no layer to quantize", hint="ignore fewer modules")
+    widths = quantized_widths(config, options.ignore)
     fits = [g for g in FALLBACK_GROUPS if all(w % g == 0 for w in widths.values())]
     if options.group_size is None:
         if not fits:
@@ -214,27 +186,6 @@ def resolve_device(options: AwqOptions) -> str:
     from quantkit.core.preflight import resolve_device as resolve
 
     return resolve(options.device)
-
-
-def save_dtype(options: AwqOptions, config: dict) -> str:
-    """Non-quantized tensors are saved in 16 bits: the asked dtype, else the checkpoint's, else bf16."""
-    for candidate in (options.dtype, config_dtype(config)):
-        if candidate in SAVE_DTYPES:
-            return candidate
-    return "bfloat16"
-
-
-def calibration_set(model_dir: Path, options: AwqOptions, tokenizer):
-    return calibration.build(tokenizer, options.calib, options.calib_samples, options.calib_seq_len)
-
-
-def finish_folder(model_dir: Path, out_dir: Path) -> None:
-    """Support files the libraries did not write (generation config, chat template), and normal
-    permissions: safetensors writes weights through a private (0600) temp file."""
-    copy_support_files(model_dir, out_dir)
-    for path in Path(out_dir).iterdir():
-        if path.is_file():
-            path.chmod(0o644)
 
 
 def calib_batch_size(calib) -> int:
@@ -274,7 +225,7 @@ def calibrated(model_dir: Path, options: AwqOptions, group: int, config: dict) -
     calib_dtype = calibration_dtype(device)
     saved = save_dtype(options, config)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=options.trust_remote_code)
-    calib = calibration_set(model_dir, options, tokenizer)
+    calib = calibration.build(tokenizer, options.calib, options.calib_samples, options.calib_seq_len)
     settings = settings_record(options, group, device, calib_dtype, saved)
     keyed = {**settings, "trust_remote_code": options.trust_remote_code, "batch": calib_batch_size(calib)}
     key = awq_cache.cache_key(model_dir, keyed, calib.sha256)
