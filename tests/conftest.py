@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from models import smollm2_dir, test_cache, tiny_model_dir  # noqa: E402
+from models import fixture_cache, smollm2_dir, tiny_model_dir  # noqa: E402
 
-CACHE = test_cache()
+CACHE = fixture_cache()
 os.environ["QUANTKIT_HOME"] = str(CACHE / "home")
 os.environ["HF_HOME"] = str(CACHE / "hf")
 os.environ["MODELSCOPE_CACHE"] = str(CACHE / "modelscope")

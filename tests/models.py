@@ -20,7 +20,8 @@ TINY = dict(
 )
 
 
-def test_cache() -> Path:
+def fixture_cache() -> Path:
+    """The folder of built fixture models and recorded results, kept between runs (QUANTKIT_TEST_CACHE)."""
     base = (
         os.environ.get("QUANTKIT_TEST_CACHE")
         or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "quantkit-tests"
@@ -42,7 +43,7 @@ def tiny_model_dir(kind: str) -> Path:
     import transformers
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    final = test_cache() / f"tiny-{kind}-{transformers.__version__}"
+    final = fixture_cache() / f"tiny-{kind}-{transformers.__version__}"
     if (final / "model.safetensors").is_file():
         return final
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
@@ -121,7 +122,7 @@ def tiny_arch_dir(model_type: str) -> Path:
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    final = test_cache() / f"arch-{model_type}-{transformers.__version__}"
+    final = fixture_cache() / f"arch-{model_type}-{transformers.__version__}"
     if (final / "model.safetensors").is_file():
         return final
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())

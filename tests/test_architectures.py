@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from models import ARCHITECTURES, arch_config, test_cache, tiny_arch_dir
+from models import ARCHITECTURES, arch_config, fixture_cache, tiny_arch_dir
 
 from quantkit.core.errors import PreflightError
 from quantkit.core.modelinfo import estimate_params, load_config
@@ -70,7 +70,7 @@ def results_file() -> Path:
             version_of("llama-cpp-python"),
         )
     )
-    return test_cache() / f"architecture-matrix-{versions}.json"
+    return fixture_cache() / f"architecture-matrix-{versions}.json"
 
 
 def record(arch: str, method: str, result: dict) -> None:

@@ -264,9 +264,9 @@ def test_nf4_quantize_peak_rss_within_the_estimate(tmp_path):
     """A 1.1B random Llama-shaped checkpoint (bf16), NF4 on the CPU in a fresh process: its peak
     RSS is under the preflight's estimate and the estimate is no more than 2.5x the peak."""
     import transformers
-    from models import test_cache
+    from models import fixture_cache
 
-    model = test_cache() / f"random-llama-1b-{transformers.__version__}"
+    model = fixture_cache() / f"random-llama-1b-{transformers.__version__}"
     if not (model / "model.safetensors").is_file():
         build = (
             "import sys, torch\nfrom transformers import LlamaConfig, AutoModelForCausalLM\n"
