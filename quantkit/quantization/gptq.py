@@ -1,7 +1,7 @@
 """GPTQ: 4-bit weight-only (W4A16) symmetric group quantization via llm-compressor's GPTQModifier,
-written as compressed-tensors (what vLLM and transformers load). Reuses AWQ's plumbing: the same
-calibration set and chat formatting, the group size with its 128 -> 64 -> 32 fallback, the CPU
-pin-memory guard, the save dtype and the support files."""
+written as compressed-tensors (what vLLM and transformers load). AWQ's calibration set and chat
+formatting and its group size with the 128 -> 64 -> 32 fallback; the rest of the path (oneshot,
+save dtype, support files, recorded settings) is llmc.quantize_compressed, shared with w8a8 and fp8."""
 
 from dataclasses import dataclass
 from pathlib import Path

@@ -105,11 +105,16 @@ def quantize_compressed(model_dir: Path, out_dir: Path, options, build_recipe, l
     with contextlib.redirect_stdout(sys.stderr):  # llm-compressor prints progress; stdout is the CLI's
         run_oneshot(model_dir, out_dir, options, build_recipe, label, tokenizer, calib, load_dtype, saved)
     finish_folder(model_dir, out_dir)
-    settings = {"ignore": ALWAYS_IGNORED + list(options.ignore), "device": device, "save_dtype": saved}
+    settings = {
+        "ignore": ALWAYS_IGNORED + list(options.ignore),
+        "device": device,
+        "save_dtype": saved,
+        "format": "compressed-tensors",
+    }
     if calib is None:
-        return {**settings, "data_free": True, "format": "compressed-tensors"}, {}
+        return {**settings, "data_free": True}, {}
     settings.update(calib_samples=options.calib_samples, calib_seq_len=options.calib_seq_len, calibration_dtype=load_dtype)
-    return {**settings, "format": "compressed-tensors"}, {"calibration": calib.record()}
+    return settings, {"calibration": calib.record()}
 
 
 def calibration_dtype(device: str) -> str:
