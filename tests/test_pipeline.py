@@ -316,7 +316,7 @@ def test_smollm2_recipe_end_to_end(tmp_path, smollm2):
     assert {a.name for a in summary.artifacts} == {a.name for a in recipe.artifacts}
     assert {a.name for a in summary.artifacts} == {"awq", "awq-autoawq", "nf4", "int8", "gguf"}
     rows = [r["name"] for a in summary.artifacts for r in a.results]
-    assert len(rows) == 6  # the gguf entry is benched once per type
+    assert len(rows) == 7  # the gguf entry is benched once per type (Q8_0, Q4_K_M, IQ3_M)
     report = (tmp_path / "run" / "report.md").read_text()
     assert all(name in report for name in rows)
     print(f"smollm2 recipe end to end: {time.time() - started:.0f}s")

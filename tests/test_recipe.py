@@ -296,7 +296,7 @@ def test_shipped_recipes_are_the_repo_folder_and_all_parse():
     assert smol.runner == "cpu" and smol.model.id == "bundled:smollm2-135m-instruct"
     expected = {("awq", "compressed-tensors"), ("awq", "autoawq"), ("nf4", None), ("int8", None), ("gguf", None)}
     assert {(a.method, getattr(a.options, "format", None)) for a in smol.artifacts} >= expected
-    assert next(a for a in smol.artifacts if a.method == "gguf").options.gguf_types == ["Q8_0", "Q4_K_M"]
+    assert next(a for a in smol.artifacts if a.method == "gguf").options.gguf_types == ["Q8_0", "Q4_K_M", "IQ3_M"]
     assert all(a.options.group_size == 64 for a in smol.artifacts if a.method == "awq")  # 576 = 9 x 64
     yi = load_recipe("yi-34b-chat-awq").artifacts[0]
     assert yi.method == "awq" and yi.options.ignore == ["re:.*down_proj"]
