@@ -13,8 +13,8 @@ from pathlib import Path
 
 from quantkit.core.estimate import Footprint
 from quantkit.quantization.base import MethodResult
-from quantkit.quantization.llmc import SAVE_DTYPES, quantize_compressed, quantized_widths
-from quantkit.quantization.options import TransformersOptions, option
+from quantkit.quantization.llmc import quantize_compressed, quantized_widths
+from quantkit.quantization.options import CompressedOptions, option
 from quantkit.quantization.w8a8 import CHANNEL_SCALE_BITS
 
 SCHEME = "FP8_DYNAMIC"  # compressed-tensors' preset: fp8 e4m3 per-channel weights, fp8 dynamic per-token activations
@@ -26,9 +26,8 @@ DEQUANTIZED_NOTE = (
 
 
 @dataclass
-class Fp8Options(TransformersOptions):
+class Fp8Options(CompressedOptions):
     bits: int = option(8, "Weight (and activation) bits: float8 e4m3.", choices=(8,))
-    dtype: str | None = option(None, "dtype of the tensors left unquantized.", choices=("auto", *SAVE_DTYPES))
 
 
 class Fp8Method:

@@ -9,15 +9,15 @@ from pathlib import Path
 from quantkit.core.estimate import Footprint
 from quantkit.quantization.awq import method as awq
 from quantkit.quantization.base import MethodResult
-from quantkit.quantization.llmc import SAVE_DTYPES, quantize_compressed
-from quantkit.quantization.options import CalibrationOptions, TransformersOptions, option
+from quantkit.quantization.llmc import quantize_compressed
+from quantkit.quantization.options import CalibrationOptions, CompressedOptions, option
 
 # compressed-tensors 0.19 removed "group" (dynamic) ordering; "static" is its alias of "weight".
 ACTORDERS = ("static", "weight", "none")
 
 
 @dataclass
-class GptqOptions(CalibrationOptions, TransformersOptions):
+class GptqOptions(CalibrationOptions, CompressedOptions):
     bits: int = option(4, "Weight bits.", choices=(4,))
     group_size: int | None = option(
         None,
@@ -31,7 +31,6 @@ class GptqOptions(CalibrationOptions, TransformersOptions):
         choices=ACTORDERS,
     )
     dampening_frac: float = option(0.01, "GPTQ: fraction of the Hessian's mean diagonal added for stability.", minimum=0.0)
-    dtype: str | None = option(None, "dtype of the tensors left unquantized.", choices=("auto", *SAVE_DTYPES))
 
 
 class GptqMethod:

@@ -12,9 +12,9 @@ from quantkit.core.errors import DependencyError, InputError, PreflightError, Qu
 from quantkit.core.modelinfo import config_dtype, text_config
 from quantkit.quantization import calibration
 from quantkit.quantization.base import copy_support_files
+from quantkit.quantization.options import SAVE_DTYPES
 
 ALWAYS_IGNORED = ["lm_head"]
-SAVE_DTYPES = ("bfloat16", "float16")
 
 
 def check_llmc(method, model_dir: Path, config: dict, options, calibrated: bool = True) -> None:

@@ -10,6 +10,7 @@ from quantkit.core.settings import option
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+SAVE_DTYPES = ("bfloat16", "float16")  # what llm-compressor writes the unquantized tensors in
 
 
 @dataclass
@@ -27,6 +28,14 @@ class TransformersOptions(CommonOptions):
     device: str = option("auto", "Where to quantize (auto: a GPU when torch sees one).", choices=DEVICES)
     ignore: list[str] = option([], "Module name or 're:PATTERN' to leave unquantized (repeatable).")
     dtype: str | None = option(None, "dtype of the tensors left unquantized (and of the computation).", choices=DTYPES)
+
+
+@dataclass
+class CompressedOptions(TransformersOptions):
+    """Methods that write a compressed-tensors checkpoint through llm-compressor (awq, gptq, w8a8,
+    fp8): the tensors they leave unquantized are saved in 16 bits."""
+
+    dtype: str | None = option(None, "dtype of the tensors left unquantized.", choices=("auto", *SAVE_DTYPES))
 
 
 @dataclass

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from quantkit.core.estimate import Footprint
 from quantkit.quantization.base import MethodResult
-from quantkit.quantization.llmc import SAVE_DTYPES, quantize_compressed, quantized_widths
-from quantkit.quantization.options import CalibrationOptions, TransformersOptions, option
+from quantkit.quantization.llmc import quantize_compressed, quantized_widths
+from quantkit.quantization.options import CalibrationOptions, CompressedOptions, option
 
 SCHEME = "W8A8"  # compressed-tensors' preset: int8 per-channel weights, int8 dynamic per-token activations
 # One 16-bit scale per output row: 16 / in_features bits per weight (>= 512 inputs in real models).
@@ -27,7 +27,7 @@ DEQUANTIZED_NOTE = (
 
 
 @dataclass
-class W8a8Options(CalibrationOptions, TransformersOptions):
+class W8a8Options(CalibrationOptions, CompressedOptions):
     bits: int = option(8, "Weight (and activation) bits.", choices=(8,))
     smoothing_strength: float = option(
         0.8,
@@ -36,7 +36,6 @@ class W8a8Options(CalibrationOptions, TransformersOptions):
         maximum=1.0,
     )
     dampening_frac: float = option(0.01, "GPTQ: fraction of the Hessian's mean diagonal added for stability.", minimum=0.0)
-    dtype: str | None = option(None, "dtype of the tensors left unquantized.", choices=("auto", *SAVE_DTYPES))
 
 
 class W8a8Method:

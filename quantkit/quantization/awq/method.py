@@ -22,7 +22,6 @@ from quantkit.quantization import calibration
 from quantkit.quantization.base import MethodResult
 from quantkit.quantization.llmc import (
     ALWAYS_IGNORED,
-    SAVE_DTYPES,
     as_regex,
     calibration_dtype,
     cpu_only_pin_memory_guard,
@@ -33,7 +32,7 @@ from quantkit.quantization.llmc import (
     quantized_widths,
     save_dtype,
 )
-from quantkit.quantization.options import CalibrationOptions, TransformersOptions, option
+from quantkit.quantization.options import CalibrationOptions, CompressedOptions, option
 
 FORMATS = ("compressed-tensors", "autoawq")
 QUANTIZERS = ("rtn", "gptq")
@@ -58,7 +57,7 @@ TUNING = AwqTuning()
 
 
 @dataclass
-class AwqOptions(CalibrationOptions, TransformersOptions):
+class AwqOptions(CalibrationOptions, CompressedOptions):
     """AWQ's settings (calibration: 64 samples x 256 tokens by default, ~15 min for SmolLM2-135M
     on 2 CPU cores; the demo uses 16 x 64)."""
 
@@ -75,7 +74,6 @@ class AwqOptions(CalibrationOptions, TransformersOptions):
         choices=FORMATS,
         recipe_kind="str|list[str]",
     )
-    dtype: str | None = option(None, "dtype of the tensors left unquantized.", choices=("auto", *SAVE_DTYPES))
     quantizer: str = option(
         QUANTIZERS[0],
         "How the weights are rounded after AWQ's scaling: rtn (to nearest) or gptq (llm-compressor's "
