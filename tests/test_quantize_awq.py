@@ -438,11 +438,12 @@ def test_awq_on_a_gpu_keeps_the_model_on_the_cpu_and_clears_the_session(tiny_lla
     import torch
     from llmcompressor.core import active_session
 
+    from quantkit.core import preflight
     from quantkit.core.modelinfo import load_config
     from quantkit.quantization.awq import method as awq
 
     monkeypatch.setenv("QUANTKIT_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(awq, "resolve_device", lambda options: "cuda")
+    monkeypatch.setattr(preflight, "resolve_device", lambda device: "cuda")
     moves, seen = [], {}
     original_to = torch.nn.Module.to
 

@@ -180,12 +180,6 @@ def group_size(config: dict, options: AwqOptions) -> int:
     return options.group_size
 
 
-def resolve_device(options: AwqOptions) -> str:
-    from quantkit.core.preflight import resolve_device as resolve
-
-    return resolve(options.device)
-
-
 def calib_batch_size(calib) -> int:
     """Samples per forward pass. AWQ's grid search runs every cached batch through each block
     ~80 times; on CPU one call per short sample is overhead-bound, batches of 8 cut that several
@@ -213,13 +207,14 @@ def settings_record(options: AwqOptions, group: int, device: str, calib_dtype: s
 def calibrated(model_dir: Path, options: AwqOptions, group: int, config: dict) -> tuple[Path, dict, bool]:
     """The compressed-tensors AWQ result for these inputs - the cache's folder, its record, and
     whether it was reused - calibrating (and caching) it first when no earlier run made it."""
+    from quantkit.core import preflight
     from quantkit.quantization.awq import cache as awq_cache
 
     try:
         from transformers import AutoTokenizer
     except ImportError as exc:
         raise DependencyError(f"transformers cannot be imported: {exc}", hint="pip install 'quantkit[awq]'") from exc
-    device = resolve_device(options)
+    device = preflight.resolve_device(options.device)
     calib_dtype = calibration_dtype(device)
     saved = save_dtype(options, config)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=options.trust_remote_code)
