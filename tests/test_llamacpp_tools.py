@@ -11,7 +11,7 @@ from quantkit.quantization.gguf.binaries import FALLBACK_LINE, TOOLS, tool, tool
 from quantkit.quantization.gguf.tools import runtime_commit
 
 
-def test_the_five_tools_run_and_share_the_runtime_commit():
+def test_the_tools_run_and_share_the_runtime_commit():
     for name in TOOLS:
         path = tool(name)
         assert path.is_file() and path.stat().st_mode & 0o111, path
@@ -20,7 +20,7 @@ def test_the_five_tools_run_and_share_the_runtime_commit():
     record = tools_record()
     assert len(record["tools_commit"]) == 40 and record["tools_commit"] == runtime_commit()
     with pytest.raises(ValueError):
-        tool("llama-server")  # not one of the five
+        tool("llama-chat")  # not one of the tools
 
 
 def test_missing_tools_name_the_make_command(tmp_path, monkeypatch):

@@ -265,7 +265,13 @@ def bench(
                     "so speed and bandwidth are those of dense matmuls (vLLM runs the quantized kernels)"
                 )
             )
+        prefill = Stat.of([options.prompt_tokens / s for s in prefill_s])
         decode = Stat.of([options.gen_tokens / s for s in decode_s])
+        speed_tool = None
+        if ENGINES[name].speed_tool:  # pp/tg from the engine's own tool (llama-bench): the field's numbers
+            from quantkit.benchmark.llama_bench import tool_speed
+
+            speed_tool, prefill, decode = tool_speed(engine, options, prefill, decode, notes)
         smoke = quality = None
         if options.smoke:
             step("smoke")
@@ -302,7 +308,7 @@ def bench(
             load_s=round(load_peak.seconds, 3),
             load_peak_rss_mb=load_peak.mb,
             peak_rss_mb=run_peak.mb,
-            prefill=Stat.of([options.prompt_tokens / s for s in prefill_s]),
+            prefill=prefill,
             decode=decode,
             ttft=Stat.of([s * 1e3 for s in prefill_s]),
             decode_latency_ms=percentiles_ms(steps),
@@ -317,6 +323,7 @@ def bench(
             notes=notes,
             dequantized=dequantized,
             runtime_bytes=getattr(engine, "runtime_bytes", None),
+            speed_tool=speed_tool,
         )
     finally:
         engine.close()

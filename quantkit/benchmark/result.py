@@ -47,6 +47,7 @@ class BenchResult:
     notes: list[str] = field(default_factory=list)
     dequantized: bool = False  # ran as dense matmuls (compressed-tensors in transformers)
     runtime_bytes: int | None = None  # weight bytes held where it ran (dense when dequantized)
+    speed_tool: dict | None = None  # pp/tg's source when a tool measured them (llama-bench: command, mean, std)
 
     @property
     def passed(self) -> bool:

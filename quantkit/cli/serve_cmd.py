@@ -39,6 +39,14 @@ http://127.0.0.1:8000/v1 (GET /health and /metrics show the queue).""",
 @click.option("--max-tokens-limit", type=click.IntRange(1), default=2048, show_default=True, help="Largest max_tokens accepted.")
 @click.option("--max-body-bytes", type=click.IntRange(1024), default=1 << 20, show_default=True, help="Largest request body.")
 @click.option(
+    "--backend",
+    type=click.Choice(["auto", "llama-server", "in-process"]),
+    default="auto",
+    show_default=True,
+    help="Who runs the model: llama-server (GGUF, built by `make tools`) behind quantkit's front, or "
+    "quantkit's in-process server (auto: llama-server for a GGUF when built, said at start).",
+)
+@click.option(
     "--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="warning", show_default=True
 )
 @engine_flags
@@ -52,6 +60,7 @@ def command(
     queue_size,
     max_tokens_limit,
     max_body_bytes,
+    backend,
     log_level,
     engine,
     **engine_settings,
@@ -73,10 +82,19 @@ def command(
         max_body_bytes=max_body_bytes,
         log_level=log_level,
     )
+    from quantkit.serve.llama_front import backend_for, serve_llama_server
+
+    chosen, why = backend_for(path, engine, backend)
+    ready = lambda url: click.echo(f"serving {url}  (web chat: {url}/, OpenAI API: {url}/v1)", err=False)  # noqa: E731
+    if chosen == "llama-server":
+        return serve_llama_server(
+            path, options, engine_options(**engine_settings), ready, lambda line: click.echo(line, err=True)
+        )
+    click.echo(f"quantkit's in-process server: {why}", err=True)
     serve(
         path,
         options,
         engine_options(**engine_settings),
         engine,
-        on_ready=lambda url: click.echo(f"serving {url}  (web chat: {url}/, OpenAI API: {url}/v1)", err=False),
+        on_ready=ready,
     )

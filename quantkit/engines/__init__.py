@@ -14,6 +14,7 @@ class EngineEntry:
     target: str  # "module:Class"
     summary: str
     imports: tuple[str, ...] = ()  # heavy libraries it loads (bench imports them before timing load)
+    speed_tool: str | None = None  # the engine's own speed tool, whose pp/tg bench reports when built
 
 
 ENGINES: dict[str, EngineEntry] = {
@@ -22,7 +23,9 @@ ENGINES: dict[str, EngineEntry] = {
         "PyTorch via transformers (HF folders: fp, AWQ, bitsandbytes)",
         ("torch", "transformers"),
     ),
-    "llama.cpp": EngineEntry("quantkit.engines.llamacpp:LlamaCppEngine", "llama.cpp via llama-cpp-python (GGUF)", ("llama_cpp",)),
+    "llama.cpp": EngineEntry(
+        "quantkit.engines.llamacpp:LlamaCppEngine", "llama.cpp via llama-cpp-python (GGUF)", ("llama_cpp",), "llama-bench"
+    ),
 }
 
 

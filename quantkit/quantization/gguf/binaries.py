@@ -1,6 +1,7 @@
 """llama.cpp's compiled tools, built from the same llama-cpp-python sdist as the converter
 (``make tools``): ``llama-quantize``, ``llama-imatrix``, ``llama-perplexity``, ``llama-bench`` and
-``llama-batched-bench``, found in the quantkit cache or ``LLAMA_CPP_TOOLS``, run in a subprocess."""
+``llama-batched-bench``, run in a subprocess; where they are found (quantkit.engines.llamacpp_tools)
+lives below quantization, because bench and serve run llama-bench and llama-server too."""
 
 import os
 import re
@@ -9,46 +10,9 @@ import sys
 from pathlib import Path
 
 from quantkit.core.atomic import die_with_parent
-from quantkit.core.errors import DependencyError, InputError, QuantizeError
-from quantkit.core.paths import quantkit_home
-from quantkit.quantization.gguf.tools import COMMIT_FILE, DIST, NEEDS_IMATRIX, installed_version, key_line
-
-TOOLS = ("llama-quantize", "llama-imatrix", "llama-perplexity", "llama-bench", "llama-batched-bench")
-TOOLS_ENV = "LLAMA_CPP_TOOLS"  # a folder holding the tools (e.g. a llama.cpp checkout's build/bin)
-TOOLS_HINT = (
-    "run `make tools` in the quantkit checkout (it builds them from the same llama-cpp-python sdist, "
-    f"about 10 min on 2 cores), or set {TOOLS_ENV} to a llama.cpp build's bin folder of the same commit"
-)
-
-
-def tools_bin() -> Path:
-    """The folder with llama.cpp's tools: ``LLAMA_CPP_TOOLS``, else the newest complete build for
-    the installed llama-cpp-python under the quantkit cache (the test cache's or ~/.cache/quantkit)."""
-    env = os.environ.get(TOOLS_ENV)
-    if env:
-        folder = Path(env).expanduser()
-        missing = [t for t in TOOLS if not (folder / t).is_file()]
-        if missing:
-            raise DependencyError(f"{TOOLS_ENV}={folder} has no {', '.join(missing)}", hint=TOOLS_HINT)
-        return folder
-    version = installed_version()
-    builds = []
-    for home in dict.fromkeys([quantkit_home(), Path.home() / ".cache" / "quantkit"]):
-        builds += [
-            b
-            for b in (home / "llama.cpp-tools").glob(f"{version}-*/bin")
-            if (b.parent / ".built").is_file() and all((b / t).is_file() for t in TOOLS)
-        ]
-    if not builds:
-        raise DependencyError(f"llama.cpp's tools ({', '.join(TOOLS)}) are not built for {DIST} {version}", hint=TOOLS_HINT)
-    return max(builds, key=lambda b: (b.parent / ".built").stat().st_mtime)
-
-
-def tool(name: str) -> Path:
-    """The path of one of llama.cpp's tools, e.g. ``tool("llama-imatrix")``."""
-    if name not in TOOLS:
-        raise ValueError(f"{name} is not one of {TOOLS}")
-    return tools_bin() / name
+from quantkit.core.errors import InputError, QuantizeError
+from quantkit.engines.llamacpp_tools import TOOLS, TOOLS_ENV, TOOLS_HINT, tool, tools_bin  # noqa: F401 (re-exported)
+from quantkit.quantization.gguf.tools import COMMIT_FILE, NEEDS_IMATRIX, key_line
 
 
 def tools_record() -> dict:

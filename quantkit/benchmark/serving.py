@@ -1,0 +1,90 @@
+"""Bench in the deployment engine: ``quantkit bench ARTIFACT --engine llama-server`` starts that
+server on the artifact (quantkit.engines.llama_server, the settings ``quantkit serve`` would choose)
+and load-tests it with quantkit's one load generator (quantkit.benchmark.loadtest: TTFT, TPOT,
+throughput as vLLM's ``bench serve`` defines them) at the given concurrencies, every request
+generating exactly ``max_tokens`` (ignore_eos), so the numbers sit beside the in-process ones."""
+
+from pathlib import Path
+
+SERVING_ENGINES = ("llama-server",)
+COLUMNS = ("artifact", "engine", "concurrency", "output tok/s", "TTFT p50 ms", "TPOT p50 ms", "E2EL p50 ms", "errors")
+
+
+def serving_bench(
+    path: Path | str,
+    engine: str = "llama-server",
+    concurrency: list[int] | tuple = (1, 4, 8),
+    num_requests: int = 16,
+    max_tokens: int = 64,
+    threads: int | None = None,
+    n_gpu_layers: int = 0,
+    device: str = "auto",
+) -> dict:
+    """One serving record: the engine, its command (key hidden), and one load-test result per level."""
+    from quantkit.benchmark.loadtest import load_test
+    from quantkit.core.errors import InputError
+    from quantkit.engines.llama_server import LlamaServer, choose_settings
+
+    if engine not in SERVING_ENGINES:
+        raise InputError(f"unknown serving engine {engine!r}", hint=f"choose one of {', '.join(SERVING_ENGINES)}")
+    levels = sorted(set(concurrency or (1, 4, 8)))
+    # One slot per concurrent request, each with room for the prompt set and the reply.
+    settings = choose_settings(
+        Path(path),
+        threads=threads,
+        parallel=max(levels),
+        n_ctx=max(512, max_tokens + 256),
+        n_gpu_layers=n_gpu_layers,
+        device=device,
+    )
+    with LlamaServer(settings) as server:
+        results = load_test(
+            server.url,
+            model=settings.alias,
+            concurrency=levels,
+            num_requests=num_requests,
+            max_tokens=max_tokens,
+            ignore_eos=True,
+        )
+    return {
+        "engine": engine,
+        "command": settings.shown(),
+        "threads": settings.threads,
+        "parallel": settings.parallel,
+        "results": [r.to_dict() for r in results],
+    }
+
+
+def serving_rows(results: list[dict], name=lambda r: Path(r.get("artifact", "?")).name) -> list[list[str]]:
+    rows = []
+    for result in results:
+        for serving in result.get("serving") or []:
+            for level in serving["results"]:
+                rows.append(
+                    [
+                        name(result),
+                        serving["engine"],
+                        str(level["concurrency"]),
+                        f"{level['output_throughput']:.1f}",
+                        median(level["ttft_ms"]),
+                        median(level["tpot_ms"]),
+                        median(level["e2el_ms"]),
+                        str(level["errors"]),
+                    ]
+                )
+    return rows
+
+
+def median(summary: dict) -> str:
+    return "-" if summary.get("median") is None else f"{summary['median']:.1f}"
+
+
+def serving_markdown(results: list[dict], name=lambda r: Path(r.get("artifact", "?")).name) -> list[str]:
+    """The report's serving section: one row per artifact, engine and concurrency; [] when none ran."""
+    rows = serving_rows(results, name)
+    if not rows:
+        return []
+    lines = ["## In the deployment engine", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    commands = {s["command"] for r in results for s in r.get("serving") or []}
+    return [*lines, "", *[f"`{c}`" for c in sorted(commands)], ""]
