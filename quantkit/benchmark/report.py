@@ -185,6 +185,9 @@ def write_report(results: list[dict], out_dir: str | Path, fill_cards: bool = Tr
             plots.append(("Size vs KL divergence", "size_vs_kld.png"))
         parts = ["# quantkit report", "", table(results), ""]
         parts += [f"![{title}]({name})\n" for title, name in plots]
+        from quantkit.benchmark.serving import serving_markdown
+
+        parts += serving_markdown(results, label)  # bench --engine llama-server: the deployment engine's rows
         for result in results:
             parts += [f"## {label(result)}", ""]
             if result.get("failures"):

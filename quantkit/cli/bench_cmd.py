@@ -41,9 +41,16 @@ Examples:
 @click.argument("artifact", required=False)
 @click.option("--base", help="Base model to compare with (folder, bundled:NAME or hub id); default: the source in quantkit.json.")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Write the result as JSON to this file.")
+@click.option(
+    "--engine",
+    "serving_engine",
+    type=click.Choice(["llama-server"]),
+    help="Also serve ARTIFACT in this deployment engine and load-test it at each -c level "
+    "(default 1, 4, 8; --num-requests, --max-tokens), beside the in-process numbers.",
+)
 @setting_flags(bench_settings_table)
 @url_options
-def command(artifact, base, json_file, url, **flags):
+def command(artifact, base, json_file, url, serving_engine, **flags):
     """Benchmark ARTIFACT: load time, memory, prefill/decode speed, latency, bandwidth, smoke chat
     and quality against its base model; exits 3 when a gate fails.
 
@@ -65,6 +72,22 @@ def command(artifact, base, json_file, url, **flags):
     with console.status("loading") as status:
         result = bench(artifact, base=base, options=options, on_step=lambda step: status.update(STEP_TEXT.get(step, step)))
     data = result.to_dict()
+    if serving_engine:
+        from quantkit.benchmark.serving import serving_bench
+
+        with console.status(f"load-testing {serving_engine}"):
+            data["serving"] = [
+                serving_bench(
+                    result.artifact,
+                    serving_engine,
+                    load["concurrency"] or (1, 4, 8),
+                    load["num_requests"],
+                    load["max_tokens"],
+                    threads=options.threads,
+                    n_gpu_layers=options.n_gpu_layers,
+                    device=options.device,
+                )
+            ]
     render(data)
     if json_file:
         from quantkit.core.atomic import write_json
@@ -126,6 +149,15 @@ def render(data: dict) -> None:
         add("quality", "[red]tokenizer differs from the base[/]")
     for note in data["notes"]:
         add("note", escape(note))
+    for serving in data.get("serving") or []:
+        for level in serving["results"]:
+            add(
+                f"{serving['engine']} c={level['concurrency']}",
+                f"{level['output_throughput']:.1f} tok/s, TTFT p50 {level['ttft_ms']['median']} ms, "
+                f"TPOT p50 {level['tpot_ms']['median']} ms ({level['errors']} errors)",
+            )
+    if data.get("speed_tool"):
+        add("pp/tg from", escape(data["speed_tool"]["command"]))
     add("gates", "[green]passed[/]" if data["passed"] else "[red]" + escape("\n".join(data["failures"])) + "[/]")
     if smoke:
         console.print(transcript_view(smoke))
