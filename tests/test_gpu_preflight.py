@@ -69,7 +69,11 @@ def test_quantize_passes_when_it_fits_and_force_skips(fake_gpu, plenty_of_ram):
     llama = config("llama-3.1-8b-instruct")
     fake_gpu(free_gib=23, total_gib=24)
     need = check_memory(llama, "nf4", device="cuda")
-    assert 5 * GiB < need.gpu_bytes < 10 * GiB  # ~5.6 GB of NF4 weights + the embedding table in 16 bits
+    assert 16 * GiB < need.gpu_bytes < 18 * GiB  # verification: the bf16 base (15 GiB) on the GPU, its logits, 2 contexts
+    fake_gpu(free_gib=12, total_gib=24)
+    small = check_memory(llama, "nf4", device="cuda")  # verification falls back to the CPU: only quantizing counts
+    assert 5 * GiB < small.gpu_bytes < 10 * GiB  # ~5.6 GB of NF4 weights + the embedding table in 16 bits
+    assert small.ram_bytes > 15 * GiB and "verification in RAM" in small.why
     fake_gpu(free_gib=0.5, total_gib=24)
     forced = check_memory(llama, "nf4", device="cuda", force=True)
     assert forced.gpu_bytes == need.gpu_bytes  # skipped, estimate unchanged
@@ -98,16 +102,19 @@ def test_ram_factors_follow_where_the_weights_live():
     cpu_nf4 = estimate.quantize_need(llama, footprint("nf4"), "cpu")
     assert gpu_nf4.ram_bytes < 8 * GiB and cpu_nf4.ram_bytes > 2 * bf16  # quantize-at-load in RAM on a CPU
     assert cpu_nf4.gpu_bytes == 0
-    # AWQ on a GPU: the model stays in RAM in bf16 (not fp32), one layer at a time on the GPU.
-    gpu_awq = estimate.quantize_need(llama, footprint("awq", calib_samples=128, calib_seq_len=512), "cuda")
+    # AWQ on a GPU: the model stays in RAM in bf16 (not fp32), one layer at a time on the GPU
+    # (verify_on="cpu": calibration alone; verification's own share is tested below).
+    awq = footprint("awq", calib_samples=128, calib_seq_len=512)
+    gpu_awq = estimate.quantize_need(llama, awq, "cuda", verify_on="cpu")
     assert bf16 < gpu_awq.ram_bytes < 1.6 * bf16
     assert gpu_awq.gpu_bytes < bf16 / 1.5
-    more = estimate.quantize_need(llama, footprint("awq", calib_samples=512, calib_seq_len=512), "cuda")
-    # 384 more samples x 512 tokens of cached activations (q/k/v, o_proj, MLP, down_proj inputs) in bf16
-    assert more.gpu_bytes - gpu_awq.gpu_bytes == 384 * 512 * (3 * 4096 + 14336) * 2
+    more = estimate.quantize_need(llama, footprint("awq", calib_samples=512, calib_seq_len=512), "cuda", verify_on="cpu")
+    # 384 more samples x 512 tokens of cached parent inputs (q/k/v, o_proj, MLP, down_proj) and of
+    # one parent's unquantized and quantized outputs, in bf16
+    assert more.gpu_bytes - gpu_awq.gpu_bytes == 384 * 512 * (3 * 4096 + 14336 + 2 * 4096) * 2
     # Ignoring down_proj drops its (intermediate-wide) cached inputs.
     keep = estimate.quantize_need(
-        llama, footprint("awq", calib_samples=128, calib_seq_len=512, ignore=["re:.*down_proj"]), "cuda"
+        llama, footprint("awq", calib_samples=128, calib_seq_len=512, ignore=["re:.*down_proj"]), "cuda", verify_on="cpu"
     )
     assert keep.gpu_bytes < gpu_awq.gpu_bytes
     assert estimate.quantize_need(llama, footprint("gguf"), "cpu").gpu_bytes == 0  # converter on CPU

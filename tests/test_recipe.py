@@ -342,8 +342,8 @@ GPU_HARDWARE_GIB = {
     "qwen2.5-7b-instruct": (24, 24),
     "qwen2.5-7b-instruct-modelscope": (24, 24),
     "llama-3.1-8b-instruct": (24, 24),
-    "yi-34b-chat-awq": (48, 80),
-    "baichuan2-13b-chat-nf4": (16, 40),
+    "yi-34b-chat-awq": (80, 80),  # quantize: verification's bf16 base; calibration alone fits 48 GB
+    "baichuan2-13b-chat-nf4": (40, 40),  # quantize: verification's bf16 base (~28 GB)
 }
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"
 
@@ -370,17 +370,27 @@ def test_gpu_recipe_dry_run_fits_the_hardware_it_names(name, monkeypatch, tmp_pa
     assert shipped == set(GPU_HARDWARE_GIB), "a new GPU recipe needs its hardware here"
 
 
-def test_yi_calibration_fits_one_48gb_card_but_its_dense_bench_needs_80gb(monkeypatch, tmp_path):
-    """The issue's case: AWQ layer by layer keeps Yi-34B's calibration far below one 48 GB card,
-    the RAM holds the bf16 model, and the dense bf16 bench does not fit 48 GB."""
+def test_yi_calibration_fits_one_48gb_card_but_verification_and_bench_need_80gb(monkeypatch, tmp_path):
+    """The issue's case: AWQ layer by layer keeps Yi-34B's calibration far below one 48 GB card
+    and the RAM holds the bf16 model, but the quantize stage ends with verification, which loads
+    the bf16 base on the GPU (~65 GiB), and the dense bf16 bench does not fit 48 GB either: one
+    80 GB card, unless verification falls back to the CPU (then quantizing needs ~8 GiB there)."""
+    from quantkit.core.estimate import quantize_need
     from quantkit.pipeline.plan import plan
+    from quantkit.quantization.registry import get_method
 
     monkeypatch.setenv("QUANTKIT_CONFIG_DIR", str(CONFIGS))
     recipe = load_recipe("yi-34b-chat-awq")
-    rows = {row.stage: row.cost for row in plan(recipe, recipe.artifacts, tmp_path / "o", force=False)}
-    assert rows["quantize"].gpu_bytes < 16 * 2**30
-    assert 64 * 2**30 < rows["quantize"].memory_bytes < 100 * 2**30
-    assert 48 * 2**30 < rows["bench"].gpu_bytes < 80 * 2**30
+    rows = {row.stage: row for row in plan(recipe, recipe.artifacts, tmp_path / "o", force=False)}
+    quantize = rows["quantize"].cost
+    assert 48 * 2**30 < quantize.gpu_bytes < 80 * 2**30
+    assert 64 * 2**30 < quantize.memory_bytes < 100 * 2**30
+    assert 48 * 2**30 < rows["bench"].cost.gpu_bytes < 80 * 2**30
+    assert "verification in RAM" in rows["quantize"].note
+    spec = recipe.artifacts[0]
+    config = json.loads((CONFIGS / "yi-34b-chat.json").read_text())
+    alone = quantize_need(config, get_method("awq").footprint(spec.options), "cuda", verify_on="cpu")
+    assert alone.gpu_bytes < 16 * 2**30 and alone.ram_bytes < 100 * 2**30
 
 
 def test_force_is_an_artifact_key_that_does_not_change_the_artifact(tmp_path):

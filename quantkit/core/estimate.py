@@ -53,6 +53,9 @@ GGUF_BITS = {
 CPU_RAM_FACTOR = {"calibrate": 2.0, "load": 2.0, "llama.cpp": 1.2}
 # AWQ on a GPU: the model stays in RAM in bf16 (+ the compressed copy save_pretrained builds).
 AWQ_GPU_RAM_FACTOR = 1.3
+# FP8 (data-free): the checkpoint-dtype model in RAM, compressed module by module when saved.
+DATAFREE_RAM_FACTOR = 1.1
+VERIFY_FP32_BELOW = 8 * 2**30  # verification runs a base smaller than this in fp32 on a CPU
 # The CUDA context, cuBLAS workspace and allocator slack a process pays on its first kernel.
 CUDA_OVERHEAD_BYTES = 1 * 2**30
 # llama.cpp's compute buffers on the device beside weights and KV cache (n_batch 512).
@@ -133,6 +136,9 @@ class Footprint:
     dtype: str | None = None  # of the model while it quantizes at load ("load" methods)
     files: tuple[str, ...] = ()  # names of the files (GGUF types), for the bench's rows
     calib_s_factor: float = 1.0  # calibration time relative to AWQ's (GPTQ's Hessians are quicker)
+    calib_batch: int = 1  # samples per forward of the calibration pipeline (llm-compressor's default 1)
+    awq: bool = False  # an AWQ pass: every sample's parent inputs cached on the GPU
+    hessians: bool = False  # a GPTQ pass: n_in x n_in fp32 Hessians per Linear of a layer
 
 
 def gguf_footprint(types: list[str], calib_samples: int = 0, calib_seq_len: int = 0) -> Footprint:
@@ -206,27 +212,34 @@ def awq_cached_width(config: dict, ignore: list[str]) -> int:
     return width
 
 
-def quantize_need(config: dict, fp: Footprint, device: str) -> Need:
-    """Peak RAM and GPU memory of quantizing as ``fp`` says on ``device``."""
+def quantize_need(config: dict, fp: Footprint, device: str, verify_on: str = "cuda") -> Need:
+    """Peak RAM and GPU memory of quantizing as ``fp`` says on ``device``, the verification that
+    ends the stage included (on a GPU: where ``verify_on`` says, see ``with_verification``)."""
     s, n = shape(config), estimate_params(config)
     if fp.kind == "calibrate":
         samples, seq = fp.calib_samples, fp.calib_seq_len
-        batch = min(8, samples)  # quantkit.quantization.awq.method.CALIB_BATCH
         if device == "cuda":
-            # bf16 on the GPU: one decoder layer (+ the copy the scale search restores from), the
-            # cached activations of every sample, one batch's temporaries, and the last subgraph's
-            # lm_head with one batch of logits in fp32.
-            layer = 2 * s["layer_params"] * 2
-            cached = samples * seq * awq_cached_width(config, list(fp.ignore)) * 2
-            temps = TEMPORARIES * batch * seq * max(s["inter"], s["hidden"]) * 2
-            head = s["vocab"] * s["hidden"] * 2 + batch * seq * s["vocab"] * 4
-            gpu = layer + cached + temps + head + CUDA_OVERHEAD_BYTES
+            # The bf16 model stays in RAM; the GPU holds one subgraph and the largest pass's state
+            # (quantkit.core.estimate_gpu counts it from llm-compressor's sources).
+            from quantkit.core.estimate_gpu import calibration_gpu_parts
+
+            parts = calibration_gpu_parts(config, fp)
+            gpu = max(parts.values()) + CUDA_OVERHEAD_BYTES
             # RAM: the model in bf16 and the layer inputs offloaded there between layers.
             ram = int(n * 2 * AWQ_GPU_RAM_FACTOR + 2 * samples * seq * s["hidden"] * 2) + LIBRARY_ALLOWANCE_BYTES
-            return Need(ram, int(gpu), f"bf16 model in RAM, one layer + {samples}x{seq} activations on the GPU")
+            why = f"bf16 model in RAM, one layer + {samples}x{seq} activations on the GPU"
+            return with_verification(config, fp, Need(ram, int(gpu), why), verify_on)
         cached = samples * seq * awq_cached_width(config, list(fp.ignore)) * 4
         ram = int(n * 4 * CPU_RAM_FACTOR["calibrate"] + cached) + LIBRARY_ALLOWANCE_BYTES
         return Need(ram, 0, "fp32 model + activations in RAM")
+    if fp.kind == "datafree":
+        # llm-compressor's data-free pipeline: the whole model in its checkpoint dtype on the CPU,
+        # each module onloaded to the GPU to be quantized (the largest weight and its fp8 copy).
+        ram = int(n * dtype_bytes(None, config) * DATAFREE_RAM_FACTOR) + LIBRARY_ALLOWANCE_BYTES
+        if device != "cuda":
+            return Need(ram, 0, "checkpoint-dtype model in RAM")
+        largest = max(s["vocab"] * s["hidden"], s["inter"] * s["hidden"]) * 3  # bf16 weight + fp8 copy
+        return with_verification(config, fp, Need(ram, largest + CUDA_OVERHEAD_BYTES, "checkpoint-dtype model in RAM"), verify_on)
     if fp.kind == "load":
         if device == "cuda":
             # transformers quantizes each weight as it lands on the device: the quantized model,
@@ -234,11 +247,30 @@ def quantize_need(config: dict, fp: Footprint, device: str) -> Need:
             quantized = artifact_bytes(config, fp)
             largest = max(s["vocab"] * s["hidden"], s["inter"] * s["hidden"]) * 2
             ram = quantized + LIBRARY_ALLOWANCE_BYTES  # save_pretrained brings the state dict back to RAM
-            return Need(ram, quantized + largest + CUDA_OVERHEAD_BYTES, "quantized weights on the GPU")
+            need = Need(ram, quantized + largest + CUDA_OVERHEAD_BYTES, "quantized weights on the GPU")
+            return with_verification(config, fp, need, verify_on)
         load = n * dtype_bytes(fp.dtype, config)
         return Need(int(load * CPU_RAM_FACTOR["load"]) + LIBRARY_ALLOWANCE_BYTES, 0, "quantize at load in RAM")
     # llama.cpp's converter and quantizer run on the CPU
     return Need(int(n * 2 * CPU_RAM_FACTOR["llama.cpp"]) + LIBRARY_ALLOWANCE_BYTES, 0, "F16 conversion in RAM")
+
+
+def with_verification(config: dict, fp: Footprint, need: Need, verify_on: str = "cuda") -> Need:
+    """The quantize stage on a GPU ends with verification in a child process (the quantize
+    model freed first): base, then artifact, one at a time on the GPU; its peak is the stage's
+    when larger. ``verify_on="cpu"``: the base and artifact verify in RAM instead (what
+    quantkit.quantization.verify falls back to when they do not fit the GPU)."""
+    from quantkit.core.estimate_gpu import verify_gpu_bytes
+
+    runtime, _ = runtime_bytes(config, fp, "cuda")  # the artifact in its own dtype (bf16 when dense)
+    if verify_on == "cpu":
+        n = estimate_params(config)
+        base = n * (4 if n * 2 < VERIFY_FP32_BELOW else 2)  # verify_runtime.base_dtype: fp32 below 8 GiB
+        ram = max(base, runtime) + LIBRARY_ALLOWANCE_BYTES
+        return Need(max(need.ram_bytes, ram), need.gpu_bytes, f"{need.why}; verification in RAM")
+    verify = verify_gpu_bytes(config, runtime)
+    why = f"{need.why}; verification on the GPU {human_size(verify)}" if verify > need.gpu_bytes else need.why
+    return Need(need.ram_bytes, max(need.gpu_bytes, verify), why)
 
 
 def runtime_bytes(config: dict, fp: Footprint | None, device: str, file: int = 0) -> tuple[int, bool]:

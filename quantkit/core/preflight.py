@@ -128,4 +128,9 @@ def check_quantize_memory(config: dict, method: str, footprint, options) -> Need
     ``options.device`` resolves to must fit."""
     device = resolve_device(options.device) if footprint.kind != "llama.cpp" else "cpu"
     need = quantize_need(config, footprint, device)
+    info = gpu_free_bytes() if device == "cuda" and not options.force else None
+    if info is not None and need.gpu_bytes > info[0]:
+        # Verification falls back to the CPU when base and artifact do not fit the GPU
+        # (quantkit.quantization.verify.placement): then only calibration must fit there.
+        need = quantize_need(config, footprint, device, verify_on="cpu")
     return check_fit(need, f"{method} on {device}", options.force)

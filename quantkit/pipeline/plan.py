@@ -75,6 +75,8 @@ def plan(recipe: Recipe, specs: list[ArtifactSpec], out_dir: Path, force: bool) 
         fmt, types = getattr(spec.options, "format", None), getattr(spec.options, "gguf_types", [])
         q_note = spec.method + (f" {fmt}" if fmt else "") + (f" {'+'.join(types)}" if types else "")
         q_cost = quantize_cost(config, footprint, device_of(recipe, spec)) if config else None
+        if q_cost and q_cost.gpu_bytes:
+            q_note += verification_note(config, footprint, q_cost)
         if q_cost and (first := calibrated.get(calibration_key(spec))):
             q_cost, q_note = repack_cost(q_cost), q_note + f" (repack of {first}'s calibration)"
         calibrated.setdefault(calibration_key(spec), spec.name)
@@ -101,6 +103,21 @@ def calibration_key(spec: ArtifactSpec) -> str:
 def repack_cost(cost: Cost) -> Cost:
     """A format repacked from a cached calibration: a copy of the weights, no calibration."""
     return Cost(cost.memory_bytes // 4, cost.disk_bytes, cost.disk_bytes / 300e6 + 5, 0)
+
+
+def verification_note(config: dict, footprint, cost: Cost) -> str:
+    """What the quantize stage's GPU peak is: verification's base on the GPU when it is the
+    larger, and what quantizing alone needs (verification moves to RAM when the GPU is smaller)."""
+    from quantkit.core.estimate import quantize_need
+    from quantkit.core.modelinfo import human_size
+
+    alone = quantize_need(config, footprint, "cuda", verify_on="cpu")
+    if alone.gpu_bytes >= cost.gpu_bytes:
+        return ""
+    return (
+        f"; GPU peak: verification (bf16 base, then the artifact); quantizing alone {human_size(alone.gpu_bytes)} "
+        f"on the GPU, with verification in RAM ({human_size(alone.ram_bytes)}) when the GPU is smaller"
+    )
 
 
 def bench_note(recipe: Recipe, spec: ArtifactSpec, footprint) -> str:

@@ -45,8 +45,9 @@ class Fp8Method:
         quantized_widths(config, options.ignore)
 
     def footprint(self, options: Fp8Options) -> Footprint:
-        # Data-free: the checkpoint is loaded in its own dtype and each weight quantized in place.
-        return Footprint("load", (options.bits + CHANNEL_SCALE_BITS,), dense_runtime=True, ignore=tuple(options.ignore))
+        # Data-free: the whole checkpoint is loaded in its own dtype on the CPU (not quantized at
+        # load as bitsandbytes is) and each weight quantized in place.
+        return Footprint("datafree", (options.bits + CHANNEL_SCALE_BITS,), dense_runtime=True, ignore=tuple(options.ignore))
 
     def check(self, model_dir: Path, config: dict, options: Fp8Options) -> None:
         from quantkit.quantization.llmc import check_llmc

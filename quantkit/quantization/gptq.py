@@ -57,6 +57,7 @@ class GptqMethod:
             calib_seq_len=options.calib_seq_len,
             ignore=tuple(options.ignore),
             calib_s_factor=0.3,
+            hessians=True,
         )
 
     def check(self, model_dir: Path, config: dict, options: GptqOptions) -> None:

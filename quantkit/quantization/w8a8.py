@@ -64,6 +64,7 @@ class W8a8Method:
             calib_seq_len=options.calib_seq_len,
             ignore=tuple(options.ignore),
             calib_s_factor=0.4,
+            hessians=True,  # SmoothQuant's pass holds per-channel statistics only
         )
 
     def check(self, model_dir: Path, config: dict, options: W8a8Options) -> None:
