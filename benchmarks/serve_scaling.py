@@ -1,21 +1,20 @@
-"""Does `quantkit serve` scale with concurrent requests? One run, side by side: the server at
-concurrency 1/2/4/8 (streamed chat completions, `quantkit.benchmark.loadtest`) against llama.cpp's own
-batched decode of the same file with the same threads (the physical yardstick): a raw loop over
-llama-cpp-python's low-level batch API (N sequences, one llama_decode per step), and
-llama-batched-bench's table when that tool is built in ~/.cache/quantkit/llama.cpp-tools.
+"""`quantkit serve` on a GGUF against llama-server of the same commit, side by side: the same file,
+the same settings (quantkit.engines.llama_server.choose_settings: threads, slots, context, flash
+attention), one load generator (quantkit.benchmark.loadtest: streamed chat completions, every
+request generating exactly --max-tokens), one server running at a time, in alternating order.
 
-    .venv/bin/python benchmarks/serve_scaling.py                       # the bundled SmolLM2 Q4_1
     .venv/bin/python benchmarks/serve_scaling.py --gguf model-Q4_K_M.gguf --threads 2 --json out.json
+    .venv/bin/python benchmarks/serve_scaling.py --in-process      # quantkit's own server beside them
 
-llama.cpp's CPU threads are OpenMP threads here: set OMP_WAIT_POLICY (e.g. PASSIVE) in the environment
-to run both the yardstick and the server under it (they inherit it), side by side.
+Servers: `llama-server` (bare, started directly), `quantkit serve` (--backend llama-server:
+llama-server behind quantkit's front), and with --in-process `quantkit serve --backend in-process`
+(quantkit's own continuous-batching loop over llama-cpp-python).
 
-Targets (issue 12): serve tok/s at concurrency N >= 0.8x the yardstick at batch N for N = 4 and 8;
-concurrency 8 >= 2x concurrency 1; TTFT p50 at concurrency 4 <= 3x concurrency 1.
+Targets (issue 26): quantkit serve's output tok/s >= 0.98x llama-server's and its TTFT p50 within
+10% of llama-server's, at concurrency 1, 4 and 8.
 """
 
 import argparse
-import ctypes
 import json
 import os
 import subprocess
@@ -24,219 +23,114 @@ import threading
 import time
 from pathlib import Path
 
-
-def yardstick(gguf: Path, threads: int, batch: int, max_tokens: int) -> dict:
-    """N prompts prefilled in one decode, then ``max_tokens`` greedy steps of N tokens each (no
-    early stop): output tokens/s over prefill + decode, and over the decode steps alone."""
-    import llama_cpp
-    import numpy as np
-
-    from quantkit.benchmark.loadtest import PROMPTS
-
-    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=512, n_threads=threads, n_threads_batch=threads, verbose=False)
-    template = llama_cpp.llama_chat_format.Jinja2ChatFormatter(
-        llm.metadata["tokenizer.chat_template"], eos_token="", bos_token=""
-    )
-    prompts = [
-        llm.tokenize(
-            template(messages=[{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]).prompt.encode(),
-            add_bos=False,
-            special=True,
-        )
-        for i in range(batch)
-    ]
-    params = llama_cpp.llama_context_default_params()
-    params.n_ctx, params.n_batch, params.n_ubatch, params.n_seq_max = 512 * batch, 512, 512, batch
-    params.n_threads = params.n_threads_batch = threads
-    params.kv_unified = False
-    ctx = llama_cpp.llama_init_from_model(llm._model.model, params)
-    b = llama_cpp.llama_batch_init(512, 0, 1)
-    n_vocab = llm.n_vocab()
-
-    def decode(feeds):  # {seq: (ids, first position)} -> {seq: next greedy token}
-        i, last = 0, {}
-        for seq, (ids, pos) in feeds.items():
-            for k, token in enumerate(ids):
-                b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = token, pos + k, 1, k == len(ids) - 1
-                b.seq_id[i][0] = seq
-                i += 1
-            last[seq] = i - 1
-        b.n_tokens = i
-        assert llama_cpp.llama_decode(ctx, b) == 0
-        return {
-            seq: int(
-                np.ctypeslib.as_array(
-                    ctypes.cast(llama_cpp.llama_get_logits_ith(ctx, j), ctypes.POINTER(ctypes.c_float)), shape=(n_vocab,)
-                ).argmax()
-            )
-            for seq, j in last.items()
-        }
-
-    try:
-        start = time.perf_counter()
-        nxt = decode({s: (p, 0) for s, p in enumerate(prompts)})
-        steps_start = time.perf_counter()
-        for step in range(max_tokens - 1):
-            nxt = decode({s: ([nxt[s]], len(prompts[s]) + step) for s in range(batch)})
-        end = time.perf_counter()
-    finally:
-        llama_cpp.llama_batch_free(b)
-        llama_cpp.llama_free(ctx)
-        llm.close()
-    return {
-        "batch": batch,
-        "tok_s": round(batch * max_tokens / (end - start), 1),
-        "decode_tok_s": round(batch * (max_tokens - 1) / (end - steps_start), 1),
-    }
+TARGET_TPS, TARGET_TTFT = 0.98, 1.10
 
 
-def batched_bench(gguf: Path, threads: int, levels: list[int], max_tokens: int) -> str | None:
-    """llama-batched-bench's own table, when the tool is built (same llama.cpp commit)."""
-    tools = Path.home() / ".cache" / "quantkit" / "llama.cpp-tools"
-    found = sorted(p for p in tools.rglob("llama-batched-bench") if p.is_file()) if tools.is_dir() else []
-    if not found:
-        return None
-    done = subprocess.run(
-        [
-            str(found[0]),
-            "-m",
-            str(gguf),
-            "-t",
-            str(threads),
-            "-c",
-            str(512 * max(levels)),
-            "-npp",
-            "32",
-            "-ntg",
-            str(max_tokens),
-            "-npl",
-            ",".join(map(str, levels)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    return "\n".join(line for line in done.stdout.splitlines() if line.startswith("|")) or done.stderr[-2000:]
-
-
-def start_server(gguf: Path, threads: int, parallel: int):
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "quantkit",
-            "serve",
-            str(gguf),
-            "--port",
-            "0",
-            "--threads",
-            str(threads),
-            "--parallel",
-            str(parallel),
-            "--queue-size",
-            "64",
-            "--n-ctx",
-            "512",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+def start_quantkit(gguf: Path, threads: int, parallel: int, n_ctx: int, backend: str):
+    cmd = [sys.executable, "-m", "quantkit", "serve", str(gguf), "--port", "0", "--backend", backend]
+    cmd += ["--threads", str(threads), "--parallel", str(parallel), "--n-ctx", str(n_ctx), "--max-tokens-limit", "2048"]
+    cmd += ["--queue-size", "64"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line: list[str] = []
     reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()), daemon=True)
     reader.start()
-    reader.join(300)
-    if not line or "serving " not in line[0]:
+    reader.join(600)
+    if not line or "serving http" not in line[0]:
         proc.kill()
-        raise SystemExit(f"server did not start: {line}")
+        raise RuntimeError(f"quantkit serve did not start: {line}")
     return proc, line[0].split()[1]
+
+
+def stop(proc) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def measure(name: str, args, gguf: Path) -> list[dict]:
+    """One server up, the load test at every level, the server down."""
+    from quantkit.benchmark.loadtest import load_test
+    from quantkit.engines.llama_server import LlamaServer, choose_settings
+
+    options = dict(concurrency=args.concurrency, num_requests=args.num_requests, max_tokens=args.max_tokens, ignore_eos=True)
+    if name == "llama-server":
+        settings = choose_settings(gguf, threads=args.threads, parallel=args.parallel, n_ctx=args.n_ctx)
+        with LlamaServer(settings) as server:
+            print(f"  {settings.shown()}", flush=True)
+            results = load_test(server.url, **options)
+    else:
+        proc, url = start_quantkit(gguf, args.threads, args.parallel, args.n_ctx, name.split(":")[1])
+        try:
+            results = load_test(url, **options)
+        finally:
+            stop(proc)
+    return [r.to_dict() for r in results]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--gguf", help="the .gguf file (default: the bundled SmolLM2 Q4_1)")
+    parser.add_argument("--gguf", help="the .gguf file (default: the bundled SmolLM2)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--parallel", type=int, default=8, help="slots (-np) in every server")
+    parser.add_argument("--n-ctx", type=int, default=1024, help="context per slot")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--num-requests", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--requests-per-level", type=int, default=4, help="requests = this x concurrency (at least 4)")
-    parser.add_argument(
-        "--stop-at-eos",
-        action="store_true",
-        help="let requests end at the model's end of turn (default: ignore_eos, so every request decodes "
-        "max-tokens like the yardstick's sequences; replies that end early leave slots idle between requests)",
-    )
+    parser.add_argument("--runs", type=int, default=2, help="rounds, the servers' order swapped each round")
+    parser.add_argument("--in-process", action="store_true", help="also quantkit's in-process server")
     parser.add_argument("--json", help="write the numbers here")
     args = parser.parse_args()
-    from quantkit.benchmark.loadtest import load_test
-    from quantkit.hub.bundled import bundled_gguf
+    if args.gguf:
+        gguf = Path(args.gguf).resolve()
+    else:
+        from quantkit.hub.bundled import bundled_gguf
 
-    gguf = Path(args.gguf or bundled_gguf("bundled:smollm2-135m-instruct"))
-    load_before = os.getloadavg()  # other jobs on these cores skew every number: state them
-    sticks = {n: yardstick(gguf, args.threads, n, args.max_tokens) for n in args.levels}
-    proc, url = start_server(gguf, args.threads, max(args.levels))
-    try:
-        load_test(url, concurrency=[1], num_requests=1, max_tokens=4)  # warm-up
-        serves = {
-            c: load_test(
-                url,
-                concurrency=[c],
-                num_requests=max(4, args.requests_per_level * c),
-                max_tokens=args.max_tokens,
-                ignore_eos=not args.stop_at_eos,
-            )[0].to_dict()
-            for c in args.levels
-        }
-    finally:
-        proc.terminate()
-        proc.wait(30)
-    load_after = os.getloadavg()
-    tool = batched_bench(gguf, args.threads, args.levels, args.max_tokens)
-
-    print(
-        f"{gguf.name}, {args.threads} threads, {args.max_tokens} tokens per request; load average "
-        f"{load_before[0]:.2f} before, {load_after[0]:.2f} after ({os.cpu_count()} CPUs); "
-        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}; "
-        f"{'requests may stop at end of turn' if args.stop_at_eos else 'ignore_eos (every request decodes max-tokens)'}"
-    )
-    print(f"{'N':>3} {'yardstick':>10} {'(decode)':>9} {'serve':>8} {'ratio':>6} {'TTFT p50':>9} {'errors':>6}")
-    for n in args.levels:
-        s, y = serves[n], sticks[n]
-        print(
-            f"{n:>3} {y['tok_s']:>10.1f} {y['decode_tok_s']:>9.1f} {s['output_throughput']:>8.1f} "
-            f"{s['output_throughput'] / y['tok_s']:>6.2f} {s['ttft_ms']['median']:>7.0f}ms {s['errors']:>6}"
-        )
-    first, levels = serves[args.levels[0]], args.levels
-    checks = []
-    for n in (4, 8):
-        if n in serves:
-            ratio = serves[n]["output_throughput"] / sticks[n]["tok_s"]
-            checks.append((f"serve c{n} / yardstick b{n} = {ratio:.2f} (target >= 0.8)", ratio >= 0.8))
-    if 8 in serves and 1 in serves:
-        ratio = serves[8]["output_throughput"] / first["output_throughput"]
-        checks.append((f"serve c8 / c1 tok/s = {ratio:.2f} (target >= 2)", ratio >= 2))
-    if 4 in serves and 1 in serves:
-        ratio = serves[4]["ttft_ms"]["median"] / first["ttft_ms"]["median"]
-        checks.append((f"TTFT p50 c4 / c1 = {ratio:.2f} (target <= 3)", ratio <= 3))
-    for text, ok in checks:
-        print(("  ok   " if ok else "  MISS ") + text)
-    if tool:
-        print("llama-batched-bench:\n" + tool)
+        gguf = bundled_gguf("bundled:smollm2-135m-instruct")
+    servers = ["llama-server", "quantkit:llama-server"] + (["quantkit:in-process"] if args.in_process else [])
+    load = os.getloadavg()[0]
+    print(f"{gguf.name}: {args.threads} threads, {args.parallel} slots, load average {load:.2f} at the start", flush=True)
+    runs = []
+    for run in range(args.runs):
+        order = servers if run % 2 == 0 else [servers[1], servers[0], *servers[2:]]
+        for name in order:
+            print(f"run {run + 1}: {name}", flush=True)
+            runs.append({"run": run + 1, "server": name, "results": measure(name, args, gguf)})
+            time.sleep(2)
+    rows = table(runs, args.concurrency, args.runs)
+    print("\n".join(rows))
     if args.json:
         Path(args.json).write_text(
-            json.dumps(
-                {
-                    "gguf": str(gguf),
-                    "threads": args.threads,
-                    "levels": levels,
-                    "loadavg": {"before": load_before, "after": load_after},
-                    "yardstick": sticks,
-                    "serve": serves,
-                    "batched_bench": tool,
-                    "checks": [{"check": t, "ok": ok} for t, ok in checks],
-                },
-                indent=2,
-            )
+            json.dumps({"gguf": str(gguf), "args": vars(args), "load_start": load, "runs": runs}, indent=2)
         )
+
+
+def table(runs: list[dict], levels: list[int], n_runs: int) -> list[str]:
+    """The Markdown table: per level, each server's tok/s and TTFT p50 per run, and quantkit serve's
+    ratios to llama-server of the same run against the targets."""
+
+    def level_of(run, c):
+        return next(r for r in run["results"] if r["concurrency"] == c)
+
+    def pick(server, run_no):
+        return next(r for r in runs if r["server"] == server and r["run"] == run_no)
+
+    servers = list(dict.fromkeys(r["server"] for r in runs))
+    header = ["concurrency"] + [f"{s} tok/s" for s in servers] + [f"{s} TTFT p50 ms" for s in servers]
+    header += ["tok/s ratio", "TTFT ratio", "targets"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for c in levels:
+        tps = {s: [level_of(pick(s, n), c)["output_throughput"] for n in range(1, n_runs + 1)] for s in servers}
+        ttft = {s: [level_of(pick(s, n), c)["ttft_ms"]["median"] for n in range(1, n_runs + 1)] for s in servers}
+        ratios = [q / b for q, b in zip(tps["quantkit:llama-server"], tps["llama-server"])]
+        ttft_ratios = [q / b for q, b in zip(ttft["quantkit:llama-server"], ttft["llama-server"])]
+        ok = min(ratios) >= TARGET_TPS and max(ttft_ratios) <= TARGET_TTFT
+        cells = [str(c)] + [" / ".join(f"{v:.1f}" for v in tps[s]) for s in servers]
+        cells += [" / ".join(f"{v:.0f}" for v in ttft[s]) for s in servers]
+        cells += [" / ".join(f"{v:.3f}" for v in ratios), " / ".join(f"{v:.2f}" for v in ttft_ratios), "met" if ok else "MISSED"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 if __name__ == "__main__":

@@ -265,7 +265,10 @@ def test_seed_endpoint_health_and_page(server, client):
 def test_gguf_server_streams_with_openai_client(tmp_path):
     from quantkit.hub.bundled import bundled_gguf
 
-    proc, url = start_server(bundled_gguf("bundled:smollm2-135m-instruct"), "--model-name", "smol-gguf")
+    # quantkit's in-process llama.cpp server (the fallback where llama-server is not built); llama-server: test_llama_server.py
+    proc, url = start_server(
+        bundled_gguf("bundled:smollm2-135m-instruct"), "--model-name", "smol-gguf", "--backend", "in-process"
+    )
     try:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
         stream = client.chat.completions.create(model="smol-gguf", messages=QUESTION, max_tokens=16, temperature=0, stream=True)

@@ -107,7 +107,7 @@ def tool_speed(engine, options, prefill: Stat, decode: Stat, notes: list[str]):
         )
         record = run_llama_bench(command)
     except QuantkitError as exc:
-        notes.append(f"pp/tg from quantkit's in-process loop: {exc}" + (f" ({exc.hint})" if exc.hint else ""))
+        notes.append(f"pp/tg from quantkit's in-process loop: {exc}")  # str(exc) carries the hint
         return None, prefill, decode
     # The in-process loop's numbers stay in the record, beside llama-bench's, for comparison.
     record["in_process"] = {"pp": prefill.__dict__, "tg": decode.__dict__}

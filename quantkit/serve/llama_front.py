@@ -48,7 +48,7 @@ def serve_llama_server(path: Path, options, engine_options, on_ready=print, say=
     api_key = options.api_key if options.api_key is not None else os.environ.get(API_KEY_ENV) or None
     settings = choose_settings(
         path,
-        alias=options.model_name,
+        alias=options.model_name or (path.stem if path.suffix == ".gguf" else path.name),  # as the in-process server names it
         threads=engine_options.threads,
         parallel=options.parallel,
         n_ctx=options.n_ctx,
