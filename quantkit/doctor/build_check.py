@@ -68,7 +68,7 @@ def check_wheel(wheel_dir: Path, cmake_args: str, cflags: str) -> dict:
         "system_info": answer["system_info"],
         "gpu_offload": answer["gpu_offload"],
         "amx_instructions": amx_instructions(lib) if lib else None,
-        "smoke": {"text": answer["text"], "decode_tok_s": answer["decode_tok_s"]},
+        "smoke": {"text": answer["text"], "tok_s": answer["tok_s"]},
     }
     (wheel_dir / BUILD_RECORD).write_text(json.dumps(record, indent=1) + "\n")
     return record
