@@ -91,7 +91,7 @@ def test_awq_with_the_gptq_quantizer_adds_a_hessian_pass(quantizer, more):
     from quantkit.core.estimate_gpu import calibration_gpu_parts
 
     fp = get_method("awq").footprint(make_options("awq", {"quantizer": quantizer, "calib_samples": 8, "calib_seq_len": 128}))
-    parts = calibration_gpu_parts(config("qwen2.5-7b-instruct"), fp)
+    parts = calibration_gpu_parts(estimate.shape(config("qwen2.5-7b-instruct")), fp)
     assert ("gptq" in parts) is more and "awq" in parts
 
 

@@ -18,6 +18,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from quantkit.core.estimate_gpu import CUDA_OVERHEAD_BYTES, calibration_gpu_parts, verify_gpu_bytes
+from quantkit.core.estimate_gpu import awq_cached_width as cached_width
 from quantkit.core.modelinfo import DTYPE_BYTES, UNGATED_MLP, config_dtype, estimate_params, human_size, text_config
 
 # torch + transformers + tokenizer already take this much RAM before the first weight is read.
@@ -56,11 +58,8 @@ AWQ_GPU_RAM_FACTOR = 1.3
 # FP8 (data-free): the checkpoint-dtype model in RAM, compressed module by module when saved.
 DATAFREE_RAM_FACTOR = 1.1
 VERIFY_FP32_BELOW = 8 * 2**30  # verification runs a base smaller than this in fp32 on a CPU
-# The CUDA context, cuBLAS workspace and allocator slack a process pays on its first kernel.
-CUDA_OVERHEAD_BYTES = 1 * 2**30
 # llama.cpp's compute buffers on the device beside weights and KV cache (n_batch 512).
 LLAMACPP_COMPUTE_BYTES = 512 * 2**20
-TEMPORARIES = 4  # live activation-sized temporaries of one block's forward (inputs, outputs, MLP)
 CONFIG_DIR_ENV = "QUANTKIT_CONFIG_DIR"  # a folder of NAME.json configs for offline dry runs (tests, CI)
 
 
@@ -202,14 +201,9 @@ def kv_cache_bytes(config: dict, n_ctx: int, per_value: int = 2) -> int:
 
 
 def awq_cached_width(config: dict, ignore: list[str]) -> int:
-    """Sum of the input widths whose activations llm-compressor 0.14's AWQ caches on the device
-    for every calibration sample (``_parent_args_cache``, offload_device None for dense models):
-    attention and o_proj inputs, MLP input, down_proj input (gone when down_proj is ignored)."""
-    s = shape(config)
-    width = 2 * s["hidden"] + s["attn_out"]
-    if not any("down_proj" in p for p in ignore or []):
-        width += s["inter"]
-    return width
+    """Sum of the input widths whose activations llm-compressor 0.14's AWQ caches for every
+    calibration sample (quantkit.core.estimate_gpu.awq_cached_width)."""
+    return cached_width(shape(config), ignore)
 
 
 def quantize_need(config: dict, fp: Footprint, device: str, verify_on: str = "cuda") -> Need:
@@ -221,9 +215,7 @@ def quantize_need(config: dict, fp: Footprint, device: str, verify_on: str = "cu
         if device == "cuda":
             # The bf16 model stays in RAM; the GPU holds one subgraph and the largest pass's state
             # (quantkit.core.estimate_gpu counts it from llm-compressor's sources).
-            from quantkit.core.estimate_gpu import calibration_gpu_parts
-
-            parts = calibration_gpu_parts(config, fp)
+            parts = calibration_gpu_parts(s, fp)
             gpu = max(parts.values()) + CUDA_OVERHEAD_BYTES
             # RAM: the model in bf16 and the layer inputs offloaded there between layers.
             ram = int(n * 2 * AWQ_GPU_RAM_FACTOR + 2 * samples * seq * s["hidden"] * 2) + LIBRARY_ALLOWANCE_BYTES
@@ -260,15 +252,14 @@ def with_verification(config: dict, fp: Footprint, need: Need, verify_on: str = 
     model freed first): base, then artifact, one at a time on the GPU; its peak is the stage's
     when larger. ``verify_on="cpu"``: the base and artifact verify in RAM instead (what
     quantkit.quantization.verify falls back to when they do not fit the GPU)."""
-    from quantkit.core.estimate_gpu import verify_gpu_bytes
-
     runtime, _ = runtime_bytes(config, fp, "cuda")  # the artifact in its own dtype (bf16 when dense)
     if verify_on == "cpu":
         n = estimate_params(config)
         base = n * (4 if n * 2 < VERIFY_FP32_BELOW else 2)  # verify_runtime.base_dtype: fp32 below 8 GiB
         ram = max(base, runtime) + LIBRARY_ALLOWANCE_BYTES
         return Need(max(need.ram_bytes, ram), need.gpu_bytes, f"{need.why}; verification in RAM")
-    verify = verify_gpu_bytes(config, runtime)
+    base = estimate_params(config) * dtype_bytes(None, config)
+    verify = verify_gpu_bytes(base, runtime, shape(config)["vocab"])
     why = f"{need.why}; verification on the GPU {human_size(verify)}" if verify > need.gpu_bytes else need.why
     return Need(need.ram_bytes, max(need.gpu_bytes, verify), why)
 

@@ -18,6 +18,9 @@ layer each), offloading the layer inputs to the CPU between layers. ``oneshot``'
 
 import re
 
+# The CUDA context, cuBLAS workspace and allocator slack a process pays on its first kernel.
+CUDA_OVERHEAD_BYTES = 1 * 2**30
+TEMPORARIES = 4  # live activation-sized temporaries of one block's forward (inputs, outputs, MLP)
 # The CUDA context of a process that ran kernels and no longer holds tensors (the quantize
 # process while its verification child runs).
 CUDA_CONTEXT_BYTES = 512 * 2**20
@@ -31,11 +34,9 @@ def ignored(name: str, patterns) -> bool:
     return any(re.match(p[3:], name) if p.startswith("re:") else name.endswith(p) for p in patterns or ())
 
 
-def layer_linears(config: dict, ignore=()) -> dict[str, tuple[int, int]]:
-    """(input width, output width) of each quantized Linear of one Llama-shaped decoder layer."""
-    from quantkit.core.estimate import shape
-
-    s = shape(config)
+def layer_linears(s: dict, ignore=()) -> dict[str, tuple[int, int]]:
+    """(input width, output width) of each quantized Linear of one Llama-shaped decoder layer
+    (``s``: quantkit.core.estimate.shape of its config)."""
     kv = s["kv_heads"] * s["head_dim"]
     linears = {
         "self_attn.q_proj": (s["hidden"], s["attn_out"]),
@@ -50,17 +51,17 @@ def layer_linears(config: dict, ignore=()) -> dict[str, tuple[int, int]]:
     return {k: v for k, v in linears.items() if not ignored(f"model.layers.0.{k}", ignore)}
 
 
-def hessian_bytes(config: dict, ignore=()) -> int:
+def hessian_bytes(s: dict, ignore=()) -> int:
     """GPTQ's Hessians of one layer: every quantized Linear's n_in x n_in in fp32 at once, plus
     the two copies ``prepare_batch`` makes of the largest (normalized, stacked) as it compresses."""
-    widths = [n_in for n_in, _ in layer_linears(config, ignore).values()]
+    widths = [n_in for n_in, _ in layer_linears(s, ignore).values()]
     return sum(w * w * FP32 for w in widths) + 2 * max(widths, default=0) ** 2 * FP32
 
 
-def balance_bytes(config: dict, ignore=()) -> int:
+def balance_bytes(s: dict, ignore=()) -> int:
     """The largest group of weights one AWQ mapping (or one GPTQ batch of same-shape modules)
     handles at once, in bf16: q/k/v, o_proj, gate+up or down_proj."""
-    lin = layer_linears(config, ignore)
+    lin = layer_linears(s, ignore)
     groups = [
         ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
         ("self_attn.o_proj",),
@@ -70,12 +71,19 @@ def balance_bytes(config: dict, ignore=()) -> int:
     return max(sum(lin[n][0] * lin[n][1] for n in g if n in lin) for g in groups) * BF16
 
 
-def calibration_gpu_parts(config: dict, fp) -> dict[str, int]:
+def awq_cached_width(s: dict, ignore=()) -> int:
+    """Sum of the input widths whose activations AWQ caches on the device for every sample
+    (``_parent_args_cache``): self_attn's and o_proj's inputs, the MLP's, down_proj's (gone
+    when down_proj is ignored: its mapping is dropped, quantkit.quantization.awq.method.awq_mappings)."""
+    width = 2 * s["hidden"] + s["attn_out"]
+    if not ignored("model.layers.0.mlp.down_proj", ignore):
+        width += s["inter"]
+    return width
+
+
+def calibration_gpu_parts(s: dict, fp) -> dict[str, int]:
     """Peak bytes on the GPU of each pass ``fp`` runs (bf16 model, cuda:0), CUDA context excluded:
     {"embedding": ..., "awq": ..., "gptq": ...} (a pass the method does not run is absent)."""
-    from quantkit.core.estimate import TEMPORARIES, awq_cached_width, shape
-
-    s = shape(config)
     tokens = fp.calib_samples * fp.calib_seq_len
     batch_tokens = max(1, min(fp.calib_batch, fp.calib_samples)) * fp.calib_seq_len
     layer = s["layer_params"] * BF16
@@ -84,30 +92,26 @@ def calibration_gpu_parts(config: dict, fp) -> dict[str, int]:
     if fp.awq:
         parts["awq"] = (
             layer
-            + 2 * balance_bytes(config, fp.ignore)  # orig_layer_weights clone + the grid point's weights
-            + tokens * awq_cached_width(config, list(fp.ignore)) * BF16  # _parent_args_cache
+            + 2 * balance_bytes(s, fp.ignore)  # orig_layer_weights clone + the grid point's weights
+            + tokens * awq_cached_width(s, fp.ignore) * BF16  # _parent_args_cache
             + 2 * tokens * s["hidden"] * BF16  # fp16_outputs and int_w_outputs of one parent
             + temps
         )
     if fp.hessians:
-        widest = max((n_in for n_in, _ in layer_linears(config, fp.ignore).values()), default=0)
+        widest = max((n_in for n_in, _ in layer_linears(s, fp.ignore).values()), default=0)
         parts["gptq"] = (
             layer
-            + hessian_bytes(config, fp.ignore)
-            + 2 * balance_bytes(config, fp.ignore) * (FP32 // BF16)  # the batch's weights in fp32, quantized copy
+            + hessian_bytes(s, fp.ignore)
+            + 2 * balance_bytes(s, fp.ignore) * (FP32 // BF16)  # the batch's weights in fp32, quantized copy
             + temps
             + batch_tokens * widest * FP32  # accumulate_hessian's fp32 input
         )
     return parts
 
 
-def verify_gpu_bytes(config: dict, artifact_runtime: int, logits_positions: int = VERIFY_TOKENS) -> int:
-    """The verification child on the GPU: the base in its checkpoint dtype (bf16), then the
-    artifact where it runs (one at a time), one pass of logits, its own CUDA context, and the
+def verify_gpu_bytes(base: int, artifact_runtime: int, vocab: int, logits_positions: int = VERIFY_TOKENS) -> int:
+    """The verification child on the GPU: the base in its checkpoint dtype (``base`` bytes), then
+    the artifact where it runs (one at a time), one pass of logits, its own CUDA context, and the
     quantize process's idle context beside it."""
-    from quantkit.core.estimate import CUDA_OVERHEAD_BYTES, dtype_bytes, shape
-    from quantkit.core.modelinfo import estimate_params
-
-    base = estimate_params(config) * dtype_bytes(None, config)
-    logits = logits_positions * shape(config)["vocab"] * (BF16 + FP32)  # bf16 out, .float() copy
+    logits = logits_positions * vocab * (BF16 + FP32)  # bf16 out, .float() copy
     return max(base, artifact_runtime) + logits + CUDA_OVERHEAD_BYTES + CUDA_CONTEXT_BYTES

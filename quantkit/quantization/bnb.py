@@ -95,6 +95,8 @@ print(tokenizer.decode(model.generate(**inputs, max_new_tokens=32)[0]))
         import torch
         from transformers import AutoModelForCausalLM
 
+        from quantkit.quantization.llmc import free_accelerator_memory
+
         device = preflight.resolve_device(options.device)
         dtype = getattr(torch, options.dtype) if options.dtype and options.dtype != "auto" else "auto"
         try:
@@ -119,6 +121,10 @@ print(tokenizer.decode(model.generate(**inputs, max_new_tokens=32)[0]))
         settings["dtype"] = str(model.dtype).replace("torch.", "")  # of the unquantized tensors
         quantizer = getattr(model, "hf_quantizer", None)  # knows the default skips (lm_head) too
         settings["skipped_modules"] = sorted(set(getattr(quantizer, "modules_to_not_convert", None) or []))
+        # Free it now: its 4-bit weights reference their modules (a cycle only gc breaks), and the
+        # verification child loads the base next, on the same GPU.
+        del model, quantizer
+        free_accelerator_memory()
         return MethodResult(
             format="bitsandbytes",
             engine="transformers",

@@ -46,7 +46,9 @@ def verify_artifact(folder: Path, base_dir: Path, method: str, result, trust_rem
     (its MethodResult) against ``base_dir``; return the record for quantkit.json or raise
     VerificationError in one line."""
     from quantkit.core.weights import artifact_bits, bits_from_name
+    from quantkit.quantization.verify_place import placement, release_quantize_memory
 
+    release_quantize_memory()  # the quantize stage's model must not sit beside the base on a GPU
     folder, base_dir = Path(folder), Path(base_dir)
     device = "cuda" if result.settings.get("device") == "cuda" else "cpu"
     if result.engine == "llama.cpp":
@@ -58,6 +60,7 @@ def verify_artifact(folder: Path, base_dir: Path, method: str, result, trust_rem
     else:
         artifact = {"runtime": "transformers", "path": str(folder), "label": method}
         bits = {method: artifact_bits({"method": method, "settings": result.settings})}
+    devices = placement(folder, base_dir, artifact["runtime"], device)  # each side where it fits
     spec = {
         "base": str(base_dir),
         "artifact": artifact,
@@ -65,8 +68,10 @@ def verify_artifact(folder: Path, base_dir: Path, method: str, result, trust_rem
         "tokens": TOKENS,
         "threads": threads(),
         "device": device,
+        "base_device": devices["base"],
+        "artifact_device": devices["artifact"],
         "trust_remote_code": trust_remote_code,
-        "cache": str(base_cache(base_dir, device)),
+        "cache": str(base_cache(base_dir, devices["base"])),
     }
     print(
         f"quantkit: verifying the artifact in a fresh process ({artifact['runtime']}, {TOKENS} tokens "
@@ -96,6 +101,7 @@ def verify_artifact(folder: Path, base_dir: Path, method: str, result, trust_rem
     record.update(
         base_s=answer.get("base_s"), base_cached=answer.get("base_cached"), seconds=answer.get("seconds")
     )  # the whole check, start to end
+    record["devices"] = devices
     return record
 
 

@@ -54,7 +54,7 @@ def base_side(spec: dict) -> dict:
     text_ids = tokenizer.encode(text, add_special_tokens=False)
     ids = tokenizer(text, add_special_tokens=True)["input_ids"][: spec["tokens"]]
     model = AutoModelForCausalLM.from_pretrained(
-        spec["base"], dtype=base_dtype(spec, torch), device_map=spec["device"], trust_remote_code=trust
+        spec["base"], dtype=base_dtype(spec, torch), device_map=side_device(spec, "base"), trust_remote_code=trust
     )
     with torch.inference_mode():
         logits = model(input_ids=torch.tensor([ids], device=model.device), use_cache=False).logits[0, :-1]
@@ -92,9 +92,14 @@ def read_text(spec: dict) -> str:
         return fh.read()
 
 
+def side_device(spec: dict, side: str) -> str:
+    """Where the caller placed the base or the artifact (each goes to the GPU only where it fits)."""
+    return spec.get(f"{side}_device") or spec["device"]
+
+
 def base_dtype(spec: dict, torch):
     """float32 on a CPU (bf16/fp16 matmuls are slow there) unless the checkpoint is large."""
-    if spec["device"] != "cpu":
+    if side_device(spec, "base") != "cpu":
         return "auto"
     size = sum(os.path.getsize(os.path.join(spec["base"], f)) for f in os.listdir(spec["base"]) if f.endswith(".safetensors"))
     return torch.float32 if size < 8 * 2**30 else "auto"
@@ -110,7 +115,8 @@ def transformers_side(spec: dict, base: dict) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust)
     ids = tokenizer.encode(base["text"], add_special_tokens=False)
     with_special = tokenizer(base["text"], add_special_tokens=True)["input_ids"][: spec["tokens"]]
-    kwargs = {"device_map": spec["device"]} if spec["device"] != "cpu" else {}
+    device = side_device(spec, "artifact")
+    kwargs = {"device_map": device} if device != "cpu" else {}
     model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=trust, **kwargs)
     loaded = time.perf_counter()
     with torch.inference_mode():
