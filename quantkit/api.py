@@ -57,7 +57,8 @@ def bench(artifact: str | Path, *, base: str | Path | None = None, **settings):
     """Benchmark and validate ``artifact``; ``settings`` are BenchOptions fields
     (``prompt_tokens``, ``gen_tokens``, ``repetitions``, ``threads``, ``smoke``, ``quality``,
     ``gates=Gates(kld_mean_max=0.1)``, ...).
-    Returns a BenchResult (``.passed``, ``.failures``, ``.to_dict()``)."""
+    Returns a BenchResult (``.verdict``: passed | failed | unvalidated, ``.passed``, ``.failures``,
+    ``.to_dict()``)."""
     from quantkit.benchmark.bench import BenchOptions
     from quantkit.benchmark.bench import bench as run_bench
     from quantkit.core.settings import build

@@ -34,7 +34,7 @@ SMOL = {
 @pytest.fixture
 def sparse_method(monkeypatch):
     """The hypothetical method, registered the way a real one is: one line in METHODS."""
-    monkeypatch.setitem(METHODS, "sparse", MethodEntry("plugins.fake_method:SparseMethod", "sparse weights"))
+    monkeypatch.setitem(METHODS, "sparse", MethodEntry("plugins.fake_method:SparseMethod"))
     settings_table.cache_clear()
     yield "sparse"
     settings_table.cache_clear()

@@ -123,12 +123,48 @@ def test_small_budget_and_engines(run_dir):
     assert p.chosen.name == "nf4" and p.chosen.weights_source == "file size"
     assert reasons(p)["awq"] == "too big: needs 15.50 GiB > 7.00 GiB"
     assert reasons(p)["gguf/Q4_K_M"] == "wrong engine: gguf is not served by transformers"
-    # vLLM serves the compressed AWQ at its file size: near-equal to nf4 (0.030 vs 0.032), slower.
+    # vLLM serves the compressed AWQ at its file size, and never bitsandbytes (vLLM 0.32 refuses it),
+    # though nf4 would fit and decode faster.
     p = pick(run_dir, "7GiB", engine="vllm")
-    assert p.chosen.name == "nf4" and reasons(p)["awq"] == "slower: tg 9.0 vs 14.0 tok/s (KLD near-equal)"
-    p = pick(run_dir, "7GiB", engine="vllm", min_top1=0.925)
     assert p.chosen.name == "awq" and p.chosen.weights_source == "file size"
-    assert reasons(p)["nf4"] == "top-1 92.0% < 92.5%"
+    assert reasons(p)["nf4"] == reasons(p)["int8"].replace("int8", "nf4") == "wrong engine: bitsandbytes is not served by vllm"
+    p = pick(run_dir, "16GiB", engine="transformers", min_top1=0.925)
+    assert p.chosen.name == "int8" and reasons(p)["nf4"] == "top-1 92.0% < 92.5%"
+
+
+def test_vllm_never_picks_bitsandbytes_whatever_the_budget(run_dir):
+    """The engine table comes from the methods' declarations: bitsandbytes is transformers' only."""
+    for memory in ("7GiB", "64GiB"):
+        p = pick(run_dir, memory, engine="vllm")
+        assert p.chosen.method not in ("nf4", "int8")
+        assert all(c.reason.startswith("wrong engine") for c in p.all if c.format == "bitsandbytes")
+    with pytest.raises(InputError, match="fits"):  # nothing vLLM loads fits: bitsandbytes is not offered instead
+        pick(run_dir, "5.5GiB", engine="vllm")
+
+
+def test_unvalidated_results_are_never_picked(run_dir):
+    """A result with no base (quality skipped) passed no gate that compares it: it is not a candidate."""
+    data = json.loads((run_dir / "results.json").read_text())
+    unchecked = result("int8-nobase", 1.0, None, None, 99.0) | {"quality": None, "failures": [], "passed": True}
+    data["artifacts"].append(outcome("int8-nobase", "int8", [unchecked]))
+    (run_dir / "results.json").write_text(json.dumps(data))
+    p = pick(run_dir, "16GiB")
+    assert p.chosen.name != "int8-nobase"
+    assert reasons(p)["int8-nobase"] == "unvalidated: no base model: quality not compared"
+
+
+def test_a_new_method_gets_pick_rows_from_its_declaration(run_dir, monkeypatch):
+    """tests/plugins/fake_method.py declares its format and runtimes once; pick needs no other edit."""
+    from quantkit.quantization.registry import METHODS, MethodEntry
+
+    monkeypatch.setitem(METHODS, "sparse", MethodEntry("plugins.fake_method:SparseMethod"))
+    data = json.loads((run_dir / "results.json").read_text())
+    data["artifacts"].append(outcome("sparse", "sparse", [result("sparse", 1.0, 0.001, 0.99, 50.0)]))
+    (run_dir / "results.json").write_text(json.dumps(data))
+    p = pick(run_dir, "16GiB", engine="vllm")
+    assert p.chosen.name == "sparse" and p.chosen.format == "dense"
+    p = pick(run_dir, "16GiB", engine="llama.cpp")
+    assert reasons(p)["sparse"] == "wrong engine: dense is not served by llama.cpp"
 
 
 def test_errors(run_dir, tmp_path):

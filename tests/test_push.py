@@ -29,8 +29,9 @@ BASE = "acme/tiny-llama-base"
 slow = pytest.mark.slow  # the first test using the int8 artifact makes it (~50 s: quantize + verify)
 
 
-def bench_result(artifact, passed=True, tps=42.5, kld=0.0123) -> dict:
-    """What `quantkit bench` returns, for the card (the artifact is real; its numbers are set)."""
+def bench_result(artifact, passed=True, tps=42.5, kld=0.0123, with_base=True) -> dict:
+    """What `quantkit bench` returns, for the card (the artifact is real; its numbers are set);
+    ``with_base=False``: benched with no base, so quality was never compared (unvalidated)."""
     return BenchResult(
         artifact=str(artifact),
         engine="transformers",
@@ -53,9 +54,11 @@ def bench_result(artifact, passed=True, tps=42.5, kld=0.0123) -> dict:
         bandwidth={},
         cuda={},
         environment={"cpu": "Test CPU 9000", "device": "cpu", "threads": 2},
-        base=f"/root/.cache/{BASE}",
+        base=f"/root/.cache/{BASE}" if with_base else None,
         smoke={"passed": passed, "failures": [] if passed else ["turn 1: empty reply"], "transcript": ""},
-        quality={"kld_mean": kld, "kld_p99": 0.2, "top1_agreement": 0.96, "ppl_ratio": 1.011, "tokenizer_parity": True},
+        quality={"kld_mean": kld, "kld_p99": 0.2, "top1_agreement": 0.96, "ppl_ratio": 1.011, "tokenizer_parity": True}
+        if with_base
+        else None,
         failures=[] if passed else ["smoke: turn 1: empty reply"],
     ).to_dict()
 
@@ -131,7 +134,7 @@ def test_dropped_upload_then_rerun_completes(upload_hub, artifact, tmp_path, mon
 
 
 def test_failed_unbenched_and_modified_artifacts_are_refused(upload_hub, artifact, int8_artifact, tmp_path):
-    with pytest.raises(GateFailed, match="no bench results"):
+    with pytest.raises(GateFailed, match="unvalidated .*no bench results"):
         push(int8_artifact, "acme/x", token=WRITE_TOKEN, endpoint=upload_hub.url)
     fill_card(artifact, [bench_result(artifact, passed=False)])
     with pytest.raises(GateFailed, match="failed its gates .*empty reply"):
@@ -143,6 +146,28 @@ def test_failed_unbenched_and_modified_artifacts_are_refused(upload_hub, artifac
         fh.write(" ")
     with pytest.raises(IntegrityError, match="refusing to push .*config.json"):
         push(artifact, "acme/x", token=WRITE_TOKEN, endpoint=upload_hub.url, allow_failed=True)
+
+
+def test_unvalidated_is_refused_unless_allowed_and_the_card_says_so(upload_hub, artifact, capsys):
+    """Benched with no base: no gate compared it with anything, so it is "unvalidated", not passed;
+    push refuses it unless --allow-unvalidated, and then its card says it was published unvalidated."""
+    fill_card(artifact, [bench_result(artifact, with_base=False)])
+    with pytest.raises(GateFailed, match="unvalidated .*no base model: quality not compared") as refused:
+        push(artifact, "acme/x", token=WRITE_TOKEN, endpoint=upload_hub.url)
+    assert "--allow-unvalidated" in refused.value.hint
+    code, out, err = cli(capsys, "push", str(artifact), "acme/x", "--token", WRITE_TOKEN, "--endpoint", upload_hub.url)
+    assert code == GateFailed.exit_code and "unvalidated" in err and out == ""
+    assert not any(method == "POST" for method, _ in upload_hub.log)  # refused before any request
+    plan = push(artifact, "acme/x", endpoint=upload_hub.url, allow_unvalidated=True, dry_run=True).plan
+    assert plan.verdict == "unvalidated" and plan.passed is False
+    assert "**Published unvalidated** (`--allow-unvalidated`)" in plan.card and "no base model" in plan.card
+    assert "*unvalidated*" in plan.card  # the results table's verdict column
+    code, out, _ = cli(capsys, "push", str(artifact), "acme/x", "--allow-unvalidated", "--dry-run", "--endpoint", upload_hub.url)
+    assert code == 0 and "Published unvalidated" in out
+    # A failed artifact is still refused with --allow-unvalidated.
+    fill_card(artifact, [bench_result(artifact, passed=False)])
+    with pytest.raises(GateFailed, match="failed its gates"):
+        push(artifact, "acme/x", endpoint=upload_hub.url, allow_unvalidated=True, dry_run=True)
 
 
 def cli(capsys, *args) -> tuple[int, str, str]:
@@ -255,6 +280,11 @@ def test_modelscope_push_resumes_and_downloads_back(upload_hub, artifact, tmp_pa
 def test_multi_file_gguf_card_is_one_table(tmp_path):
     from quantkit.core.card import write_model_card
     from quantkit.core.manifest import write_manifest
+    from quantkit.quantization.base import MethodResult, artifact_facts
+    from quantkit.quantization.registry import get_method
+
+    settings = {"bits": 8, "gguf_types": ["Q8_0", "Q4_K_M"]}
+    facts = artifact_facts(get_method("gguf"), MethodResult("gguf", "llama.cpp", settings))  # as quantize records it
 
     folder = tmp_path / "smollm2-gguf"
     folder.mkdir()
@@ -265,7 +295,9 @@ def test_multi_file_gguf_card_is_one_table(tmp_path):
         {
             "method": "gguf",
             "format": "gguf",
-            "settings": {"gguf_types": ["Q8_0", "Q4_K_M"]},
+            "settings": settings,
+            "runtimes": facts.pop("runtimes"),
+            "card": facts,
             "source": {"repo_id": "HuggingFaceTB/SmolLM2-135M-Instruct", "license": "apache-2.0"},
         },
     )

@@ -54,7 +54,7 @@ def test_write_report_markdown_plots_and_card(artifact, tmp_path):
     report = write_report(results, tmp_path / "out")
     text = report.read_text()
     assert report.name == "report.md" and "| smollm2-gguf |" in text and "60.0 ± 1.0" in text
-    assert "**no**" in text and "smoke: turn 1: empty reply" in text and "你好" in text
+    assert "**failed**" in text and "smoke: turn 1: empty reply" in text and "你好" in text
     for png in ("size_vs_decode.png", "size_vs_kld.png"):
         data = (report.parent / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
@@ -62,6 +62,17 @@ def test_write_report_markdown_plots_and_card(artifact, tmp_path):
     assert len(json.loads((report.parent / "results.json").read_text())) == 2
     card = (artifact / "README.md").read_text()
     assert RESULTS_BEGIN in card and "Not benchmarked yet" not in card and "60.0 ± 1.0" in card
+
+
+def test_report_shows_three_verdicts(artifact, tmp_path):
+    """passed, failed and unvalidated (benched with no base: quality never compared) side by side."""
+    unchecked = result(tmp_path / "nobase.gguf", 50 * 2**20, 90.0, None) | {"quality": None}
+    unchecked.pop("verdict"), unchecked.pop("unvalidated")  # as an older bench wrote it: passed, no verdict
+    results = [result(artifact, 100 * 2**20, 60.0, 0.05), result(tmp_path / "q2.gguf", 60 * 2**20, 80.0, 0.4, passed=False)]
+    text = write_report([*results, unchecked], tmp_path / "out").read_text()
+    verdicts = {line.split("|")[1].strip(): line.split("|")[-2].strip() for line in text.splitlines() if line.startswith("| ")}
+    assert verdicts == {"artifact": "verdict", "smollm2-gguf": "passed", "q2.gguf": "**failed**", "nobase.gguf": "*unvalidated*"}
+    assert "Unvalidated: no base model: quality not compared" in text
 
 
 def test_report_cli_from_folder_of_json(artifact, tmp_path):

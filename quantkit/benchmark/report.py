@@ -8,6 +8,7 @@ from pathlib import Path
 from quantkit.core.atomic import atomic_dir
 from quantkit.core.errors import InputError
 from quantkit.core.manifest import CARD
+from quantkit.core.verdict import VERDICT_CELL, reasons_of, verdict_of
 
 REPORT = "report.md"
 COLUMNS = (
@@ -24,7 +25,7 @@ COLUMNS = (
     "top-1",
     "PPL ratio",
     "smoke",
-    "passed",
+    "verdict",
 )
 
 
@@ -74,7 +75,7 @@ def row(result: dict) -> list[str]:
         fmt(quality.get("top1_agreement"), 1, 100, "%"),
         fmt(quality.get("ppl_ratio"), 3),
         "-" if smoke is None else smoke_verdict(smoke),
-        "yes" if result["passed"] else "**no**",
+        VERDICT_CELL[verdict_of(result)],
     ]
 
 
@@ -100,6 +101,8 @@ def results_markdown(result: dict) -> str:
     ]
     if result.get("failures"):
         lines += ["", "Gate failures:", *[f"- {f}" for f in result["failures"]]]
+    elif verdict_of(result) == "unvalidated":
+        lines += ["", "Unvalidated (no gate failed, but not checked against its base):", *[f"- {w}" for w in reasons_of(result)]]
     return "\n".join(lines)
 
 
@@ -192,6 +195,8 @@ def write_report(results: list[dict], out_dir: str | Path, fill_cards: bool = Tr
             parts += [f"## {label(result)}", ""]
             if result.get("failures"):
                 parts += ["Gate failures:", *[f"- {f}" for f in result["failures"]], ""]
+            elif verdict_of(result) == "unvalidated":
+                parts += ["Unvalidated: " + "; ".join(reasons_of(result)), ""]
             if result.get("smoke"):
                 parts += smoke_section(result["smoke"])
         (staging / REPORT).write_text("\n".join(parts))

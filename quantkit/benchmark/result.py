@@ -4,6 +4,8 @@ percentiles (optimum-benchmark's), and everything else as one flat record for JS
 import statistics
 from dataclasses import asdict, dataclass, field
 
+from quantkit.core.verdict import unvalidated_reasons
+
 
 @dataclass
 class Stat:
@@ -50,8 +52,19 @@ class BenchResult:
     speed_tool: dict | None = None  # pp/tg's source when a tool measured them (llama-bench: command, mean, std)
 
     @property
+    def unvalidated(self) -> list[str]:
+        """Why it is not validated though no gate failed: no base, quality or smoke skipped."""
+        return unvalidated_reasons(self.base, self.smoke, self.quality, self.gates)
+
+    @property
+    def verdict(self) -> str:
+        """passed | failed | unvalidated (quantkit.core.verdict)."""
+        return "failed" if self.failures else ("unvalidated" if self.unvalidated else "passed")
+
+    @property
     def passed(self) -> bool:
-        return not self.failures
+        """True only for "passed": a reader that knows only this key never takes unvalidated for passed."""
+        return self.verdict == "passed"
 
     def to_dict(self) -> dict:
         """The documented JSON (docs/bench.md): flat headline numbers, nested details."""
@@ -59,7 +72,7 @@ class BenchResult:
         for key, unit in (("prefill", "prefill_tokens_per_s"), ("decode", "decode_tokens_per_s"), ("ttft", "ttft_ms")):
             stat = data.pop(key)
             data[unit], data[f"{unit}_std"] = stat["mean"], stat["std"]
-        data["passed"] = self.passed
+        data["passed"], data["verdict"], data["unvalidated"] = self.passed, self.verdict, self.unvalidated
         return {"schema": 1, "kind": "bench", **data}
 
 

@@ -11,12 +11,13 @@ from importlib import import_module
 import click
 
 from quantkit import __version__
+from quantkit.quantization.registry import METHODS  # names only: a method module loads when used
 
 # name -> (module, one-line help). The one-liners live here so --help imports no command module.
 COMMANDS: dict[str, tuple[str, str]] = {
     "download": ("quantkit.cli.download_cmd", "Fetch a checkpoint from the HF Hub or ModelScope, verified."),
     "inspect": ("quantkit.cli.inspect_cmd", "Show what a model folder or artifact is and what can quantize it."),
-    "quantize": ("quantkit.cli.quantize_cmd", "Quantize a model: awq, nf4, int8 or gguf."),
+    "quantize": ("quantkit.cli.quantize_cmd", f"Quantize a model: {', '.join(METHODS)}."),
     "bench": ("quantkit.cli.bench_cmd", "Benchmark an artifact: speed, memory, smoke chat, quality vs base."),
     "report": ("quantkit.cli.report_cmd", "Merge bench results into Markdown with plots; fill model cards."),
     "chat": ("quantkit.cli.chat_cmd", "Chat with an artifact in the terminal."),

@@ -94,7 +94,7 @@ def command(artifact, base, json_file, url, serving_engine, **flags):
 
         write_json(json_file, data, ensure_ascii=False)
         click.echo(json_file)
-    if not result.passed:
+    if result.verdict == "failed":  # unvalidated is not a failure here; push refuses it (docs/gates.md)
         raise GateFailed(
             f"{len(result.failures)} gate(s) failed: {result.failures[0]}",
             hint="see the table; thresholds: --max-kld, --min-top1, --max-ppl-ratio, --max-kld-p99",
@@ -158,7 +158,11 @@ def render(data: dict) -> None:
             )
     if data.get("speed_tool"):
         add("pp/tg from", escape(data["speed_tool"]["command"]))
-    add("gates", "[green]passed[/]" if data["passed"] else "[red]" + escape("\n".join(data["failures"])) + "[/]")
+    verdict = data.get("verdict", "passed" if data["passed"] else "failed")
+    if verdict == "unvalidated":
+        add("gates", "[yellow]unvalidated[/]: " + escape("; ".join(data.get("unvalidated") or [])))
+    else:
+        add("gates", "[green]passed[/]" if verdict == "passed" else "[red]" + escape("\n".join(data["failures"])) + "[/]")
     if smoke:
         console.print(transcript_view(smoke))
     console.print(table)

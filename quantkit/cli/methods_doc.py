@@ -5,7 +5,8 @@ from quantkit.core import settings as opts
 
 
 def methods_markdown() -> str:
-    from quantkit.quantization.registry import METHODS, options_class
+    from quantkit.core.card import RUNTIME_NAMES
+    from quantkit.quantization.registry import METHODS, get_method, options_class
 
     lines = [
         "# Methods and their settings",
@@ -15,12 +16,13 @@ def methods_markdown() -> str:
         "parameters come from. A setting a method does not list is refused for it.",
         "",
     ]
-    for name, entry in METHODS.items():
-        cls = options_class(name)
+    for name in METHODS:
+        cls, method = options_class(name), get_method(name)
+        lines += [f"## `{name}`: {method.summary}", "", f"`{cls.__module__}.{cls.__name__}`", ""]
+        for fmt, facts in method.formats.items():  # which runtimes load what it writes
+            runtimes = ", ".join(RUNTIME_NAMES.get(r, r) for r in facts.runtimes)
+            lines += [f"- `{fmt}` artifacts load in {runtimes}; card tags {', '.join(method.tags + facts.tags)}"]
         lines += [
-            f"## `{name}`: {entry.summary}",
-            "",
-            f"`{cls.__module__}.{cls.__name__}`",
             "",
             "| parameter / recipe key | flag | default | meaning |",
             "|---|---|---|---|",

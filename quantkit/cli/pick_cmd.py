@@ -2,6 +2,8 @@ import json
 
 import click
 
+from quantkit.pipeline.pick import engines
+
 
 @click.command(
     "pick",
@@ -12,7 +14,7 @@ Examples:
 )
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--memory", "-m", required=True, help="Memory budget: 6GiB, 6GB, 6000MiB.")
-@click.option("--engine", type=click.Choice(["llama.cpp", "transformers", "vllm"]), help="Only artifacts this engine serves.")
+@click.option("--engine", type=click.Choice(engines()), help="Only artifacts this engine loads (as each method declares).")
 @click.option("--min-top1", type=float, help="Drop artifacts whose top-1 agreement with the base is below this (0-1).")
 @click.option("--context", type=int, default=4096, show_default=True, help="Context whose KV cache must fit too.")
 @click.option("--json", "as_json", is_flag=True, help="Print the pick and the reasons as JSON on stdout.")

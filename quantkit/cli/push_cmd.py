@@ -20,9 +20,14 @@ Examples:
 @click.option("--token", help="Write token (default: HF_TOKEN / MODELSCOPE_API_TOKEN).")
 @click.option("--endpoint", help="Hub URL (default: HF_ENDPOINT / MODELSCOPE_ENDPOINT or the official hub).")
 @click.option("--dry-run", is_flag=True, help="List what would be uploaded and print the card; send nothing.")
-@click.option("--allow-failed", is_flag=True, help="Publish an artifact that failed its gates or was never benchmarked.")
-def command(artifact, repo_id, source, private, revision, token, endpoint, dry_run, allow_failed):
-    """Publish ARTIFACT (verified against quantkit.json, gates passed) to REPO_ID with a model card
+@click.option("--allow-failed", is_flag=True, help="Publish an artifact that failed its gates (said in its card).")
+@click.option(
+    "--allow-unvalidated",
+    is_flag=True,
+    help="Publish an unvalidated artifact: never benchmarked, no base, quality or smoke skipped (said in its card).",
+)
+def command(artifact, repo_id, source, private, revision, token, endpoint, dry_run, allow_failed, allow_unvalidated):
+    """Publish ARTIFACT (verified against quantkit.json, gates passed against its base) to REPO_ID with a model card
     that carries its measured results. Run it again to resume an interrupted upload."""
     from quantkit.core.modelinfo import human_size
     from quantkit.hub.push import push
@@ -37,6 +42,7 @@ def command(artifact, repo_id, source, private, revision, token, endpoint, dry_r
         endpoint=endpoint,
         dry_run=dry_run,
         allow_failed=allow_failed,
+        allow_unvalidated=allow_unvalidated,
     )
     plan = result.plan
     if dry_run:
@@ -52,12 +58,9 @@ def command(artifact, repo_id, source, private, revision, token, endpoint, dry_r
         click.echo("--- README.md ---")
         click.echo(plan.card)
         return
-    if plan.passed is not True:
-        click.echo(
-            f"warning: published {plan.repo_id} although it "
-            + ("was never benchmarked" if plan.passed is None else "failed its gates"),
-            err=True,
-        )
+    if plan.verdict != "passed":
+        what = "failed its gates" if plan.verdict == "failed" else "is unvalidated"
+        click.echo(f"warning: published {plan.repo_id} although it {what}: {'; '.join(plan.why)}", err=True)
     click.echo(
         f"pushed {len(plan.files)} files ({human_size(plan.total_bytes)}) to {plan.source}:{plan.repo_id}"
         f"@{plan.revision}" + (f", commit {result.commit[:12]}" if result.commit else ""),

@@ -3,9 +3,9 @@ from pathlib import Path
 import click
 
 from quantkit.cli.settings_flags import options_from_flags, setting_flags, settings_given
-from quantkit.quantization.registry import METHODS, settings_table
+from quantkit.quantization.registry import METHODS, settings_table, summary
 
-METHOD_HELP = "; ".join(f"{name}: {entry.summary}" for name, entry in METHODS.items())
+METHOD_HELP = "; ".join(f"{name}: {summary(name)}" for name in METHODS)
 
 
 @click.command(

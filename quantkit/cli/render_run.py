@@ -33,7 +33,7 @@ def summary_table(summary) -> None:
     for col in ("artifact", "method", "status", "stages", "why"):
         table.add_column(col)
     for a in summary.artifacts:
-        style = "green" if a.status == "passed" else "red"
-        why = a.error or "; ".join(a.gate_failures)
+        style = {"passed": "green", "unvalidated": "yellow"}.get(a.status, "red")
+        why = a.error or "; ".join(a.gate_failures or a.unvalidated)
         table.add_row(a.name, a.method, a.status, ", ".join(f"{k} {v}" for k, v in a.stages.items()), why, style=style)
     console.print(table)

@@ -19,16 +19,8 @@ from quantkit.core.manifest import CARD, SOURCE_MANIFEST
 RESULTS_BEGIN = "<!-- quantkit:results:begin -->"
 RESULTS_END = "<!-- quantkit:results:end -->"
 HUB_URLS = {"hf": "https://huggingface.co", "modelscope": "https://modelscope.cn/models"}
-LIBRARY = {"gguf": "gguf", "transformers": "transformers"}
-FORMAT_TAGS = {
-    "gguf": ["gguf", "llama.cpp"],
-    "bitsandbytes": ["bitsandbytes"],
-    "nf4": ["bitsandbytes", "4-bit"],
-    "int8": ["bitsandbytes", "8-bit"],
-    "compressed-tensors": ["compressed-tensors", "awq", "4-bit"],
-    "autoawq": ["awq", "4-bit"],
-    "awq": ["awq", "4-bit"],
-}
+# How runtimes are written for people (the method declares which load its format).
+RUNTIME_NAMES = {"transformers": "transformers", "vllm": "vLLM", "llama.cpp": "llama.cpp", "ollama": "Ollama"}
 
 
 # model-index metric types; the dataset is quantkit's evaluation text scored against the base
@@ -76,6 +68,24 @@ def artifact_format(manifest: dict) -> str:
     return str(manifest.get("format") or manifest.get("method") or "unknown")
 
 
+def declared(manifest: dict) -> dict:
+    """What the method declared for this artifact (``quantkit.json``'s ``card``, written at
+    quantize); a manifest from before those declarations gets its method and format as tags."""
+    card = manifest.get("card") or {}
+    fmt = artifact_format(manifest)
+    return {
+        "library_name": card.get("library_name") or ("gguf" if fmt == "gguf" else "transformers"),
+        "tags": card.get("tags") or [str(manifest.get("method") or fmt), fmt],
+        "needs": card.get("needs", ""),
+    }
+
+
+def runtimes_text(manifest: dict) -> str:
+    """Which runtimes load the artifact as it is, from the method's declaration."""
+    names = [RUNTIME_NAMES.get(r, r) for r in manifest.get("runtimes") or []]
+    return f"Loads without quantkit in: {', '.join(names)}." if names else ""
+
+
 # --- results ------------------------------------------------------------------------------------
 
 
@@ -83,21 +93,13 @@ def card_data(manifest: dict, rows: list[dict] | None, model_name: str):
     from huggingface_hub import ModelCardData
 
     base = base_id(manifest)
-    fmt = artifact_format(manifest)
-    engine = manifest.get("engine") or ("llama.cpp" if fmt == "gguf" else "transformers")
-    tags = [
-        "quantkit",
-        "quantized",
-        str(manifest.get("method") or fmt),
-        *FORMAT_TAGS.get(fmt, [fmt]),
-        *FORMAT_TAGS.get(str(manifest.get("method")), []),
-        *manifest.get("tags", []),
-    ]
+    facts = declared(manifest)
+    tags = ["quantkit", "quantized", *facts["tags"], *manifest.get("tags", [])]
     extra = {"base_model_relation": "quantized"} if base else {}
     return ModelCardData(
         base_model=base,
         license=base_license(manifest),
-        library_name=LIBRARY.get(fmt, manifest.get("library_name") or LIBRARY.get(engine, "transformers")),
+        library_name=facts["library_name"],
         pipeline_tag="text-generation",
         tags=list(dict.fromkeys(tags)),
         model_name=model_name,
@@ -118,7 +120,8 @@ def intro(manifest: dict) -> str:
     else:
         model_type = (manifest.get("model") or {}).get("model_type") or (manifest.get("model") or {}).get("architecture")
         named = f"a local checkpoint{f' ({model_type})' if model_type else ''}"
-    return f"{method} quantization of {named}, made with quantkit {version}."
+    runtimes = runtimes_text(manifest)
+    return f"{method} quantization of {named}, made with quantkit {version}." + (f" {runtimes}" if runtimes else "")
 
 
 def settings_text(manifest: dict) -> str:
@@ -126,12 +129,13 @@ def settings_text(manifest: dict) -> str:
     return "\n".join(f"- `{k}`: `{v}`" for k, v in settings.items()) or "- defaults"
 
 
-def body(manifest: dict, rows: list[dict] | None, usage: str, title: str) -> str:
+def body(manifest: dict, rows: list[dict] | None, usage: str, title: str, notice: str = "") -> str:
+    notice = f"\n{notice}\n" if notice else ""
     return f"""
 # {title}
 
 {intro(manifest)}
-
+{notice}
 ## Settings
 
 {settings_text(manifest)}
@@ -148,12 +152,13 @@ def body(manifest: dict, rows: list[dict] | None, usage: str, title: str) -> str
 """
 
 
-def render(manifest: dict, rows: list[dict] | None, usage: str, title: str):
-    """The whole card as a ``huggingface_hub.ModelCard``."""
+def render(manifest: dict, rows: list[dict] | None, usage: str, title: str, notice: str = ""):
+    """The whole card as a ``huggingface_hub.ModelCard``; ``notice``: a line under the intro (e.g.
+    that it was published unvalidated, and why)."""
     from huggingface_hub import ModelCard
 
     data = card_data(manifest, rows, title)
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body(manifest, rows, usage, title)}")
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body(manifest, rows, usage, title, notice)}")
 
 
 def refill(folder: Path, manifest: dict, rows: list[dict]) -> None:
@@ -232,12 +237,7 @@ def hub_usage(manifest: dict, files: list[str], repo_id: str, source: str) -> st
                 "",
             ]
         return "\n".join(lines + [quantkit_text])
-    needs = {
-        "nf4": "bitsandbytes",
-        "int8": "bitsandbytes",
-        "compressed-tensors": "compressed-tensors",
-        "autoawq": "gptqmodel (or autoawq)",
-    }.get(fmt) or {"nf4": "bitsandbytes", "int8": "bitsandbytes", "awq": "compressed-tensors"}.get(str(manifest.get("method")))
+    needs = declared(manifest)["needs"]
     lines = [
         f"transformers{f' (with {needs} installed)' if needs else ''}:",
         "",
@@ -251,8 +251,8 @@ def hub_usage(manifest: dict, files: list[str], repo_id: str, source: str) -> st
     ]
     if source == "modelscope":
         lines[0:0] = ["Fetch it:", "", fetch, ""]
-    if fmt in ("compressed-tensors", "nf4") or manifest.get("method") == "nf4":
-        lines += ["vLLM (GPU):", "", f"```bash\nvllm serve {where}\n```", ""]
+    if "vllm" in (manifest.get("runtimes") or []):
+        lines += ["vLLM:", "", f"```bash\nvllm serve {where}\n```", ""]
     return "\n".join(lines + [quantkit_text])
 
 

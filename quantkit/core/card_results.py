@@ -7,6 +7,7 @@ from pathlib import Path
 from quantkit.core.atomic import write_json
 from quantkit.core.errors import InputError
 from quantkit.core.manifest import RESULTS_FILE, now_iso
+from quantkit.core.verdict import VERDICT_CELL, reasons_of, verdict_of
 
 METRICS = (
     ("kld_mean", "kl_divergence", "mean KL divergence vs base"),
@@ -49,7 +50,9 @@ def result_record(result: dict, folder: Path, name: str | None = None) -> dict:
         "ppl_ratio": quality.get("ppl_ratio"),
         "smoke": None if smoke is None else ("pass" if smoke.get("passed") else "fail"),
         "smoke_mode": None if smoke is None else smoke.get("mode", "chat"),
-        "passed": bool(result.get("passed", not result.get("failures"))),
+        "verdict": verdict_of(result),  # passed | failed | unvalidated
+        "passed": verdict_of(result) == "passed",
+        "unvalidated": reasons_of(result),
         "failures": list(result.get("failures") or []),
         "machine": {"cpu": env.get("cpu"), "device": env.get("device"), "threads": env.get("threads")},
     }
@@ -116,7 +119,7 @@ def results_table(rows: list[dict]) -> str:
                     _fmt(row.get("top1_agreement"), 1, 100, "%"),
                     _fmt(row.get("ppl_ratio"), 3),
                     smoke,
-                    "passed" if row.get("passed") else "**failed**",
+                    VERDICT_CELL[verdict_of(row)],
                 ]
             )
             + " |"
@@ -141,6 +144,9 @@ def results_section(rows: list[dict] | None, base: str | None) -> str:
     failures = [f"{r['name']}: {f}" for r in rows for f in r.get("failures") or []]
     if failures:
         lines += ["", "Gate failures:", *[f"- {f}" for f in failures]]
+    unvalidated = [f"{r['name']}: {w}" for r in rows if verdict_of(r) == "unvalidated" for w in reasons_of(r)]
+    if unvalidated:
+        lines += ["", "Unvalidated (no gate failed, but not checked against the base):", *[f"- {w}" for w in unvalidated]]
     return "\n".join(lines)
 
 

@@ -36,16 +36,19 @@ def push(
     endpoint: str | None = None,
     dry_run: bool = False,
     allow_failed: bool = False,
+    allow_unvalidated: bool = False,
 ) -> PushResult:
     """Publish ``artifact`` to ``repo_id`` (created when missing, private if asked).
 
     Token and endpoint default to the same variables as ``download``: HF_TOKEN / HF_ENDPOINT,
     MODELSCOPE_API_TOKEN / MODELSCOPE_ENDPOINT. Run it again after an interruption: what the hub
-    already holds is not sent again."""
+    already holds is not sent again. An artifact that failed its gates is refused unless
+    ``allow_failed``; an unvalidated one (never benchmarked, no base, quality or smoke skipped)
+    unless ``allow_unvalidated`` (or ``allow_failed``); either is then said in its card."""
     if source not in SOURCES:
         raise InputError(f"unknown source {source!r}", hint=f"choose one of {', '.join(SOURCES)}")
     token = token or os.environ.get(TOKEN_ENV[source]) or None
-    plan = plan_push(artifact, repo_id, source, revision, allow_failed, token)
+    plan = plan_push(artifact, repo_id, source, revision, allow_failed, token, allow_unvalidated)
     if dry_run:
         return PushResult(plan, dry_run=True)
     endpoint = (endpoint or os.environ.get(ENDPOINT_ENV[source]) or DEFAULT_ENDPOINT[source]).rstrip("/")

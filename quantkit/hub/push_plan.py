@@ -13,6 +13,7 @@ from quantkit.core.card import base_id, hub_usage, render
 from quantkit.core.card_results import read_results
 from quantkit.core.errors import GateFailed, InputError, IntegrityError
 from quantkit.core.manifest import CARD, MANIFEST, RESULTS_FILE, read_manifest, verify
+from quantkit.core.verdict import overall, reasons_of, verdict_of
 
 SOURCES = ("hf", "modelscope")
 DEFAULT_REVISION = {"hf": "main", "modelscope": "master"}
@@ -41,8 +42,10 @@ class PushPlan:
     files: list[PushFile]
     card: str
     commit_message: str
-    passed: bool | None  # None: never benchmarked
+    passed: bool | None  # None: never benchmarked; True only for the "passed" verdict
     skipped: list[str] = field(default_factory=list)
+    verdict: str = "passed"  # passed | failed | unvalidated (never benchmarked counts as unvalidated)
+    why: list[str] = field(default_factory=list)  # what failed, or why it is unvalidated
 
     @property
     def total_bytes(self) -> int:
@@ -56,6 +59,7 @@ def plan_push(
     revision: str | None = None,
     allow_failed: bool = False,
     token: str | None = None,
+    allow_unvalidated: bool = False,
 ) -> PushPlan:
     """What would be published, after every check that needs no network."""
     from quantkit.core.modelinfo import REPO_ID
@@ -81,20 +85,19 @@ def plan_push(
             hint="the artifact was modified after it was made; quantize it again",
         ) from exc
     results = read_results(folder)
-    passed = None if results is None else all(r.get("passed") for r in results)
-    if not allow_failed:
-        if results is None:
-            raise GateFailed(
-                f"refusing to push {folder.name}: it has no bench results",
-                hint="quantkit run RECIPE, or quantkit bench ARTIFACT --json r.json && quantkit report r.json; "
-                "--allow-failed publishes it unvalidated",
-            )
-        if not passed:
-            first = next(f"{r['name']}: {(r.get('failures') or ['failed'])[0]}" for r in results if not r.get("passed"))
-            raise GateFailed(
-                f"refusing to push {folder.name}: it failed its gates ({first})",
-                hint="`allow_failed` publishes it anyway, with the failures in its card",
-            )
+    verdict, why = judge(results)
+    passed = None if results is None else verdict == "passed"
+    if verdict == "failed" and not allow_failed:
+        raise GateFailed(
+            f"refusing to push {folder.name}: it failed its gates ({why[0]})",
+            hint="`allow_failed` (--allow-failed) publishes it anyway, with the failures in its card",
+        )
+    if verdict == "unvalidated" and not (allow_unvalidated or allow_failed):
+        raise GateFailed(
+            f"refusing to push {folder.name}: it is unvalidated ({'; '.join(why)})",
+            hint="bench it against its base (quantkit run RECIPE, or quantkit bench ARTIFACT --base BASE --json r.json "
+            "&& quantkit report r.json); --allow-unvalidated publishes it as it is, said in its card",
+        )
     revision = revision or DEFAULT_REVISION[source]
     files, skipped = [], []
     for row in manifest.get("files", []):
@@ -104,7 +107,8 @@ def plan_push(
         files.append(PushFile(row["path"], row["size"], local=folder / row["path"]))
     check_no_secrets(files, token)
     names = [f.path for f in files]
-    card = render(manifest, results, hub_usage(manifest, names, repo_id, source), repo_id.split("/")[-1])
+    notice = publication_notice(verdict, why)
+    card = render(manifest, results, hub_usage(manifest, names, repo_id, source), repo_id.split("/")[-1], notice)
     generated = {MANIFEST: (json.dumps(public_manifest(manifest), indent=2) + "\n").encode(), CARD: str(card).encode()}
     if results is not None:
         generated[RESULTS_FILE] = (json.dumps({"schema": 1, "results": results}, indent=2, ensure_ascii=False) + "\n").encode()
@@ -119,7 +123,31 @@ def plan_push(
         commit_message=commit_message(manifest),
         passed=passed,
         skipped=skipped,
+        verdict=verdict,
+        why=why,
     )
+
+
+def judge(results: list[dict] | None) -> tuple[str, list[str]]:
+    """The artifact's verdict from its stored results, and the lines that explain it."""
+    if results is None:
+        return "unvalidated", ["never benchmarked: it has no bench results"]
+    verdict = overall(results) or "unvalidated"
+    if verdict == "failed":
+        return verdict, [f"{r.get('name')}: {(r.get('failures') or ['failed'])[0]}" for r in results if verdict_of(r) == "failed"]
+    if verdict == "unvalidated":
+        why = [f"{r.get('name')}: {w}" for r in results if verdict_of(r) == "unvalidated" for w in reasons_of(r)]
+        return verdict, why or ["no results"]
+    return verdict, []
+
+
+def publication_notice(verdict: str, why: list[str]) -> str:
+    """The card's line for an artifact published without passing its gates (empty when it passed)."""
+    if verdict == "unvalidated":
+        return f"**Published unvalidated** (`--allow-unvalidated`): {'; '.join(why)}."
+    if verdict == "failed":
+        return f"**Published although it failed its gates** (`--allow-failed`): {'; '.join(why)}."
+    return ""
 
 
 def check_no_secrets(files: list[PushFile], token: str | None) -> None:

@@ -1,7 +1,8 @@
 """``pick(run_dir, memory)``: from a run's measured results, the artifact to deploy in a memory budget.
 
 Rules, in order: an artifact whose build/bench failed or whose result failed its gates is never
-picked; the engine filter (``ENGINE_FORMATS``) and ``min_top1`` drop more; what remains must fit
+picked, nor an unvalidated one (no base, quality or smoke skipped); the engine filter (the
+runtimes each method declares for its format: ``runtimes_of``) and ``min_top1`` drop more; what remains must fit
 ``memory`` = weights + KV cache for ``context`` (16-bit K/V, ``estimate.kv_cache_bytes``). Weights are
 the bytes measured where the artifact ran (``runtime_bytes``: dense when transformers dequantized it)
 when that engine is the one asked for, else the weight files' size. Among those that fit, the lowest
@@ -14,15 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from quantkit.core.errors import InputError
+from quantkit.core.verdict import reasons_of, verdict_of
 
-# Formats each engine serves. vLLM: compressed-tensors (llm-compressor AWQ), AutoAWQ and
-# bitsandbytes checkpoints; its GGUF loader is experimental, so GGUF is llama.cpp's only.
-ENGINE_FORMATS = {
-    "llama.cpp": {"gguf"},
-    "transformers": {"compressed-tensors", "autoawq", "bitsandbytes"},
-    "vllm": {"compressed-tensors", "autoawq", "bitsandbytes"},
-}
-METHOD_FORMAT = {"awq": "compressed-tensors", "nf4": "bitsandbytes", "int8": "bitsandbytes", "gguf": "gguf"}
 NEAR_RELATIVE, NEAR_ABSOLUTE = 0.10, 0.005  # near-equal: KLD <= best + max(10% of best, 0.005)
 DEFAULT_CONTEXT = 4096
 UNITS = {
@@ -130,18 +124,39 @@ def run_config(run_dir: Path, data: dict) -> tuple[dict | None, str]:
     return config, where
 
 
-def artifact_format(outcome: dict) -> str | None:
+def artifact_manifest(outcome: dict) -> dict:
     from quantkit.core.manifest import read_manifest
 
-    manifest = read_manifest(outcome["path"]) if outcome.get("path") and Path(outcome["path"]).exists() else None
-    return (manifest or {}).get("format") or METHOD_FORMAT.get(outcome.get("method"))
+    path = outcome.get("path")
+    return (read_manifest(path) if path and Path(path).exists() else None) or {}
+
+
+def runtimes_of(method: str | None, fmt: str | None, manifest: dict) -> set[str]:
+    """Where the artifact runs: its manifest's record of the method's declaration, else what the
+    registered method declares for that format today."""
+    from quantkit.quantization.registry import format_facts
+
+    if manifest.get("runtimes"):
+        return set(manifest["runtimes"])
+    facts = format_facts(method, fmt)
+    return set(facts.runtimes) if facts else set()
+
+
+def engines() -> list[str]:
+    """Every runtime some registered method declares (pick's --engine choices)."""
+    from quantkit.quantization.registry import engine_formats
+
+    return sorted(engine_formats())
 
 
 def candidates(data: dict, kv: int, engine: str | None) -> tuple[list[Candidate], list[Candidate]]:
     """(pickable, excluded-with-reason) from results.json."""
     ok, out = [], []
+    from quantkit.quantization.registry import default_format
+
     for a in data.get("artifacts", []):
-        fmt = artifact_format(a)
+        manifest = artifact_manifest(a)
+        fmt = manifest.get("format") or default_format(a.get("method"))
         if a.get("status") == "failed" or not a.get("results"):
             why = f"failed build: {a.get('failed_stage') or '?'} stage: {a.get('error') or 'no results'}"
             out.append(Candidate(a["name"], a.get("method"), fmt, None, 0, "-", kv, None, None, None, 0, "lost", why))
@@ -163,9 +178,12 @@ def candidates(data: dict, kv: int, engine: str | None) -> tuple[list[Candidate]
                 r.get("decode_tokens_per_s"),
                 int(r.get("size_bytes") or 0),
             )
-            if not r.get("passed", not r.get("failures")):
+            verdict = verdict_of(r)
+            if verdict == "failed":
                 c.status, c.reason = "lost", "failed gate: " + "; ".join(r.get("failures") or ["not passed"])
-            elif engine and fmt not in ENGINE_FORMATS[engine]:
+            elif verdict == "unvalidated":
+                c.status, c.reason = "lost", "unvalidated: " + "; ".join(reasons_of(r))
+            elif engine and engine not in runtimes_of(a.get("method"), fmt, manifest):
                 c.status, c.reason = "lost", f"wrong engine: {fmt} is not served by {engine}"
             (out if c.status == "lost" else ok).append(c)
     return ok, out
@@ -180,8 +198,8 @@ def pick(
     plot: bool = True,
 ) -> Pick:
     """The artifact of ``run_dir`` to deploy in ``memory`` (bytes or "6GiB"); see the module doc."""
-    if engine is not None and engine not in ENGINE_FORMATS:
-        raise InputError(f"unknown engine {engine!r}", hint=f"choose {', '.join(ENGINE_FORMATS)}")
+    if engine is not None and engine not in engines():
+        raise InputError(f"unknown engine {engine!r}", hint=f"choose {', '.join(engines())}")
     run_dir = Path(run_dir).expanduser()
     budget = parse_memory(memory)
     data = load_run(run_dir)

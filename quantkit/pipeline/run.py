@@ -35,11 +35,12 @@ def _stderr(line: str) -> None:
 class ArtifactOutcome:
     name: str
     method: str
-    status: str = "pending"  # passed | gate_failed | failed
+    status: str = "pending"  # passed | unvalidated | gate_failed | failed
     path: str | None = None
     failed_stage: str | None = None
     error: str | None = None
     gate_failures: list[str] = field(default_factory=list)
+    unvalidated: list[str] = field(default_factory=list)  # why it is not validated though no gate failed
     stages: dict[str, str] = field(default_factory=dict)  # stage -> done | skipped | failed
     results: list[dict] = field(default_factory=list)  # one bench result per target (GGUF type)
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall time when it was built
@@ -169,14 +170,17 @@ def check_gates(result: dict, gates: Gates) -> list[str]:
     """Why ``result`` fails ``gates`` (empty: it passes), by quantkit.benchmark.gates' rules: its defaults for
     the artifact's bit width, with the recipe's thresholds applied. Computed from the stored
     smoke/quality results, so changing a threshold re-gates without measuring again. The result's
-    own verdict (``failures``, ``passed``, ``gates``) is replaced so the report shows the recipe's."""
+    own verdict (``failures``, ``verdict``, ``unvalidated``, ``passed``, ``gates``) is replaced so the
+    report shows the recipe's."""
     from quantkit.benchmark.gates import check, gates_for
+    from quantkit.core.verdict import unvalidated_reasons
 
     thresholds = gates_for(int(result.get("bits") or 16), gates.overrides())
     failures = check(thresholds, result.get("smoke") if gates.smoke else None, result.get("quality"))
-    result.update(
-        failures=failures, passed=not failures, gates={"bits": result.get("bits"), "smoke": gates.smoke, **thresholds.to_dict()}
-    )
+    gated = {"bits": result.get("bits"), "smoke": gates.smoke, **thresholds.to_dict()}
+    unvalidated = [] if failures else unvalidated_reasons(result.get("base"), result.get("smoke"), result.get("quality"), gated)
+    verdict = "failed" if failures else ("unvalidated" if unvalidated else "passed")
+    result.update(failures=failures, verdict=verdict, unvalidated=unvalidated, passed=verdict == "passed", gates=gated)
     return failures
 
 
@@ -210,8 +214,13 @@ def run_artifact(recipe, spec, model_dir, out_dir, stages, force, echo) -> Artif
         outcome.seconds[stage] = record.get("seconds")
     for result in outcome.results:
         outcome.gate_failures += [f"{result['name']}: {why}" for why in check_gates(result, spec.gates)]
-    outcome.status = "gate_failed" if outcome.gate_failures else "passed"
-    verdict = "passed" if not outcome.gate_failures else "FAILED: " + "; ".join(outcome.gate_failures)
+    outcome.unvalidated = [f"{r['name']}: {why}" for r in outcome.results for why in r.get("unvalidated") or []]
+    outcome.status = "gate_failed" if outcome.gate_failures else ("unvalidated" if outcome.unvalidated else "passed")
+    verdict = {
+        "passed": "passed",
+        "gate_failed": "FAILED: " + "; ".join(outcome.gate_failures),
+        "unvalidated": "unvalidated: " + "; ".join(outcome.unvalidated),
+    }[outcome.status]
     echo(f"[gates {spec.name}] {verdict}")
     return outcome
 
@@ -289,9 +298,10 @@ def stage_push(recipe: Recipe, summary: RunSummary, echo: Echo) -> None:
     for a in summary.artifacts:
         if settings.artifacts and a.name not in settings.artifacts:
             continue
-        if not (a.status == "passed" or (settings.allow_failed and a.status == "gate_failed")):
+        if not (a.status == "passed" or (settings.allow_failed and a.status in ("gate_failed", "unvalidated"))):
             a.stages["push"] = "skipped"
-            echo(f"[push {a.name}] skipped: {'it failed its gates' if a.status == 'gate_failed' else 'it was not built'}")
+            why = {"gate_failed": "it failed its gates", "unvalidated": "it is unvalidated"}.get(a.status, "it was not built")
+            echo(f"[push {a.name}] skipped: {why}")
             continue
         repo = settings.repo_for(a.name)
         echo(f"[push {a.name}] {settings.source}:{repo}...")

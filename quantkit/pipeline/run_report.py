@@ -7,7 +7,13 @@ from pathlib import Path
 
 from quantkit.pipeline.recipe_schema import Recipe
 
-STATUS = {"passed": "passed", "gate_failed": "FAILED gates", "failed": "FAILED", "pending": "not run"}
+STATUS = {
+    "passed": "passed",
+    "unvalidated": "unvalidated",  # no gate failed, but quality or smoke was not checked against the base
+    "gate_failed": "FAILED gates",
+    "failed": "FAILED",
+    "pending": "not run",
+}
 BENCH_DIR = "bench-report"  # quantkit.benchmark.report's own folder inside the run folder
 
 
@@ -18,7 +24,7 @@ def status_section(summary, recipe: Recipe) -> str:
         lines += [f"**Error:** {summary.error}", ""]
     lines += ["| artifact | method | status | stages | why |", "|---|---|---|---|---|"]
     for a in summary.artifacts:
-        why = a.error or "; ".join(a.gate_failures) or ""
+        why = a.error or "; ".join(a.gate_failures or getattr(a, "unvalidated", [])) or ""
         stages = ", ".join(f"{k} {v}" for k, v in a.stages.items())
         lines.append(f"| {a.name} | {a.method} | {STATUS[a.status]} | {stages} | {why.replace('|', '/')} |")
     return "\n".join(lines) + "\n"

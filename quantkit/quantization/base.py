@@ -38,10 +38,26 @@ class MethodResult:
     usage: str = ""  # markdown: how to load the artifact without quantkit
 
 
+@dataclass(frozen=True)
+class FormatFacts:
+    """What one artifact format is to the world outside quantkit, declared by the method that
+    writes it: the card's library and tags, and the runtimes that load it without quantkit."""
+
+    library_name: str  # the Hub's library_name
+    tags: tuple[str, ...]  # card tags for the format (the method's own come from Method.tags)
+    runtimes: tuple[str, ...]  # what loads it as is: transformers, vllm, llama.cpp, ollama (pick's engines)
+    needs: str = ""  # what transformers needs installed to load it
+    bits_tag: bool = True  # tag the card "N-bit" from settings["bits"] (False: bits differ per file)
+
+
 class Method(Protocol):
     name: str
     extra: str  # the pip extra that brings its libraries
     Options: type  # its settings dataclass
+    summary: str  # one line for --help and docs/methods.md
+    label: str  # the artifact name's suffix: SmolLM2-135M-Instruct-FP8
+    tags: tuple[str, ...]  # the method's own card tags
+    formats: dict[str, FormatFacts]  # every format it writes; the first is its default
 
     def supports(self, config: dict) -> str | None:
         """None when the architecture in ``config`` can be handled, else the reason why not."""
@@ -69,3 +85,20 @@ def copy_support_files(model_dir: Path, out_dir: Path) -> list[str]:
             shutil.copyfile(src, dst)
             copied.append(name)
     return copied
+
+
+def artifact_facts(method: Method, result: MethodResult) -> dict:
+    """The manifest's record of the method's declarations for this artifact (cards and pick read
+    it, so a card renders the same without the method installed)."""
+    facts = method.formats.get(result.format)
+    if facts is None:
+        raise ValueError(f"method {method.name} wrote format {result.format!r}, which it does not declare")
+    bits = result.settings.get("bits")
+    bit_tag = [f"{bits}-bit"] if facts.bits_tag and isinstance(bits, int) and bits < 16 else []
+    return {
+        "label": method.label,
+        "library_name": facts.library_name,
+        "tags": list(dict.fromkeys([method.name, *method.tags, *facts.tags, *bit_tag])),
+        "runtimes": list(facts.runtimes),
+        "needs": facts.needs,
+    }

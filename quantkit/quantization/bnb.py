@@ -16,7 +16,7 @@ from quantkit.core import preflight
 from quantkit.core.atomic import PARTIAL_MARK
 from quantkit.core.errors import QuantizeError, missing_extra
 from quantkit.core.estimate import Footprint
-from quantkit.quantization.base import MethodResult, copy_support_files
+from quantkit.quantization.base import FormatFacts, MethodResult, copy_support_files
 from quantkit.quantization.options import TransformersOptions, option
 
 
@@ -49,6 +49,8 @@ class BnbMethod:
 
     name = "bnb"
     extra = "bnb"
+    # transformers only: vLLM 0.32 refuses it ("Unknown quantization method: bitsandbytes", issue 26).
+    formats = {"bitsandbytes": FormatFacts("transformers", ("bitsandbytes",), ("transformers",), "bitsandbytes")}
     layer_type = ""  # the bitsandbytes module class that replaces nn.Linear
     disk_bits = 16.0  # bits per quantized weight on disk, absmax/statistics included
 
@@ -144,6 +146,9 @@ print(tokenizer.decode(model.generate(**inputs, max_new_tokens=32)[0]))
 class Nf4Method(BnbMethod):
     name = "nf4"
     Options = Nf4Options
+    summary = "bitsandbytes 4-bit NF4/FP4, double quant (transformers)"
+    label = "NF4"
+    tags = ("nf4",)
     layer_type = "Linear4bit"
     disk_bits = 4.5
 
@@ -176,14 +181,9 @@ class Nf4Method(BnbMethod):
     def usage(self, name):
         return (
             super().usage(name)
-            + f"""
-vLLM loads bitsandbytes 4-bit checkpoints on a GPU:
-
-```python
-from vllm import LLM
-
-llm = LLM(model="{name}", quantization="bitsandbytes")
-```
+            + """
+vLLM (0.32) does not load it ("Unknown quantization method: bitsandbytes"); for vLLM quantize
+with awq, gptq, w8a8 or fp8 instead.
 """
         )
 
@@ -191,6 +191,9 @@ llm = LLM(model="{name}", quantization="bitsandbytes")
 class Int8Method(BnbMethod):
     name = "int8"
     Options = Int8Options
+    summary = "bitsandbytes LLM.int8() (transformers)"
+    label = "INT8"
+    tags = ("int8",)
     layer_type = "Linear8bitLt"
     disk_bits = 8.1
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from quantkit.core.estimate import Footprint
 from quantkit.quantization.base import MethodResult
-from quantkit.quantization.llmc import quantize_compressed, quantized_widths
+from quantkit.quantization.llmc import COMPRESSED_TENSORS, quantize_compressed, quantized_widths
 from quantkit.quantization.options import CompressedOptions, option
 from quantkit.quantization.w8a8 import CHANNEL_SCALE_BITS
 
@@ -34,6 +34,10 @@ class Fp8Method:
     name = "fp8"
     extra = "awq"  # llm-compressor, as awq and gptq
     Options = Fp8Options
+    summary = "FP8-dynamic weights + activations, data-free (compressed-tensors; vLLM on recent GPUs, transformers)"
+    label = "FP8"
+    tags = ("fp8",)
+    formats = {"compressed-tensors": COMPRESSED_TENSORS}
 
     def supports(self, config: dict) -> str | None:
         """Any causal LM transformers loads: every Linear but lm_head is quantized on its own."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from quantkit.core.estimate import Footprint
 from quantkit.quantization.awq import method as awq
 from quantkit.quantization.base import MethodResult
-from quantkit.quantization.llmc import quantize_compressed
+from quantkit.quantization.llmc import COMPRESSED_TENSORS, quantize_compressed
 from quantkit.quantization.options import CalibrationOptions, CompressedOptions, option
 
 # compressed-tensors 0.19 removed "group" (dynamic) ordering; "static" is its alias of "weight".
@@ -37,6 +37,10 @@ class GptqMethod:
     name = "gptq"
     extra = "awq"  # the same libraries as awq (llm-compressor)
     Options = GptqOptions
+    summary = "4-bit GPTQ via llm-compressor (compressed-tensors; transformers, vLLM)"
+    label = "GPTQ"
+    tags = ("gptq",)
+    formats = {"compressed-tensors": COMPRESSED_TENSORS}
 
     def supports(self, config: dict) -> str | None:
         """GPTQ needs no layer mappings: any causal LM transformers loads."""

@@ -161,7 +161,7 @@ def run_oneshot(
         recipe = build_recipe(ALWAYS_IGNORED + [as_regex(p) for p in options.ignore])
         with cpu_only_pin_memory_guard():
             oneshot(model=model, tokenizer=tokenizer, recipe=recipe, trust_remote_code_model=trust, **data)
-        model.to(getattr(torch, saved))
+        cast_for_saving(model, getattr(torch, saved))
         model.save_pretrained(out_dir, save_compressed=True)
     except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise QuantizeError(f"llm-compressor {label} failed: {exc}") from exc
@@ -199,6 +199,17 @@ def cpu_only_pin_memory_guard():
         yield
     finally:
         IntermediatesCache.pin_memory = original
+
+
+def cast_for_saving(model, dtype) -> None:
+    """``model.to(dtype)`` on the tensors themselves. After the sequential or data-free pipeline
+    the model is offloaded (compressed-tensors' OffloadCache): a plain ``.to`` would cast the
+    onloaded copies a GPU run hands out and drop them, saving the old dtype under the manifest's
+    new one; with onloading disabled the cache hands out (and takes back) the stored tensors."""
+    from compressed_tensors.offload import disable_onloading
+
+    with disable_onloading():
+        model.to(dtype)
 
 
 def free_accelerator_memory() -> None:

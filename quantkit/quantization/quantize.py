@@ -15,6 +15,7 @@ from quantkit.core.memory import PeakRSS
 from quantkit.core.modelinfo import describe, load_config
 from quantkit.core.preflight import check_device
 from quantkit.hub.model_ref import model_name, resolve_model
+from quantkit.quantization.base import artifact_facts
 from quantkit.quantization.registry import get_method, make_options
 from quantkit.quantization.verify import verify_artifact
 
@@ -81,13 +82,17 @@ def quantize(
         # Loaded the way a user loads it, in a fresh process, before anything is published.
         verification = verify_artifact(staging, model_dir, method, result, options.trust_remote_code)
         weights = sum(p.stat().st_size for p in staging.rglob("*") if p.suffix in WEIGHT_SUFFIXES)
+        facts, source_rec = artifact_facts(impl, result), source_record(model, model_dir)
         manifest = {
             "kind": "artifact",
+            "name": artifact_name(model, source_rec, facts.pop("label")),
             "method": method,
             "format": result.format,
             "engine": result.engine,
             "settings": result.settings,
-            "source": source_record(model, model_dir),
+            "runtimes": facts.pop("runtimes"),  # what loads it without quantkit (the method's declaration)
+            "card": facts,  # library_name, tags, what transformers needs: the card renders from these
+            "source": source_rec,
             "model": info.as_dict(),
             "versions": library_versions(*VERSIONED),
             "run": {"wall_s": quantize_s, "peak_rss_mb": peak.mb},
@@ -97,8 +102,15 @@ def quantize(
             "verification": verification,
         }
         manifest = write_manifest(staging, manifest)
-        write_model_card(staging, manifest, result.usage, title=final.name)  # staging has a temp name
+        write_model_card(staging, manifest, result.usage, title=manifest["name"])
     return final
+
+
+def artifact_name(spec: str | Path, source: dict, label: str) -> str:
+    """The artifact's name for its card: the base's hub name and the method's label, as the Hub
+    names quantizations (``SmolLM2-135M-Instruct-FP8``), whatever the folder is called."""
+    repo = source.get("repo_id")
+    return f"{repo.split('/')[-1] if isinstance(repo, str) and repo else model_name(spec)}-{label}"
 
 
 def source_record(spec: str | Path, model_dir: Path) -> dict:

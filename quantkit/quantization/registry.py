@@ -13,18 +13,17 @@ from quantkit.quantization.base import Method
 
 @dataclass(frozen=True)
 class MethodEntry:
-    target: str  # "module:Class"
-    summary: str
+    target: str  # "module:Class"; the class declares its summary, tags, formats and runtimes
 
 
 METHODS: dict[str, MethodEntry] = {
-    "awq": MethodEntry("quantkit.quantization.awq.method:AwqMethod", "4-bit AWQ via llm-compressor (vLLM/transformers)"),
-    "gptq": MethodEntry("quantkit.quantization.gptq:GptqMethod", "4-bit GPTQ via llm-compressor (vLLM/transformers)"),
-    "w8a8": MethodEntry("quantkit.quantization.w8a8:W8a8Method", "8-bit int weights + activations (SmoothQuant + GPTQ, vLLM)"),
-    "fp8": MethodEntry("quantkit.quantization.fp8:Fp8Method", "FP8-dynamic weights + activations, data-free (vLLM, recent GPUs)"),
-    "nf4": MethodEntry("quantkit.quantization.bnb:Nf4Method", "bitsandbytes 4-bit NF4/FP4, double quant"),
-    "int8": MethodEntry("quantkit.quantization.bnb:Int8Method", "bitsandbytes LLM.int8()"),
-    "gguf": MethodEntry("quantkit.quantization.gguf.method:GgufMethod", "GGUF via llama.cpp (Q8_0, Q4_K_M, ...)"),
+    "awq": MethodEntry("quantkit.quantization.awq.method:AwqMethod"),
+    "gptq": MethodEntry("quantkit.quantization.gptq:GptqMethod"),
+    "w8a8": MethodEntry("quantkit.quantization.w8a8:W8a8Method"),
+    "fp8": MethodEntry("quantkit.quantization.fp8:Fp8Method"),
+    "nf4": MethodEntry("quantkit.quantization.bnb:Nf4Method"),
+    "int8": MethodEntry("quantkit.quantization.bnb:Int8Method"),
+    "gguf": MethodEntry("quantkit.quantization.gguf.method:GgufMethod"),
 }
 
 
@@ -35,6 +34,35 @@ def get_method(name: str) -> Method:
         raise InputError(f"unknown method {name!r}", hint=f"choose one of {', '.join(METHODS)}") from None
     module, cls = entry.target.split(":")
     return getattr(import_module(module), cls)()
+
+
+def summary(name: str) -> str:
+    """The method's one line for --help and docs (its module imports nothing heavy)."""
+    return get_method(name).summary
+
+
+def format_facts(method: str | None, fmt: str | None):
+    """The ``FormatFacts`` the method declares for ``fmt`` (its default format when None); None
+    for a method or format no registered method declares."""
+    if method not in METHODS:
+        return None
+    formats = get_method(method).formats
+    return formats.get(fmt or next(iter(formats)))
+
+
+def default_format(method: str | None) -> str | None:
+    """The format the method writes unless told otherwise (None: not a registered method)."""
+    return next(iter(get_method(method).formats)) if method in METHODS else None
+
+
+def engine_formats() -> dict[str, set[str]]:
+    """Each runtime -> the formats it loads, from every method's declarations (pick's table)."""
+    table: dict[str, set[str]] = {}
+    for name in METHODS:
+        for fmt, facts in get_method(name).formats.items():
+            for runtime in facts.runtimes:
+                table.setdefault(runtime, set()).add(fmt)
+    return table
 
 
 def options_class(name: str) -> type:
@@ -70,4 +98,16 @@ def method_support(config: dict) -> dict[str, str | None]:
     return verdicts
 
 
-__all__ = ["METHODS", "Method", "get_method", "make_options", "method_support", "options_class", "settings_table"]
+__all__ = [
+    "METHODS",
+    "Method",
+    "default_format",
+    "engine_formats",
+    "format_facts",
+    "get_method",
+    "summary",
+    "make_options",
+    "method_support",
+    "options_class",
+    "settings_table",
+]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from quantkit.core.estimate import Footprint
 from quantkit.quantization.base import MethodResult
-from quantkit.quantization.llmc import quantize_compressed, quantized_widths
+from quantkit.quantization.llmc import COMPRESSED_TENSORS, quantize_compressed, quantized_widths
 from quantkit.quantization.options import CalibrationOptions, CompressedOptions, option
 
 SCHEME = "W8A8"  # compressed-tensors' preset: int8 per-channel weights, int8 dynamic per-token activations
@@ -42,6 +42,10 @@ class W8a8Method:
     name = "w8a8"
     extra = "awq"  # llm-compressor, as awq and gptq
     Options = W8a8Options
+    summary = "8-bit int weights + activations (SmoothQuant + GPTQ; compressed-tensors; vLLM, transformers)"
+    label = "W8A8"
+    tags = ("w8a8", "int8")
+    formats = {"compressed-tensors": COMPRESSED_TENSORS}
 
     def supports(self, config: dict) -> str | None:
         """Any causal LM transformers loads: GPTQ needs no mappings, and SmoothQuant skips the

@@ -10,7 +10,7 @@ from pathlib import Path
 from quantkit.core.errors import PreflightError
 from quantkit.core.estimate import Footprint
 from quantkit.core.settings import option
-from quantkit.quantization.base import MethodResult, copy_support_files
+from quantkit.quantization.base import FormatFacts, MethodResult, copy_support_files
 from quantkit.quantization.options import TransformersOptions
 
 
@@ -24,6 +24,11 @@ class SparseMethod:
     name = "sparse"
     extra = "awq"
     Options = SparseOptions
+    summary = "sparse weights (a test's stand-in)"
+    label = "Sparse"
+    tags = ("sparse",)
+    # Its facts, declared here only: cards, pick's engine table and docs take them from this.
+    formats = {"dense": FormatFacts("transformers", ("dense-sparse",), ("transformers", "vllm"))}
 
     def supports(self, config: dict) -> str | None:
         return None if config.get("architectures") else "config.json names no architecture"

@@ -24,6 +24,7 @@ from quantkit.quantization.llmc import (
     ALWAYS_IGNORED,
     as_regex,
     calibration_dtype,
+    cast_for_saving,
     cpu_only_pin_memory_guard,
     finish_folder,
     free_accelerator_memory,
@@ -297,7 +298,7 @@ def calibrate(
                 trust_remote_code_model=trust,
                 batch_size=calib_batch_size(calib),
             )
-        model.to(getattr(torch, saved))
+        cast_for_saving(model, getattr(torch, saved))
         model.save_pretrained(out_dir, save_compressed=True)
     except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise QuantizeError(f"llm-compressor AWQ failed: {exc}") from exc

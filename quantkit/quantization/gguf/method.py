@@ -12,7 +12,7 @@ from pathlib import Path
 
 from quantkit.core.errors import InputError
 from quantkit.core.estimate import Footprint, gguf_footprint
-from quantkit.quantization.base import MethodResult
+from quantkit.quantization.base import FormatFacts, MethodResult
 from quantkit.quantization.gguf.tools import CONVERTER_TYPES, FTYPES  # tables; that module imports nothing heavy
 from quantkit.quantization.options import CalibrationOptions, CommonOptions, option
 
@@ -43,6 +43,11 @@ class GgufMethod:
     name = "gguf"
     extra = "gguf"
     Options = GgufOptions
+    summary = "GGUF via llama.cpp (Q8_0, Q4_K_M, IQ3_M, ...; llama.cpp, Ollama)"
+    label = "GGUF"
+    tags = ()
+    # One file per type, each its own bits: no "N-bit" tag. vLLM's GGUF loader is experimental.
+    formats = {"gguf": FormatFacts("gguf", ("gguf", "llama.cpp"), ("llama.cpp", "ollama"), bits_tag=False)}
 
     def supports(self, config: dict) -> str | None:
         """Judged against the converter's list only when it is already unpacked (no download here)."""
