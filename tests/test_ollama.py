@@ -155,9 +155,9 @@ GO_CONVERSATIONS = {
 @pytest.fixture(scope="module")
 def go_render(tmp_path_factory):
     """A function rendering [(template, messages)] with Go's text/template (the real `go` toolchain;
-    .ci/run installs Debian's golang-go where it is missing)."""
+    `make test-deps` installs Debian's golang-go where it is missing)."""
     go = shutil.which("go")
-    assert go, "Go is missing: apt-get install -y golang-go (.ci/run does)"
+    assert go, "Go is missing: apt-get install -y golang-go (`make test-deps` does)"
     folder = tmp_path_factory.mktemp("go")
     (folder / "render.go").write_text(GO_RENDER)
     env = {**os.environ, "GOFLAGS": "", "GOPROXY": "off", "GO111MODULE": "off", "GOPATH": str(folder / "gopath")}

@@ -372,8 +372,7 @@ def test_continuous_batching_joins_agrees_and_frees():
     joined = [i for i in (1, 2, 3) if log.index((i, "start")) < log.index((0, "end"))]
     assert joined == [1, 2, 3] and most_running[0] >= 3  # they ran beside the first, not after it
     replies = [ids for ids, _ in results[:4]]
-    assert all(r[:8] == a[:8] for r, a in zip(replies, alone))  # batched kernels may round differently...
-    assert sum(r == a for r, a in zip(replies, alone)) >= 3  # ...but whole replies agree (all 4 on SmolLM2)
+    assert replies == alone  # under load, every reply is the lone request's, token for token
     cancelled_ids, cancelled_end = results[4]
     assert len(cancelled_ids) <= 3 and cancelled_end[2] == "stop"
     assert slots_after == [-1] * 4  # no KV cells left behind

@@ -1,7 +1,7 @@
 """The web chat page (quantkit/data/chat.html) in Debian's headless Chromium, driven over the
 DevTools protocol, against a live `quantkit serve` of the bundled GGUF: type, send, read the
 streamed reply (rendered Markdown), keep the conversation, stop a reply, see 401/429/413 errors.
-.ci/run installs chromium when it is missing."""
+`make test` installs chromium when it is missing (its test-deps rule)."""
 
 import json
 import os
@@ -26,7 +26,7 @@ class Browser:
     def __init__(self, profile: Path):
         import websocket
 
-        assert Path(CHROMIUM).exists(), "chromium is missing: apt-get install -y chromium (.ci/run does)"
+        assert Path(CHROMIUM).exists(), "chromium is missing: apt-get install -y chromium (`make test-deps` does)"
         self.proc = subprocess.Popen(
             [
                 CHROMIUM,
