@@ -11,10 +11,13 @@ from pathlib import Path
 from quantkit.core.errors import DependencyError, InputError, PreflightError, QuantizeError, missing_extra
 from quantkit.core.modelinfo import config_dtype, text_config
 from quantkit.quantization import calibration
-from quantkit.quantization.base import copy_support_files
+from quantkit.quantization.base import FormatFacts, copy_support_files
 from quantkit.quantization.options import SAVE_DTYPES
 
 ALWAYS_IGNORED = ["lm_head"]
+# What every llm-compressor method writes: transformers loads it (dequantized where it has no
+# kernel) and vLLM runs it (its compressed-tensors loader; docs/vllm.md).
+COMPRESSED_TENSORS = FormatFacts("transformers", ("compressed-tensors",), ("transformers", "vllm"), "compressed-tensors")
 
 
 def check_llmc(method, model_dir: Path, config: dict, options, calibrated: bool = True) -> None:

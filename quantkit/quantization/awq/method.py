@@ -16,12 +16,14 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from quantkit.core import events
 from quantkit.core.errors import DependencyError, PreflightError, QuantizeError
 from quantkit.core.estimate import Footprint
 from quantkit.quantization import calibration
-from quantkit.quantization.base import MethodResult
+from quantkit.quantization.base import FormatFacts, MethodResult
 from quantkit.quantization.llmc import (
     ALWAYS_IGNORED,
+    COMPRESSED_TENSORS,
     as_regex,
     calibration_dtype,
     cast_for_saving,
@@ -87,6 +89,14 @@ class AwqMethod:
     name = "awq"
     extra = "awq"
     Options = AwqOptions
+    summary = "4-bit AWQ via llm-compressor (compressed-tensors or AutoAWQ layout; transformers, vLLM)"
+    label = "AWQ"
+    tags = ("awq",)
+    formats = {
+        "compressed-tensors": COMPRESSED_TENSORS,
+        # The classic GEMM layout: transformers with gptqmodel, vLLM's awq loader (issue 26).
+        "autoawq": FormatFacts("transformers", ("autoawq",), ("transformers", "vllm"), "gptqmodel (or autoawq)"),
+    }
 
     def supports(self, config: dict) -> str | None:
         """llm-compressor's AWQ mappings must cover the architecture (see quantkit.quantization.awq.support)."""
@@ -227,7 +237,7 @@ def calibrated(model_dir: Path, options: AwqOptions, group: int, config: dict) -
     keyed = {**settings, "trust_remote_code": options.trust_remote_code, "batch": calib_batch_size(calib)}
     key = awq_cache.cache_key(model_dir, keyed, calib.sha256)
     if (hit := awq_cache.lookup(key)) is not None:
-        print(f"AWQ: reusing the calibration cached as {key} (same model, settings and data)", file=sys.stderr)
+        events.logger(__name__).info(f"reusing the AWQ calibration cached as {key} (same model, settings and data)")
         return *hit, True
 
     def build(staging: Path) -> None:
