@@ -8,7 +8,9 @@
         print(llm.generate("What is the capital of France?", max_tokens=16))
     summary = qk.run("smollm2-135m-instruct", out_dir="runs/smollm2")
 
-Each function imports what it needs when called, so ``import quantkit`` stays cheap.
+Each function imports what it needs when called, so ``import quantkit`` stays cheap. They print
+nothing: their reports go to the ``quantkit`` logger (standard ``logging``), which a caller can
+handle or capture (``with quantkit.core.events.listen(print): ...``).
 """
 
 from dataclasses import fields
@@ -46,11 +48,13 @@ def quantize(
     """Quantize ``model`` with ``method``; ``settings`` are the method's options (``group_size=64``,
     ``gguf_types=["Q4_K_M"]``, ...: docs/methods.md lists them; one the method does not use is an
     error). Returns the artifact folder."""
+    from quantkit.core.quiet import libraries_silenced
     from quantkit.quantization.quantize import quantize as run_quantize
     from quantkit.quantization.registry import make_options
 
     options = make_options(method, settings)
-    return run_quantize(model, method, out, options, overwrite=overwrite, source=source, revision=revision)
+    with libraries_silenced():
+        return run_quantize(model, method, out, options, overwrite=overwrite, source=source, revision=revision)
 
 
 def bench(artifact: str | Path, *, base: str | Path | None = None, **settings):
@@ -61,9 +65,11 @@ def bench(artifact: str | Path, *, base: str | Path | None = None, **settings):
     ``.to_dict()``)."""
     from quantkit.benchmark.bench import BenchOptions
     from quantkit.benchmark.bench import bench as run_bench
+    from quantkit.core.quiet import libraries_silenced
     from quantkit.core.settings import build
 
-    return run_bench(artifact, base=base, options=build(BenchOptions, "bench", settings))
+    with libraries_silenced():
+        return run_bench(artifact, base=base, options=build(BenchOptions, "bench", settings))
 
 
 def run(
@@ -76,13 +82,20 @@ def run(
     echo=None,
 ):
     """Run a recipe (a file or a shipped recipe's name) into ``out_dir`` (default ``runs/NAME``);
-    returns the RunSummary (``.exit_code`` 0 when every artifact passed its gates)."""
+    returns the RunSummary (``.exit_code`` 0 when every artifact passed its gates). ``echo(line)``,
+    when given, receives the run's stage lines (``[bench nf4] done in 12s``); every report is also
+    on the ``quantkit`` logger (quantkit.core.events.listen)."""
+    import contextlib
+
+    from quantkit.core import events
     from quantkit.pipeline import run as pipeline
     from quantkit.pipeline.recipe import load_recipe
 
     loaded = load_recipe(recipe)
     out = Path(out_dir) if out_dir else Path("runs") / loaded.name
-    return pipeline.run(loaded, out, only=only, force=force, dry_run=dry_run, echo=echo or (lambda line: None))
+    lines = events.listen(lambda e: e.stage == "run" and echo(e.message)) if echo else contextlib.nullcontext()
+    with lines:
+        return pipeline.run(loaded, out, only=only, force=force, dry_run=dry_run)
 
 
 class LoadedModel:

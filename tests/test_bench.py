@@ -11,6 +11,7 @@ from models import linked_copy
 from quantkit.benchmark.bench import BenchOptions, bench
 from quantkit.benchmark.quality import QualityOptions
 from quantkit.benchmark.smoke import SmokeOptions
+from quantkit.core.events import listen
 from quantkit.hub.bundled import bundled_gguf
 
 DOCUMENTED = (
@@ -59,7 +60,8 @@ def assert_sane(data: dict) -> None:
 def test_bench_gguf_against_hf_base(smollm2, tmp_path):
     gguf = bundled_gguf("bundled:smollm2-135m-instruct")
     steps = []
-    data = bench(gguf, base=smollm2, options=options(), on_step=steps.append).to_dict()
+    with listen(lambda event: event.step and steps.append(event.step)):
+        data = bench(gguf, base=smollm2, options=options()).to_dict()
     assert steps == ["base", "load", "speed", "smoke", "quality"]
     assert_sane(data)
     assert data["engine"] == "llama.cpp" and data["size_bytes"] == gguf.stat().st_size
@@ -164,7 +166,8 @@ def test_base_side_first_one_model_at_a_time_and_base_from_manifest(tiny_llama, 
         prompt_tokens=16, gen_tokens=4, repetitions=1, warmup=0, bandwidth=False, smoke_options=SmokeOptions(max_tokens=12)
     )
     steps = []
-    data = bench(artifact, options=fast, on_step=steps.append).to_dict()
+    with listen(lambda event: event.step and steps.append(event.step)):
+        data = bench(artifact, options=fast).to_dict()
     base = tiny_llama.name
     assert data["base"] == str(tiny_llama) and steps == ["base", "load", "speed", "smoke", "quality"]
     assert engine_log == [
@@ -210,7 +213,7 @@ def test_base_model_recipe_exports_to_gguf_benches_and_reports(tiny_base, tmp_pa
         "  device: cpu\n  eval_tokens: 256\ngates:\n  smoke: true\n"
         "artifacts:\n  - name: gguf\n    method: gguf\n    gguf_types: [F16]\n"
     )  # F16: no llama.cpp tools
-    summary = pipeline.run(load_recipe(recipe), tmp_path / "run", echo=lambda *a, **k: None)
+    summary = pipeline.run(load_recipe(recipe), tmp_path / "run")
     outcome = summary.artifacts[0]
     assert outcome.status in ("passed", "gate_failed"), (outcome.error, outcome.gate_failures)
     assert not any("chat template" in f for f in outcome.gate_failures)

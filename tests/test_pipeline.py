@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from quantkit.core.errors import InputError
+from quantkit.core.events import listen
 from quantkit.core.manifest import MANIFEST, read_manifest
 from quantkit.pipeline import run as pipeline
 from quantkit.pipeline.recipe import load_recipe, shipped_recipes
@@ -102,7 +103,8 @@ def fake_bench(monkeypatch):
 
 def run(recipe_path, out, **kwargs):
     lines = []
-    summary = pipeline.run(load_recipe(recipe_path), out, echo=lines.append, **kwargs)
+    with listen(lambda event: event.stage == "run" and lines.append(event.message)):
+        summary = pipeline.run(load_recipe(recipe_path), out, **kwargs)
     return summary, "\n".join(lines)
 
 

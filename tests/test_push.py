@@ -340,7 +340,7 @@ push:
 """,
         tmp_path / "pushy.yaml",
     )
-    summary = pipeline.run(recipe, tmp_path / "run", echo=lambda line: None)
+    summary = pipeline.run(recipe, tmp_path / "run")
     good, bad = summary.artifacts
     assert good.stages["push"] == "done" and good.pushed.endswith("/acme/pushy-good")
     assert bad.status == "gate_failed" and bad.stages["push"] == "skipped" and bad.pushed is None

@@ -21,6 +21,7 @@ repetition runs after ``warmup`` untimed ones, results are mean and sample stdde
   ``bench_need``) checks RAM and GPU; ``force`` skips it.
 """
 
+import functools
 import importlib
 import os
 import platform
@@ -32,6 +33,7 @@ from quantkit.benchmark.gates import Gates
 from quantkit.benchmark.quality import QualityOptions, eval_text
 from quantkit.benchmark.result import BenchResult, Stat, percentiles_ms
 from quantkit.benchmark.smoke import SmokeOptions
+from quantkit.core import events
 from quantkit.core.errors import InputError
 from quantkit.core.manifest import library_versions, read_manifest
 from quantkit.core.memory import PeakRSS, cuda_memory, device_memory, llamacpp_device_memory
@@ -192,11 +194,10 @@ def bandwidth_record(engine, decode_tps: float, measure: bool, dequantized: bool
     return record
 
 
-def bench(
-    artifact: str | Path, *, base: str | Path | None = None, options: BenchOptions | None = None, on_step=None
-) -> BenchResult:
+def bench(artifact: str | Path, *, base: str | Path | None = None, options: BenchOptions | None = None) -> BenchResult:
     """Benchmark and validate ``artifact`` (artifact folder, HF folder, .gguf file or bundled:NAME).
-    ``on_step(name)`` is called as each long step starts (for progress displays).
+    Each long step (base, load, speed, smoke, quality) is reported as it starts, as a progress
+    event on the ``quantkit`` logger (quantkit.core.events), for progress displays.
 
     One model in memory at a time: the base's reference (its logits and its smoke transcript) is
     read from the cache or computed by loading the base alone, then freed, before the artifact is
@@ -207,7 +208,7 @@ def bench(
 
     options = options or BenchOptions()
     validate(options, "bench")
-    step = on_step or (lambda name: None)
+    step = functools.partial(events.progress, events.logger(__name__), "bench")
     path = artifact_path(artifact)
     manifest = read_manifest(path)
     notes = []

@@ -58,6 +58,9 @@ class LazyGroup(click.Group):
 @click.version_option(__version__, prog_name="quantkit")
 def cli():
     """quantkit: from a hub checkpoint to a validated, benchmarked, deployable quantized model."""
+    from quantkit.cli.render_events import install
+
+    install()  # the library reports through logging; the CLI is what shows it
 
 
 def main(argv=None) -> None:

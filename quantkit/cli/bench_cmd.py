@@ -68,9 +68,10 @@ def command(artifact, base, json_file, url, serving_engine, **flags):
 
     options = bench_options(typed_settings(click.get_current_context(), flags))
     from quantkit.cli.render import console
+    from quantkit.core.events import listen
 
-    with console.status("loading") as status:
-        result = bench(artifact, base=base, options=options, on_step=lambda step: status.update(STEP_TEXT.get(step, step)))
+    with console.status("loading") as status, listen(lambda e: e.step and status.update(STEP_TEXT.get(e.step, e.step))):
+        result = bench(artifact, base=base, options=options)
     data = result.to_dict()
     if serving_engine:
         from quantkit.benchmark.serving import serving_bench

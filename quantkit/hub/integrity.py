@@ -4,9 +4,9 @@ sha256 (or the git blob id HF gives small files) in one read, and which files a 
 import contextlib
 import hashlib
 import json
-import sys
 from pathlib import Path
 
+from quantkit.core import events
 from quantkit.core.errors import DownloadError, IntegrityError
 from quantkit.core.manifest import SOURCE_MANIFEST
 from quantkit.hub.listing import FileRecord, RemoteFile
@@ -75,7 +75,7 @@ def drop_tampered(hub, folder: Path, files: list[RemoteFile], previous: dict) ->
             continue
         sha256, git_sha1 = file_digests(path)
         if (sha256 if remote.sha256 else git_sha1) != (remote.sha256 or remote.git_sha1) or path.stat().st_size != remote.size:
-            print(f"quantkit: {remote.name} does not match the hub's checksum; fetching it again", file=sys.stderr)
+            events.logger(__name__).info(f"{remote.name} does not match the hub's checksum; fetching it again")
             hub.remove(folder, remote.name)
         else:  # intact: hashed once here, not again after the fetch
             previous[remote.name] = {"path": remote.name, "size": remote.size, "sha256": sha256}

@@ -12,23 +12,22 @@ Layout of OUT: ``artifacts/NAME/`` (the quantize output), ``bench/NAME.json``, `
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from quantkit.benchmark.gates import Gates
+from quantkit.core import events
 from quantkit.core.atomic import write_json
 from quantkit.core.errors import GateFailed, QuantkitError
 from quantkit.pipeline.recipe_schema import ArtifactSpec, Recipe, settings_key
 from quantkit.pipeline.stages import Stages, bench_settings, model_settings, quantize_settings  # noqa: F401  (re-exported for tests)
 
-Echo = Callable[[str], None]
+LOG = events.logger("run")
 
 
-def _stderr(line: str) -> None:
-    from quantkit.core.quiet import progress_logger
-
-    progress_logger().info(line)
+def say(line: str) -> None:
+    """A stage line of the run (``[bench nf4] done in 12s``): the CLI shows it on the terminal."""
+    events.stage(LOG, "run", line)
 
 
 @dataclass
@@ -73,7 +72,7 @@ class RunSummary:
 # --- the stages ------------------------------------------------------------------------------
 
 
-def stage_model(recipe: Recipe, stages: Stages, force: bool, echo: Echo) -> Path:
+def stage_model(recipe: Recipe, stages: Stages, force: bool) -> Path:
     """Resolve the model to a local folder (download / materialize, both cached by their own code)."""
     from quantkit.hub.model_ref import resolve_model
 
@@ -81,13 +80,13 @@ def stage_model(recipe: Recipe, stages: Stages, force: bool, echo: Echo) -> Path
     key = settings_key(settings)
     record = None if force else stages.matches("model", key)
     if record and Path(record["path"]).is_dir():
-        echo(f"[model] {recipe.model.id}: skipped (up to date: {record['path']})")
+        say(f"[model] {recipe.model.id}: skipped (up to date: {record['path']})")
         return Path(record["path"])
-    echo(f"[model] {recipe.model.id}: resolving...")
+    say(f"[model] {recipe.model.id}: resolving...")
     started = time.time()
     path = resolve_model(recipe.model.id, source=recipe.model.source, revision=recipe.model.revision)
     stages.record("model", key, settings, path=str(path), seconds=round(time.time() - started, 1))
-    echo(f"[model] {recipe.model.id}: done in {time.time() - started:.0f}s ({path})")
+    say(f"[model] {recipe.model.id}: done in {time.time() - started:.0f}s ({path})")
     return path
 
 
@@ -97,7 +96,7 @@ def quantize_options(recipe: Recipe, spec: ArtifactSpec):
 
 
 def stage_quantize(
-    recipe: Recipe, spec: ArtifactSpec, model_dir: Path, out_dir: Path, stages: Stages, force: bool, echo: Echo
+    recipe: Recipe, spec: ArtifactSpec, model_dir: Path, out_dir: Path, stages: Stages, force: bool
 ) -> tuple[Path, bool]:
     """The artifact folder, and whether it was (re)built."""
     from quantkit.core.manifest import MANIFEST
@@ -108,14 +107,14 @@ def stage_quantize(
     final = out_dir / "artifacts" / spec.name
     stage = f"{spec.name}.quantize"
     if not force and stages.matches(stage, key) and (final / MANIFEST).is_file():
-        echo(f"[quantize {spec.name}] skipped (up to date: {final})")
+        say(f"[quantize {spec.name}] skipped (up to date: {final})")
         return final, False
     stages.forget(stage)
-    echo(f"[quantize {spec.name}] {spec.method}...{stages.expected('quantize', spec.name)}")
+    say(f"[quantize {spec.name}] {spec.method}...{stages.expected('quantize', spec.name)}")
     started = time.time()
     quantize(model_dir, spec.method, final, quantize_options(recipe, spec), overwrite=True)
     stages.record(stage, key, settings, artifact=str(final), seconds=round(time.time() - started, 1))
-    echo(f"[quantize {spec.name}] done in {time.time() - started:.0f}s")
+    say(f"[quantize {spec.name}] done in {time.time() - started:.0f}s")
     return final, True
 
 
@@ -140,7 +139,7 @@ def bench_one(target: Path, base: Path, recipe: Recipe, force: bool = False) -> 
 
 
 def stage_bench(
-    recipe: Recipe, spec: ArtifactSpec, artifact: Path, model_dir: Path, out_dir: Path, stages: Stages, force: bool, echo: Echo
+    recipe: Recipe, spec: ArtifactSpec, artifact: Path, model_dir: Path, out_dir: Path, stages: Stages, force: bool
 ) -> tuple[list[dict], bool]:
     """The bench results of every target, and whether they were measured now."""
     settings = bench_settings(recipe, spec)
@@ -148,18 +147,18 @@ def stage_bench(
     stage = f"{spec.name}.bench"
     file = out_dir / "bench" / f"{spec.name}.json"
     if not force and stages.matches(stage, key) and file.is_file():
-        echo(f"[bench {spec.name}] skipped (up to date: {file})")
+        say(f"[bench {spec.name}] skipped (up to date: {file})")
         return json.loads(file.read_text()), False
     stages.forget(stage)
     results, started_all = [], time.time()
     targets = bench_targets(spec, artifact)
     for label, target in targets:
-        echo(f"[bench {label}] speed, smoke chat, quality...{stages.expected('bench', spec.name) if len(targets) == 1 else ''}")
+        say(f"[bench {label}] speed, smoke chat, quality...{stages.expected('bench', spec.name) if len(targets) == 1 else ''}")
         started = time.time()
         forced = {"force": True} if spec.force else {}  # the seam's fakes take (target, base, recipe)
         result = bench_one(target, model_dir, recipe, **forced)
         results.append({"name": label, "artifact": str(target), **result})
-        echo(f"[bench {label}] done in {time.time() - started:.0f}s")
+        say(f"[bench {label}] done in {time.time() - started:.0f}s")
     file.parent.mkdir(parents=True, exist_ok=True)
     write_json(file, results, default=str)
     stages.record(stage, key, settings, results=str(file), seconds=round(time.time() - started_all, 1))
@@ -194,20 +193,20 @@ def select(recipe: Recipe, only: str | list[str] | None) -> list[ArtifactSpec]:
     return [recipe.artifact(name) for name in names]
 
 
-def run_artifact(recipe, spec, model_dir, out_dir, stages, force, echo) -> ArtifactOutcome:
+def run_artifact(recipe, spec, model_dir, out_dir, stages, force) -> ArtifactOutcome:
     outcome = ArtifactOutcome(spec.name, spec.method)
     stage = "quantize"
     try:
-        artifact, rebuilt = stage_quantize(recipe, spec, model_dir, out_dir, stages, force, echo)
+        artifact, rebuilt = stage_quantize(recipe, spec, model_dir, out_dir, stages, force)
         outcome.path, outcome.stages["quantize"] = str(artifact), "done" if rebuilt else "skipped"
         stage = "bench"
-        outcome.results, measured = stage_bench(recipe, spec, artifact, model_dir, out_dir, stages, force or rebuilt, echo)
+        outcome.results, measured = stage_bench(recipe, spec, artifact, model_dir, out_dir, stages, force or rebuilt)
         outcome.stages["bench"] = "done" if measured else "skipped"
     except Exception as exc:  # one artifact failing must not stop the others
         outcome.status, outcome.failed_stage = "failed", stage
         outcome.stages[stage] = "failed"
         outcome.error = str(exc) if isinstance(exc, QuantkitError) else f"{type(exc).__name__}: {exc}"
-        echo(f"[{stage} {spec.name}] FAILED: {outcome.error}")
+        say(f"[{stage} {spec.name}] FAILED: {outcome.error}")
         return outcome
     for stage in ("quantize", "bench"):
         record = json.loads((stages.folder / f"{spec.name}.{stage}.json").read_text())
@@ -221,7 +220,7 @@ def run_artifact(recipe, spec, model_dir, out_dir, stages, force, echo) -> Artif
         "gate_failed": "FAILED: " + "; ".join(outcome.gate_failures),
         "unvalidated": "unvalidated: " + "; ".join(outcome.unvalidated),
     }[outcome.status]
-    echo(f"[gates {spec.name}] {verdict}")
+    say(f"[gates {spec.name}] {verdict}")
     return outcome
 
 
@@ -231,7 +230,6 @@ def run(
     only: str | list[str] | None = None,
     force: bool = False,
     dry_run: bool = False,
-    echo: Echo = _stderr,
     verbose: bool = False,
 ) -> RunSummary:
     """Run ``recipe`` into ``out_dir``; returns the summary (its ``exit_code`` says how it went).
@@ -254,9 +252,9 @@ def run(
 
     log = out_dir / "run.log"
     if not verbose:
-        echo(f"[run] {recipe.name}: library output goes to {log}")
+        say(f"[run] {recipe.name}: library output goes to {log}")
     with libraries_to_log(log, enabled=not verbose):
-        _run_stages(recipe, specs, out_dir, summary, force, echo)
+        _run_stages(recipe, specs, out_dir, summary, force)
     return summary
 
 
@@ -270,25 +268,25 @@ def estimates(recipe: Recipe, specs: list[ArtifactSpec], out_dir: Path, force: b
         return {}
 
 
-def _run_stages(recipe: Recipe, specs: list[ArtifactSpec], out_dir: Path, summary: RunSummary, force: bool, echo: Echo) -> None:
+def _run_stages(recipe: Recipe, specs: list[ArtifactSpec], out_dir: Path, summary: RunSummary, force: bool) -> None:
     stages = Stages(out_dir)
     started = time.time()
     try:
-        model_dir = stage_model(recipe, stages, force, echo)
+        model_dir = stage_model(recipe, stages, force)
     except QuantkitError as exc:
         summary.error = f"model stage failed: {exc}"
         summary.artifacts = [ArtifactOutcome(s.name, s.method, "failed", failed_stage="model", error=str(exc)) for s in specs]
-        echo(f"[model] FAILED: {exc}")
+        say(f"[model] FAILED: {exc}")
     else:
         stages.estimates = estimates(recipe, specs, out_dir, force)  # the model's config.json is here now
         for spec in specs:
-            summary.artifacts.append(run_artifact(recipe, spec, model_dir, out_dir, stages, force, echo))
+            summary.artifacts.append(run_artifact(recipe, spec, model_dir, out_dir, stages, force))
         if recipe.push is not None:
-            stage_push(recipe, summary, echo)
-    finish(recipe, summary, time.time() - started, echo)
+            stage_push(recipe, summary)
+    finish(recipe, summary, time.time() - started)
 
 
-def stage_push(recipe: Recipe, summary: RunSummary, echo: Echo) -> None:
+def stage_push(recipe: Recipe, summary: RunSummary) -> None:
     """After the gates: publish each artifact that passed (or failed only its gates, with
     allow_failed) to the recipe's repo. Always runs: the hub itself skips what it already has."""
     from quantkit.benchmark.report import fill_card
@@ -301,10 +299,10 @@ def stage_push(recipe: Recipe, summary: RunSummary, echo: Echo) -> None:
         if not (a.status == "passed" or (settings.allow_failed and a.status in ("gate_failed", "unvalidated"))):
             a.stages["push"] = "skipped"
             why = {"gate_failed": "it failed its gates", "unvalidated": "it is unvalidated"}.get(a.status, "it was not built")
-            echo(f"[push {a.name}] skipped: {why}")
+            say(f"[push {a.name}] skipped: {why}")
             continue
         repo = settings.repo_for(a.name)
-        echo(f"[push {a.name}] {settings.source}:{repo}...")
+        say(f"[push {a.name}] {settings.source}:{repo}...")
         started = time.time()
         try:
             fill_card(Path(a.path), a.results)  # the card and results that push publishes
@@ -319,14 +317,14 @@ def stage_push(recipe: Recipe, summary: RunSummary, echo: Echo) -> None:
         except QuantkitError as exc:
             a.status, a.failed_stage, a.error = "failed", "push", str(exc)
             a.stages["push"] = "failed"
-            echo(f"[push {a.name}] FAILED: {exc}")
+            say(f"[push {a.name}] FAILED: {exc}")
             continue
         a.stages["push"], a.pushed = "done", result.url
         a.seconds["push"] = round(time.time() - started, 1)
-        echo(f"[push {a.name}] done in {time.time() - started:.0f}s: {result.url}")
+        say(f"[push {a.name}] done in {time.time() - started:.0f}s: {result.url}")
 
 
-def finish(recipe: Recipe, summary: RunSummary, seconds: float, echo: Echo) -> None:
+def finish(recipe: Recipe, summary: RunSummary, seconds: float) -> None:
     """results.json, then the Markdown report with plots and the model cards' results."""
     data = {
         "recipe": recipe.name,
@@ -343,7 +341,7 @@ def finish(recipe: Recipe, summary: RunSummary, seconds: float, echo: Echo) -> N
         from quantkit.pipeline.run_report import write_run_report
 
         summary.report = write_run_report(summary, recipe)
-        echo(f"[report] {summary.report}")
+        say(f"[report] {summary.report}")
     except Exception as exc:  # the results are safe in results.json; say why the report is not
         summary.error = summary.error or f"report failed: {exc}"
-        echo(f"[report] FAILED: {exc}")
+        say(f"[report] FAILED: {exc}")

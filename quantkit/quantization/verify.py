@@ -14,6 +14,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from quantkit.core import events
 from quantkit.core.child import run_json_child
 from quantkit.core.errors import VerificationError
 
@@ -73,10 +74,8 @@ def verify_artifact(folder: Path, base_dir: Path, method: str, result, trust_rem
         "trust_remote_code": trust_remote_code,
         "cache": str(base_cache(base_dir, devices["base"])),
     }
-    print(
-        f"quantkit: verifying the artifact in a fresh process ({artifact['runtime']}, {TOKENS} tokens "
-        "teacher forced against the base)",
-        file=sys.stderr,
+    events.logger(__name__).info(
+        f"verifying the artifact in a fresh process ({artifact['runtime']}, {TOKENS} tokens teacher forced against the base)"
     )
     answer = run_runtime(spec)
     if answer.get("quantkit_imported"):  # the point is to load it without us

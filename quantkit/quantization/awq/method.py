@@ -16,6 +16,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from quantkit.core import events
 from quantkit.core.errors import DependencyError, PreflightError, QuantizeError
 from quantkit.core.estimate import Footprint
 from quantkit.quantization import calibration
@@ -236,7 +237,7 @@ def calibrated(model_dir: Path, options: AwqOptions, group: int, config: dict) -
     keyed = {**settings, "trust_remote_code": options.trust_remote_code, "batch": calib_batch_size(calib)}
     key = awq_cache.cache_key(model_dir, keyed, calib.sha256)
     if (hit := awq_cache.lookup(key)) is not None:
-        print(f"AWQ: reusing the calibration cached as {key} (same model, settings and data)", file=sys.stderr)
+        events.logger(__name__).info(f"reusing the AWQ calibration cached as {key} (same model, settings and data)")
         return *hit, True
 
     def build(staging: Path) -> None:

@@ -6,9 +6,9 @@ lives below quantization, because bench and serve run llama-bench and llama-serv
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
+from quantkit.core import events
 from quantkit.core.atomic import die_with_parent
 from quantkit.core.errors import InputError, QuantizeError
 from quantkit.engines.llamacpp_tools import TOOLS, TOOLS_ENV, TOOLS_HINT, tool, tools_bin  # noqa: F401 (re-exported)
@@ -23,7 +23,7 @@ def tools_record() -> dict:
 
 
 def run_tool(name: str, args: list[str], echo: bool = True, timeout: float | None = None) -> str:
-    """Run one tool, streaming its output to stderr when ``echo``; its whole output, or a
+    """Run one tool, relaying its output line by line when ``echo`` (quantkit.core.events); its whole output, or a
     QuantizeError with its key line when it fails."""
     cmd = [str(tool(name)), *map(str, args)]
     lines = []
@@ -34,8 +34,7 @@ def run_tool(name: str, args: list[str], echo: bool = True, timeout: float | Non
             for line in proc.stdout:
                 lines.append(line)
                 if echo:
-                    sys.stderr.write(line)
-                    sys.stderr.flush()
+                    events.tool_output(line)
         except BaseException:  # SIGTERM / Ctrl-C on quantkit: stop the tool too
             proc.kill()
             raise

@@ -11,15 +11,20 @@
 import ast
 import ctypes
 import json
+import logging
 import os
 import re
 import sys
 from hashlib import sha256
 from pathlib import Path
 
+from quantkit.core import events
 from quantkit.core.child import run_json_child
 from quantkit.core.errors import PreflightError, QuantizeError
 from quantkit.quantization.gguf.tools import Converter, key_line, supported_architectures
+
+LOG = events.logger(__name__)
+CHILD_PREFIX = "quantkit: "  # how the checking child writes its reports on stderr
 
 PROBES = (
     "Hello world",
@@ -325,7 +330,7 @@ def check_files(model_dir: Path, files: dict[str, Path], smoke: bool = True, n_t
         meta, tensors, n_params = read_gguf(path)
         chat = bool(meta.get("tokenizer.chat_template"))
         what = ("smoke chat" if chat else "completion smoke (no chat template)") if smoke else ""
-        print(f"quantkit: checking {path.name}: token parity, metadata" + (f", {what}" if what else ""), file=sys.stderr)
+        LOG.info(f"checking {path.name}: token parity, metadata" + (f", {what}" if what else ""))
         results[gguf_type] = {
             "tensors": tensors,
             "n_params": n_params,
@@ -344,7 +349,9 @@ def verify(model_dir: Path, files: dict[str, Path], smoke: bool = True, n_thread
     the C API) becomes a one-line error instead of killing quantkit."""
     spec = {"model_dir": str(model_dir), "files": {k: str(v) for k, v in files.items()}, "smoke": smoke, "n_threads": n_threads}
     proc, answer = run_json_child(["-m", __name__, json.dumps(spec)])
-    sys.stderr.write("".join(line + "\n" for line in proc.stderr.splitlines() if line.startswith("quantkit:")))
+    for line in proc.stderr.splitlines():  # the child's reports (main() writes them as "quantkit: ...")
+        if line.startswith(CHILD_PREFIX):
+            LOG.info(line.removeprefix(CHILD_PREFIX))
     if proc.returncode == 0 and "results" in answer:
         return answer["results"]
     if "error" in answer:
@@ -374,6 +381,10 @@ def main(argv: list[str]) -> int:
     from quantkit.core.errors import QuantkitError
 
     spec = json.loads(argv[0])
+    relay = logging.StreamHandler(sys.stderr)  # the parent's verify() reads these lines back
+    relay.setFormatter(logging.Formatter(CHILD_PREFIX + "%(message)s"))
+    LOG.addHandler(relay)
+    LOG.setLevel(logging.INFO)
     if not os.environ.get("QUANTKIT_DEBUG"):
         quiet_llama_logs()
     try:

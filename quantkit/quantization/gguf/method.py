@@ -6,10 +6,10 @@ the fidelity checks of ``gguf_checks`` and, on request, an Ollama Modelfile. Set
 
 import hashlib
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from quantkit.core import events
 from quantkit.core.errors import InputError
 from quantkit.core.estimate import Footprint, gguf_footprint
 from quantkit.quantization.base import FormatFacts, MethodResult
@@ -125,7 +125,7 @@ class GgufMethod:
         }
         for ftype, result in checks.items():
             if not result.get("smoke_chat", {}).get("stopped_by_itself", True):
-                print(f"quantkit: warning: the {ftype} smoke chat did not stop within its token budget", file=sys.stderr)
+                events.logger(__name__).warning(f"the {ftype} smoke chat did not stop within its token budget")
         if imatrix_record:
             extra["imatrix"] = imatrix_record
             extra["calibration"] = imatrix_record["calibration"]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from quantkit.core import events
 from quantkit.core.atomic import atomic_dir, die_with_parent
 from quantkit.core.errors import DependencyError, InputError, PreflightError, QuantizeError
 from quantkit.core.paths import cache_dir, quantkit_home
@@ -140,7 +141,7 @@ def find_sdist(version: str) -> Path:
         if (folder / name).is_file():
             return folder / name
     target = cache_dir("downloads")
-    print(f"quantkit: downloading the {DIST} {version} sources for llama.cpp's converter", file=sys.stderr)
+    events.logger(__name__).info(f"downloading the {DIST} {version} sources for llama.cpp's converter")
     proc = subprocess.run(
         [
             sys.executable,
@@ -233,7 +234,7 @@ def converter_env(converter: Converter) -> dict:
 
 
 def run_converter(converter: Converter, args: list[str], echo: bool = True) -> list[str]:
-    """Run the converter with ``args``, streaming its output to stderr; raise with its key line."""
+    """Run the converter with ``args``, relaying its output (quantkit.core.events); raise with its key line."""
     cmd = [sys.executable, str(converter.script), *args]
     tail: collections.deque[str] = collections.deque(maxlen=400)
     with subprocess.Popen(
@@ -249,8 +250,7 @@ def run_converter(converter: Converter, args: list[str], echo: bool = True) -> l
             for line in proc.stdout:  # text mode splits tqdm's \r updates too
                 tail.append(line.rstrip("\n"))
                 if echo:
-                    sys.stderr.write(line)
-                    sys.stderr.flush()
+                    events.tool_output(line)
         except BaseException:  # SIGTERM / Ctrl-C on quantkit: stop the converter now, not at its next write
             proc.kill()
             raise
