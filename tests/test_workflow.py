@@ -88,3 +88,18 @@ def test_matrix_fits_the_workflow():
         for key in job:
             if key in ("recipe", "artifact"):
                 assert f"matrix.{key}" in text
+
+
+def test_every_job_that_installs_sets_up_python_311_or_newer():
+    """A self-hosted GPU runner's own python3 may be older than quantkit's 3.11: each job that
+    runs `make install` sets up its Python first."""
+    jobs = yaml.safe_load(WORKFLOW.read_text())["jobs"]
+    for name, job in jobs.items():
+        steps = job.get("steps", [])
+        runs = [i for i, s in enumerate(steps) if "make install" in s.get("run", "")]
+        if not runs:
+            continue
+        setups = [i for i, s in enumerate(steps) if str(s.get("uses", "")).startswith("actions/setup-python@")]
+        assert setups and setups[0] < runs[0], name
+        version = str(steps[setups[0]]["with"]["python-version"])
+        assert tuple(int(x) for x in version.split(".")[:2]) >= (3, 11), (name, version)
