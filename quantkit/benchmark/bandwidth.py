@@ -7,6 +7,7 @@ import os
 import platform
 import time
 
+from quantkit.core.atomic import read_json
 from quantkit.core.paths import cache_dir
 
 ARRAY_MB = 256  # well above any CPU cache
@@ -45,7 +46,7 @@ def copy_bandwidth_gbps(refresh: bool = False) -> float:
     known = {}
     if file.is_file():
         try:
-            known = json.loads(file.read_text())
+            known = read_json(file)
         except json.JSONDecodeError:
             known = {}
     if key in known and not refresh:

@@ -5,7 +5,7 @@ results section."""
 import json
 from pathlib import Path
 
-from quantkit.core.atomic import atomic_dir
+from quantkit.core.atomic import atomic_dir, read_json
 from quantkit.core.errors import InputError
 from quantkit.core.manifest import CARD
 from quantkit.core.verdict import VERDICT_CELL, reasons_of, verdict_of
@@ -38,7 +38,7 @@ def load_results(paths: list[str | Path]) -> list[dict]:
             raise InputError(f"{path} does not exist")
         for file in files:
             try:
-                data = json.loads(file.read_text())
+                data = read_json(file)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 if path.is_dir():
                     continue  # other JSON in a results folder is not ours

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from quantkit.core.atomic import write_json
+from quantkit.core.atomic import read_json, write_json
 from quantkit.core.smoke_text import CHAT, COMPLETION, PROMPTS, SYSTEM, TITLES, TURNS
 
 NGRAM = 4  # tokens per n-gram for the repetition check
@@ -262,7 +262,7 @@ def base_smoke(base: Path | str, options: SmokeOptions | None = None, engine_opt
     file = cache_dir("base-smoke") / f"{smoke_key(base, name, engine_options, options)}.json"
     if file.is_file():
         try:
-            return json.loads(file.read_text()), True
+            return read_json(file), True
         except json.JSONDecodeError:
             pass  # a damaged entry is measured again
     engine = load_engine(base, engine_options, engine=name)

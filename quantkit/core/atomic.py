@@ -75,3 +75,10 @@ def write_json(path: Path | str, data, **dump) -> Path:
     tmp.write_text(json.dumps(data, **{"indent": 2, **dump}) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+def read_json(path: Path | str):
+    """The JSON in ``path``: quantkit's own records (manifests, stage records, results, caches)."""
+    import json
+
+    return json.loads(Path(path).read_text(encoding="utf-8"))

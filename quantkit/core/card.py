@@ -10,9 +10,9 @@ Results are kept beside the card in ``quantkit-results.json`` (written by ``quan
 ``quantkit run``), so a card can be rendered again, e.g. for ``quantkit push`` with the repo id.
 """
 
-import json
 from pathlib import Path
 
+from quantkit.core.atomic import read_json
 from quantkit.core.card_results import eval_results, results_section
 from quantkit.core.manifest import CARD, SOURCE_MANIFEST
 
@@ -48,7 +48,7 @@ def base_license(manifest: dict) -> str | None:
     if folder is None or not folder.is_dir():
         return None
     try:
-        found = json.loads((folder / SOURCE_MANIFEST).read_text()).get("license")
+        found = read_json(folder / SOURCE_MANIFEST).get("license")
     except (OSError, ValueError):
         found = None
     if found:

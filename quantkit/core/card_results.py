@@ -4,7 +4,7 @@ the card), the Markdown table of them, and the Hub's ``model-index`` eval result
 import json
 from pathlib import Path
 
-from quantkit.core.atomic import write_json
+from quantkit.core.atomic import read_json, write_json
 from quantkit.core.errors import InputError
 from quantkit.core.manifest import RESULTS_FILE, now_iso
 from quantkit.core.verdict import VERDICT_CELL, reasons_of, verdict_of
@@ -64,7 +64,7 @@ def read_results(folder: Path) -> list[dict] | None:
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text())
+        data = read_json(path)
     except ValueError as exc:
         raise InputError(f"{path} is not valid JSON: {exc}", hint="run quantkit bench / report again") from exc
     return data.get("results") if isinstance(data, dict) else None

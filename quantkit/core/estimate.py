@@ -13,11 +13,11 @@ anything. The constants below say what they assume; they were taken from the mea
 FACTS (SmolLM2 AWQ on this CPU) and from commonly published GPU figures.
 """
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from quantkit.core.atomic import read_json
 from quantkit.core.estimate_gpu import CUDA_OVERHEAD_BYTES, calibration_gpu_parts, verify_gpu_bytes
 from quantkit.core.estimate_gpu import awq_cached_width as cached_width
 from quantkit.core.modelinfo import DTYPE_BYTES, UNGATED_MLP, config_dtype, estimate_params, human_size, text_config
@@ -96,14 +96,14 @@ def find_config(model_id: str, source: str, revision: str | None, local_config: 
     candidates.append(Path(model_id).expanduser() / "config.json")
     for path in candidates:
         if path.is_file():
-            return json.loads(path.read_text()), str(path)
+            return read_json(path), str(path)
     if source == "hf" and model_id.count("/") == 1:
         try:
             from huggingface_hub import try_to_load_from_cache
 
             cached = try_to_load_from_cache(model_id, "config.json", revision=revision)
             if isinstance(cached, str):
-                return json.loads(Path(cached).read_text()), cached
+                return read_json(cached), cached
         except Exception:  # a planning aid only: no cache is not an error
             pass
     return None, "no config.json available offline (set model.local_config to plan with estimates)"

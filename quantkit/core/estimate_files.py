@@ -4,13 +4,14 @@ only config.json: the artifact's size where it runs and its base's, read from th
 import json
 from pathlib import Path
 
+from quantkit.core.atomic import read_json
 from quantkit.core.estimate import LIBRARY_ALLOWANCE_BYTES, LLAMACPP_COMPUTE_BYTES, Footprint, Need, bench_need, dtype_bytes
 
 
 def folder_config(path: Path) -> dict | None:
     file = (path if path.is_dir() else path.parent) / "config.json"
     try:
-        return json.loads(file.read_text()) if file.is_file() else None
+        return read_json(file) if file.is_file() else None
     except (OSError, json.JSONDecodeError):
         return None
 

@@ -8,7 +8,7 @@ from functools import lru_cache
 from importlib import metadata, util
 from pathlib import Path
 
-from quantkit.core.atomic import write_json
+from quantkit.core.atomic import read_json, write_json
 
 
 def package_root(name: str) -> Path | None:
@@ -32,7 +32,7 @@ def cached_tables(name: str, version: str, build) -> dict:
 
     path = cache_dir("support") / f"{name}-{version}.json"
     try:
-        return json.loads(path.read_text())
+        return read_json(path)
     except (OSError, json.JSONDecodeError):
         pass
     tables = build()

@@ -11,6 +11,7 @@ from importlib import metadata
 from pathlib import Path
 
 from quantkit import __version__
+from quantkit.core.atomic import read_json
 from quantkit.core.errors import InputError, IntegrityError
 
 MANIFEST = "quantkit.json"
@@ -71,7 +72,7 @@ def read_manifest(path: Path | str) -> dict | None:
     if not file.is_file():
         return None
     try:
-        return json.loads(file.read_text())
+        return read_json(file)
     except json.JSONDecodeError as exc:
         raise InputError(f"{file} is not valid JSON: {exc}") from exc
 

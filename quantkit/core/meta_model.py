@@ -4,7 +4,7 @@ judging a method before any weight is loaded."""
 
 import json
 
-from quantkit.core.atomic import write_json
+from quantkit.core.atomic import read_json, write_json
 from quantkit.core.library_tables import version_of
 
 
@@ -17,7 +17,7 @@ def decoder_linear_types(config: dict) -> set[str]:
 
     path = cache_dir("support") / f"linear-types-transformers-{version}.json"
     try:
-        known = json.loads(path.read_text())
+        known = read_json(path)
     except (OSError, json.JSONDecodeError):
         known = {}
     if architecture not in known:

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from quantkit.core.atomic import read_json
 from quantkit.core.errors import InputError
 
 REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # owner/name on a hub
@@ -34,7 +35,7 @@ def load_config(model_dir: Path) -> dict:
     if not path.is_file():
         raise InputError(f"{model_dir} has no config.json", hint="is it a Hugging Face model folder?")
     try:
-        return json.loads(path.read_text())
+        return read_json(path)
     except json.JSONDecodeError as exc:
         raise InputError(f"{path} is not valid JSON: {exc}") from exc
 

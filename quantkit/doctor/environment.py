@@ -3,13 +3,13 @@ do: the machine, the GPU, the libraries and how llama.cpp was built, the caches 
 live smoke of each engine. ``doctor()`` is the Python API; the CLI renders its dict."""
 
 import ctypes
-import json
 import os
 import platform
 import sys
 from importlib import metadata
 from pathlib import Path
 
+from quantkit.core.atomic import read_json
 from quantkit.core.paths import quantkit_home
 
 LIBRARIES = (
@@ -153,7 +153,7 @@ def llama_cpp_build() -> dict:
         if (folder / name).is_file():
             info[key] = (folder / name).read_text().strip()
     if (folder / "BUILD.json").is_file():
-        info["tools_build"] = json.loads((folder / "BUILD.json").read_text())
+        info["tools_build"] = read_json(folder / "BUILD.json")
     return info
 
 

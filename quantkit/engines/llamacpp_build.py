@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from quantkit.core.atomic import read_json
 from quantkit.core.child import run_json_child
 from quantkit.core.crash import crash_error, crashed
 from quantkit.core.errors import EngineError
@@ -56,7 +57,7 @@ def build_record() -> dict:
     url = json.loads(direct).get("url", "") if direct else ""
     built = Path(url.removeprefix("file://")).parent / "BUILD.json" if url.startswith("file://") else None
     if built and built.is_file():
-        wheel = json.loads(built.read_text())
+        wheel = read_json(built)
         record.update({k: wheel.get(k) for k in ("cmake_args", "cflags", "amx_instructions")})
     return record
 

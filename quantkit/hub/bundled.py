@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from quantkit.core.atomic import atomic_dir
+from quantkit.core.atomic import atomic_dir, read_json
 from quantkit.core.errors import DependencyError, InputError
 from quantkit.core.manifest import SOURCE_MANIFEST
 from quantkit.core.paths import cache_dir
@@ -89,7 +89,7 @@ def materialize(spec: str, dtype: str = "bfloat16") -> Path:
 
 def is_current(folder: Path) -> bool:
     try:
-        source = json.loads((folder / SOURCE_MANIFEST).read_text())
+        source = read_json(folder / SOURCE_MANIFEST)
     except (OSError, json.JSONDecodeError):
         return False
     return source.get("materialize_version") == MATERIALIZE_VERSION
@@ -143,7 +143,7 @@ def build(spec: str, final: Path, dtype: str) -> None:
 
 def repair_byte_level_bpe(tokenizer_json: Path) -> None:
     """Rewrite a GGUF-born tokenizer.json in place (see ``unfallback_byte_level_bpe``)."""
-    data = json.loads(tokenizer_json.read_text())
+    data = read_json(tokenizer_json)
     if unfallback_byte_level_bpe(data):
         tokenizer_json.write_text(json.dumps(data, ensure_ascii=False, indent=2))
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path, PurePosixPath
 
-from quantkit.core.atomic import write_json
+from quantkit.core.atomic import read_json, write_json
 from quantkit.core.errors import DownloadError, InputError, PreflightError
 from quantkit.core.manifest import SOURCE_MANIFEST, now_iso
 from quantkit.core.modelinfo import REPO_ID, ModelInfo, human_size
@@ -156,7 +156,7 @@ def offline_copy(hub, repo_id: str, source: str, revision: str, local_dir) -> Do
     found = []
     for folder in candidates:
         with contextlib.suppress(OSError, ValueError):
-            data = json.loads((folder / SOURCE_MANIFEST).read_text())
+            data = read_json(folder / SOURCE_MANIFEST)
             if (data.get("source"), data.get("repo_id")) == (source, repo_id) and revision in (
                 data.get("revision"),
                 data.get("commit"),
@@ -277,7 +277,7 @@ def _describe(hub, repo_id, commit, first, where, token, endpoint, previous=None
     folder = hub.fetch(repo_id, commit, [glob.escape(f.name) for f in first], where, token, endpoint, False)
     verify(hub, folder, first, previous or {})
     try:
-        config = json.loads((folder / "config.json").read_text())
+        config = read_json(folder / "config.json")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DownloadError(f"config.json of {repo_id} is not valid JSON: {exc}") from exc
     return describe(config=config)

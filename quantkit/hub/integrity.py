@@ -3,10 +3,10 @@ sha256 (or the git blob id HF gives small files) in one read, and which files a 
 
 import contextlib
 import hashlib
-import json
 from pathlib import Path
 
 from quantkit.core import events
+from quantkit.core.atomic import read_json
 from quantkit.core.errors import DownloadError, IntegrityError
 from quantkit.core.manifest import SOURCE_MANIFEST
 from quantkit.hub.listing import FileRecord, RemoteFile
@@ -52,7 +52,7 @@ def previous_records(folder: Path, commit: str) -> dict[str, dict]:
     """Files an earlier verified run recorded for this commit and that have not changed since."""
     manifest = folder / SOURCE_MANIFEST
     with contextlib.suppress(OSError, ValueError):
-        data = json.loads(manifest.read_text())
+        data = read_json(manifest)
         if data.get("commit") == commit:
             written = manifest.stat().st_mtime
             return {

@@ -14,6 +14,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from quantkit.core.atomic import read_json
 from quantkit.core.errors import InputError
 from quantkit.core.verdict import reasons_of, verdict_of
 
@@ -103,7 +104,7 @@ def load_run(run_dir: Path) -> dict:
     if not file.is_file():
         raise InputError(f"{run_dir} has no results.json", hint="give the folder of a finished `quantkit run`")
     try:
-        return json.loads(file.read_text())
+        return read_json(file)
     except json.JSONDecodeError as exc:
         raise InputError(f"{file} is not valid JSON: {exc}") from exc
 
@@ -115,11 +116,11 @@ def run_config(run_dir: Path, data: dict) -> tuple[dict | None, str]:
     record = run_dir / "stages" / "model.json"
     places = []
     if record.is_file():
-        places.append(Path(json.loads(record.read_text()).get("path", "")) / "config.json")
+        places.append(Path(read_json(record).get("path", "")) / "config.json")
     places += [Path(a["path"]) / "config.json" for a in data.get("artifacts", []) if a.get("path")]
     for path in places:
         if path.is_file():
-            return json.loads(path.read_text()), str(path)
+            return read_json(path), str(path)
     config, where = find_config(str(data.get("model") or ""), "hf", None, None)
     return config, where
 

@@ -10,14 +10,13 @@ Layout of OUT: ``artifacts/NAME/`` (the quantize output), ``bench/NAME.json``, `
 ``results.json``, ``report.md`` (+ plots).
 """
 
-import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from quantkit.benchmark.gates import Gates
 from quantkit.core import events
-from quantkit.core.atomic import write_json
+from quantkit.core.atomic import read_json, write_json
 from quantkit.core.errors import GateFailed, QuantkitError
 from quantkit.pipeline.recipe_schema import ArtifactSpec, Recipe, settings_key
 from quantkit.pipeline.stages import Stages, bench_settings, model_settings, quantize_settings  # noqa: F401  (re-exported for tests)
@@ -148,7 +147,7 @@ def stage_bench(
     file = out_dir / "bench" / f"{spec.name}.json"
     if not force and stages.matches(stage, key) and file.is_file():
         say(f"[bench {spec.name}] skipped (up to date: {file})")
-        return json.loads(file.read_text()), False
+        return read_json(file), False
     stages.forget(stage)
     results, started_all = [], time.time()
     targets = bench_targets(spec, artifact)
@@ -209,7 +208,7 @@ def run_artifact(recipe, spec, model_dir, out_dir, stages, force) -> ArtifactOut
         say(f"[{stage} {spec.name}] FAILED: {outcome.error}")
         return outcome
     for stage in ("quantize", "bench"):
-        record = json.loads((stages.folder / f"{spec.name}.{stage}.json").read_text())
+        record = read_json(stages.folder / f"{spec.name}.{stage}.json")
         outcome.seconds[stage] = record.get("seconds")
     for result in outcome.results:
         outcome.gate_failures += [f"{result['name']}: {why}" for why in check_gates(result, spec.gates)]

@@ -5,7 +5,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from quantkit.core.atomic import write_json
+from quantkit.core.atomic import read_json, write_json
 from quantkit.pipeline.recipe_schema import ArtifactSpec, Recipe, settings_key
 
 
@@ -28,7 +28,7 @@ class Stages:
         if not path.is_file():
             return None
         try:
-            record = json.loads(path.read_text())
+            record = read_json(path)
         except json.JSONDecodeError:
             return None
         return record if record.get("key") == key else None

@@ -2,12 +2,11 @@
 manifest and the model card that every method shares. The method does only its library call;
 ``verify`` then loads the result in its own runtime, in a fresh process, before it is renamed."""
 
-import json
 import time
 from dataclasses import fields
 from pathlib import Path
 
-from quantkit.core.atomic import atomic_dir, check_output
+from quantkit.core.atomic import atomic_dir, check_output, read_json
 from quantkit.core.card import write_model_card
 from quantkit.core.errors import InputError, PreflightError
 from quantkit.core.manifest import SOURCE_MANIFEST, bits_per_weight, library_versions, write_manifest
@@ -118,7 +117,7 @@ def source_record(spec: str | Path, model_dir: Path) -> dict:
     record = {"model": str(spec), "path": str(model_dir)}
     source_file = model_dir / SOURCE_MANIFEST
     if source_file.is_file():
-        src = json.loads(source_file.read_text())
+        src = read_json(source_file)
         for key in ("source", "repo_id", "revision", "commit", "bundled"):
             if key in src:
                 record[key] = src[key]

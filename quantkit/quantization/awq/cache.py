@@ -14,7 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
-from quantkit.core.atomic import atomic_dir
+from quantkit.core.atomic import atomic_dir, read_json
 from quantkit.core.paths import cache_dir
 
 KEEP = 2
@@ -56,7 +56,7 @@ def lookup(key: str) -> tuple[Path, dict] | None:
     if not record.is_file():
         return None
     try:
-        data = json.loads(record.read_text())
+        data = read_json(record)
     except json.JSONDecodeError:
         return None
     os.utime(folder)

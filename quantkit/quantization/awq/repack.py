@@ -15,6 +15,7 @@ AutoAWQ is archived (tests check it against an independent unpacker and a real l
 import json
 from pathlib import Path
 
+from quantkit.core.atomic import read_json
 from quantkit.core.errors import QuantizeError
 
 AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # AutoAWQ GEMM's interleave, fixed by its CUDA kernel
@@ -73,7 +74,7 @@ def repack(ct_dir: Path, out_dir: Path) -> dict:
     from safetensors.torch import save_file
 
     ct_dir, out_dir = Path(ct_dir), Path(out_dir)
-    config = json.loads((ct_dir / "config.json").read_text())
+    config = read_json(ct_dir / "config.json")
     quant = config.get("quantization_config") or {}
     group = group_size_of(quant)
     shards = sorted(ct_dir.glob("*.safetensors"))
@@ -93,7 +94,7 @@ def repack(ct_dir: Path, out_dir: Path) -> dict:
         weight_map.update(dict.fromkeys(tensors, shard.name))
         total += sum(t.numel() * t.element_size() for t in tensors.values())
     if (ct_dir / INDEX).is_file():
-        index = json.loads((ct_dir / INDEX).read_text())
+        index = read_json(ct_dir / INDEX)
         index["metadata"] = {**index.get("metadata", {}), "total_size": total}
         index["weight_map"] = dict(sorted(weight_map.items()))
         (out_dir / INDEX).write_text(json.dumps(index, indent=2) + "\n")
