@@ -134,3 +134,9 @@ architectures: install
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The one-shot GPU check (benchmarks/gpu_check.py): the demo and a random 1B recipe on cuda, NVML
+# peaks against the estimates, the numbers into docs/gpu.md. GPU_CHECK_ARGS=--dry-run anywhere.
+.PHONY: gpu-check
+gpu-check: install
+	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
