@@ -35,20 +35,6 @@ IMATRIX_S_PER_B_PER_KTOK = 8.0  # llama-imatrix on the CPU (SmolLM2, 16 x 64 tok
 DECODE_BANDWIDTH = {"cpu": 10e9, "cuda": 1.5e12}  # bytes/s actually achieved in batch-1 decode
 HF_CPU_DECODE_CAP = 20.0  # tok/s: transformers' decode loop on CPU is Python-bound (FACTS)
 SMOKE_TOKENS = 3 * 128  # three turns of the smoke chat, a typical reply length each
-GGUF_BITS = {
-    "F16": 16,
-    "BF16": 16,
-    "Q8_0": 8.5,
-    "Q6_K": 6.56,
-    "Q5_K_M": 5.69,
-    "Q5_K_S": 5.54,
-    "Q5_0": 5.5,
-    "Q4_K_M": 4.85,
-    "Q4_K_S": 4.58,
-    "Q4_0": 4.5,
-    "Q3_K_M": 3.91,
-    "Q2_K": 3.35,
-}
 # Peak RAM of quantizing on the CPU, as a multiple of the model's size in the dtype it is held in:
 # AWQ calibrates in fp32 and saves a 16-bit copy; bitsandbytes' quantize-at-load peaks under 2x its
 # load dtype (SmolLM2); llama.cpp's lazy converter holds about one F16 copy.
@@ -140,10 +126,11 @@ class Footprint:
     hessians: bool = False  # a GPTQ pass: n_in x n_in fp32 Hessians per Linear of a layer
 
 
-def gguf_footprint(types: list[str], calib_samples: int = 0, calib_seq_len: int = 0) -> Footprint:
+def gguf_footprint(types: list[str], bits: tuple[float, ...], calib_samples: int = 0, calib_seq_len: int = 0) -> Footprint:
+    """One file per GGUF type, each at its bits per weight (the gguf method's table)."""
     return Footprint(
         "llama.cpp",
-        tuple(GGUF_BITS.get(t, 8) for t in types),
+        tuple(bits),
         calib_samples=calib_samples,
         calib_seq_len=calib_seq_len,
         files=tuple(types),

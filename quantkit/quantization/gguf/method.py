@@ -17,6 +17,38 @@ from quantkit.quantization.gguf.tools import CONVERTER_TYPES, FTYPES  # tables; 
 from quantkit.quantization.options import CalibrationOptions, CommonOptions, option
 
 DEFAULT_TYPE = "Q4_K_M"
+# Bits per weight of a whole file of each type, scales and mixed tensors included, for the size
+# estimates: K and legacy types from llama.cpp's LLaMA-7B table (Q2_K_S: the size of Q2_K in
+# llama-quantize's Llama-3-8B list), IQ types from llama-quantize's own list ("3.66 bpw" for IQ3_M).
+BITS_PER_WEIGHT = {
+    "F16": 16.0,
+    "BF16": 16.0,
+    "Q8_0": 8.5,
+    "Q6_K": 6.56,
+    "Q5_K_M": 5.69,
+    "Q5_K_S": 5.54,
+    "Q5_0": 5.5,
+    "Q4_K_M": 4.85,
+    "Q4_K_S": 4.58,
+    "Q4_0": 4.5,
+    "IQ4_XS": 4.25,
+    "IQ4_NL": 4.5,
+    "Q3_K_L": 4.27,
+    "Q3_K_M": 3.91,
+    "Q3_K_S": 3.5,
+    "IQ3_M": 3.66,
+    "IQ3_S": 3.44,
+    "IQ3_XS": 3.3,
+    "IQ3_XXS": 3.06,
+    "Q2_K": 3.35,
+    "Q2_K_S": 3.35,
+    "IQ2_M": 2.7,
+    "IQ2_S": 2.5,
+    "IQ2_XS": 2.31,
+    "IQ2_XXS": 2.06,
+    "IQ1_M": 1.75,
+    "IQ1_S": 1.56,
+}
 # The importance matrix is on by default at 4 bits and below, where it measured better on SmolLM2
 # (docs/gguf.md); above that the grids are fine enough that it changes little.
 IMATRIX_MAX_BITS = 4
@@ -60,7 +92,8 @@ class GgufMethod:
 
     def footprint(self, options: GgufOptions) -> Footprint:
         with_imatrix = imatrix_types(options.gguf_types, options.imatrix)
-        return gguf_footprint(options.gguf_types, *((options.calib_samples, options.calib_seq_len) if with_imatrix else ()))
+        bits = tuple(BITS_PER_WEIGHT[t] for t in options.gguf_types)
+        return gguf_footprint(options.gguf_types, bits, *((options.calib_samples, options.calib_seq_len) if with_imatrix else ()))
 
     def check(self, model_dir: Path, config: dict, options: GgufOptions) -> None:
         from quantkit.core.preflight import check_quantize_memory
