@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from quantkit.core.card import fill_card_results, write_model_card
+from quantkit.benchmark.report import fill_card
+from quantkit.core.card import write_model_card
 from quantkit.core.errors import IntegrityError
 from quantkit.core.manifest import MANIFEST, read_manifest, verify, write_manifest
 
@@ -24,7 +25,7 @@ def test_model_card_header_and_results(tmp_path):
     card = (tmp_path / "README.md").read_text()
     assert card.startswith("---\nbase_model: org/model\n")
     assert "quantized_by: quantkit" in card
-    fill_card_results(tmp_path, "| metric | value |\n|---|---|\n| tg128 | 42 |")
+    fill_card(tmp_path, [{"engine": "transformers", "bits": 4, "decode_tokens_per_s": 42.25, "prefill_tokens_per_s": 812.5}])
     card = (tmp_path / "README.md").read_text()
-    assert "| tg128 | 42 |" in card and "Not benchmarked yet" not in card
+    assert "42.2" in card and "812" in card and "Not benchmarked yet" not in card
     assert json.loads((tmp_path / MANIFEST).read_text())["method"] == "awq"

@@ -15,6 +15,7 @@ from quantkit.core.atomic import PARTIAL_MARK
 from quantkit.core.errors import InputError, PreflightError
 from quantkit.quantization.base import copy_support_files
 from quantkit.quantization.quantize import quantize
+from quantkit.quantization.registry import get_method, make_options
 
 # A Llama-3.1-405B-shaped config.json: ~400B parameters, far beyond this machine's RAM.
 HUGE = {
@@ -131,11 +132,13 @@ def test_not_enough_ram(tmp_path, capsys):
     model = fake_model(tmp_path / "huge", HUGE)
     line = fails_in_one_line(capsys, tmp_path, model, "--method", "nf4", "-o", tmp_path / "out")
     assert "RAM" in line and "--force" in line
-    # --force skips the check (the estimate is still returned): ~400B params x 2 bytes x 2.
-    need = preflight.check_memory(HUGE, None, 2.0, force=True)
-    assert 1.4e12 < need < 1.8e12
+    # --force skips the check (the estimate is still returned): nf4 loads ~400B params at 16 bits.
+    nf4 = get_method("nf4")
+    forced, plain = make_options("nf4", {"device": "cpu", "force": True}), make_options("nf4", {"device": "cpu"})
+    need = preflight.check_quantize_memory(HUGE, "nf4", nf4.footprint(forced), forced)
+    assert need.ram_bytes > 2e11
     with pytest.raises(PreflightError):
-        preflight.check_memory(HUGE, None, 2.0)
+        preflight.check_quantize_memory(HUGE, "nf4", nf4.footprint(plain), plain)
 
 
 def test_device_resolution_and_cuda_refusal(tiny_llama, tmp_path, capsys):

@@ -239,18 +239,6 @@ def load_test(
     ]
 
 
-def sweep(urls: list[str] | tuple, concurrency: list[int] | tuple = (1, 2, 4, 8), **options) -> dict:
-    """The same load test at each concurrency level against each server in turn (e.g. quantkit
-    serve and llama-server on the same artifact): {"servers": [{"url", "results": [...]}]}."""
-    if not urls:
-        raise InputError("give at least one server URL")
-    return {
-        "servers": [
-            {"url": url, "results": [r.to_dict() for r in load_test(url, concurrency=concurrency, **options)]} for url in urls
-        ]
-    }
-
-
 def plot_sweep(data: dict, file) -> bool:
     """PNG: output tok/s and TTFT p50 against concurrency, one line per server; False when no
     server ran more than one concurrency level."""

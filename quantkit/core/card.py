@@ -262,15 +262,3 @@ def write_model_card(
     """A model card in the Hub's format (``quantkit.core.card``): metadata header, settings, a results
     section that ``quantkit report`` fills in later, and how to load it."""
     render(manifest, results, usage, title or folder.name).save(folder / CARD)
-
-
-def fill_card_results(folder: Path, results_markdown: str) -> None:
-    """Replace the results section of an existing model card."""
-    card = folder / CARD
-    text = card.read_text()
-    start, end = text.find(RESULTS_BEGIN), text.find(RESULTS_END)
-    if start < 0 or end < 0:
-        text += f"\n## Results\n\n{RESULTS_BEGIN}\n{results_markdown.strip()}\n{RESULTS_END}\n"
-    else:
-        text = text[: start + len(RESULTS_BEGIN)] + "\n" + results_markdown.strip() + "\n" + text[end:]
-    card.write_text(text)

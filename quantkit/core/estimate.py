@@ -349,8 +349,3 @@ def gpu_layers(bench, device: str) -> int | None:
     """llama.cpp's offload as the engine resolves it: on cuda, 0 (the default) means all layers."""
     layers = getattr(bench, "n_gpu_layers", 0)
     return -1 if device == "cuda" and not layers else layers
-
-
-def describe_need(need: Need) -> str:
-    gpu = f", GPU {human_size(need.gpu_bytes)}" if need.gpu_bytes else ""
-    return f"RAM {human_size(need.ram_bytes)}{gpu}"

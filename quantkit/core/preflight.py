@@ -12,14 +12,13 @@ Each helper raises a typed error with a one-line fix, or returns quietly:
   must fit in the RAM available now and in the GPU's free memory (``torch.cuda.mem_get_info``);
   ``force`` (``--force``, ``force: true`` in a recipe) skips both.
 - ``check_fit(need, stage, force)``: the same test for any estimate (bench uses it too).
-- ``check_memory(config, dtype, factor, force)``: RAM only, parameters x bytes x ``factor``.
 """
 
 import psutil
 
 from quantkit.core.errors import InputError, PreflightError
-from quantkit.core.estimate import LIBRARY_ALLOWANCE_BYTES, Need, quantize_need
-from quantkit.core.modelinfo import DTYPE_BYTES, config_dtype, estimate_params, human_size
+from quantkit.core.estimate import Need, quantize_need
+from quantkit.core.modelinfo import human_size
 
 
 def cuda_available() -> bool:
@@ -70,20 +69,6 @@ def require_trusted_code(config: dict, trust_remote_code: bool) -> None:
             f"model type {model_type!r} needs the model's own code to load",
             hint="pass `trust_remote_code=True` if you trust its authors",
         )
-
-
-def estimate_peak_bytes(config: dict, dtype: str | None, factor: float) -> int:
-    """Parameters x bytes per parameter (``dtype``, default the checkpoint's) x ``factor``."""
-    dtype = dtype if dtype and dtype != "auto" else config_dtype(config)
-    per_param = DTYPE_BYTES.get(dtype.replace("torch.", ""), 4)
-    return int(estimate_params(config) * per_param * factor) + LIBRARY_ALLOWANCE_BYTES
-
-
-def check_memory(config: dict, dtype: str | None, factor: float, force: bool = False) -> int:
-    """Refuse when the estimated peak does not fit in available RAM; return the estimate."""
-    need = estimate_peak_bytes(config, dtype, factor)
-    check_fit(Need(need), "this run", force)
-    return need
 
 
 def gpu_free_bytes() -> tuple[int, int] | None:

@@ -38,6 +38,8 @@ class Engine(Protocol):
     threads: int  # compute threads in use
     n_params: int | None  # parameter count (None when unknown)
     weights_bytes: int  # bytes of weight files loaded (read per decoded token, roughly)
+    # Optional, for serve's continuous batching: batch_decoder(n_seq, n_ctx_seq) returns an object with
+    # step({seq: ids}) -> {seq: next-token logits}, free(seq) and close() (engines/hf_batch.py, llamacpp_batch.py).
 
     def tokenize(self, text: str, add_special: bool = False) -> list[int]: ...
 
@@ -69,23 +71,5 @@ class Engine(Protocol):
     def forward(self, ids: list[int]):
         """Append ``ids`` to the running context and return the float32 numpy logits [vocab] of
         the last position; returns only when the device is done (timing-safe)."""
-
-    def close(self) -> None: ...
-
-
-class BatchDecoder(Protocol):
-    """Optional (``engine.batch_decoder(n_seq, n_ctx_seq)``): ``n_seq`` sequences decoded together,
-    as the server's continuous batch uses them. Sequence ids are 0..n_seq-1."""
-
-    n_seq: int
-    n_ctx_seq: int  # tokens one sequence may hold
-    max_batch_tokens: int | None  # tokens one step may take in all (None: no limit)
-
-    def step(self, feeds: dict[int, list[int]]) -> dict:
-        """Append ``feeds[seq]`` to each sequence in one engine call; returns each fed sequence's
-        next-token logits (float32 numpy [vocab])."""
-
-    def free(self, seq: int) -> None:
-        """Forget sequence ``seq`` (its KV cache is free for the next request)."""
 
     def close(self) -> None: ...
