@@ -197,3 +197,50 @@ def test_sigkill_during_a_recipes_bench_then_rerun(tiny_llama, tmp_path):
     assert "[quantize nf4] skipped (up to date" in rerun.stderr and "[bench nf4] done" in rerun.stderr
     results = json.loads((out / "results.json").read_text())
     assert results["passed"] and (out / "bench" / "nf4.json").is_file() and (out / "report.md").is_file()
+
+
+# --- every stage that writes, every method ---------------------------------------------------------
+
+FEW = ["--calib-samples", "4", "--calib-seq-len", "64"]
+# (method, its flags, the child process whose start marks the stage to kill in). Verification is
+# every method's last step before the rename: the most finished-looking moment to die in.
+KILL_POINTS = {
+    "awq-verification": ("awq", FEW, "verify_runtime.py"),
+    "gptq-verification": ("gptq", ["--group-size", "64", *FEW], "verify_runtime.py"),
+    "w8a8-verification": ("w8a8", FEW, "verify_runtime.py"),
+    "fp8-verification": ("fp8", [], "verify_runtime.py"),
+    "nf4-verification": ("nf4", [], "verify_runtime.py"),
+    "int8-verification": ("int8", [], "verify_runtime.py"),
+    "gguf-llama-imatrix": ("gguf", ["--gguf-type", "Q4_K_M", *FEW], "llama-imatrix"),
+    "gguf-llama-quantize": ("gguf", ["--gguf-type", "Q4_K_M", *FEW], "llama-quantize"),
+    "gguf-checks": ("gguf", ["--gguf-type", "Q8_0"], "quantkit.quantization.gguf.checks"),
+    "gguf-verification": ("gguf", ["--gguf-type", "Q8_0"], "verify_runtime.py"),
+}
+
+
+def test_every_method_has_a_kill_point():
+    """A new method joins the kill tests (the registry is the list)."""
+    from quantkit.quantization.registry import METHODS
+
+    assert {method for method, _, _ in KILL_POINTS.values()} == set(METHODS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_sigkill_in_each_writing_stage_leaves_nothing_finished_then_rerun(point, tiny_llama, tmp_path):
+    method, flags, child = KILL_POINTS[point]
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    out = folder / "out"
+    args = ["quantize", str(tiny_llama), "--method", method, *flags, "-o", str(out)]
+    proc = start(*args)
+    children = children_running(proc, child, timeout=900)
+    assert kill(proc, signal.SIGKILL) == -signal.SIGKILL
+    assert_gone(children)
+    assert not out.exists()
+    only_staging_left(folder)
+    rerun = subprocess.run([sys.executable, "-m", "quantkit", *args], capture_output=True, text=True, timeout=1200)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert [p.name for p in folder.iterdir()] == ["out"]  # the killed run's staging folder was swept
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["method"] == method and manifest["verification"]
