@@ -22,6 +22,7 @@ DOCUMENTED = (
     "size_bytes",
     "bits_per_weight",
     "passed",
+    "verdict",
     "environment",
     "decode_latency_ms",
     "load_s",
@@ -105,16 +106,24 @@ def test_bench_hf_folder_cli_json(smollm2, tmp_path, capsys):
     assert data["engine"] == "transformers" and data["bits"] == 16 and data["smoke"] is None
     # Itself: only the cache's uint16 storage of the base's log-probs (16 nats / 65535 levels) differs.
     assert data["quality"]["kld_mean"] < 1e-4 and data["quality"]["top1_agreement"] == 1.0
-    assert data["passed"] is True
+    # --no-smoke: no gate failed, but the smoke was skipped, so it is unvalidated (exit 0, not passed)
+    assert data["failures"] == [] and data["verdict"] == "unvalidated" and data["passed"] is False
+    assert data["unvalidated"] == ["smoke chat skipped"]
     captured = capsys.readouterr()
     assert captured.out.strip().endswith(str(out)) and "tg16" in captured.err
 
 
-def test_bench_without_a_base_skips_quality():
+def test_bench_without_a_base_is_unvalidated_not_passed():
+    """No base: quality is skipped and the smoke here too, so nothing checked it: "unvalidated"
+    (push refuses it without --allow-unvalidated), with ``passed`` false for readers of that key."""
     result = bench(
         bundled_gguf("bundled:smollm2-135m-instruct"), options=options(smoke=False, bandwidth=False, repetitions=1, warmup=0)
     )
-    assert result.quality is None and result.passed and "no base" in result.notes[0]
+    assert result.quality is None and result.failures == [] and "no base" in result.notes[0]
+    assert result.verdict == "unvalidated" and not result.passed
+    data = result.to_dict()
+    assert data["verdict"] == "unvalidated" and data["passed"] is False
+    assert data["unvalidated"] == ["no base model: quality not compared", "smoke chat skipped"]
 
 
 def test_bad_options_are_refused(smollm2):
