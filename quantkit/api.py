@@ -139,8 +139,8 @@ class LoadedModel:
 def load(artifact: str | Path, **engine_settings) -> LoadedModel:
     """Load ``artifact`` (folder, .gguf, ``bundled:NAME``) in the engine its manifest names;
     ``engine_settings`` are EngineOptions fields (``device``, ``threads``, ``n_ctx``, ...)."""
-    from quantkit.benchmark.bench import artifact_path
     from quantkit.engines import EngineOptions, load_engine
+    from quantkit.hub.model_ref import resolve_artifact
 
     options = _options(EngineOptions, engine_settings, "load")
-    return LoadedModel(load_engine(artifact_path(artifact), options))
+    return LoadedModel(load_engine(resolve_artifact(artifact), options))

@@ -4,7 +4,7 @@ import pytest
 
 from quantkit.benchmark.report import fill_card
 from quantkit.core.card import write_model_card
-from quantkit.core.errors import IntegrityError
+from quantkit.core.errors import InputError, IntegrityError
 from quantkit.core.manifest import MANIFEST, read_manifest, verify, write_manifest
 
 
@@ -29,3 +29,15 @@ def test_model_card_header_and_results(tmp_path):
     card = (tmp_path / "README.md").read_text()
     assert "42.2" in card and "812" in card and "Not benchmarked yet" not in card
     assert json.loads((tmp_path / MANIFEST).read_text())["method"] == "awq"
+
+
+def test_resolve_artifact_is_the_one_rule_for_what_runs(tmp_path):
+    """bench, chat, serve and qk.load take the same things: a file as it is, else a model folder."""
+    from quantkit.hub.model_ref import resolve_artifact
+
+    gguf = tmp_path / "model.Q4_K_M.gguf"
+    gguf.write_bytes(b"GGUF")
+    assert resolve_artifact(str(gguf)) == gguf.resolve()
+    assert resolve_artifact(tmp_path) == tmp_path.resolve()
+    with pytest.raises(InputError, match="neither an existing folder nor a hub repo id"):
+        resolve_artifact(tmp_path / "missing")

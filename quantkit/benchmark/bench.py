@@ -34,7 +34,6 @@ from quantkit.benchmark.quality import QualityOptions, eval_text
 from quantkit.benchmark.result import BenchResult, Stat, percentiles_ms
 from quantkit.benchmark.smoke import SmokeOptions
 from quantkit.core import events
-from quantkit.core.errors import InputError
 from quantkit.core.manifest import library_versions, read_manifest
 from quantkit.core.memory import PeakRSS, cuda_memory, device_memory, llamacpp_device_memory
 from quantkit.core.settings import option, validate
@@ -77,18 +76,6 @@ class BenchOptions:
         self.gates = self.gates or Gates()
         self.smoke_options = self.smoke_options or SmokeOptions()
         self.quality_options = replace(self.quality_options or QualityOptions(), max_tokens=self.eval_tokens)
-
-
-def artifact_path(artifact: str | Path) -> Path:
-    from quantkit.hub.bundled import is_bundled
-    from quantkit.hub.model_ref import resolve_model
-
-    if is_bundled(str(artifact)):
-        return resolve_model(artifact)
-    path = Path(artifact).expanduser()
-    if not path.exists():
-        raise InputError(f"{path} does not exist", hint="give an artifact folder, a model folder or a .gguf file")
-    return path.resolve()
 
 
 def default_base(manifest: dict | None, download: bool = True) -> Path | None:
@@ -209,7 +196,9 @@ def bench(artifact: str | Path, *, base: str | Path | None = None, options: Benc
     options = options or BenchOptions()
     validate(options, "bench")
     step = functools.partial(events.progress, events.logger(__name__), "bench")
-    path = artifact_path(artifact)
+    from quantkit.hub.model_ref import resolve_artifact
+
+    path = resolve_artifact(artifact)
     manifest = read_manifest(path)
     notes = []
     if base is None and (options.quality or options.smoke):

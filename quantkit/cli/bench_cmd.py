@@ -54,7 +54,8 @@ def command(artifact, base, json_file, url, serving_engine, **flags):
     """Benchmark ARTIFACT: load time, memory, prefill/decode speed, latency, bandwidth, smoke chat
     and quality against its base model; exits 3 when a gate fails.
 
-    ARTIFACT is a quantkit artifact folder, a Hugging Face model folder or a .gguf file."""
+    ARTIFACT is a quantkit artifact folder, a Hugging Face model folder, a .gguf file, bundled:NAME
+    or a hub repo id."""
     load = {k: flags.pop(k) for k in list(flags) if k in URL_PARAMS}
     if url:  # a serving load test (quantkit.benchmark.loadtest) instead of an artifact benchmark
         from quantkit.cli import bench_url

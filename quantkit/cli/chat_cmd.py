@@ -1,4 +1,3 @@
-from pathlib import Path
 
 import click
 
@@ -27,16 +26,6 @@ def engine_flags(func):
     ):
         func = decorator(func)
     return func
-
-
-def artifact_path(spec: str) -> Path:
-    """A .gguf file as it is; anything else through resolve_model (folder, bundled:NAME, hub id)."""
-    path = Path(spec).expanduser()
-    if path.is_file():
-        return path.resolve()
-    from quantkit.hub.model_ref import resolve_model
-
-    return resolve_model(spec)
 
 
 def engine_options(**flags):
@@ -85,7 +74,9 @@ def command(
     # Ctrl-C must stop a reply even when we were started with SIGINT ignored (a background job,
     # nohup, some CI shells): Python then installs no KeyboardInterrupt handler of its own.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    path = artifact_path(artifact)
+    from quantkit.hub.model_ref import resolve_artifact
+
+    path = resolve_artifact(artifact)
     click.echo(f"loading {path} ...", err=True)
     runner = load_engine(path, engine_options(**engine_settings), engine)
     try:

@@ -1,6 +1,6 @@
 import click
 
-from quantkit.cli.chat_cmd import artifact_path, engine_flags, engine_options
+from quantkit.cli.chat_cmd import engine_flags, engine_options
 
 
 @click.command(
@@ -66,9 +66,10 @@ def command(
     **engine_settings,
 ):
     """Serve ARTIFACT with an OpenAI-compatible API and a web chat page."""
+    from quantkit.hub.model_ref import resolve_artifact
     from quantkit.serve.app import ServeOptions, serve
 
-    path = artifact_path(artifact)
+    path = resolve_artifact(artifact)
     click.echo(f"loading {path} ...", err=True)
     options = ServeOptions(
         host=host,

@@ -25,6 +25,15 @@ def resolve_model(
     return download(text, source=source, revision=revision, token=token, allow_pickle=allow_pickle).path
 
 
+def resolve_artifact(spec: str | Path) -> Path:
+    """What bench, chat, serve and ``qk.load`` run: a file (.gguf) as it is, anything else as a
+    model folder (an artifact or HF folder, ``bundled:NAME``, a hub repo id, fetched)."""
+    path = Path(str(spec)).expanduser()
+    if path.is_file():
+        return path.resolve()
+    return resolve_model(spec)
+
+
 def model_name(spec: str | Path) -> str:
     """A short name for output folders: the last part of the folder, repo id or bundled name."""
     text = str(spec).rstrip("/")
