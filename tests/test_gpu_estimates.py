@@ -36,10 +36,11 @@ def test_qwen25_7b_awq_calibration_by_hand():
     # hidden 3584, intermediate 18944, 28 heads / 4 KV heads of 128, 128 x 512 tokens, batch 8
     layer = (3584 * 3584 + 2 * 3584 * 512 + 3584 * 3584 + 3 * 3584 * 18944) * 2  # 466 MB, one layer in bf16
     clones = 2 * (2 * 18944 * 3584 * 2)  # gate+up's orig_layer_weights + the grid point's weights: 543 MB
-    cached = 128 * 512 * (3584 + 3584 + 3584 + 18944) * 2  # self_attn, o_proj, mlp, down_proj inputs: 3.89 GB
+    # self_attn's input + rotary cos/sin, mlp's, down_proj's (o_proj's not: 4 KV heads): 3.46 GB
+    cached = 128 * 512 * (3584 + 2 * 128 + 3584 + 18944) * 2
     outputs = 2 * 128 * 512 * 3584 * 2  # fp16_outputs + int_w_outputs of one parent: 0.94 GB
     temps = 4 * 8 * 512 * 18944 * 2  # one batch's MLP-wide temporaries: 0.62 GB
-    hand = layer + clones + cached + outputs + temps + CONTEXT  # ~7.5 GB; no lm_head logits (meta device)
+    hand = layer + clones + cached + outputs + temps + CONTEXT  # ~7.1 GB; no lm_head logits (meta device)
     got = need("qwen2.5-7b-instruct", "awq", "cpu", calib_samples=128, calib_seq_len=512).gpu_bytes
     assert close(got, hand), (got / GiB, hand / GiB)
     assert got < 8 * GiB  # the old estimate charged lm_head 3.3 GiB of fp32 logits: 9.4 GiB
@@ -58,10 +59,10 @@ def test_yi_34b_awq_keep_down_proj_by_hand():
     # hidden 7168, intermediate 20480, 56 heads / 8 KV heads of 128, down_proj ignored, 128 x 512
     layer = (2 * 7168 * 7168 + 2 * 7168 * 1024 + 3 * 7168 * 20480) * 2  # 1.12 GB
     clones = 2 * (2 * 20480 * 7168 * 2)  # gate+up: 1.17 GB
-    cached = 128 * 512 * (7168 + 7168 + 7168) * 2  # no down_proj input cached: 2.82 GB
+    cached = 128 * 512 * (7168 + 2 * 128 + 7168) * 2  # no down_proj (ignored) nor o_proj (8 KV heads): 1.91 GB
     outputs = 2 * 128 * 512 * 7168 * 2  # 1.88 GB
     temps = 4 * 8 * 512 * 20480 * 2  # 0.67 GB
-    hand = layer + clones + cached + outputs + temps + CONTEXT  # ~8.7 GB: one 48 GB card is plenty
+    hand = layer + clones + cached + outputs + temps + CONTEXT  # ~7.8 GB: one 48 GB card is plenty
     settings = {"calib_samples": 128, "calib_seq_len": 512, "ignore": ["re:.*down_proj"], "group_size": 128}
     alone = need("yi-34b-chat", "awq", "cpu", **settings)
     assert close(alone.gpu_bytes, hand), (alone.gpu_bytes / GiB, hand / GiB)
@@ -103,3 +104,58 @@ def test_fp8_counts_the_whole_checkpoint_in_ram():
     gpu = need("qwen2.5-7b-instruct", "fp8", "cpu")
     assert bf16 < cpu.ram_bytes < 1.3 * bf16 and bf16 < gpu.ram_bytes < 1.3 * bf16
     assert gpu.gpu_bytes < 3 * GiB  # one module at a time on the GPU
+
+
+def tensor_bytes(value) -> int:
+    """Bytes of the tensors in an IntermediatesCache entry (nested IntermediateValues, tuples)."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.nbytes
+    inner = getattr(value, "value", None)
+    if inner is not None and inner is not value:
+        return tensor_bytes(inner)
+    if isinstance(value, (tuple, list)):
+        return sum(tensor_bytes(v) for v in value)
+    if isinstance(value, dict):
+        return sum(tensor_bytes(v) for v in value.values())
+    return 0
+
+
+def test_awq_cached_inputs_and_outputs_match_llm_compressor_on_the_cpu(tiny_llama, tmp_path, monkeypatch):
+    """The two activation terms of the AWQ pass, read from llm-compressor's own AWQModifier on a
+    tiny Llama (the same code path a GPU runs; fp32 on the CPU, so 4 bytes where a GPU has 2):
+    every sample's parent inputs when smoothing starts, and one parent's outputs."""
+    from llmcompressor.modifiers.transform.awq import AWQModifier
+
+    from quantkit.core.estimate_gpu import awq_cached_width
+
+    monkeypatch.setenv("QUANTKIT_HOME", str(tmp_path / "home"))  # no cached calibration to reuse
+    seen = {"cached": 0, "outputs": 0}
+    smooth, run = AWQModifier._apply_smoothing, AWQModifier._run_samples
+
+    def apply_smoothing(self, model):
+        cached = sum(tensor_bytes(b) for c in self._parent_args_cache.values() for b in c.batch_intermediates)
+        seen["cached"] = max(seen["cached"], cached)
+        return smooth(self, model)
+
+    def run_samples(self, module):
+        outputs = run(self, module)
+        seen["outputs"] = max(seen["outputs"], sum(o.nbytes for o in outputs))
+        return outputs
+
+    monkeypatch.setattr(AWQModifier, "_apply_smoothing", apply_smoothing)
+    monkeypatch.setattr(AWQModifier, "_run_samples", run_samples)
+    samples, seq = 8, 64
+    options = make_options("awq", {"calib_samples": samples, "calib_seq_len": seq, "group_size": 64})
+    out = tmp_path / "awq"
+    out.mkdir()
+    get_method("awq").quantize(tiny_llama, out, options)
+    s = estimate.shape(json.loads((tiny_llama / "config.json").read_text()))
+    # 8 x 64 x (128 + 2 x 32 + 128 + 256) x 4 bytes: hidden states + cos/sin, MLP, down_proj inputs
+    # (o_proj's not: 2 KV heads of 32 against 128 wide, llm-compressor skips that mapping)
+    cached_hand = samples * seq * awq_cached_width(s) * 4
+    outputs_hand = samples * seq * s["hidden"] * 4
+    print("AWQ on a tiny Llama:", seen, "estimated:", cached_hand, outputs_hand)
+    assert close(seen["cached"], cached_hand), (seen["cached"], cached_hand)
+    assert close(seen["outputs"], outputs_hand), (seen["outputs"], outputs_hand)

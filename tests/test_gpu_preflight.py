@@ -109,9 +109,10 @@ def test_ram_factors_follow_where_the_weights_live():
     assert bf16 < gpu_awq.ram_bytes < 1.6 * bf16
     assert gpu_awq.gpu_bytes < bf16 / 1.5
     more = estimate.quantize_need(llama, footprint("awq", calib_samples=512, calib_seq_len=512), "cuda", verify_on="cpu")
-    # 384 more samples x 512 tokens of cached parent inputs (q/k/v, o_proj, MLP, down_proj) and of
-    # one parent's unquantized and quantized outputs, in bf16
-    assert more.gpu_bytes - gpu_awq.gpu_bytes == 384 * 512 * (3 * 4096 + 14336 + 2 * 4096) * 2
+    # 384 more samples x 512 tokens of cached parent inputs (self_attn's with rotary cos/sin, MLP,
+    # down_proj; not o_proj's: grouped KV heads) and of one parent's unquantized and quantized
+    # outputs, in bf16
+    assert more.gpu_bytes - gpu_awq.gpu_bytes == 384 * 512 * (2 * 4096 + 2 * 128 + 14336 + 2 * 4096) * 2
     # Ignoring down_proj drops its (intermediate-wide) cached inputs.
     keep = estimate.quantize_need(
         llama, footprint("awq", calib_samples=128, calib_seq_len=512, ignore=["re:.*down_proj"]), "cuda", verify_on="cpu"

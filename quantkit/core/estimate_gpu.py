@@ -72,10 +72,14 @@ def balance_bytes(s: dict, ignore=()) -> int:
 
 
 def awq_cached_width(s: dict, ignore=()) -> int:
-    """Sum of the input widths whose activations AWQ caches on the device for every sample
-    (``_parent_args_cache``): self_attn's and o_proj's inputs, the MLP's, down_proj's (gone
-    when down_proj is ignored: its mapping is dropped, quantkit.quantization.awq.method.awq_mappings)."""
-    width = 2 * s["hidden"] + s["attn_out"]
+    """Values per token that AWQ caches on the device for every sample (``_parent_args_cache``):
+    self_attn's hidden states and rotary cos/sin, the MLP's input, down_proj's (gone when
+    down_proj is ignored: quantkit drops that mapping), and o_proj's only without grouped KV
+    heads (llm-compressor skips v_proj -> o_proj when the widths differ). Measured on a tiny
+    Llama by tests/test_gpu_estimates.py."""
+    width = s["hidden"] + 2 * s["head_dim"] + s["hidden"]
+    if s["kv_heads"] * s["head_dim"] == s["attn_out"]:
+        width += s["attn_out"]
     if not ignored("model.layers.0.mlp.down_proj", ignore):
         width += s["inter"]
     return width
