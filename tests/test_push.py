@@ -313,7 +313,8 @@ def test_multi_file_gguf_card_is_one_table(tmp_path):
 
 def test_recipe_pushes_only_what_passed(upload_hub, int8_artifact, tmp_path, monkeypatch):
     """``push:`` in a recipe: after the gates, the passing artifact is published, the failing one
-    is not (the quantize and bench stages are replaced; their real tests are elsewhere)."""
+    is not, nor the unvalidated one (benched with no base) unless ``allow_unvalidated`` (the
+    quantize and bench stages are replaced; their real tests are elsewhere)."""
     import importlib
 
     from quantkit.pipeline import run as pipeline
@@ -324,7 +325,11 @@ def test_recipe_pushes_only_what_passed(upload_hub, int8_artifact, tmp_path, mon
         "quantize",  # the module, not the API
         lambda model, method, final, options, overwrite: shutil.copytree(int8_artifact, final),
     )
-    monkeypatch.setattr(pipeline, "bench_one", lambda target, base, recipe: bench_result(target, passed=target.name == "good"))
+    monkeypatch.setattr(
+        pipeline,
+        "bench_one",
+        lambda target, base, recipe: bench_result(target, passed=target.name != "bad", with_base=target.name != "unchecked"),
+    )
     monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN)
     monkeypatch.setenv("HF_ENDPOINT", upload_hub.url)
     recipe = parse_recipe(
@@ -334,6 +339,7 @@ model: {{id: {int8_artifact.parent / "base"}}}
 artifacts:
   - {{name: good, method: int8}}
   - {{name: bad, method: int8}}
+  - {{name: unchecked, method: int8}}
 push:
   repo: acme/pushy-{{name}}
   private: true
@@ -341,9 +347,12 @@ push:
         tmp_path / "pushy.yaml",
     )
     summary = pipeline.run(recipe, tmp_path / "run")
-    good, bad = summary.artifacts
+    good, bad, unchecked = summary.artifacts
     assert good.stages["push"] == "done" and good.pushed.endswith("/acme/pushy-good")
     assert bad.status == "gate_failed" and bad.stages["push"] == "skipped" and bad.pushed is None
+    assert unchecked.status == "unvalidated" and unchecked.stages["push"] == "skipped" and summary.exit_code == 3
+    assert unchecked.unvalidated == ["unchecked: no base model: quality not compared"]
+    assert "acme/pushy-unchecked" not in upload_hub.repos
     assert "acme/pushy-good" in upload_hub.repos and "acme/pushy-bad" not in upload_hub.repos
     assert upload_hub.repos["acme/pushy-good"].private
     results = json.loads((tmp_path / "run" / "results.json").read_text())

@@ -134,6 +134,7 @@ PUSH_KEYS = {
     "private": ("bool", None),
     "revision": ("str?", None),
     "allow_failed": ("bool", None),
+    "allow_unvalidated": ("bool", None),
     "artifacts": ("list[str]", None),
 }
 TOP_KEYS = ("name", "description", "runner", "model", "artifacts", "bench", "gates", "push")

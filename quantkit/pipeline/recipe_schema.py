@@ -65,6 +65,7 @@ class PushSettings:
     private: bool = False
     revision: str | None = None
     allow_failed: bool = False  # also push artifacts that failed their gates (never ones that failed to build)
+    allow_unvalidated: bool = False  # also push unvalidated ones (no base, quality or smoke skipped); cards say so
     artifacts: list[str] = field(default_factory=list)  # which to push (default: all)
 
     def repo_for(self, name: str) -> str:

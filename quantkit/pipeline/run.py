@@ -287,7 +287,7 @@ def _run_stages(recipe: Recipe, specs: list[ArtifactSpec], out_dir: Path, summar
 
 def stage_push(recipe: Recipe, summary: RunSummary) -> None:
     """After the gates: publish each artifact that passed (or failed only its gates, with
-    allow_failed) to the recipe's repo. Always runs: the hub itself skips what it already has."""
+    allow_failed; or is unvalidated, with allow_unvalidated) to the recipe's repo. Always runs: the hub itself skips what it already has."""
     from quantkit.benchmark.report import fill_card
     from quantkit.hub.push import push
 
@@ -295,7 +295,8 @@ def stage_push(recipe: Recipe, summary: RunSummary) -> None:
     for a in summary.artifacts:
         if settings.artifacts and a.name not in settings.artifacts:
             continue
-        if not (a.status == "passed" or (settings.allow_failed and a.status in ("gate_failed", "unvalidated"))):
+        allowed = {"gate_failed": settings.allow_failed, "unvalidated": settings.allow_unvalidated or settings.allow_failed}
+        if not (a.status == "passed" or allowed.get(a.status)):
             a.stages["push"] = "skipped"
             why = {"gate_failed": "it failed its gates", "unvalidated": "it is unvalidated"}.get(a.status, "it was not built")
             say(f"[push {a.name}] skipped: {why}")
@@ -312,6 +313,7 @@ def stage_push(recipe: Recipe, summary: RunSummary) -> None:
                 private=settings.private,
                 revision=settings.revision,
                 allow_failed=settings.allow_failed,
+                allow_unvalidated=settings.allow_unvalidated,
             )
         except QuantkitError as exc:
             a.status, a.failed_stage, a.error = "failed", "push", str(exc)
