@@ -159,3 +159,28 @@ def test_awq_cached_inputs_and_outputs_match_llm_compressor_on_the_cpu(tiny_llam
     print("AWQ on a tiny Llama:", seen, "estimated:", cached_hand, outputs_hand)
     assert close(seen["cached"], cached_hand), (seen["cached"], cached_hand)
     assert close(seen["outputs"], outputs_hand), (seen["outputs"], outputs_hand)
+
+
+def test_gptq_hessians_match_llm_compressor_on_the_cpu(tiny_llama, tmp_path, monkeypatch):
+    """GPTQ's Hessians of one layer as GPTQModifier holds them when it compresses: every
+    quantized Linear's n_in x n_in in fp32 (tiny Llama: 6 x 128^2 + 256^2 values)."""
+    from llmcompressor.modifiers.gptq import GPTQModifier
+
+    from quantkit.core.estimate_gpu import FP32, layer_linears
+
+    seen = []
+    compress = GPTQModifier.compress_modules
+
+    def compress_modules(self):
+        seen.append(sum(h.nbytes for h in self._hessians.values()))
+        return compress(self)
+
+    monkeypatch.setattr(GPTQModifier, "compress_modules", compress_modules)
+    options = make_options("gptq", {"calib_samples": 4, "calib_seq_len": 32, "group_size": 64})
+    out = tmp_path / "gptq"
+    out.mkdir()
+    get_method("gptq").quantize(tiny_llama, out, options)
+    s = estimate.shape(json.loads((tiny_llama / "config.json").read_text()))
+    hand = (6 * 128 * 128 + 256 * 256) * 4
+    assert sum(n_in * n_in * FP32 for n_in, _ in layer_linears(s).values()) == hand
+    assert seen and max(seen) == hand, (seen, hand)
