@@ -151,3 +151,19 @@ def test_a_new_method_gets_its_card_from_its_declaration(sparse_method, tiny_lla
     assert {"sparse", "dense-sparse"} <= set(card.data.tags) and "awq" not in card.data.tags
     assert card.data.library_name == "transformers" and card.data.model_name == "Tiny-Llama-Sparse"
     assert "Loads without quantkit in: transformers, vLLM." in card.text
+
+
+def test_report_renames_an_old_card_after_its_artifact(tmp_path):
+    """A card written when model_name was the folder's name ("fp8" in a run) takes the artifact's
+    name from its manifest when results are filled in."""
+    from huggingface_hub import ModelCard
+
+    from quantkit.core.card import refill, write_model_card
+
+    manifest = manifest_for("fp8", "compressed-tensors", 8)
+    folder = tmp_path / "fp8"
+    folder.mkdir()
+    write_model_card(folder, manifest, "use it", title="fp8")
+    refill(folder, manifest, [])
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.model_name == "SmolLM2-135M-Instruct-FP8" and "fp8" in card.data.tags and "awq" not in card.data.tags

@@ -168,7 +168,8 @@ def refill(folder: Path, manifest: dict, rows: list[dict]) -> None:
 
     path = Path(folder) / "README.md"
     card = ModelCard.load(path)
-    title = card.data.get("model_name") or Path(folder).name
+    # The artifact's name from its manifest (older cards named it after its folder, e.g. "fp8").
+    title = (manifest or {}).get("name") or card.data.get("model_name") or Path(folder).name
     if manifest:
         fresh = card_data(manifest, rows, title)
     else:  # a card without its manifest beside it: keep its header, update the results
