@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from quantkit.core.errors import QuantizeError
+
 # What a transformers artifact needs besides weights and config (tokenizer_config.json may hold
 # an older-style chat template; newer checkpoints keep it in chat_template.jinja).
 SUPPORT_FILES = (
@@ -92,7 +94,10 @@ def artifact_facts(method: Method, result: MethodResult) -> dict:
     it, so a card renders the same without the method installed)."""
     facts = method.formats.get(result.format)
     if facts is None:
-        raise ValueError(f"method {method.name} wrote format {result.format!r}, which it does not declare")
+        raise QuantizeError(
+            f"method {method.name} wrote format {result.format!r}, which it does not declare",
+            hint=f"add {result.format!r} to {type(method).__name__}.formats (its card tags and runtimes)",
+        )
     bits = result.settings.get("bits")
     bit_tag = [f"{bits}-bit"] if facts.bits_tag and isinstance(bits, int) and bits < 16 else []
     return {
