@@ -15,7 +15,7 @@ from quantkit.serve.openai_api import APIError
 
 GENERATE = ("/v1/chat/completions", "/v1/completions", "/chat/completions", "/completions")
 LOCAL = ("/", "/health", "/metrics")
-HOP_HEADERS = ("connection", "keep-alive", "content-length", "transfer-encoding", "proxy-connection", "upgrade")
+HOP_HEADERS = ("connection", "keep-alive", "content-length", "transfer-encoding", "proxy-connection", "upgrade", "expect")
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 413: "Payload Too Large"}
 REASONS |= {429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
 
@@ -46,7 +46,7 @@ class Front:
                 path = target.split("?", 1)[0]
                 keep = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
                 try:
-                    body = await self.read_body(reader, headers)
+                    body = await self.read_body(reader, writer, headers)
                     if path in LOCAL or (path == "/" and method == "POST"):
                         await self.local(writer, method, path, headers, body)
                         if keep:
@@ -64,7 +64,7 @@ class Front:
         finally:
             writer.close()
 
-    async def read_body(self, reader, headers: dict) -> bytes:
+    async def read_body(self, reader, writer, headers: dict) -> bytes:
         limit = self.options.max_body_bytes
         too_big = Reject(APIError(413, f"request body over {limit} bytes", code="request_too_large"))
         if headers.get("transfer-encoding", "").lower() == "chunked":
@@ -81,6 +81,8 @@ class Front:
         length = int(headers.get("content-length") or 0)
         if length > limit:
             raise too_big
+        if length and headers.get("expect", "").lower() == "100-continue":  # curl, for bodies over 1 KiB
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         return await reader.readexactly(length) if length else b""
 
     # --- what quantkit checks before llama-server sees a request ----------------------------
@@ -146,19 +148,15 @@ class Front:
             lines = [line for line in head.split(b"\r\n")[:-2] if not line.lower().startswith((b"connection:", b"keep-alive:"))]
             writer.write(b"\r\n".join([*lines, b"Connection: close", b"", b""]))
             # A client that leaves mid-reply closes the upstream connection: llama-server frees the slot.
+            # One await per chunk on the hot path: the watcher closes the upstream, which ends the read.
             gone = asyncio.ensure_future(reader.read(1))
-            while True:
-                chunk = asyncio.ensure_future(up_reader.read(65536))
-                done, _ = await asyncio.wait({chunk, gone}, return_when=asyncio.FIRST_COMPLETED)
-                if chunk not in done:
-                    chunk.cancel()
-                    break
-                data = chunk.result()
-                if not data:
-                    break
-                writer.write(data)
-                await writer.drain()
-            gone.cancel()
+            gone.add_done_callback(lambda _: up_writer.close())
+            try:
+                while data := await up_reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            finally:
+                gone.cancel()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
