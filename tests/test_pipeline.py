@@ -298,10 +298,14 @@ def test_end_to_end_with_real_bench(tmp_path, tiny_llama):
     for key in ("decode_tokens_per_s", "prefill_tokens_per_s", "size_bytes"):
         assert result[key], key
     assert result["quality"]["kld_mean"] is not None
-    # The smoke chat ran, but this recipe does not gate on it (random weights babble).
-    assert result["smoke"]["turns"] and result["passed"] is True and result["gates"]["smoke"] is False
+    # The smoke chat ran, but this recipe does not gate on it (random weights babble): no gate
+    # failed, yet nothing judged its chat, so it is unvalidated, not passed (exit 0 all the same).
+    assert result["smoke"]["turns"] and result["gates"]["smoke"] is False and result["failures"] == []
+    assert result["verdict"] == "unvalidated" and result["passed"] is False
+    assert summary.artifacts[0].status == "unvalidated" and summary.artifacts[0].unvalidated == ["nf4: smoke chat not gated"]
     report = (out / "report.md").read_text()
     assert "## Benchmarks" in report and "(bench-report/size_vs_decode.png)" in report
+    assert "| nf4 | nf4 | unvalidated |" in report and "*unvalidated*" in report
     assert (out / "bench-report" / "size_vs_decode.png").stat().st_size > 1000
 
 
