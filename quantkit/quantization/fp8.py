@@ -13,9 +13,8 @@ from pathlib import Path
 
 from quantkit.core.estimate import Footprint
 from quantkit.quantization.base import MethodResult
-from quantkit.quantization.llmc import COMPRESSED_TENSORS, quantize_compressed, quantized_widths
+from quantkit.quantization.llmc import CHANNEL_SCALE_BITS, COMPRESSED_TENSORS, quantize_compressed, quantized_widths
 from quantkit.quantization.options import CompressedOptions, option
-from quantkit.quantization.w8a8 import CHANNEL_SCALE_BITS
 
 SCHEME = "FP8_DYNAMIC"  # compressed-tensors' preset: fp8 e4m3 per-channel weights, fp8 dynamic per-token activations
 DEQUANTIZED_NOTE = (
@@ -84,7 +83,7 @@ class Fp8Method:
         )
 
 
-def recipe(ignore: list[str]):
+def recipe(ignore: list[str], model=None):
     from llmcompressor.modifiers.quantization import QuantizationModifier
 
     return QuantizationModifier(targets=["Linear"], scheme=SCHEME, ignore=ignore)

@@ -7,9 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from quantkit.core.estimate import Footprint
-from quantkit.quantization.awq import method as awq
 from quantkit.quantization.base import MethodResult
-from quantkit.quantization.llmc import COMPRESSED_TENSORS, quantize_compressed
+from quantkit.quantization.llmc import COMPRESSED_TENSORS, compressed_usage, group_size, quantize_compressed
 from quantkit.quantization.options import CalibrationOptions, CompressedOptions, option
 
 # compressed-tensors 0.19 removed "group" (dynamic) ordering; "static" is its alias of "weight".
@@ -49,7 +48,7 @@ class GptqMethod:
         return causal_lm_reason(config)
 
     def check_config(self, config: dict, options: GptqOptions) -> None:
-        awq.group_size(config, options)
+        group_size(config, options)
 
     def footprint(self, options: GptqOptions) -> Footprint:
         # The Hessian pass is one forward per layer (AWQ's grid search is ~20): a fraction of the time.
@@ -72,9 +71,9 @@ class GptqMethod:
     def quantize(self, model_dir: Path, out_dir: Path, options: GptqOptions) -> MethodResult:
         from quantkit.core.modelinfo import load_config
 
-        group = awq.group_size(load_config(model_dir), options)
+        group = group_size(load_config(model_dir), options)
         common, extra = quantize_compressed(
-            model_dir, out_dir, options, lambda ignore: gptq_recipe(options, group, ignore), "GPTQ"
+            model_dir, out_dir, options, lambda ignore, model: gptq_recipe(options, group, ignore), "GPTQ"
         )
         settings = {
             "bits": options.bits,
@@ -87,7 +86,7 @@ class GptqMethod:
             format="compressed-tensors",
             engine="transformers",
             settings=settings,
-            usage=awq.USAGE_COMPRESSED.replace("4-bit AWQ", "4-bit GPTQ"),
+            usage=compressed_usage("4-bit GPTQ"),
             extra=extra,
         )
 

@@ -18,6 +18,10 @@ ALWAYS_IGNORED = ["lm_head"]
 # What every llm-compressor method writes: transformers loads it (dequantized where it has no
 # kernel) and vLLM runs it (its compressed-tensors loader; docs/vllm.md).
 COMPRESSED_TENSORS = FormatFacts("transformers", ("compressed-tensors",), ("transformers", "vllm"), "compressed-tensors")
+# w8a8's and fp8's per-channel schemes keep one 16-bit scale per output row: 16 / in_features
+# bits per weight (>= 512 inputs in real models).
+CHANNEL_SCALE_BITS = 0.03
+FALLBACK_GROUPS = (128, 64, 32)  # awq's and gptq's group sizes, tried in order when none is given
 
 
 def check_llmc(method, model_dir: Path, config: dict, options, calibrated: bool = True) -> None:
@@ -54,6 +58,26 @@ def layer_widths(config: dict) -> dict[str, int]:
         "mlp.up_proj": hidden,
         "mlp.down_proj": inter,
     }
+
+
+def group_size(config: dict, options) -> int:
+    """The group size to use; refuse one that does not divide every quantized layer's input width.
+    Without a group size, the default 128 falls back to 64/32 (SmolLM2's 576 needs 64)."""
+    widths = quantized_widths(config, options.ignore)
+    fits = [g for g in FALLBACK_GROUPS if all(w % g == 0 for w in widths.values())]
+    if options.group_size is None:
+        if not fits:
+            raise PreflightError(
+                f"no group size in {FALLBACK_GROUPS} divides the layer widths {sorted(set(widths.values()))}",
+                hint="give a `group_size` that divides them",
+            )
+        return fits[0]
+    bad = {name: w for name, w in widths.items() if w % options.group_size}
+    if bad:
+        name, width = next(iter(bad.items()))
+        hint = f"use `group_size={fits[0]}`" if fits else "choose a size that divides every layer width"
+        raise PreflightError(f"`group_size` {options.group_size} does not divide the input width {width} of {name}", hint=hint)
+    return options.group_size
 
 
 def quantized_widths(config: dict, ignore: list[str]) -> dict[str, int]:
@@ -93,7 +117,7 @@ def finish_folder(model_dir: Path, out_dir: Path) -> None:
 def quantize_compressed(model_dir: Path, out_dir: Path, options, build_recipe, label: str, calibrated: bool = True):
     """gptq's, w8a8's and fp8's whole quantization: the tokenizer, the calibration set (AWQ's: same
     samples and chat formatting; none when not ``calibrated``), ``oneshot`` with
-    ``build_recipe(ignore)``, the support files. Returns the settings every such artifact records
+    ``build_recipe(ignore, model)``, the support files. Returns the settings every such artifact records
     and the manifest's extra (the calibration record); each method adds its own keys."""
     from transformers import AutoTokenizer
 
@@ -136,10 +160,13 @@ def run_oneshot(
     calib=None,
     load_dtype: str = "float32",
     saved: str = "bfloat16",
+    **oneshot_args,
 ) -> None:
-    """llm-compressor's ``oneshot`` with ``build_recipe(ignore)`` on the model (held on the CPU;
-    its pipeline onloads one layer at a time to a GPU when there is one), on ``calib`` (None: a
-    data-free scheme), then the compressed-tensors folder into ``out_dir``. Shared by gptq, w8a8, fp8."""
+    """llm-compressor's ``oneshot`` with ``build_recipe(ignore, model)`` (the model for recipes
+    that read its layers: AWQ's mappings) on the model (held on the CPU; its pipeline onloads one
+    layer at a time to a GPU when there is one), on ``calib`` (None: a data-free scheme), then the
+    compressed-tensors folder into ``out_dir``. The one calibrate of awq, gptq, w8a8 and fp8;
+    ``oneshot_args`` are a method's own (AWQ: its pipeline and batch size)."""
     try:
         import torch
         from datasets import Dataset
@@ -161,9 +188,9 @@ def run_oneshot(
         }
     )
     try:
-        recipe = build_recipe(ALWAYS_IGNORED + [as_regex(p) for p in options.ignore])
+        recipe = build_recipe(ALWAYS_IGNORED + [as_regex(p) for p in options.ignore], model)
         with cpu_only_pin_memory_guard():
-            oneshot(model=model, tokenizer=tokenizer, recipe=recipe, trust_remote_code_model=trust, **data)
+            oneshot(model=model, tokenizer=tokenizer, recipe=recipe, trust_remote_code_model=trust, **data, **oneshot_args)
         cast_for_saving(model, getattr(torch, saved))
         model.save_pretrained(out_dir, save_compressed=True)
     except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -176,6 +203,22 @@ def run_oneshot(
         del model
         free_accelerator_memory()
     tokenizer.save_pretrained(out_dir)
+
+
+def compressed_usage(what: str) -> str:
+    """The card's "how to load it" for a compressed-tensors artifact of ``what`` ("4-bit GPTQ")."""
+    return f"""\
+Weights are {what} in the [compressed-tensors](https://github.com/neuralmagic/compressed-tensors)
+`pack-quantized` format (`pip install compressed-tensors`).
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+model = AutoModelForCausalLM.from_pretrained("PATH")
+tokenizer = AutoTokenizer.from_pretrained("PATH")
+```
+
+vLLM: `vllm serve PATH`
+"""
 
 
 def as_regex(pattern: str) -> str:

@@ -13,12 +13,10 @@ from pathlib import Path
 
 from quantkit.core.estimate import Footprint
 from quantkit.quantization.base import MethodResult
-from quantkit.quantization.llmc import COMPRESSED_TENSORS, quantize_compressed, quantized_widths
+from quantkit.quantization.llmc import CHANNEL_SCALE_BITS, COMPRESSED_TENSORS, quantize_compressed, quantized_widths
 from quantkit.quantization.options import CalibrationOptions, CompressedOptions, option
 
 SCHEME = "W8A8"  # compressed-tensors' preset: int8 per-channel weights, int8 dynamic per-token activations
-# One 16-bit scale per output row: 16 / in_features bits per weight (>= 512 inputs in real models).
-CHANNEL_SCALE_BITS = 0.03
 DEQUANTIZED_NOTE = (
     "transformers has no int8 matmul: it decompresses the int8 weights to dense ones on the "
     "first forward and quantizes-dequantizes each token's activations (int8 results at "
@@ -77,7 +75,7 @@ class W8a8Method:
         check_llmc(self, model_dir, config, options)
 
     def quantize(self, model_dir: Path, out_dir: Path, options: W8a8Options) -> MethodResult:
-        common, extra = quantize_compressed(model_dir, out_dir, options, lambda ignore: recipe(options, ignore), "W8A8")
+        common, extra = quantize_compressed(model_dir, out_dir, options, lambda ignore, model: recipe(options, ignore), "W8A8")
         settings = {
             "bits": options.bits,
             "activation_bits": 8,

@@ -11,28 +11,27 @@ layer at a time to the GPU, so a model bigger than the GPU calibrates too.
 """
 
 import contextlib
+import functools
 import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from quantkit.core import events
-from quantkit.core.errors import DependencyError, PreflightError, QuantizeError
+from quantkit.core.errors import DependencyError
 from quantkit.core.estimate import Footprint
 from quantkit.quantization import calibration
 from quantkit.quantization.base import FormatFacts, MethodResult
 from quantkit.quantization.llmc import (
     ALWAYS_IGNORED,
     COMPRESSED_TENSORS,
-    as_regex,
     calibration_dtype,
-    cast_for_saving,
-    cpu_only_pin_memory_guard,
+    compressed_usage,
     finish_folder,
-    free_accelerator_memory,
+    group_size,
     is_ignored,
     matches,
-    quantized_widths,
+    run_oneshot,
     save_dtype,
 )
 from quantkit.quantization.options import CalibrationOptions, CompressedOptions, option
@@ -40,7 +39,6 @@ from quantkit.quantization.options import CalibrationOptions, CompressedOptions,
 FORMATS = ("compressed-tensors", "autoawq")
 QUANTIZERS = ("rtn", "gptq")
 BITS = (4,)  # W4A16 is what AWQ kernels (vLLM, classic GEMM) exist for
-FALLBACK_GROUPS = (128, 64, 32)  # tried in order when no group size is given
 CALIB_BATCH = 8
 
 
@@ -174,26 +172,6 @@ def awq_mappings(model, ignore: list[str]):
     return kept
 
 
-def group_size(config: dict, options: AwqOptions) -> int:
-    """The group size to use; refuse one that does not divide every quantized layer's input width.
-    Without a group size, the default 128 falls back to 64/32 (SmolLM2's 576 needs 64)."""
-    widths = quantized_widths(config, options.ignore)
-    fits = [g for g in FALLBACK_GROUPS if all(w % g == 0 for w in widths.values())]
-    if options.group_size is None:
-        if not fits:
-            raise PreflightError(
-                f"no AWQ group size in {FALLBACK_GROUPS} divides the layer widths {sorted(set(widths.values()))}",
-                hint="give a `group_size` that divides them",
-            )
-        return fits[0]
-    bad = {name: w for name, w in widths.items() if w % options.group_size}
-    if bad:
-        name, width = next(iter(bad.items()))
-        hint = f"use `group_size={fits[0]}`" if fits else "choose a size that divides every layer width"
-        raise PreflightError(f"`group_size` {options.group_size} does not divide the input width {width} of {name}", hint=hint)
-    return options.group_size
-
-
 def calib_batch_size(calib) -> int:
     """Samples per forward pass. AWQ's grid search runs every cached batch through each block
     ~80 times; on CPU one call per short sample is overhead-bound, batches of 8 cut that several
@@ -262,76 +240,34 @@ def copy_result(folder: Path, out_dir: Path, weights: bool = True) -> None:
 def calibrate(
     model_dir: Path, out_dir: Path, options: AwqOptions, group: int, calib, tokenizer, calib_dtype: str, saved: str
 ) -> None:
-    """llm-compressor's AWQ + W4A16 asymmetric groups on ``calib``; the compressed-tensors folder
-    goes to ``out_dir``. The model is loaded on the CPU and stays there: the sequential pipeline
-    (which the default "independent" pipeline picks for AWQ) offloads every layer to where it sits
-    and onloads one at a time to llm-compressor's main device (cuda:0 when there is a GPU)."""
-    try:
-        import torch
-        from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
-        from datasets import Dataset
-        from llmcompressor import oneshot
-        from llmcompressor.modifiers.gptq import GPTQModifier
-        from llmcompressor.modifiers.quantization import QuantizationModifier
-        from llmcompressor.modifiers.transform.awq import AWQModifier
-        from transformers import AutoModelForCausalLM
-    except ImportError as exc:
-        raise DependencyError(f"llm-compressor cannot be imported: {exc}", hint="pip install 'quantkit[awq]'") from exc
+    """llm-compressor's AWQ + W4A16 asymmetric groups on ``calib`` through llmc.run_oneshot; the
+    compressed-tensors folder goes to ``out_dir``. The model stays on the CPU: the sequential
+    pipeline (which the default "independent" pipeline picks for AWQ) onloads one layer at a time
+    to llm-compressor's main device (cuda:0 when there is a GPU)."""
+    recipe = functools.partial(awq_recipe, options, group)
+    tuned = {"pipeline": TUNING.pipeline, "batch_size": calib_batch_size(calib)}
+    run_oneshot(model_dir, out_dir, options, recipe, "AWQ", tokenizer, calib, calib_dtype, saved, **tuned)
 
-    trust = options.trust_remote_code
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, calib_dtype), trust_remote_code=trust)
+
+def awq_recipe(options: AwqOptions, group: int, ignore: list[str], model) -> list:
+    """AWQ's smoothing (mappings read from ``model``), then the W4A16 asymmetric group quantizer."""
+    from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
+    from llmcompressor.modifiers.gptq import GPTQModifier
+    from llmcompressor.modifiers.quantization import QuantizationModifier
+    from llmcompressor.modifiers.transform.awq import AWQModifier
+
     scheme = QuantizationScheme(
         targets=["Linear"],
         weights=QuantizationArgs(
             num_bits=4, type="int", symmetric=False, strategy="group", group_size=group, dynamic=False, observer=TUNING.observer
         ),
     )
-    ignore = ALWAYS_IGNORED + [as_regex(p) for p in options.ignore]
-    recipe = [
+    return [
         AWQModifier(duo_scaling=TUNING.duo_scaling, n_grid=TUNING.n_grid, mappings=awq_mappings(model, ignore)),
         (GPTQModifier if options.quantizer == "gptq" else QuantizationModifier)(
             config_groups={"group_0": scheme}, targets=["Linear"], ignore=ignore
         ),
     ]
-    dataset = Dataset.from_dict({"text": calib.samples})
-    try:
-        with cpu_only_pin_memory_guard():
-            oneshot(
-                model=model,
-                tokenizer=tokenizer,
-                dataset=dataset,
-                recipe=recipe,
-                pipeline=TUNING.pipeline,
-                max_seq_length=calib.seq_len,
-                num_calibration_samples=len(calib.samples),
-                shuffle_calibration_samples=False,
-                trust_remote_code_model=trust,
-                batch_size=calib_batch_size(calib),
-            )
-        cast_for_saving(model, getattr(torch, saved))
-        model.save_pretrained(out_dir, save_compressed=True)
-    except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise QuantizeError(f"llm-compressor AWQ failed: {exc}") from exc
-    finally:
-        # llm-compressor's session keeps the model (and its hooks) after oneshot: clear it and
-        # give the GPU memory back, so the bench of the same run starts from an empty device.
-        from llmcompressor.core import reset_session
-
-        reset_session()
-        del model
-        free_accelerator_memory()
-    tokenizer.save_pretrained(out_dir)
 
 
-USAGE_COMPRESSED = """\
-Weights are 4-bit AWQ in the [compressed-tensors](https://github.com/neuralmagic/compressed-tensors)
-`pack-quantized` format (`pip install compressed-tensors`).
-
-```python
-from transformers import AutoModelForCausalLM, AutoTokenizer
-model = AutoModelForCausalLM.from_pretrained("PATH")
-tokenizer = AutoTokenizer.from_pretrained("PATH")
-```
-
-vLLM: `vllm serve PATH`
-"""
+USAGE_COMPRESSED = compressed_usage("4-bit AWQ")
