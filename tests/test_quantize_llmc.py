@@ -345,3 +345,25 @@ def test_footprints_and_registry():
     assert get_method("w8a8").footprint(make_options("w8a8")).bits[0] == pytest.approx(8, abs=0.1)
     assert costs["fp8"].disk_bytes > costs["gptq"].disk_bytes  # 8 bits vs 4 on disk
     assert costs["fp8"].seconds < costs["w8a8"].seconds  # data-free: no calibration
+
+
+def test_compressed_tensors_cards_carry_their_own_methods_tags(gptq_llama, w8a8_llama, fp8_llama):
+    """Real artifacts' cards (issue 23: every compressed-tensors card was tagged awq, 4-bit, and
+    named after its folder): each carries its own method's tags, the runtimes that load it
+    (transformers and vLLM), and the artifact's name, not the method's."""
+    from huggingface_hub import ModelCard
+
+    expected = {
+        gptq_llama: ({"gptq", "4-bit"}, "GPTQ"),
+        w8a8_llama: ({"w8a8", "int8", "8-bit"}, "W8A8"),
+        fp8_llama: ({"fp8", "8-bit"}, "FP8"),
+    }
+    for folder, (tags, label) in expected.items():
+        card = ModelCard.load(folder / "README.md")
+        have = set(card.data.tags)
+        assert tags | {"compressed-tensors", "quantkit"} <= have and not {"awq"} & have, (folder.name, have)
+        assert ({"4-bit", "8-bit"} - tags) & have == set(), (folder.name, have)
+        assert card.data.model_name.endswith(f"-{label}") and card.data.model_name != folder.name
+        assert "Loads without quantkit in: transformers, vLLM." in card.text
+        manifest = json.loads((folder / "quantkit.json").read_text())
+        assert manifest["runtimes"] == ["transformers", "vllm"] and manifest["name"] == card.data.model_name
