@@ -13,15 +13,16 @@ from pathlib import Path
 
 from quantkit.core.estimate import Footprint
 from quantkit.quantization.base import MethodResult
-from quantkit.quantization.llmc import CHANNEL_SCALE_BITS, COMPRESSED_TENSORS, quantize_compressed, quantized_widths
+from quantkit.quantization.llmc import (
+    CHANNEL_SCALE_BITS,
+    COMPRESSED_TENSORS,
+    dequantized_runtime,
+    quantize_compressed,
+    quantized_widths,
+)
 from quantkit.quantization.options import CompressedOptions, option
 
 SCHEME = "FP8_DYNAMIC"  # compressed-tensors' preset: fp8 e4m3 per-channel weights, fp8 dynamic per-token activations
-DEQUANTIZED_NOTE = (
-    "transformers has no FP8 matmul here: it decompresses the float8 weights to dense ones on the "
-    "first forward and quantizes-dequantizes each token's activations (FP8 results at dense "
-    "speed); vLLM runs the FP8 kernels (NVIDIA, compute capability 8.9+)"
-)
 
 
 @dataclass
@@ -74,11 +75,9 @@ class Fp8Method:
             settings=settings,
             usage=USAGE,
             extra={
-                "runtime": {
-                    "transformers": "dequantized",
-                    "note": DEQUANTIZED_NOTE,
-                    "kernels": "vLLM FP8 on NVIDIA compute capability 8.9+ (Ada, Hopper)",
-                }
+                "runtime": dequantized_runtime(
+                    "FP8", "float8", "8.9+", "vLLM FP8 on NVIDIA compute capability 8.9+ (Ada, Hopper)"
+                )
             },
         )
 

@@ -205,6 +205,20 @@ def run_oneshot(
     tokenizer.save_pretrained(out_dir)
 
 
+def dequantized_runtime(kind: str, weights: str, capability: str, kernels: str) -> dict:
+    """The manifest's runtime record of a weights + activations scheme (w8a8's int8, fp8's FP8)
+    that transformers runs dequantized and vLLM with its ``kind`` kernels."""
+    return {
+        "transformers": "dequantized",
+        "note": (
+            f"transformers has no {kind} matmul here: it decompresses the {weights} weights to dense ones on "
+            f"the first forward and quantizes-dequantizes each token's activations ({kind} results at dense "
+            f"speed); vLLM runs the {kind} kernels (NVIDIA, compute capability {capability})"
+        ),
+        "kernels": kernels,
+    }
+
+
 def compressed_usage(what: str) -> str:
     """The card's "how to load it" for a compressed-tensors artifact of ``what`` ("4-bit GPTQ")."""
     return f"""\

@@ -13,15 +13,16 @@ from pathlib import Path
 
 from quantkit.core.estimate import Footprint
 from quantkit.quantization.base import MethodResult
-from quantkit.quantization.llmc import CHANNEL_SCALE_BITS, COMPRESSED_TENSORS, quantize_compressed, quantized_widths
+from quantkit.quantization.llmc import (
+    CHANNEL_SCALE_BITS,
+    COMPRESSED_TENSORS,
+    dequantized_runtime,
+    quantize_compressed,
+    quantized_widths,
+)
 from quantkit.quantization.options import CalibrationOptions, CompressedOptions, option
 
 SCHEME = "W8A8"  # compressed-tensors' preset: int8 per-channel weights, int8 dynamic per-token activations
-DEQUANTIZED_NOTE = (
-    "transformers has no int8 matmul: it decompresses the int8 weights to dense ones on the "
-    "first forward and quantizes-dequantizes each token's activations (int8 results at "
-    "dense speed); vLLM runs the int8 kernels (NVIDIA, compute capability 7.5+)"
-)
 
 
 @dataclass
@@ -94,11 +95,7 @@ class W8a8Method:
             usage=USAGE,
             extra={
                 **extra,
-                "runtime": {
-                    "transformers": "dequantized",
-                    "note": DEQUANTIZED_NOTE,
-                    "kernels": "vLLM int8 on NVIDIA compute capability 7.5+",
-                },
+                "runtime": dequantized_runtime("int8", "int8", "7.5+", "vLLM int8 on NVIDIA compute capability 7.5+"),
             },
         )
 
