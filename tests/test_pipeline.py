@@ -306,6 +306,8 @@ def test_end_to_end_with_real_bench(tmp_path, tiny_llama):
     report = (out / "report.md").read_text()
     assert "## Benchmarks" in report and "(bench-report/size_vs_decode.png)" in report
     assert "| nf4 | nf4 | unvalidated |" in report and "*unvalidated*" in report
+    results = json.loads((out / "results.json").read_text())
+    assert results["verdict"] == "unvalidated" and results["passed"] is False and results["exit_code"] == 0
     assert (out / "bench-report" / "size_vs_decode.png").stat().st_size > 1000
 
 

@@ -59,6 +59,14 @@ class RunSummary:
         return [a for a in self.artifacts if a.status != "passed"]
 
     @property
+    def verdict(self) -> str:
+        """failed (a stage or a gate failed), unvalidated (some artifact was never compared with
+        its base: exit 0 all the same) or passed."""
+        if self.exit_code:
+            return "failed"
+        return "unvalidated" if any(a.status == "unvalidated" for a in self.artifacts) else "passed"
+
+    @property
     def exit_code(self) -> int:
         """0 all passed; 3 (GateFailed) when only gates failed; 1 when a stage failed."""
         if self.error or any(a.status == "failed" for a in self.artifacts):
@@ -331,7 +339,8 @@ def finish(recipe: Recipe, summary: RunSummary, seconds: float) -> None:
         "recipe": recipe.name,
         "recipe_file": str(recipe.path) if recipe.path else None,
         "model": recipe.model.id,
-        "passed": summary.exit_code == 0,
+        "verdict": summary.verdict,
+        "passed": summary.verdict == "passed",  # true only when every artifact passed: not when unvalidated
         "exit_code": summary.exit_code,
         "error": summary.error,
         "seconds": round(seconds, 1),
