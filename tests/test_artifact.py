@@ -41,3 +41,18 @@ def test_resolve_artifact_is_the_one_rule_for_what_runs(tmp_path):
     assert resolve_artifact(tmp_path) == tmp_path.resolve()
     with pytest.raises(InputError, match="neither an existing folder nor a hub repo id"):
         resolve_artifact(tmp_path / "missing")
+
+
+def test_read_json_names_a_damaged_file_or_gives_the_default(tmp_path):
+    from quantkit.core.atomic import read_json, write_json
+
+    good = write_json(tmp_path / "good.json", {"a": 1})
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"a": ')
+    assert read_json(good) == {"a": 1} and read_json(bad, default=None) is None
+    assert read_json(tmp_path / "missing.json", default={}) == {}
+    with pytest.raises(InputError, match="bad.json is not valid JSON") as info:
+        read_json(bad, hint="run it again")
+    assert info.value.hint == "run it again"
+    with pytest.raises(FileNotFoundError):
+        read_json(tmp_path / "missing.json")

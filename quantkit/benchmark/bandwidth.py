@@ -43,12 +43,7 @@ def copy_bandwidth_gbps(refresh: bool = False) -> float:
     """The cached measurement for this machine (measured on first use, about a second)."""
     file = cache_dir("bandwidth") / "copy.json"
     key = machine_key()
-    known = {}
-    if file.is_file():
-        try:
-            known = read_json(file)
-        except json.JSONDecodeError:
-            known = {}
+    known = read_json(file, default={})
     if key in known and not refresh:
         return known[key]
     known[key] = measure_copy_gbps()

@@ -37,12 +37,9 @@ def load_results(paths: list[str | Path]) -> list[dict]:
         if not path.exists():
             raise InputError(f"{path} does not exist")
         for file in files:
-            try:
-                data = read_json(file)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                if path.is_dir():
-                    continue  # other JSON in a results folder is not ours
-                raise InputError(f"{file} is not valid JSON: {exc}") from exc
+            data = read_json(file, default=None) if path.is_dir() else read_json(file)
+            if data is None:
+                continue  # other JSON in a results folder is not ours
             items = data if isinstance(data, list) else [data]
             results += [item for item in items if isinstance(item, dict) and item.get("kind") == "bench"]
     if not results:

@@ -9,7 +9,6 @@ tiny model's own rambling on this machine does not fail its artifacts, while an 
 where its base stops, leaks where its base does not, or lost its template still fails. Without a
 base, every defect counts (the absolute verdict)."""
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -260,11 +259,8 @@ def base_smoke(base: Path | str, options: SmokeOptions | None = None, engine_opt
     base = Path(base)
     name = engine_for(base)
     file = cache_dir("base-smoke") / f"{smoke_key(base, name, engine_options, options)}.json"
-    if file.is_file():
-        try:
-            return read_json(file), True
-        except json.JSONDecodeError:
-            pass  # a damaged entry is measured again
+    if (cached := read_json(file, default=None)) is not None:  # a damaged entry is measured again
+        return cached, True
     engine = load_engine(base, engine_options, engine=name)
     try:
         result = smoke(engine, options).to_dict()

@@ -1,4 +1,3 @@
-
 import click
 
 from quantkit.engines import ENGINES

@@ -77,8 +77,21 @@ def write_json(path: Path | str, data, **dump) -> Path:
     return path
 
 
-def read_json(path: Path | str):
-    """The JSON in ``path``: quantkit's own records (manifests, stage records, results, caches)."""
+_REQUIRED = object()
+
+
+def read_json(path: Path | str, default=_REQUIRED, hint: str | None = None):
+    """The JSON in ``path``: quantkit's own records (manifests, stage records, results, caches).
+    With ``default``: that when the file is missing or damaged (a cache entry to redo); without,
+    a damaged file is an InputError naming it (with ``hint``)."""
     import json
 
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        if default is not _REQUIRED:
+            return default
+        if isinstance(exc, OSError):
+            raise
+        raise InputError(f"{path} is not valid JSON: {exc}", hint=hint) from exc

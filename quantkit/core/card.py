@@ -47,10 +47,7 @@ def base_license(manifest: dict) -> str | None:
     folder = Path(source["path"]) if source.get("path") else None
     if folder is None or not folder.is_dir():
         return None
-    try:
-        found = read_json(folder / SOURCE_MANIFEST).get("license")
-    except (OSError, ValueError):
-        found = None
+    found = read_json(folder / SOURCE_MANIFEST, default={}).get("license")
     if found:
         return str(found)
     readme = folder / "README.md"

@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 from quantkit.core.atomic import read_json, write_json
-from quantkit.core.errors import InputError
 from quantkit.core.manifest import RESULTS_FILE, now_iso
 from quantkit.core.verdict import VERDICT_CELL, reasons_of, verdict_of
 
@@ -63,10 +62,7 @@ def read_results(folder: Path) -> list[dict] | None:
     path = Path(folder) / RESULTS_FILE
     if not path.is_file():
         return None
-    try:
-        data = read_json(path)
-    except ValueError as exc:
-        raise InputError(f"{path} is not valid JSON: {exc}", hint="run quantkit bench / report again") from exc
+    data = read_json(path, hint="run quantkit bench / report again")
     return data.get("results") if isinstance(data, dict) else None
 
 

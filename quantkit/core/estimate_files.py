@@ -1,7 +1,6 @@
 """The memory estimate from the files at hand (bench's real preflight), where the dry run has
 only config.json: the artifact's size where it runs and its base's, read from the folder."""
 
-import json
 from pathlib import Path
 
 from quantkit.core.atomic import read_json
@@ -10,10 +9,7 @@ from quantkit.core.estimate import LIBRARY_ALLOWANCE_BYTES, LLAMACPP_COMPUTE_BYT
 
 def folder_config(path: Path) -> dict | None:
     file = (path if path.is_dir() else path.parent) / "config.json"
-    try:
-        return read_json(file) if file.is_file() else None
-    except (OSError, json.JSONDecodeError):
-        return None
+    return read_json(file, default=None)
 
 
 def files_bytes(path: Path, suffixes=(".safetensors", ".bin", ".gguf")) -> int:

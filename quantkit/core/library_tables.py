@@ -3,7 +3,6 @@ read with ``ast`` without importing them (importing ``transformers.models.auto``
 ~10 s cold) and cached per library version under the quantkit cache."""
 
 import ast
-import json
 from functools import lru_cache
 from importlib import metadata, util
 from pathlib import Path
@@ -31,10 +30,8 @@ def cached_tables(name: str, version: str, build) -> dict:
     from quantkit.core.paths import cache_dir
 
     path = cache_dir("support") / f"{name}-{version}.json"
-    try:
-        return read_json(path)
-    except (OSError, json.JSONDecodeError):
-        pass
+    if (cached := read_json(path, default=None)) is not None:
+        return cached
     tables = build()
     write_json(path, tables, indent=1, sort_keys=True)
     return tables

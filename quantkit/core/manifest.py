@@ -71,10 +71,7 @@ def read_manifest(path: Path | str) -> dict | None:
     file = path / MANIFEST if path.is_dir() else path.parent / MANIFEST
     if not file.is_file():
         return None
-    try:
-        return read_json(file)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{file} is not valid JSON: {exc}") from exc
+    return read_json(file)
 
 
 def verify(folder: Path) -> None:

@@ -2,8 +2,6 @@
 (accelerate's init_empty_weights: no memory, no weights): module names, types and widths, for
 judging a method before any weight is loaded."""
 
-import json
-
 from quantkit.core.atomic import read_json, write_json
 from quantkit.core.library_tables import version_of
 
@@ -16,10 +14,7 @@ def decoder_linear_types(config: dict) -> set[str]:
     from quantkit.core.paths import cache_dir
 
     path = cache_dir("support") / f"linear-types-transformers-{version}.json"
-    try:
-        known = read_json(path)
-    except (OSError, json.JSONDecodeError):
-        known = {}
+    known = read_json(path, default={})
     if architecture not in known:
         try:
             known[architecture] = sorted(meta_linear_types(config))

@@ -2,7 +2,6 @@
 estimate, dtype (which methods can quantize it: ``quantkit.quantization.registry.method_support``). Used by download's preflight,
 ``quantkit inspect`` and quantize's preflight."""
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,10 +33,7 @@ def load_config(model_dir: Path) -> dict:
     path = Path(model_dir) / "config.json"
     if not path.is_file():
         raise InputError(f"{model_dir} has no config.json", hint="is it a Hugging Face model folder?")
-    try:
-        return read_json(path)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path} is not valid JSON: {exc}") from exc
+    return read_json(path)
 
 
 def text_config(config: dict) -> dict:

@@ -88,11 +88,7 @@ def materialize(spec: str, dtype: str = "bfloat16") -> Path:
 
 
 def is_current(folder: Path) -> bool:
-    try:
-        source = read_json(folder / SOURCE_MANIFEST)
-    except (OSError, json.JSONDecodeError):
-        return False
-    return source.get("materialize_version") == MATERIALIZE_VERSION
+    return read_json(folder / SOURCE_MANIFEST, default={}).get("materialize_version") == MATERIALIZE_VERSION
 
 
 def build(spec: str, final: Path, dtype: str) -> None:

@@ -10,7 +10,6 @@ KLD mean wins, except that every result within ``NEAR`` of it is a near-equal an
 decode (tg tok/s) among near-equals is picked.
 """
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -103,10 +102,7 @@ def load_run(run_dir: Path) -> dict:
     file = run_dir / "results.json"
     if not file.is_file():
         raise InputError(f"{run_dir} has no results.json", hint="give the folder of a finished `quantkit run`")
-    try:
-        return read_json(file)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{file} is not valid JSON: {exc}") from exc
+    return read_json(file)
 
 
 def run_config(run_dir: Path, data: dict) -> tuple[dict | None, str]:

@@ -1,7 +1,6 @@
 """The ``stages/`` folder of a run: one JSON record per finished stage, keyed by the hash of the
 settings that made it, so a rerun skips what is already built with the same settings."""
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,13 +23,7 @@ class Stages:
         return f" (estimate ~{seconds:.0f} s)" if seconds < 120 else f" (estimate ~{seconds / 60:.0f} min)"
 
     def matches(self, stage: str, key: str) -> dict | None:
-        path = self.folder / f"{stage}.json"
-        if not path.is_file():
-            return None
-        try:
-            record = read_json(path)
-        except json.JSONDecodeError:
-            return None
+        record = read_json(self.folder / f"{stage}.json", default={})  # none yet, or damaged: redo
         return record if record.get("key") == key else None
 
     def record(self, stage: str, key: str, settings: dict, **extra) -> None:

@@ -53,11 +53,8 @@ def lookup(key: str) -> tuple[Path, dict] | None:
     """The cached folder and its record, or None; a hit counts as a use (for eviction)."""
     folder = root() / key
     record = folder / RECORD
-    if not record.is_file():
-        return None
-    try:
-        data = read_json(record)
-    except json.JSONDecodeError:
+    data = read_json(record, default=None)
+    if data is None:
         return None
     os.utime(folder)
     return folder, data
