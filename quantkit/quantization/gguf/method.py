@@ -245,16 +245,11 @@ def llama_cpp_record(converter, with_tools: bool) -> dict:
 
 def artifact_stem(model_dir: Path) -> str:
     """NAME in NAME-Q4_K_M.gguf: the source repo's name when known, else the folder's."""
-    import json
-
+    from quantkit.core.atomic import read_json
     from quantkit.core.manifest import SOURCE_MANIFEST
 
-    source = model_dir / SOURCE_MANIFEST
-    if source.is_file():
-        repo = json.loads(source.read_text()).get("repo_id")
-        if repo:
-            return repo.rsplit("/", 1)[-1]
-    return model_dir.name
+    repo = read_json(model_dir / SOURCE_MANIFEST, default={}).get("repo_id")
+    return repo.rsplit("/", 1)[-1] if repo else model_dir.name
 
 
 def file_record(path: Path, fallbacks: list[dict], check: dict) -> dict:
