@@ -5,6 +5,8 @@ import logging
 import subprocess
 import sys
 
+import pytest
+
 from quantkit.core import events
 
 
@@ -36,6 +38,20 @@ def test_the_api_prints_nothing_and_a_caller_captures_its_reports(tiny_llama, tm
     out, err = capfd.readouterr()  # (the libraries' own output goes to the run's log)
     assert out == "" and "[quantize int8]" not in err and "verifying" not in err
     assert lines[0].startswith("[run] tiny: library output goes to") and "[quantize int8] done in" in "\n".join(lines)
+
+
+def test_a_gguf_export_through_the_api_prints_nothing(tiny_llama, tmp_path, capfd):
+    """The converter's and llama.cpp's own output and the checking child's lines come as events."""
+    pytest.importorskip("llama_cpp")
+    import quantkit as qk
+
+    reports: list[events.Event] = []
+    with events.listen(reports.append):
+        qk.quantize(tiny_llama, "gguf", tmp_path / "gguf", gguf_types=["F16"])
+    assert capfd.readouterr() == ("", "")
+    messages = [e.message for e in reports if e.logger != events.TOOLS]
+    assert any(m.startswith("checking tiny-llama-F16.gguf: token parity") for m in messages)  # from the child
+    assert any("hf-to-gguf" in e.message for e in reports if e.logger == events.TOOLS)  # the converter's lines
 
 
 def recipe(tmp_path, model) -> str:
