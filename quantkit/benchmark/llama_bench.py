@@ -80,7 +80,11 @@ def run_llama_bench(command: list[str], timeout: float = 1800) -> dict:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise EngineError(f"llama-bench failed (exit code {proc.returncode}): {last}", hint=" ".join(command))
     tests = parse(proc.stdout)
-    record = {"tool": "llama-bench", "command": " ".join(command), "build_commit": tests["tg"].get("build_commit")}
+    commit = tests["tg"].get("build_commit")
+    stamp = Path(command[0]).parent / "COMMIT"  # a build from the sdist reports "unknown"; make tools stamps it
+    if commit in (None, "unknown") and stamp.is_file():
+        commit = stamp.read_text().strip()
+    record = {"tool": "llama-bench", "command": " ".join(command), "build_commit": commit}
     for kind, test in tests.items():
         record[kind] = {
             "mean": round(float(test["avg_ts"]), 2),
