@@ -95,3 +95,14 @@ def test_the_cli_renders_stage_lines_messages_and_tool_output():
         "quantkit: warning: the smoke chat did not stop",
         "llama_model_quantize: done",
     ]
+
+
+def test_a_cli_command_leaves_the_api_silent_in_the_same_process(tiny_llama, capfd):
+    from quantkit.cli import main
+
+    root = logging.getLogger(events.ROOT)
+    before = (root.level, root.propagate, list(root.handlers))
+    main(["inspect", str(tiny_llama)])
+    capfd.readouterr()
+    events.logger("run").info("[x] after the command")
+    assert capfd.readouterr() == ("", "") and (root.level, root.propagate, list(root.handlers)) == before

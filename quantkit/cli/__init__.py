@@ -58,9 +58,10 @@ class LazyGroup(click.Group):
 @click.version_option(__version__, prog_name="quantkit")
 def cli():
     """quantkit: from a hub checkpoint to a validated, benchmarked, deployable quantized model."""
-    from quantkit.cli.render_events import install
+    from quantkit.cli.render_events import install, uninstall
 
-    install()  # the library reports through logging; the CLI is what shows it
+    install()  # the library reports through logging; the CLI is what shows it, while a command runs
+    click.get_current_context().call_on_close(uninstall)
 
 
 def main(argv=None) -> None:

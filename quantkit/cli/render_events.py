@@ -33,10 +33,24 @@ class TerminalHandler(logging.Handler):
             self.handleError(record)
 
 
+_saved: list[tuple[int, bool]] = []  # the quantkit logger's level and propagate before install
+
+
 def install() -> None:
-    """Render the library's reports on the terminal (once per process; the CLI's entry calls it)."""
+    """Render the library's reports on the terminal until ``uninstall`` (the CLI's group does
+    both around each command, so the Python API stays silent in the same process afterwards)."""
     root = logging.getLogger(ROOT)
     if not any(isinstance(h, TerminalHandler) for h in root.handlers):
         root.addHandler(TerminalHandler())
+        _saved.append((root.level, root.propagate))
     root.setLevel(logging.INFO)
     root.propagate = False  # a library's basicConfig must not print our lines twice
+
+
+def uninstall() -> None:
+    root = logging.getLogger(ROOT)
+    for handler in [h for h in root.handlers if isinstance(h, TerminalHandler)]:
+        root.removeHandler(handler)
+    if _saved:
+        level, root.propagate = _saved.pop()
+        root.setLevel(level)
