@@ -95,8 +95,9 @@ def plan_push(
     if verdict == "unvalidated" and not (allow_unvalidated or allow_failed):
         raise GateFailed(
             f"refusing to push {folder.name}: it is unvalidated ({'; '.join(why)})",
-            hint="bench it against its base (quantkit run RECIPE, or quantkit bench ARTIFACT --base BASE --json r.json "
-            "&& quantkit report r.json); --allow-unvalidated publishes it as it is, said in its card",
+            hint="bench it against its base with the smoke chat and quality on (quantkit run RECIPE, or quantkit bench "
+            "ARTIFACT --base BASE --json r.json && quantkit report r.json); --allow-unvalidated publishes it as it is, "
+            "said in its card",
         )
     revision = revision or DEFAULT_REVISION[source]
     files, skipped = [], []
