@@ -20,6 +20,8 @@ def model_table(info: ModelInfo, manifest: dict | None = None, download_bytes: i
         table.add_row(f"method {method}", "[green]supported[/]" if verdict is None else f"[yellow]{verdict}[/]")
     if manifest:
         table.add_row("artifact", f"{manifest.get('method')} ({manifest.get('format')}, engine {manifest.get('engine')})")
+        if manifest.get("runtimes"):  # the method's declaration, recorded at quantize
+            table.add_row("loads in", ", ".join(manifest["runtimes"]))
         if manifest.get("bits_per_weight"):
             table.add_row("bits per weight", str(manifest["bits_per_weight"]))
         table.add_row("size", human_size(manifest.get("size_bytes", 0)))
