@@ -167,3 +167,18 @@ def test_report_renames_an_old_card_after_its_artifact(tmp_path):
     refill(folder, manifest, [])
     card = ModelCard.load(folder / "README.md")
     assert card.data.model_name == "SmolLM2-135M-Instruct-FP8" and "fp8" in card.data.tags and "awq" not in card.data.tags
+
+
+def test_quantize_help_reads_every_declaration_without_heavy_imports():
+    """`quantkit quantize --help` imports every method module for its summary: they stay light."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from quantkit.cli import main\n"
+        "try:\n    main(['quantize', '--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'transformers', 'llama_cpp', 'bitsandbytes', 'llmcompressor') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "HEAVY []" in out and all(f"{name}:" in out.replace("\n", " ") for name in METHODS)
