@@ -256,7 +256,11 @@ def test_modelfile_is_what_ollama_create_reads(smollm2_template, go_render, tmp_
     assert (path.parent / commands["FROM"][0]).resolve() == gguf.resolve()
     assert commands["PARAMETER"] == ['stop "<|im_end|>"']
     assert commands["SYSTEM"][0].startswith("You are a helpful AI assistant named SmolLM")
-    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "2+2?"}]
+    messages = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "2+2?"},
+    ]
     # Ollama sends SYSTEM as the first message when the conversation has none.
     (rendered,) = go_render([(commands["TEMPLATE"][0], [{"role": "system", "content": commands["SYSTEM"][0]}, *messages])])
     assert rendered == jinja_expected(smollm2_template, messages)

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("quantkit.cli.run_cmd", "Run a recipe: download, quantize, bench, gates, report."),
     "pick": ("quantkit.cli.pick_cmd", "Choose a run's best artifact for a memory budget and an engine."),
     "recipes": ("quantkit.cli.recipes_cmd", "List the shipped recipes (or the CI matrix as JSON)."),
+    "doctor": ("quantkit.cli.doctor_cmd", "Report this machine and install, and smoke each engine (for bug reports)."),
 }
 
 EPILOG = """\b

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from quantkit.core import events
 from quantkit.core.child import run_json_child
+from quantkit.core.crash import crash_error, crashed
 from quantkit.core.errors import VerificationError
 
 CACHE_VERSION = 1
@@ -157,6 +158,8 @@ def run_runtime(spec: dict) -> dict:
         return answer
     where = "llama.cpp" if spec["artifact"]["runtime"] == "llama.cpp" else "plain transformers"
     reason = answer.get("error") or last_line(proc.stderr) or f"exit code {proc.returncode}"
+    if crashed(proc.returncode):
+        raise crash_error(where, "verifying the artifact against its base", proc.returncode, reason)
     raise VerificationError(
         f"verification failed after {time.time() - started:.0f}s: {where} could not load or run the artifact: {reason}",
         hint="nothing was published; rerun with QUANTKIT_DEBUG=1 for the runtime's output",

@@ -9,7 +9,8 @@ import subprocess
 from pathlib import Path
 
 from quantkit.core import events
-from quantkit.core.atomic import die_with_parent
+from quantkit.core.atomic import die_with_parent, read_json
+from quantkit.core.crash import crash_error, crashed
 from quantkit.core.errors import InputError, QuantizeError
 from quantkit.engines.llamacpp_tools import TOOLS, TOOLS_ENV, TOOLS_HINT, tool, tools_bin  # noqa: F401 (re-exported)
 from quantkit.quantization.gguf.tools import COMMIT_FILE, NEEDS_IMATRIX, key_line
@@ -19,7 +20,11 @@ def tools_record() -> dict:
     """Where the tools came from, for the manifest: their folder and llama.cpp commit."""
     folder = tools_bin()
     commit = folder / COMMIT_FILE
-    return {"tools": str(folder), "tools_commit": commit.read_text().strip() if commit.is_file() else None}
+    record = {"tools": str(folder), "tools_commit": commit.read_text().strip() if commit.is_file() else None}
+    if (folder / "BUILD.json").is_file():  # written by make's self-test: the flags they were built with
+        built = read_json(folder / "BUILD.json")
+        record["tools_build"] = {k: built.get(k) for k in ("cmake_args", "cflags", "amx_instructions")}
+    return record
 
 
 def run_tool(name: str, args: list[str], echo: bool = True, timeout: float | None = None) -> str:
@@ -40,6 +45,8 @@ def run_tool(name: str, args: list[str], echo: bool = True, timeout: float | Non
             raise
         rc = proc.wait(timeout)
     output = "".join(lines)
+    if crashed(rc):
+        raise crash_error("llama.cpp", f"running {name}", rc, key_line(output))
     if rc != 0:
         raise QuantizeError(
             f"{name} failed (exit code {rc}): {key_line(output)}", hint="set QUANTKIT_DEBUG=1 and rerun to see its full output"

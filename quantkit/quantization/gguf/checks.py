@@ -20,6 +20,7 @@ from pathlib import Path
 
 from quantkit.core import events
 from quantkit.core.child import run_json_child
+from quantkit.core.crash import crash_error, crashed
 from quantkit.core.errors import PreflightError, QuantizeError
 from quantkit.quantization.gguf.tools import Converter, key_line, supported_architectures
 
@@ -358,6 +359,8 @@ def verify(model_dir: Path, files: dict[str, Path], smoke: bool = True, n_thread
         raise QuantizeError(answer["error"], hint=answer.get("hint"))
     crash = [line.strip() for line in proc.stderr.splitlines() if "terminate called" in line or "what():" in line]
     reason = " ".join(crash) or key_line(proc.stderr)
+    if crashed(proc.returncode) and not crash:  # a fault, not llama.cpp refusing the file (which aborts with a message)
+        raise crash_error("llama.cpp", "checking the GGUF file(s)", proc.returncode, reason)
     raise QuantizeError(
         f"llama.cpp failed while checking the GGUF file(s) (exit {proc.returncode}): {reason}",
         hint="the converted file is unusable; rerun with QUANTKIT_DEBUG=1 for the full output",

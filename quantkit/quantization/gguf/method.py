@@ -227,6 +227,7 @@ def make_imatrix(model_dir: Path, base_file: Path, scratch: Path, options: GgufO
 
 def llama_cpp_record(converter, with_tools: bool) -> dict:
     """The llama.cpp commit of converter, tools and runtime (one commit when all come from the sdist)."""
+    from quantkit.engines.llamacpp_build import build_record
     from quantkit.quantization.gguf.binaries import tools_record
     from quantkit.quantization.gguf.tools import installed_version, runtime_commit
 
@@ -235,6 +236,7 @@ def llama_cpp_record(converter, with_tools: bool) -> dict:
         "converter": converter.origin,
         "llama_cpp_python": installed_version(),
         "runtime_commit": runtime_commit(),
+        "runtime_build": build_record(),  # its CPU flags and system_info: what a crash report needs
     }
     if with_tools:
         record.update(tools_record())

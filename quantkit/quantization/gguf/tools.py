@@ -22,6 +22,7 @@ from pathlib import Path
 
 from quantkit.core import events
 from quantkit.core.atomic import atomic_dir, die_with_parent
+from quantkit.core.crash import crash_error, crashed
 from quantkit.core.errors import DependencyError, InputError, PreflightError, QuantizeError
 from quantkit.core.paths import cache_dir, quantkit_home
 
@@ -255,6 +256,8 @@ def run_converter(converter: Converter, args: list[str], echo: bool = True) -> l
             proc.kill()
             raise
         rc = proc.wait()
+    if crashed(rc):  # the converter is Python + torch: a fault there is the runtime's, not the checkpoint's
+        raise crash_error("llama.cpp's converter (Python)", "converting the checkpoint", rc, key_line("\n".join(tail)))
     if rc != 0:
         raise converter_error(list(tail))
     return list(tail)
