@@ -1,7 +1,8 @@
 """`quantkit serve` on a GGUF against llama-server of the same commit, side by side: the same file,
 the same settings (quantkit.engines.llama_server.choose_settings: threads, slots, context, flash
 attention), one load generator (quantkit.benchmark.loadtest: streamed chat completions, every
-request generating exactly --max-tokens), one server running at a time, in alternating order.
+request generating exactly --max-tokens): all servers up at once, each concurrency level measured on
+each in turn with the order flipped every time (--sequential: one server up at a time instead).
 
     .venv/bin/python benchmarks/serve_scaling.py --gguf model-Q4_K_M.gguf --threads 2 --json out.json
     .venv/bin/python benchmarks/serve_scaling.py --in-process      # quantkit's own server beside them
@@ -69,6 +70,42 @@ def measure(name: str, args, gguf: Path) -> list[dict]:
     return [r.to_dict() for r in results]
 
 
+def interleaved(args, gguf: Path, servers: list[str]) -> list[dict]:
+    """Every server up at once (the idle ones wait on a socket); each level measured on each server
+    in turn, the order flipped every time, so a busy machine's drift falls on all of them alike."""
+    from quantkit.benchmark.loadtest import load_test
+    from quantkit.engines.llama_server import LlamaServer, choose_settings
+
+    urls, procs, bare = {}, [], None
+    try:
+        for name in servers:
+            if name == "llama-server":
+                bare = LlamaServer(choose_settings(gguf, threads=args.threads, parallel=args.parallel, n_ctx=args.n_ctx)).start()
+                print(f"  {bare.settings.shown()}", flush=True)
+                urls[name] = bare.url
+            else:
+                proc, urls[name] = start_quantkit(gguf, args.threads, args.parallel, args.n_ctx, name.split(":")[1])
+                procs.append(proc)
+        runs = {(run, name): [] for run in range(1, args.runs + 1) for name in servers}
+        flip = False
+        for run in range(1, args.runs + 1):
+            for c in args.concurrency:
+                for name in reversed(servers) if flip else servers:
+                    (result,) = load_test(
+                        urls[name], concurrency=[c], num_requests=args.num_requests, max_tokens=args.max_tokens, ignore_eos=True
+                    )
+                    runs[(run, name)].append(result.to_dict())
+                    print(f"run {run} c{c} {name}: {result.output_throughput:.1f} tok/s, TTFT p50 {result.ttft_ms['median']} ms")
+                flip = not flip
+            print(f"    load average {os.getloadavg()[0]:.2f}", flush=True)
+    finally:
+        for proc in procs:
+            stop(proc)
+        if bare:
+            bare.stop()
+    return [{"run": run, "server": name, "results": results} for (run, name), results in runs.items()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gguf", help="the .gguf file (default: the bundled SmolLM2)")
@@ -81,6 +118,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2, help="rounds, the servers' order swapped each round")
     parser.add_argument("--in-process", action="store_true", help="also quantkit's in-process server")
     parser.add_argument("--json", help="write the numbers here")
+    parser.add_argument("--sequential", action="store_true", help="one server up at a time (default: all up, levels interleaved)")
     args = parser.parse_args()
     if args.gguf:
         gguf = Path(args.gguf).resolve()
@@ -91,15 +129,21 @@ def main() -> None:
     servers = ["llama-server", "quantkit:llama-server"] + (["quantkit:in-process"] if args.in_process else [])
     load = os.getloadavg()[0]
     print(f"{gguf.name}: {args.threads} threads, {args.parallel} slots, load average {load:.2f} at the start", flush=True)
-    runs = []
-    for run in range(args.runs):
+    runs = [] if args.sequential else interleaved(args, gguf, servers)
+    for run in range(args.runs if args.sequential else 0):
         order = servers if run % 2 == 0 else [servers[1], servers[0], *servers[2:]]
         for name in order:
             print(f"run {run + 1}: {name}", flush=True)
             runs.append({"run": run + 1, "server": name, "results": measure(name, args, gguf)})
+            for r in runs[-1]["results"]:  # as it goes: a long run on a busy machine still shows something
+                print(f"    c{r['concurrency']}: {r['output_throughput']:.1f} tok/s, TTFT p50 {r['ttft_ms']['median']} ms")
+            print(f"    load average {os.getloadavg()[0]:.2f}", flush=True)
+            if args.json:
+                Path(args.json).write_text(json.dumps({"gguf": str(gguf), "args": vars(args), "load_start": load, "runs": runs}))
             time.sleep(2)
     rows = table(runs, args.concurrency, args.runs)
     print("\n".join(rows))
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
     if args.json:
         Path(args.json).write_text(
             json.dumps({"gguf": str(gguf), "args": vars(args), "load_start": load, "runs": runs}, indent=2)
