@@ -70,32 +70,54 @@ def measure(name: str, args, gguf: Path) -> list[dict]:
     return [r.to_dict() for r in results]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_pid(pid: int) -> int:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout.split()
+    return int(out[0])
+
+
 def interleaved(args, gguf: Path, servers: list[str]) -> list[dict]:
     """Every server up at once (the idle ones wait on a socket); each level measured on each server
     in turn, the order flipped every time, so a busy machine's drift falls on all of them alike."""
     from quantkit.benchmark.loadtest import load_test
     from quantkit.engines.llama_server import LlamaServer, choose_settings
 
-    urls, procs, bare = {}, [], None
+    urls, procs, bare, pids = {}, [], None, {}
     try:
         for name in servers:
             if name == "llama-server":
                 bare = LlamaServer(choose_settings(gguf, threads=args.threads, parallel=args.parallel, n_ctx=args.n_ctx)).start()
                 print(f"  {bare.settings.shown()}", flush=True)
                 urls[name] = bare.url
+                pids[name] = {"llama-server": bare.proc.pid}
             else:
                 proc, urls[name] = start_quantkit(gguf, args.threads, args.parallel, args.n_ctx, name.split(":")[1])
                 procs.append(proc)
+                pids[name] = {"quantkit": proc.pid}
+                if name == "quantkit:llama-server":
+                    pids[name]["llama-server"] = child_pid(proc.pid)
         runs = {(run, name): [] for run in range(1, args.runs + 1) for name in servers}
         flip = False
         for run in range(1, args.runs + 1):
             for c in args.concurrency:
                 for name in reversed(servers) if flip else servers:
+                    before = {k: cpu_seconds(p) for k, p in pids[name].items()}
                     (result,) = load_test(
                         urls[name], concurrency=[c], num_requests=args.num_requests, max_tokens=args.max_tokens, ignore_eos=True
                     )
-                    runs[(run, name)].append(result.to_dict())
-                    print(f"run {run} c{c} {name}: {result.output_throughput:.1f} tok/s, TTFT p50 {result.ttft_ms['median']} ms")
+                    # CPU each process spent on the level: the front's share does not depend on the machine's load.
+                    cpu = {k: round(cpu_seconds(p) - before[k], 2) for k, p in pids[name].items()}
+                    runs[(run, name)].append({**result.to_dict(), "cpu_s": cpu})
+                    print(
+                        f"run {run} c{c} {name}: {result.output_throughput:.1f} tok/s, "
+                        f"TTFT p50 {result.ttft_ms['median']} ms, CPU s {cpu}",
+                        flush=True,
+                    )
                 flip = not flip
             print(f"    load average {os.getloadavg()[0]:.2f}", flush=True)
     finally:
@@ -162,7 +184,7 @@ def table(runs: list[dict], levels: list[int], n_runs: int) -> list[str]:
 
     servers = list(dict.fromkeys(r["server"] for r in runs))
     header = ["concurrency"] + [f"{s} tok/s" for s in servers] + [f"{s} TTFT p50 ms" for s in servers]
-    header += ["tok/s ratio", "TTFT ratio", "targets"]
+    header += ["tok/s ratio", "TTFT ratio", "front CPU / llama-server CPU", "targets"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for c in levels:
         tps = {s: [level_of(pick(s, n), c)["output_throughput"] for n in range(1, n_runs + 1)] for s in servers}
@@ -172,7 +194,10 @@ def table(runs: list[dict], levels: list[int], n_runs: int) -> list[str]:
         ok = min(ratios) >= TARGET_TPS and max(ttft_ratios) <= TARGET_TTFT
         cells = [str(c)] + [" / ".join(f"{v:.1f}" for v in tps[s]) for s in servers]
         cells += [" / ".join(f"{v:.0f}" for v in ttft[s]) for s in servers]
-        cells += [" / ".join(f"{v:.3f}" for v in ratios), " / ".join(f"{v:.2f}" for v in ttft_ratios), "met" if ok else "MISSED"]
+        cpu = [level_of(pick("quantkit:llama-server", n), c).get("cpu_s") or {} for n in range(1, n_runs + 1)]
+        share = sum(x.get("quantkit", 0) for x in cpu) / max(sum(x.get("llama-server", 0) for x in cpu), 1e-9)
+        cells += [" / ".join(f"{v:.3f}" for v in ratios), " / ".join(f"{v:.2f}" for v in ttft_ratios)]
+        cells += [f"{share:.1%}" if any(cpu) else "-", "met" if ok else "MISSED"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
