@@ -315,6 +315,7 @@ def bench(artifact: str | Path, *, base: str | Path | None = None, options: Benc
             runtime_bytes=getattr(engine, "runtime_bytes", None),
             speed_tool=speed_tool,
         )
+        result.failures += check(gates, None, None, result.to_dict())  # gated top-level metrics (core.metrics)
     finally:
         engine.close()
     return result

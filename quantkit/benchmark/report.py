@@ -5,28 +5,20 @@ results section."""
 import json
 from pathlib import Path
 
+from quantkit.core import metrics
 from quantkit.core.atomic import atomic_dir, read_json
 from quantkit.core.errors import InputError
 from quantkit.core.manifest import CARD
 from quantkit.core.verdict import VERDICT_CELL, reasons_of, verdict_of
 
 REPORT = "report.md"
-COLUMNS = (
-    "artifact",
-    "engine",
-    "bits",
-    "size",
-    "bpw",
-    "pp tok/s",
-    "tg tok/s",
-    "TTFT ms",
-    "peak RSS MB",
-    "KLD mean",
-    "top-1",
-    "PPL ratio",
-    "smoke",
-    "verdict",
-)
+HEAD = ("artifact", "engine", "bits", "size")
+TAIL = ("smoke", "verdict")
+
+
+def columns() -> list[str]:
+    """The table's header: a column per metric declared for the report (quantkit.core.metrics)."""
+    return [*HEAD, *[m.short or m.label for m in metrics.METRICS if m.report], *TAIL]
 
 
 def load_results(paths: list[str | Path]) -> list[dict]:
@@ -57,20 +49,13 @@ def label(result: dict) -> str:
 
 
 def row(result: dict) -> list[str]:
-    quality, smoke = result.get("quality") or {}, result.get("smoke")
+    smoke = result.get("smoke")
     return [
         label(result),
         result["engine"],
         str(result.get("bits", "-")),
         fmt(result["size_bytes"] / 2**20, 1, suffix=" MiB"),
-        fmt(result.get("bits_per_weight")),
-        f"{fmt(result['prefill_tokens_per_s'], 1)} ± {fmt(result['prefill_tokens_per_s_std'], 1)}",
-        f"{fmt(result['decode_tokens_per_s'], 1)} ± {fmt(result['decode_tokens_per_s_std'], 1)}",
-        fmt(result["ttft_ms"], 1),
-        fmt(result["peak_rss_mb"], 0),
-        fmt(quality.get("kld_mean"), 4),
-        fmt(quality.get("top1_agreement"), 1, 100, "%"),
-        fmt(quality.get("ppl_ratio"), 3),
+        *[m.cell(result) for m in metrics.METRICS if m.report],
         "-" if smoke is None else smoke_verdict(smoke),
         VERDICT_CELL[verdict_of(result)],
     ]
@@ -81,7 +66,8 @@ def smoke_verdict(smoke: dict) -> str:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    head = columns()
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row(r)) + " |" for r in results]
     return "\n".join(lines)
 

@@ -66,6 +66,7 @@ def command(artifact, base, json_file, url, serving_engine, **flags):
     from quantkit.benchmark.bench import bench
     from quantkit.cli.settings_flags import typed_settings
     from quantkit.core.errors import GateFailed
+    from quantkit.core.metrics import gated
 
     options = bench_options(typed_settings(click.get_current_context(), flags))
     from quantkit.cli.render import console
@@ -99,7 +100,7 @@ def command(artifact, base, json_file, url, serving_engine, **flags):
     if result.verdict == "failed":  # unvalidated is not a failure here; push refuses it (docs/gates.md)
         raise GateFailed(
             f"{len(result.failures)} gate(s) failed: {result.failures[0]}",
-            hint="see the table; thresholds: --max-kld, --min-top1, --max-ppl-ratio, --max-kld-p99",
+            hint="see the table; thresholds: " + ", ".join(m.gate.flag for m in gated()),
         )
 
 
@@ -112,11 +113,18 @@ STEP_TEXT = {
 }
 
 
+# Metrics the rows below present in their own composite way (pp with its prompt length, PPL beside
+# the base's); every other declared metric gets a generic row.
+SHOWN = {"bits_per_weight", "prefill_tokens_per_s", "decode_tokens_per_s", "ttft_ms", "peak_rss_mb", "kld_mean", "kld_p99"}
+SHOWN |= {"top1_agreement", "ppl_ratio"}
+
+
 def render(data: dict) -> None:
     from rich.markup import escape
     from rich.table import Table
 
     from quantkit.cli.render import console
+    from quantkit.core import metrics
 
     table = Table(title=f"quantkit bench: {data['artifact']}", show_header=False, title_justify="left")
     add = table.add_row
@@ -149,6 +157,9 @@ def render(data: dict) -> None:
         add("RMS Δp", f"{q['rms_dp']:.2%}")
     elif q:
         add("quality", "[red]tokenizer differs from the base[/]")
+    for m in metrics.METRICS:  # any other declared metric: a row of its own (quantkit.core.metrics)
+        if m.name not in SHOWN and m.of(data) is not None:
+            add(m.label, m.cell(data) + (f" {m.unit}" if m.unit and not m.suffix else ""))
     for note in data["notes"]:
         add("note", escape(note))
     for serving in data.get("serving") or []:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from quantkit.core.atomic import read_json
 from quantkit.core.errors import InputError
+from quantkit.core.metrics import metric
 from quantkit.core.verdict import reasons_of, verdict_of
 
 NEAR_RELATIVE, NEAR_ABSOLUTE = 0.10, 0.005  # near-equal: KLD <= best + max(10% of best, 0.005)
@@ -159,7 +160,6 @@ def candidates(data: dict, kv: int, engine: str | None) -> tuple[list[Candidate]
             out.append(Candidate(a["name"], a.get("method"), fmt, None, 0, "-", kv, None, None, None, 0, "lost", why))
             continue
         for r in a["results"]:
-            q = r.get("quality") or {}
             measured = r.get("runtime_bytes") and (engine is None or r.get("engine") == engine)
             weights = int(r["runtime_bytes"] if measured else r.get("weights_bytes") or r["size_bytes"])
             c = Candidate(
@@ -170,9 +170,9 @@ def candidates(data: dict, kv: int, engine: str | None) -> tuple[list[Candidate]
                 weights,
                 "measured runtime" if measured else "file size",
                 kv,
-                q.get("kld_mean"),
-                q.get("top1_agreement"),
-                r.get("decode_tokens_per_s"),
+                metric("kld_mean").of(r),  # where each lives in a result: its declaration's (quantkit.core.metrics)
+                metric("top1_agreement").of(r),
+                metric("decode_tokens_per_s").of(r),
                 int(r.get("size_bytes") or 0),
             )
             verdict = verdict_of(r)

@@ -182,7 +182,7 @@ def check_gates(result: dict, gates: Gates) -> list[str]:
     from quantkit.core.verdict import unvalidated_reasons
 
     thresholds = gates_for(int(result.get("bits") or 16), gates.overrides())
-    failures = check(thresholds, result.get("smoke") if gates.smoke else None, result.get("quality"))
+    failures = check(thresholds, result.get("smoke") if gates.smoke else None, result.get("quality"), result)
     gated = {"bits": result.get("bits"), "smoke": gates.smoke, **thresholds.to_dict()}
     unvalidated = [] if failures else unvalidated_reasons(result.get("base"), result.get("smoke"), result.get("quality"), gated)
     verdict = "failed" if failures else ("unvalidated" if unvalidated else "passed")
