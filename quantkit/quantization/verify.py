@@ -81,9 +81,10 @@ def verify_artifact(folder: Path, base_dir: Path, method: str, result, trust_rem
     answer = run_runtime(spec)
     if answer.get("quantkit_imported"):  # the point is to load it without us
         raise VerificationError("the verification process imported quantkit", hint="verify_runtime.py must stay standalone")
-    checked = {}
+    checked, base_template = {}, base_chat_template(base_dir)
     for label, row in answer["results"].items():
         row["bits"], row["top1_min"] = bits[label], top1_min(bits[label])
+        row["base_chat_template"] = base_template
         failure = judge(label, row)
         if failure:
             raise failure
@@ -136,6 +137,14 @@ def judge(label: str, row: dict) -> VerificationError | None:
             f"{row['artifact_ids']})",
             hint="the tokenizer files or the GGUF vocabulary do not match the base",
         )
+    if row.get("base_chat_template") and row.get("chat_template") != row["base_chat_template"]:
+        # Parity and logits cannot see it, yet every chat prompt would be rendered wrongly.
+        return VerificationError(
+            f"verification of {label}: the artifact's chat template differs from its base's (sha256 "
+            f"{row['base_chat_template']} vs {row.get('chat_template') or 'none'})",
+            hint="the chat template files (chat_template.jinja, tokenizer_config.json) or the GGUF's "
+            "tokenizer.chat_template do not match the base",
+        )
     if not row["finite"]:
         return VerificationError(f"verification of {label}: the artifact's logits contain NaN or inf", hint=hint)
     if row["top1"] < row["top1_min"]:
@@ -145,6 +154,23 @@ def judge(label: str, row: dict) -> VerificationError | None:
             f"KL {row['kld_mean']}, PPL ratio {row['ppl_ratio']})",
             hint=hint,
         )
+    return None
+
+
+def base_chat_template(base_dir: Path) -> str | None:
+    """The digest of the base's default chat template, read from its files as transformers does
+    (chat_template.jinja, then chat_template.json, then tokenizer_config.json); None without one."""
+    from quantkit.quantization.verify_runtime import template_digest
+
+    jinja, as_json, config = (base_dir / n for n in ("chat_template.jinja", "chat_template.json", "tokenizer_config.json"))
+    try:
+        if jinja.is_file():
+            return template_digest(jinja.read_text(encoding="utf-8"))
+        for path in (as_json, config):
+            if path.is_file() and json.loads(path.read_text(encoding="utf-8")).get("chat_template"):
+                return template_digest(json.loads(path.read_text(encoding="utf-8"))["chat_template"])
+    except (OSError, ValueError, AttributeError):
+        return None  # an unreadable base file: its tokenizer's own check reports it
     return None
 
 

@@ -125,6 +125,7 @@ def transformers_side(spec: dict, base: dict) -> dict:
     del model
     gc.collect()
     result = compare(base, logits, parity(base, ids, with_special))
+    result["chat_template"] = template_digest(getattr(tokenizer, "chat_template", None))
     result.update(runtime="transformers", load_s=round(loaded - started, 2), seconds=round(time.perf_counter() - started, 2))
     return result
 
@@ -154,9 +155,11 @@ def llama_cpp_side(spec: dict, base: dict, path: str) -> dict:
         with_bos = llm.tokenize(data, add_bos=True, special=True)[: spec["tokens"]]
         llm.eval(base["ids"])
         logits = np.array(llm.scores[:n], dtype=np.float32)
+        template = llm.metadata.get("tokenizer.chat_template")
     finally:
         llm.close()
     result = compare(base, logits, parity(base, ids, with_bos))
+    result["chat_template"] = template_digest(template)
     result.update(
         runtime="llama.cpp",
         file=os.path.basename(path),
@@ -164,6 +167,20 @@ def llama_cpp_side(spec: dict, base: dict, path: str) -> dict:
         seconds=round(time.perf_counter() - started, 2),
     )
     return result
+
+
+def template_digest(template) -> str | None:
+    """A short sha256 of the default chat template the runtime sees (named templates: "default"),
+    so the caller can compare it with the base's without the text in the manifest."""
+    import hashlib
+
+    if isinstance(template, list):  # tokenizer_config.json's [{"name", "template"}] form
+        template = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+    if isinstance(template, dict):
+        template = template.get("default")
+    if not isinstance(template, str) or not template.strip():
+        return None
+    return hashlib.sha256(template.strip().encode()).hexdigest()[:16]
 
 
 def parity(base: dict, ids: list[int], with_special: list[int]) -> dict:
