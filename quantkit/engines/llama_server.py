@@ -116,6 +116,7 @@ class LlamaServer:
         self.settings = settings
         if not settings.port:
             settings.port = free_port(settings.host)
+        self.own_log = log is None  # a temporary log, removed at stop (kept when loading failed)
         self.log_path = log or Path(tempfile.mkdtemp(prefix="quantkit-llama-server-")) / "llama-server.log"
         self.proc: subprocess.Popen | None = None
 
@@ -167,14 +168,17 @@ class LlamaServer:
         return "\n".join(text[-lines:])
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if self.own_log and self.proc is not None and self.proc.returncode in (0, -15):
+            import shutil
+
+            shutil.rmtree(self.log_path.parent, ignore_errors=True)
 
     def __enter__(self) -> "LlamaServer":
         return self.start() if self.proc is None else self
