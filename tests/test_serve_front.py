@@ -134,7 +134,7 @@ def test_front_forwards_other_routes_with_the_key_checked(path):
         async with httpx.AsyncClient(base_url=url, timeout=10) as client:
             assert (await client.get(path)).status_code == 401
             body = {"model": "smol", "prompt": "hi", "stream": True}
-            reply = await (client.post(path, json=body, headers={"Authorization": f"Bearer {KEY}"}))
+            reply = await client.post(path, json=body, headers={"Authorization": f"Bearer {KEY}"})
             assert reply.status_code == 200 and upstream.bodies[-1][0] == path
 
     asyncio.run(main())
