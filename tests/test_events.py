@@ -5,8 +5,6 @@ import logging
 import subprocess
 import sys
 
-import pytest
-
 from quantkit.core import events
 
 
@@ -42,7 +40,6 @@ def test_the_api_prints_nothing_and_a_caller_captures_its_reports(tiny_llama, tm
 
 def test_a_gguf_export_through_the_api_prints_nothing(tiny_llama, tmp_path, capfd):
     """The converter's and llama.cpp's own output and the checking child's lines come as events."""
-    pytest.importorskip("llama_cpp")
     import quantkit as qk
 
     reports: list[events.Event] = []

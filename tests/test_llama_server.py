@@ -15,19 +15,6 @@ import openai
 import pytest
 from test_serve import QUESTION, start_server, stop_server
 
-from quantkit.core.errors import DependencyError
-
-
-def built(name: str):
-    from quantkit.engines.llamacpp_tools import tool
-
-    try:
-        return tool(name)
-    except DependencyError:
-        return None
-
-
-needs_tools = pytest.mark.skipif(built("llama-server") is None, reason="llama.cpp's tools are not built (make tools)")
 KEY = "ls-key"
 
 
@@ -52,7 +39,6 @@ def alive(pid: int) -> bool:
 
 
 @pytest.mark.slow
-@needs_tools
 def test_serve_on_a_gguf_runs_llama_server_behind_quantkits_front():
     proc, url = start_server(gguf(), "--api-key", KEY, "--model-name", "smol", "--parallel", "2", "--n-ctx", "1024")
     try:
@@ -87,7 +73,6 @@ def test_serve_on_a_gguf_runs_llama_server_behind_quantkits_front():
 
 
 @pytest.mark.slow
-@needs_tools
 def test_serve_says_which_server_runs_the_model(tmp_path):
     log = open(tmp_path / "serve.log", "w")
     proc, _ = start_server(gguf(), "--backend", "in-process", log=log)
@@ -97,7 +82,6 @@ def test_serve_says_which_server_runs_the_model(tmp_path):
 
 
 @pytest.mark.slow
-@needs_tools
 def test_gguf_bench_tg_is_llama_benchs_within_its_own_stddev():
     from quantkit.benchmark.bench import BenchOptions, bench
     from quantkit.benchmark.llama_bench import run_llama_bench
@@ -116,7 +100,6 @@ def test_gguf_bench_tg_is_llama_benchs_within_its_own_stddev():
 
 
 @pytest.mark.slow
-@needs_tools
 def test_bench_engine_llama_server_records_a_serving_row(tmp_path):
     out = tmp_path / "bench.json"
     cmd = [sys.executable, "-m", "quantkit", "bench", str(gguf()), "-p", "16", "-n", "8", "--repetitions", "1"]
