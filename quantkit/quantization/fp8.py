@@ -40,10 +40,11 @@ class Fp8Method:
     formats = {"compressed-tensors": COMPRESSED_TENSORS}
 
     def supports(self, config: dict) -> str | None:
-        """Any causal LM transformers loads: every Linear but lm_head is quantized on its own."""
-        from quantkit.quantization.support import causal_lm_reason
+        """Any causal LM transformers loads (llmc.experts_reason: but Mixtral): every Linear but lm_head is
+        quantized on its own."""
+        from quantkit.quantization.llmc import experts_reason
 
-        return causal_lm_reason(config)
+        return experts_reason(config, "FP8")
 
     def check_config(self, config: dict, options: Fp8Options) -> None:
         quantized_widths(config, options.ignore)

@@ -42,10 +42,10 @@ class GptqMethod:
     formats = {"compressed-tensors": COMPRESSED_TENSORS}
 
     def supports(self, config: dict) -> str | None:
-        """GPTQ needs no layer mappings: any causal LM transformers loads."""
-        from quantkit.quantization.support import causal_lm_reason
+        """GPTQ needs no layer mappings: any causal LM transformers loads (llmc.experts_reason: but Mixtral)."""
+        from quantkit.quantization.llmc import experts_reason
 
-        return causal_lm_reason(config)
+        return experts_reason(config, "GPTQ")
 
     def check_config(self, config: dict, options: GptqOptions) -> None:
         group_size(config, options)

@@ -24,6 +24,28 @@ CHANNEL_SCALE_BITS = 0.03
 FALLBACK_GROUPS = (128, 64, 32)  # awq's and gptq's group sizes, tried in order when none is given
 
 
+# Architectures whose experts llm-compressor saves linearized under their old names
+# (block_sparse_moe.experts.N.*_proj) and transformers 5 does not fuse back on load: the artifact
+# loads with new, random experts (seen for Mixtral's FP8; GPTQ and W8A8 save the same way).
+# Qwen3-MoE's GPTQ and FP8 experts load back (its W8A8: w8a8.W8A8_REFUSED).
+UNLOADABLE_EXPERTS = ("MixtralForCausalLM",)
+
+
+def experts_reason(config: dict, label: str) -> str | None:
+    """Why ``label`` (GPTQ, W8A8, FP8) of this mixture-of-experts architecture would be unusable."""
+    from quantkit.quantization.support import causal_lm_reason
+
+    if (reason := causal_lm_reason(config)) is not None:
+        return reason
+    architecture = (config.get("architectures") or ["?"])[0]
+    if architecture in UNLOADABLE_EXPERTS:
+        return (
+            f"{label} of {architecture}'s mixture-of-experts layers is not supported: llm-compressor saves the "
+            "experts linearized and transformers loads them back as new, random experts (use --method gguf or nf4)"
+        )
+    return None
+
+
 def check_llmc(method, model_dir: Path, config: dict, options, calibrated: bool = True) -> None:
     """Everything before weights load: the architecture, remote code, what config.json decides,
     the calibration file (``calibrated`` methods), llm-compressor itself, and the memory."""

@@ -92,3 +92,77 @@ def converter_vocab_reason(converter, model_dir: Path, architecture: str) -> str
             "or use --method nf4 or int8)"
         )
     return None
+
+
+# Tokens llama.cpp's loader looks up by name for a model whose general.name says Phi-3 (it sets
+# their strip attributes with unordered_map::at, so a missing one makes the file unloadable).
+PHI3_NAMED_TOKENS = ("</s>", "<unk>", "<s>", "<|endoftext|>")
+GLM4_TOKENS = ("<|endoftext|>", "<|user|>")  # Glm4Model.set_vocab reads both from the added vocab
+
+
+def converter_config_reason(model_dir: Path, config: dict) -> str | None:
+    """Why llama.cpp's converter (or loading what it writes) would fail on this config.json and
+    tokenizer, from what its model classes assume of the real checkpoints: one line, or None."""
+    arch = (config.get("architectures") or [""])[0]
+    fix = "use --method nf4 or int8"
+    if arch == "GPTNeoXForCausalLM" and "rotary_pct" not in config:
+        factor = (config.get("rope_parameters") or {}).get("partial_rotary_factor", config.get("partial_rotary_factor"))
+        return (
+            f"llama.cpp's converter reads {arch}'s rotary_pct from config.json, which has none (transformers 5 "
+            f'writes it as rope_parameters.partial_rotary_factor; add "rotary_pct": {factor} to config.json, or {fix})'
+        )
+    if arch in ("FalconForCausalLM", "RWForCausalLM") and not config.get("new_decoder_architecture"):
+        kv = config.get("num_kv_heads", config.get("n_head_kv"))
+        if config.get("multi_query", True) and kv not in (None, 1):
+            return (
+                f"llama.cpp's converter splits {arch}'s fused query_key_value into num_kv_heads={kv} groups, but a "
+                f'multi_query model has one (set "num_kv_heads": 1 in config.json, or {fix})'
+            )
+    if arch == "CohereForCausalLM" and config.get("tie_word_embeddings") is False:
+        return (
+            f"llama.cpp's converter has no tensor for {arch}'s separate lm_head.weight (Command-R ties its output to "
+            f"the embeddings; this config.json says tie_word_embeddings: false; {fix})"
+        )
+    hidden, inter = config.get("hidden_size"), config.get("intermediate_size")
+    if arch == "PhiForCausalLM" and hidden and inter and inter != 4 * hidden:
+        return (
+            f"llama.cpp's converter writes {arch}'s feed-forward width as 4 x hidden_size ({4 * hidden}), and this "
+            f"model's intermediate_size is {inter}: llama.cpp could not load the file ({fix})"
+        )
+    if arch in ("Glm4ForCausalLM", "Phi3ForCausalLM"):
+        return vocab_token_reason(Path(model_dir), arch, fix)
+    return None
+
+
+def vocab_token_reason(model_dir: Path, arch: str, fix: str) -> str | None:
+    """GLM-4's converter and a Phi-3-named file's loader look special tokens up by their text."""
+    import json
+
+    try:
+        tok = json.loads((model_dir / "tokenizer.json").read_text())
+    except (OSError, ValueError):
+        return None  # a SentencePiece-only folder: the converter's own vocabulary path
+    added = {t.get("content") for t in tok.get("added_tokens") or []}
+    if arch == "Glm4ForCausalLM":
+        missing = [t for t in GLM4_TOKENS if t not in added]
+        what = "llama.cpp's converter reads GLM-4's special tokens"
+    else:
+        vocab = set((tok.get("model") or {}).get("vocab") or {}) | added
+        names = [model_dir.name, str(read_source_repo(model_dir))]
+        if not any(n in name.lower() for name in names for n in ("phi3", "phi-3")):
+            return None  # llama.cpp applies its Phi-3 token rules only to a file named Phi-3
+        missing = [t for t in PHI3_NAMED_TOKENS if t not in vocab]
+        what = "llama.cpp's loader looks up Phi-3's tokens by name in a file named Phi-3"
+    if not missing:
+        return None
+    return f"{what}, and this tokenizer has no {', '.join(missing)}: llama.cpp would fail on it (use the model's own tokenizer, or {fix})"
+
+
+def read_source_repo(model_dir: Path) -> str:
+    """The repo id quantkit recorded for a downloaded folder (the converter names the file after it)."""
+    import json
+
+    try:
+        return json.loads((model_dir / "quantkit-source.json").read_text()).get("repo_id") or ""
+    except (OSError, ValueError):
+        return ""

@@ -23,6 +23,25 @@ from quantkit.quantization.llmc import (
 from quantkit.quantization.options import CalibrationOptions, CompressedOptions, option
 
 SCHEME = "W8A8"  # compressed-tensors' preset: int8 per-channel weights, int8 dynamic per-token activations
+# What llm-compressor 0.14's SmoothQuant cannot do, seen in the architecture matrix
+# (docs/architectures.md): refused from config.json before any weight is loaded.
+NO_SMOOTHING = (
+    "SmoothQuant cannot resolve its mappings for {arch}'s layers (it needs Llama's input_layernorm -> "
+    "q/k/v_proj and post_attention_layernorm -> gate/up_proj; llm-compressor stops with 'Error resolving mappings')"
+)
+BROKEN = (
+    "SmoothQuant + GPTQ on {arch} writes an artifact whose top token matches its base's at 0-5% of "
+    "positions (quantkit's verification refuses it)"
+)
+UNLOADABLE = "the W8A8 checkpoint llm-compressor writes for {arch}'s experts does not load back in transformers"
+W8A8_REFUSED = {
+    **dict.fromkeys(
+        ("FalconForCausalLM", "Glm4ForCausalLM", "GPTNeoXForCausalLM", "Olmo2ForCausalLM", "Starcoder2ForCausalLM"),
+        NO_SMOOTHING,
+    ),
+    **dict.fromkeys(("Gemma2ForCausalLM", "Gemma3ForCausalLM", "PhiForCausalLM"), BROKEN),
+    "Qwen3MoeForCausalLM": UNLOADABLE,
+}
 
 
 @dataclass
@@ -47,11 +66,16 @@ class W8a8Method:
     formats = {"compressed-tensors": COMPRESSED_TENSORS}
 
     def supports(self, config: dict) -> str | None:
-        """Any causal LM transformers loads: GPTQ needs no mappings, and SmoothQuant skips the
-        layers its mappings (Llama-style norm -> projections, per architecture) do not name."""
-        from quantkit.quantization.support import causal_lm_reason
+        """A causal LM transformers loads whose layers SmoothQuant can smooth into a working
+        artifact (W8A8_REFUSED: the architectures where it cannot)."""
+        from quantkit.quantization.llmc import experts_reason
 
-        return causal_lm_reason(config)
+        if (reason := experts_reason(config, "W8A8")) is not None:
+            return reason
+        arch = config["architectures"][0]
+        if arch in W8A8_REFUSED:
+            return f"W8A8 is not supported for {arch}: {W8A8_REFUSED[arch].format(arch=arch)} (use --method gptq, fp8 or nf4)"
+        return None
 
     def check_config(self, config: dict, options: W8a8Options) -> None:
         """Per-channel scales need no width to divide; only an ignore list that leaves nothing."""

@@ -65,9 +65,11 @@ def preflight(converter: Converter, model_dir: Path, config: dict) -> None:
             f"llama.cpp's converter (commit {commit}) does not support architecture {archs[0]}",
             hint="see convert_hf_to_gguf.py --print-supported-models, or use a newer checkout via `llama_cpp_dir`",
         )
-    from quantkit.quantization.support import converter_vocab_reason
+    from quantkit.quantization.support import converter_config_reason, converter_vocab_reason
 
     if (reason := converter_vocab_reason(converter, model_dir, archs[0])) is not None:
+        raise PreflightError(reason)
+    if (reason := converter_config_reason(model_dir, config)) is not None:  # what its model classes assume
         raise PreflightError(reason)
     if needs_pre_tokenizer_hash(model_dir):
         known = known_pre_tokenizers(converter)
