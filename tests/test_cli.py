@@ -91,15 +91,18 @@ def write_config(folder, config) -> str:
 
 
 def test_inspect_answers_per_method_from_config_alone(tmp_path):
-    """A folder with only config.json: Gemma 3 text is supported by every method; a
-    mixture-of-experts model is refused for AWQ with the reason and the fix, not for the others."""
+    """A folder with only config.json: Gemma 3 text is supported by every method but W8A8 (whose
+    SmoothQuant artifact breaks on it: docs/architectures.md); a mixture-of-experts model is refused
+    for AWQ with the reason and the fix, not for the others."""
     sys.path.insert(0, os.path.dirname(__file__))
     from models import arch_config
 
     gemma = arch_config("gemma3_text", pad_token_id=0, bos_token_id=1, eos_token_id=2).to_dict()
     result = run_quantkit("inspect", write_config(tmp_path / "gemma3", gemma), "--json")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["model"]["support"] == {name: None for name in METHODS}
+    support = json.loads(result.stdout)["model"]["support"]
+    assert {name for name, why in support.items() if why is None} == set(METHODS) - {"w8a8"}
+    assert "W8A8 is not supported for Gemma3ForCausalLM" in support["w8a8"] and "use --method gptq" in support["w8a8"]
     moe = arch_config("qwen3_moe", pad_token_id=0, bos_token_id=1, eos_token_id=2).to_dict()
     table = run_quantkit("inspect", write_config(tmp_path / "moe", moe))
     assert table.returncode == 0, table.stderr
