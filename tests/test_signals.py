@@ -196,7 +196,9 @@ def test_sigkill_during_a_recipes_bench_then_rerun(tiny_llama, tmp_path):
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "[quantize nf4] skipped (up to date" in rerun.stderr and "[bench nf4] done" in rerun.stderr
     results = json.loads((out / "results.json").read_text())
-    assert results["passed"] and (out / "bench" / "nf4.json").is_file() and (out / "report.md").is_file()
+    # the smoke gate is off in this recipe: the artifact is unvalidated, not passed (the run still completes)
+    assert results["verdict"] == "unvalidated" and not results["passed"]
+    assert (out / "bench" / "nf4.json").is_file() and (out / "report.md").is_file()
 
 
 # --- every stage that writes, every method ---------------------------------------------------------
