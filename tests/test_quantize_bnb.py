@@ -103,9 +103,11 @@ def check_artifact(artifact, method: str) -> dict:
 
     header = ModelCard(card).data  # the Hub's own parser reads the header
     assert header.get("quantized_by") == "quantkit" and header.get("library_name") == "transformers"
-    assert f"\n# {artifact.name}\n" in card and f'from_pretrained("{artifact.name}"' in card
+    # titled with the artifact's name (e.g. SmolLM2-135M-Instruct-NF4), loaded from its folder
+    assert f"\n# {manifest['name']}\n" in card and f'from_pretrained("{artifact.name}"' in card
+    assert header.get("model_name") == manifest["name"] and manifest["name"].endswith(method.upper())
     assert "AutoModelForCausalLM.from_pretrained" in card and "quantization_config" not in card
-    assert ('quantization="bitsandbytes"' in card) == (method == "nf4")  # vLLM snippet for NF4
+    assert 'quantization="bitsandbytes"' not in card  # vLLM refuses bitsandbytes: no vLLM snippet
     assert manifest["bits_per_weight"] > 0 and manifest["weights_bytes"] == files["model.safetensors"]["size"]
     return manifest
 

@@ -207,8 +207,9 @@ def bench(artifact: Path, base: Path, out: Path) -> dict:
 
 
 def assert_caught(intact: dict, perturbed: dict) -> None:
-    assert intact["exit"] == 0 and intact["passed"] and intact["bits"] == 4, intact["failures"]
-    assert perturbed["exit"] == 3 and not perturbed["passed"] and perturbed["bits"] == 4
+    # --no-smoke: the intact artifact passes every gate it ran, and is unvalidated (not failed) for the skipped smoke
+    assert intact["exit"] == 0 and not intact["failures"] and intact["verdict"] == "unvalidated" and intact["bits"] == 4
+    assert perturbed["exit"] == 3 and perturbed["verdict"] == "failed" and not perturbed["passed"] and perturbed["bits"] == 4
     assert perturbed["quality"]["tokenizer_parity"] and perturbed["quality"]["kld_mean"] > 2 * intact["quality"]["kld_mean"]
     assert any(f.startswith("quality: kld_mean") for f in perturbed["failures"]), perturbed["failures"]
 
