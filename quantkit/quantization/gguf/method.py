@@ -98,8 +98,8 @@ class GgufMethod:
     def check(self, model_dir: Path, config: dict, options: GgufOptions) -> None:
         from quantkit.core.preflight import check_quantize_memory
         from quantkit.quantization.calibration import read_records
-        from quantkit.quantization.gguf import checks as gguf_checks
         from quantkit.quantization.gguf.binaries import tools_bin
+        from quantkit.quantization.gguf.preflight import preflight
         from quantkit.quantization.gguf.tools import find_converter, installed_version
 
         types = options.gguf_types
@@ -110,7 +110,7 @@ class GgufMethod:
         if imatrix_types(types, options.imatrix):
             read_records(options.calib)  # a bad --calib file fails now, not after the conversion
         check_quantize_memory(config, self.name, self.footprint(options), options)  # lazy converter: about one F16 copy
-        gguf_checks.preflight(find_converter(options.llama_cpp_dir), model_dir, config)
+        preflight(find_converter(options.llama_cpp_dir), model_dir, config)
 
     def quantize(self, model_dir: Path, out_dir: Path, options: GgufOptions) -> MethodResult:
         from quantkit.quantization.gguf import checks as gguf_checks
