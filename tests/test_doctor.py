@@ -14,7 +14,7 @@ import pytest
 
 from quantkit.doctor.build_check import AMX_OPCODES, BuildCheckFailed, amx_instructions, check_tools, check_wheel
 from quantkit.engines.llamacpp_build import build_record, cpu_features, library_file
-from quantkit.quantization.gguf.binaries import tools_bin
+from quantkit.engines.llamacpp_tools import tools_bin
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -325,17 +325,7 @@ def test_footprints_and_registry():
     from quantkit.quantization.registry import METHODS, get_method, make_options
 
     assert {"gptq", "w8a8", "fp8"} <= set(METHODS)
-    config = {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "hidden_size": 4096,
-        "intermediate_size": 14336,
-        "num_hidden_layers": 32,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 8,
-        "vocab_size": 128256,
-        "torch_dtype": "bfloat16",
-    }  # Llama-3.1-8B's shape
+    config = json.loads((Path(__file__).parent / "fixtures/configs/llama-3.1-8b-instruct.json").read_text())
     costs = {}
     for name in ("gptq", "w8a8", "fp8"):
         method = get_method(name)

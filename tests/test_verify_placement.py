@@ -4,6 +4,7 @@ GPU only when the base (or the artifact) fits its free memory, else the CPU (GPU
 import json
 import os
 import weakref
+from pathlib import Path
 
 import pytest
 
@@ -12,18 +13,7 @@ from quantkit.quantization import verify, verify_place
 from quantkit.quantization.base import MethodResult
 
 GiB = 2**30
-CONFIG = {
-    "architectures": ["LlamaForCausalLM"],
-    "model_type": "llama",
-    "hidden_size": 4096,
-    "intermediate_size": 14336,
-    "num_hidden_layers": 32,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 8,
-    "vocab_size": 128256,
-    "torch_dtype": "bfloat16",
-    "tie_word_embeddings": False,
-}
+CONFIG = json.loads((Path(__file__).parent / "fixtures/configs/llama-3.1-8b-instruct.json").read_text())
 
 
 def folder(path, weights_gib: float, quant: str | None = None):

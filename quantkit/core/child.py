@@ -20,3 +20,9 @@ def run_json_child(args: list[str], **kwargs) -> tuple[subprocess.CompletedProce
     except json.JSONDecodeError:
         answer = {}
     return proc, answer if isinstance(answer, dict) else {}
+
+
+def last_line(text: str) -> str:
+    """A failed child's last words: the last non-blank line of its stderr (at most 500 characters)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:500] if lines else ""

@@ -142,7 +142,7 @@ def llama_cpp_build() -> dict:
 
     info: dict = {"version": metadata.version("llama-cpp-python"), **build_record()}
     try:
-        from quantkit.quantization.gguf.binaries import tools_bin
+        from quantkit.engines.llamacpp_tools import tools_bin
 
         folder = tools_bin()
     except Exception as exc:  # not built: the report says how to build them

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from quantkit.core.atomic import die_with_parent
-from quantkit.core.child import run_json_child
+from quantkit.core.child import last_line, run_json_child
 from quantkit.core.crash import crash_error, crashed
 from quantkit.core.errors import EngineCrashed, EngineError, QuantkitError
 
@@ -33,8 +33,7 @@ def llama_bench(bench: Path, gguf: Path, threads: int = 1, timeout: float = 600)
     if crashed(proc.returncode):
         raise crash_error("llama.cpp (llama-bench)", f"running {Path(gguf).name}", proc.returncode)
     if proc.returncode != 0:
-        last = next((line for line in reversed(proc.stderr.splitlines()) if line.strip()), f"exit {proc.returncode}")
-        raise EngineError(f"llama-bench failed on {Path(gguf).name}: {last}")
+        raise EngineError(f"llama-bench failed on {Path(gguf).name}: {last_line(proc.stderr) or f'exit {proc.returncode}'}")
     return [
         {"test": f"pp{r['n_prompt']}" if r.get("n_prompt") else f"tg{r['n_gen']}", "avg_ts": round(r["avg_ts"], 1)}
         for r in json.loads(proc.stdout)
@@ -47,8 +46,7 @@ def transformers_smoke(timeout: float = 300) -> dict:
         return answer
     if crashed(proc.returncode):
         raise crash_error("transformers (torch)", "running a tiny random Llama", proc.returncode)
-    last = next((line for line in reversed(proc.stderr.splitlines()) if line.strip()), f"exit {proc.returncode}")
-    raise EngineError(f"transformers could not run a tiny random Llama: {last}")
+    raise EngineError(f"transformers could not run a tiny random Llama: {last_line(proc.stderr) or f'exit {proc.returncode}'}")
 
 
 def outcome(run) -> dict:

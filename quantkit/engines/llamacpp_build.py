@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from quantkit.core.atomic import read_json
-from quantkit.core.child import run_json_child
+from quantkit.core.child import last_line, run_json_child
 from quantkit.core.crash import crash_error, crashed
 from quantkit.core.errors import EngineError
 
@@ -71,8 +71,8 @@ def smoke(gguf: Path, threads: int = 1, n_tokens: int = 4, timeout: float = 300)
         return answer
     if crashed(proc.returncode):
         raise crash_error(ENGINE, f"decoding {Path(gguf).name}", proc.returncode)
-    last = next((line for line in reversed(proc.stderr.splitlines()) if line.strip()), "")
-    raise EngineError(f"{ENGINE} could not load or decode {Path(gguf).name}: {answer.get('error') or last or proc.returncode}")
+    reason = answer.get("error") or last_line(proc.stderr) or f"exit {proc.returncode}"
+    raise EngineError(f"{ENGINE} could not load or decode {Path(gguf).name}: {reason}")
 
 
 def build_identity() -> str | None:

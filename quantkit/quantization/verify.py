@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from quantkit.core import events
-from quantkit.core.child import run_json_child
+from quantkit.core.child import last_line, run_json_child
 from quantkit.core.crash import crash_error, crashed
 from quantkit.core.errors import VerificationError
 
@@ -196,8 +196,3 @@ def runtime_env() -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSTARTUP")}
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     return env
-
-
-def last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1][:500] if lines else ""
