@@ -156,7 +156,7 @@ def test_bench_estimate_from_files_reads_dense_size_of_compressed_tensors(tmp_pa
     cfg = json.loads((tiny_llama / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**cfg, "quantization_config": {"quant_method": "compressed-tensors"}}))
     (folder / "model.safetensors").write_bytes(b"\0" * 1000)
-    need = estimate_files.bench_need_for(folder, "transformers", "cuda", 4096)
+    need = estimate_files.bench_need_for(folder, None, "cuda", 4096)
     assert need.gpu_bytes >= estimate.estimate_params(cfg) * 2 + estimate.CUDA_OVERHEAD_BYTES
 
 

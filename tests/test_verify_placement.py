@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from quantkit.core import memory
+from quantkit.engines import ENGINES
 from quantkit.quantization import verify, verify_place
 from quantkit.quantization.base import MethodResult
 
@@ -40,12 +41,12 @@ def test_each_side_goes_to_the_gpu_only_where_it_fits(tmp_path, gpu_free):
     nf4 = folder(tmp_path / "nf4", 5.5, "bitsandbytes")
     awq = folder(tmp_path / "awq", 5.4, "compressed-tensors")  # dense bf16 (15 GiB) once decompressed
     gpu_free(40)
-    assert verify_place.placement(nf4, base, "transformers", "cuda") == {"base": "cuda", "artifact": "cuda"}
+    assert verify_place.placement(nf4, base, False, "cuda") == {"base": "cuda", "artifact": "cuda"}
     gpu_free(12)  # a 12 GiB card: the bf16 base verifies on the CPU, the NF4 artifact on the GPU
-    assert verify_place.placement(nf4, base, "transformers", "cuda") == {"base": "cpu", "artifact": "cuda"}
-    assert verify_place.placement(awq, base, "transformers", "cuda") == {"base": "cpu", "artifact": "cpu"}
-    assert verify_place.placement(tmp_path / "x.gguf", base, "llama.cpp", "cuda")["artifact"] == "cpu"
-    assert verify_place.placement(nf4, base, "transformers", "cpu") == {"base": "cpu", "artifact": "cpu"}
+    assert verify_place.placement(nf4, base, False, "cuda") == {"base": "cpu", "artifact": "cuda"}
+    assert verify_place.placement(awq, base, False, "cuda") == {"base": "cpu", "artifact": "cpu"}
+    assert verify_place.placement(tmp_path / "x.gguf", base, ENGINES["llama.cpp"].verify.on_cpu, "cuda")["artifact"] == "cpu"
+    assert verify_place.placement(nf4, base, False, "cpu") == {"base": "cpu", "artifact": "cpu"}
 
 
 def test_verify_artifact_frees_first_and_passes_the_placement(tmp_path, gpu_free, monkeypatch):

@@ -34,10 +34,11 @@ from quantkit.benchmark.quality import QualityOptions, eval_text
 from quantkit.benchmark.result import BenchResult, Stat, percentiles_ms
 from quantkit.benchmark.smoke import SmokeOptions
 from quantkit.core import events
+from quantkit.core.estimate import bench_n_ctx
 from quantkit.core.manifest import library_versions, read_manifest
 from quantkit.core.memory import PeakRSS, cuda_memory, device_memory, llamacpp_device_memory
 from quantkit.core.settings import option, validate
-from quantkit.engines import ENGINES, EngineOptions, engine_for, load_engine
+from quantkit.engines import EngineOptions, engine_entry, engine_for, load_engine
 
 VERSIONED = (
     "torch",
@@ -215,18 +216,20 @@ def bench(artifact: str | Path, *, base: str | Path | None = None, options: Benc
         base = resolve_model(base)
     base_engine_options = EngineOptions(device=options.device, threads=options.threads)
     name = engine_for(path)
-    n_ctx = max(4096, options.prompt_tokens + options.gen_tokens + 8)
-    memory_preflight(path, name, base, options, n_ctx)
+    entry = engine_entry(name)
+    n_ctx = bench_n_ctx(options)
+    memory_preflight(path, entry.file_suffix, base, options, n_ctx)
     base_smoke = None
     if base is not None and (options.smoke or options.quality):
         step("base")
         base_smoke = base_references(base, options, base_engine_options)
     engine_options = EngineOptions(device=options.device, threads=options.threads, n_gpu_layers=options.n_gpu_layers, n_ctx=n_ctx)
-    for module in ENGINES[name].imports:  # library import time is not model load time
+    for module in entry.imports:  # library import time is not model load time
         importlib.import_module(module)
     step("load")
-    # llama.cpp's GPU buffers are not torch's: read the device before and after (no torch context made).
-    device_before = device_memory() if name == "llama.cpp" and options.device != "cpu" else None
+    # An engine's own GPU buffers (llama.cpp's) are not torch's: read the device before and after
+    # (no torch context made).
+    device_before = device_memory() if not entry.on_torch and options.device != "cpu" else None
     with PeakRSS() as load_peak:
         engine = load_engine(path, engine_options, engine=name)
     notes += list(getattr(engine, "warnings", []))
@@ -236,7 +239,7 @@ def bench(artifact: str | Path, *, base: str | Path | None = None, options: Benc
         prompt = engine.tokenize(eval_text(options.quality_options)) or [0]
         prompt = (prompt * (options.prompt_tokens // len(prompt) + 1))[: options.prompt_tokens]
         step("speed")
-        torch_gpu = engine.device == "cuda" and engine.name == "transformers"
+        torch_gpu = engine.device == "cuda" and entry.on_torch
         if torch_gpu and (torch := cuda_torch()):
             torch.cuda.reset_peak_memory_stats()
         with PeakRSS() as run_peak:
@@ -258,7 +261,7 @@ def bench(artifact: str | Path, *, base: str | Path | None = None, options: Benc
         prefill = Stat.of([options.prompt_tokens / s for s in prefill_s])
         decode = Stat.of([options.gen_tokens / s for s in decode_s])
         speed_tool = None
-        if ENGINES[name].speed_tool:  # pp/tg from the engine's own tool (llama-bench): the field's numbers
+        if entry.speed_tool:  # pp/tg from the engine's own tool (llama-bench): the field's numbers
             from quantkit.benchmark.llama_bench import tool_speed
 
             speed_tool, prefill, decode = tool_speed(engine, options, prefill, decode, notes)
@@ -321,7 +324,7 @@ def bench(artifact: str | Path, *, base: str | Path | None = None, options: Benc
     return result
 
 
-def memory_preflight(path: Path, engine_name: str, base: Path | None, options: BenchOptions, n_ctx: int):
+def memory_preflight(path: Path, file_suffix: str | None, base: Path | None, options: BenchOptions, n_ctx: int):
     """Refuse before loading anything when one model at a time (the base's reference, then the
     artifact) with its KV cache does not fit in RAM or on the GPU (quantkit.core.estimate.bench_need)."""
     from quantkit.core.estimate_files import bench_need_for
@@ -334,7 +337,7 @@ def memory_preflight(path: Path, engine_name: str, base: Path | None, options: B
     layers = (options.n_gpu_layers or -1) if options.device == "cuda" else options.n_gpu_layers
     need = bench_need_for(
         path,
-        engine_name,
+        file_suffix,
         device,
         n_ctx,
         base=base if (options.quality or options.smoke) else None,

@@ -99,8 +99,10 @@ def reference_key(base: Path, text: str, options: QualityOptions, engine_name: s
 
 def run_where(engine_name: str, engine_options=None) -> list:
     """Device, dtype and GPU layers a model runs with, for cache keys ("auto" resolved for torch)."""
+    from quantkit.engines import engine_entry
+
     device = getattr(engine_options, "device", "auto") or "auto"
-    if device == "auto" and engine_name == "transformers":
+    if device == "auto" and engine_entry(engine_name).on_torch:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -38,7 +38,7 @@ SMOKE_TOKENS = 3 * 128  # three turns of the smoke chat, a typical reply length 
 # Peak RAM of quantizing on the CPU, as a multiple of the model's size in the dtype it is held in:
 # AWQ calibrates in fp32 and saves a 16-bit copy; bitsandbytes' quantize-at-load peaks under 2x its
 # load dtype (SmolLM2); llama.cpp's lazy converter holds about one F16 copy.
-CPU_RAM_FACTOR = {"calibrate": 2.0, "load": 2.0, "llama.cpp": 1.2}
+CPU_RAM_FACTOR = {"calibrate": 2.0, "load": 2.0, "convert": 1.2}
 # AWQ on a GPU: the model stays in RAM in bf16 (+ the compressed copy save_pretrained builds).
 AWQ_GPU_RAM_FACTOR = 1.3
 # FP8 (data-free): the checkpoint-dtype model in RAM, compressed module by module when saved.
@@ -112,7 +112,10 @@ class Footprint:
     it in ``footprint(options)``): how it quantizes, the bits per weight of each file it writes,
     whether transformers runs it decompressed, and its calibration set's size."""
 
-    kind: str  # "calibrate" (llm-compressor: fp32 on the CPU, layer by layer on a GPU), "load", "llama.cpp"
+    # "calibrate" (llm-compressor: fp32 on the CPU, layer by layer on a GPU), "load", "datafree", or
+    # "convert": converted on the CPU to one self-contained file per type, embeddings quantized too,
+    # run offloaded by layers (GGUF through llama.cpp)
+    kind: str
     bits: tuple[float, ...]  # per weight of each file (GGUF: one per type), scales included
     dense_runtime: bool = False  # compressed-tensors in transformers: dense once decompressed
     calib_samples: int = 0
@@ -129,7 +132,7 @@ class Footprint:
 def gguf_footprint(types: list[str], bits: tuple[float, ...], calib_samples: int = 0, calib_seq_len: int = 0) -> Footprint:
     """One file per GGUF type, each at its bits per weight (the gguf method's table)."""
     return Footprint(
-        "llama.cpp",
+        "convert",
         tuple(bits),
         calib_samples=calib_samples,
         calib_seq_len=calib_seq_len,
@@ -143,7 +146,7 @@ def artifact_bytes(config: dict, fp: Footprint, file: int | None = None) -> int:
     n, embed = estimate_params(config), embedding_params(config)
     body = max(n - embed, 0)
     bits = fp.bits if file is None else fp.bits[file : file + 1]
-    if fp.kind == "llama.cpp":
+    if fp.kind == "convert":
         return int(sum(n * b / 8 for b in bits))
     return int(sum(body * b / 8 + embed * 2 for b in bits))
 
@@ -231,7 +234,7 @@ def quantize_need(config: dict, fp: Footprint, device: str, verify_on: str = "cu
         load = n * dtype_bytes(fp.dtype, config)
         return Need(int(load * CPU_RAM_FACTOR["load"]) + LIBRARY_ALLOWANCE_BYTES, 0, "quantize at load in RAM")
     # llama.cpp's converter and quantizer run on the CPU
-    return Need(int(n * 2 * CPU_RAM_FACTOR["llama.cpp"]) + LIBRARY_ALLOWANCE_BYTES, 0, "F16 conversion in RAM")
+    return Need(int(n * 2 * CPU_RAM_FACTOR["convert"]) + LIBRARY_ALLOWANCE_BYTES, 0, "F16 conversion in RAM")
 
 
 def with_verification(config: dict, fp: Footprint, need: Need, verify_on: str = "cuda") -> Need:
@@ -289,7 +292,7 @@ def bench_need(
     logits = quality_ctx * s["vocab"] * 4
     if device != "cuda":
         return Need(max(art, base) + kv + logits + LIBRARY_ALLOWANCE_BYTES, 0, "one model at a time in RAM")
-    if fp is not None and fp.kind == "llama.cpp":
+    if fp is not None and fp.kind == "convert":
         share = 1.0 if n_gpu_layers is None or n_gpu_layers < 0 else min(n_gpu_layers, s["layers"]) / s["layers"]
         on_gpu = int(art * share) + kv + LLAMACPP_COMPUTE_BYTES
         # The base's reference runs in transformers on the GPU before llama.cpp loads.
@@ -302,12 +305,12 @@ def bench_need(
 def quantize_cost(config: dict, fp: Footprint, device: str) -> Cost:
     size, n_b = checkpoint_bytes(config), estimate_params(config) / 1e9
     out = artifact_bytes(config, fp)
-    need = quantize_need(config, fp, device if fp.kind != "llama.cpp" else "cpu")
+    need = quantize_need(config, fp, device if fp.kind != "convert" else "cpu")
     seconds = size / DISK_BYTES_PER_S * 2
     ktok = fp.calib_samples * fp.calib_seq_len / 1000
     if fp.kind == "calibrate":
         seconds += n_b * ktok * AWQ_S_PER_B_PER_KTOK[device] * fp.calib_s_factor
-    if fp.kind == "llama.cpp":
+    if fp.kind == "convert":
         out += estimate_params(config) * 2  # the F16 intermediate the converter writes first
         seconds += n_b * GGUF_QUANTIZE_S_PER_B * len(fp.bits) + n_b * ktok * IMATRIX_S_PER_B_PER_KTOK
     return Cost(need.ram_bytes, out, seconds, need.gpu_bytes)
@@ -322,7 +325,7 @@ def bench_cost(config: dict, fp: Footprint, bench, device: str) -> Cost:
     """Load + warm-up + repetitions of pp/tg + quality, for each file; memory of the largest."""
     read, _ = runtime_bytes(config, fp, device)  # what a decode step reads
     decode_tps = DECODE_BANDWIDTH[device] / max(read, 1)
-    if device == "cpu" and fp.kind != "llama.cpp":
+    if device == "cpu" and fp.kind != "convert":
         decode_tps = min(decode_tps, HF_CPU_DECODE_CAP)
     one = (bench.gen_tokens / decode_tps + bench.prompt_tokens / (decode_tps * 8)) * (bench.repetitions + bench.warmup)
     quality = 2 * bench.eval_tokens / (decode_tps * 8) if bench.quality else 0.0

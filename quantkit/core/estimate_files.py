@@ -20,7 +20,7 @@ def files_bytes(path: Path, suffixes=(".safetensors", ".bin", ".gguf")) -> int:
 
 def bench_need_for(
     path: Path,
-    engine_name: str,
+    file_suffix: str | None,
     device: str,
     n_ctx: int,
     *,
@@ -29,7 +29,7 @@ def bench_need_for(
     quality_ctx: int = 512,
 ) -> Need:
     """``bench_need`` from the files at hand (the real preflight): the artifact's size where it
-    runs (a .gguf's file; a compressed-tensors folder's dense size; a bitsandbytes folder's
+    runs (its weights file for an engine that runs one, ``file_suffix``: a .gguf's; a compressed-tensors folder's dense size; a bitsandbytes folder's
     weights; a plain folder's weights in the dtype it runs in) and the base's, with the shape
     (KV cache, vocabulary) from whichever config.json is there."""
     from quantkit.core.modelinfo import estimate_params
@@ -38,11 +38,11 @@ def bench_need_for(
     config = folder_config(path) if path.is_dir() else None
     base_config = folder_config(Path(base)) if base is not None else None
     shape_config = config or base_config
-    if engine_name != "llama.cpp" and config is None:
+    if not file_suffix and config is None:
         return Need(LIBRARY_ALLOWANCE_BYTES, 0, "no config.json: nothing to estimate")  # the engine says why
-    if engine_name == "llama.cpp":
-        gguf = path if path.is_file() else next(iter(sorted(path.glob("*.gguf"))), path)
-        runtime, fp = files_bytes(gguf), Footprint("llama.cpp", (8.0,))
+    if file_suffix:  # one self-contained file (GGUF): its size, offloaded by layers
+        weights = path if path.is_file() else next(iter(sorted(path.glob(f"*{file_suffix}"))), path)
+        runtime, fp = files_bytes(weights), Footprint("convert", (8.0,))
     else:
         qc = (config or {}).get("quantization_config") or {}
         method = qc.get("quant_method")
@@ -61,7 +61,7 @@ def bench_need_for(
         return Need(
             runtime + LIBRARY_ALLOWANCE_BYTES if device == "cpu" else LIBRARY_ALLOWANCE_BYTES,
             0 if device == "cpu" else runtime + LLAMACPP_COMPUTE_BYTES,
-            "the GGUF file",
+            "the weights file",
         )
     return bench_need(
         shape_config,

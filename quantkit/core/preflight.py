@@ -111,7 +111,7 @@ def check_fit(need: Need, stage: str, force: bool = False) -> Need:
 def check_quantize_memory(config: dict, method: str, footprint, options) -> Need:
     """The quantize stage of ``method`` (its declared ``footprint``) on the device
     ``options.device`` resolves to must fit."""
-    device = resolve_device(options.device) if footprint.kind != "llama.cpp" else "cpu"
+    device = resolve_device(options.device) if footprint.kind != "convert" else "cpu"
     need = quantize_need(config, footprint, device)
     info = gpu_free_bytes() if device == "cuda" and not options.force else None
     if info is not None and need.gpu_bytes > info[0]:

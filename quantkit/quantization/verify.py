@@ -1,10 +1,11 @@
 """``verify_artifact()``: the last step of every quantize, before the staging folder is renamed.
 
 A fresh interpreter that never imports quantkit (``python -I quantkit/quantization/verify_runtime.py``) loads
-the artifact the way a user does - plain transformers for awq/nf4/int8, ``llama_cpp.Llama`` for
-each GGUF file - and checks that it reads the evaluation text with the base's token ids, that its
-logits are finite, and that teacher forced on a few hundred tokens it picks the base's top token
-far above chance. Failing that, ``quantize`` publishes nothing; the numbers go into quantkit.json.
+the artifact the way a user does, with its engine's recipe (``engine_entry(name).verify``: plain
+transformers for awq/nf4/int8, ``llama_cpp.Llama`` for each GGUF file) - and checks that it reads
+the evaluation text with the base's token ids, that its logits are finite, and that teacher forced
+on a few hundred tokens it picks the base's top token far above chance. Failing that, ``quantize``
+publishes nothing; the numbers go into quantkit.json.
 """
 
 import json
@@ -18,6 +19,7 @@ from quantkit.core import events
 from quantkit.core.child import last_line, run_json_child
 from quantkit.core.crash import crash_error, crashed
 from quantkit.core.errors import VerificationError
+from quantkit.engines import engine_entry
 
 CACHE_VERSION = 1
 TOKENS = 256  # teacher-forced positions: ~2 s of forward pass on SmolLM2, enough to see breakage
@@ -53,16 +55,22 @@ def verify_artifact(folder: Path, base_dir: Path, method: str, result, trust_rem
     release_quantize_memory()  # the quantize stage's model must not sit beside the base on a GPU
     folder, base_dir = Path(folder), Path(base_dir)
     device = "cuda" if result.settings.get("device") == "cuda" else "cpu"
-    if result.engine == "llama.cpp":
-        files = {kind: folder / row["file"] for kind, row in result.extra.get("gguf_files", {}).items()}
-        if not files:
-            files = {path.stem: path for path in sorted(folder.glob("*.gguf"))}
-        artifact = {"runtime": "llama.cpp", "files": {k: str(v) for k, v in files.items()}}
+    recipe = engine_entry(result.engine).verify
+    if recipe.per_file:  # each weights file on its own (a GGUF artifact's types)
+        files = method_files(folder, result.extra, engine_entry(result.engine).file_suffix or "")
+        targets = {k: str(v) for k, v in files.items()}
         bits = {k: bits_from_name(k) or bits_from_name(v.name) or 16 for k, v in files.items()}
     else:
-        artifact = {"runtime": "transformers", "path": str(folder), "label": method}
+        targets = {method: str(folder)}
         bits = {method: artifact_bits({"method": method, "settings": result.settings})}
-    devices = placement(folder, base_dir, artifact["runtime"], device)  # each side where it fits
+    artifact = {
+        "runtime": result.engine,
+        "child": str(recipe.child_path()),
+        "where": recipe.where,
+        "per_file": recipe.per_file,
+        "targets": targets,
+    }
+    devices = placement(folder, base_dir, recipe.on_cpu, device)  # each side where it fits
     spec = {
         "base": str(base_dir),
         "artifact": artifact,
@@ -94,7 +102,7 @@ def verify_artifact(folder: Path, base_dir: Path, method: str, result, trust_rem
         "process": f"python -I {SCRIPT.name} (quantkit not imported)",
         "text": "quantkit/data/eval.txt",
     }
-    if artifact["runtime"] == "llama.cpp":
+    if recipe.per_file:
         record["files"] = checked
     else:
         record.update(checked[method])
@@ -104,6 +112,19 @@ def verify_artifact(folder: Path, base_dir: Path, method: str, result, trust_rem
     )  # the whole check, start to end
     record["devices"] = devices
     return record
+
+
+def method_files(folder: Path, extra: dict, suffix: str) -> dict[str, Path]:
+    """The weights files the method listed in its manifest keys ({label: {"file": name}}, as the
+    gguf method's ``gguf_files``), else every ``suffix`` file of the folder by its stem."""
+    files = {
+        label: folder / row["file"]
+        for rows in extra.values()
+        if isinstance(rows, dict)
+        for label, row in rows.items()
+        if isinstance(row, dict) and str(row.get("file", "")).endswith(suffix)
+    }
+    return files or {path.stem: path for path in sorted(folder.glob(f"*{suffix}"))}
 
 
 def base_cache(base_dir: Path, device: str) -> Path:
@@ -182,7 +203,7 @@ def run_runtime(spec: dict) -> dict:
         sys.stderr.write(proc.stderr)
     if proc.returncode == 0 and "results" in answer:
         return answer
-    where = "llama.cpp" if spec["artifact"]["runtime"] == "llama.cpp" else "plain transformers"
+    where = spec["artifact"]["where"]
     reason = answer.get("error") or last_line(proc.stderr) or f"exit code {proc.returncode}"
     if crashed(proc.returncode):
         raise crash_error(where, "verifying the artifact against its base", proc.returncode, reason)

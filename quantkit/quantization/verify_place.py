@@ -39,10 +39,11 @@ def side_bytes(folder: Path, base: bool) -> int:
     return weights + logits + CUDA_OVERHEAD_BYTES
 
 
-def placement(folder: Path, base_dir: Path, runtime: str, device: str) -> dict[str, str]:
+def placement(folder: Path, base_dir: Path, artifact_on_cpu: bool, device: str) -> dict[str, str]:
     """{"base": device, "artifact": device} for the verification child. Off the GPU when a side
-    does not fit the free memory (read after ``release_quantize_memory``); llama.cpp's check runs
-    its GGUF on the CPU. Without a reading (no NVML, no CUDA context yet) the GPU is kept."""
+    does not fit the free memory (read after ``release_quantize_memory``); an engine whose check
+    runs on the CPU (``artifact_on_cpu``: llama.cpp's GGUF) keeps the artifact there.
+    Without a reading (no NVML, no CUDA context yet) the GPU is kept."""
     if device != "cuda":
         return {"base": "cpu", "artifact": "cpu"}
     from quantkit.core.memory import device_memory
@@ -51,8 +52,8 @@ def placement(folder: Path, base_dir: Path, runtime: str, device: str) -> dict[s
     info = device_memory()
     sides = {"base": base_dir, "artifact": folder}
     where = {side: "cuda" for side in sides}
-    if runtime == "llama.cpp":
-        where["artifact"] = "cpu"  # verify_runtime.llama_cpp_side: n_gpu_layers=0
+    if artifact_on_cpu:
+        where["artifact"] = "cpu"  # engines/llamacpp_child.py: n_gpu_layers=0
     if info is None:
         return where
     for side, path in sides.items():

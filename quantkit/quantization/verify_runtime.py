@@ -1,7 +1,7 @@
 """The runtime side of ``quantkit.quantization.verify``: a standalone script, run as a file with ``python -I``,
-that never imports quantkit. It loads the artifact as a user would (plain transformers
-``AutoModelForCausalLM.from_pretrained(folder)``, or ``llama_cpp.Llama`` for each GGUF file) and
-compares it with the base, teacher forced on the same token ids (the base's side cached by the caller's
+that never imports quantkit. It loads the artifact as a user would, with its engine's own
+recipe (quantkit/engines/*_child.py: plain transformers ``AutoModelForCausalLM.from_pretrained(folder)``,
+``llama_cpp.Llama`` for each GGUF file), and compares it with the base, teacher forced on the same token ids (the base's side cached by the caller's
 key, so a second artifact of the same base loads only itself).
 
 Input: one argument, a JSON spec (base, artifact, text file, tokens, threads, device).
@@ -54,8 +54,10 @@ def base_side(spec: dict) -> dict:
     text_ids = tokenizer.encode(text, add_special_tokens=False)
     ids = tokenizer(text, add_special_tokens=True)["input_ids"][: spec["tokens"]]
     model = AutoModelForCausalLM.from_pretrained(
-        spec["base"], dtype=base_dtype(spec, torch), device_map=side_device(spec, "base"), trust_remote_code=trust
+        spec["base"], dtype="auto", device_map=side_device(spec, "base"), trust_remote_code=trust
     )
+    if side_device(spec, "base") == "cpu":
+        upcast_module().upcast_per_module(model)  # fp32 logits, the 16-bit weights kept (1x the checkpoint)
     with torch.inference_mode():
         logits = model(input_ids=torch.tensor([ids], device=model.device), use_cache=False).logits[0, :-1]
         logp = log_softmax(logits.float().cpu().numpy())
@@ -97,75 +99,35 @@ def side_device(spec: dict, side: str) -> str:
     return spec.get(f"{side}_device") or spec["device"]
 
 
-def base_dtype(spec: dict, torch):
-    """float32 on a CPU (bf16/fp16 matmuls are slow there) unless the checkpoint is large."""
-    if side_device(spec, "base") != "cpu":
-        return "auto"
-    size = sum(os.path.getsize(os.path.join(spec["base"], f)) for f in os.listdir(spec["base"]) if f.endswith(".safetensors"))
-    return torch.float32 if size < 8 * 2**30 else "auto"
+def upcast_module():
+    """quantkit/engines/upcast.py, loaded by its path (this script never imports quantkit)."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "engines", "upcast.py")
+    spec = importlib.util.spec_from_file_location("quantkit_upcast", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def transformers_side(spec: dict, base: dict) -> dict:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def artifact_side(spec: dict, base: dict, target: str) -> dict:
+    """Load ``target`` (the artifact's folder, or one of its files) with the engine's own recipe
+    (``spec["artifact"]["child"]``, a standalone file of quantkit/engines, loaded by path so that
+    quantkit is never imported) and compare it with the base."""
+    import importlib.util
 
-    torch.set_num_threads(spec["threads"])
+    artifact = spec["artifact"]
+    found = importlib.util.spec_from_file_location("verify_child", artifact["child"])
+    child = importlib.util.module_from_spec(found)
+    found.loader.exec_module(child)
     started = time.perf_counter()
-    folder, trust = spec["artifact"]["path"], spec.get("trust_remote_code", False)
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust)
-    ids = tokenizer.encode(base["text"], add_special_tokens=False)
-    with_special = tokenizer(base["text"], add_special_tokens=True)["input_ids"][: spec["tokens"]]
-    device = side_device(spec, "artifact")
-    kwargs = {"device_map": device} if device != "cpu" else {}
-    model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=trust, **kwargs)
-    loaded = time.perf_counter()
-    with torch.inference_mode():
-        logits = model(input_ids=torch.tensor([base["ids"]], device=model.device), use_cache=False).logits[0]
-        logits = logits.float().cpu().numpy()
-    del model
-    gc.collect()
-    result = compare(base, logits, parity(base, ids, with_special))
-    result["chat_template"] = template_digest(getattr(tokenizer, "chat_template", None))
-    result.update(runtime="transformers", load_s=round(loaded - started, 2), seconds=round(time.perf_counter() - started, 2))
-    return result
-
-
-def llama_cpp_side(spec: dict, base: dict, path: str) -> dict:
-    import llama_cpp
-    import numpy as np
-
-    started = time.perf_counter()
-    n = len(base["ids"])
-    llm = llama_cpp.Llama(
-        model_path=path,
-        n_ctx=max(512, n + 8),
-        n_batch=512,
-        n_threads=spec["threads"],
-        n_threads_batch=spec["threads"],
-        n_gpu_layers=0,
-        logits_all=True,
-        seed=0,
-        verbose=False,
-    )
-    try:
-        loaded = time.perf_counter()
-        data = base["text"].encode("utf-8")
-        # special=True: control tokens written in the text stay single ids, as the HF tokenizer does.
-        ids = llm.tokenize(data, add_bos=False, special=True)
-        with_bos = llm.tokenize(data, add_bos=True, special=True)[: spec["tokens"]]
-        llm.eval(base["ids"])
-        logits = np.array(llm.scores[:n], dtype=np.float32)
-        template = llm.metadata.get("tokenizer.chat_template")
-    finally:
-        llm.close()
-    result = compare(base, logits, parity(base, ids, with_bos))
-    result["chat_template"] = template_digest(template)
-    result.update(
-        runtime="llama.cpp",
-        file=os.path.basename(path),
-        load_s=round(loaded - started, 2),
-        seconds=round(time.perf_counter() - started, 2),
-    )
+    side = child.load(spec, target, side_device(spec, "artifact"), base["text"], list(base["ids"]))
+    result = compare(base, side["logits"], parity(base, side["text_ids"], side["with_special"][: spec["tokens"]]))
+    result["chat_template"] = template_digest(side["chat_template"])
+    result.update(runtime=artifact["runtime"], load_s=side["load_s"])
+    if artifact.get("per_file"):
+        result["file"] = os.path.basename(target)
+    result["seconds"] = round(time.perf_counter() - started, 2)
     return result
 
 
@@ -250,11 +212,7 @@ def main(argv: list[str]) -> int:
         quiet()
         base = base_side(spec)
         base_s = round(time.perf_counter() - started, 2)
-        artifact = spec["artifact"]
-        if artifact["runtime"] == "llama.cpp":
-            results = {label: llama_cpp_side(spec, base, path) for label, path in artifact["files"].items()}
-        else:
-            results = {artifact["label"]: transformers_side(spec, base)}
+        results = {label: artifact_side(spec, base, target) for label, target in spec["artifact"]["targets"].items()}
     except Exception as exc:  # the runtime's own refusal, kept to one line for the caller
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
         print(json.dumps({"error": reason}))
