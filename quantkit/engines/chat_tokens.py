@@ -5,10 +5,10 @@ gets those characters, not a forged system turn (llama-server and vLLM's default
 from quantkit.core.errors import InputError
 
 
-def chat_ids(rendered: str, messages: list[dict], with_control, as_text) -> list[int]:
-    """``rendered`` split at each message's content (found in order): the template's pieces go
-    through ``with_control(text)`` (control tokens parsed), the contents through ``as_text(text)``."""
-    ids: list[int] = []
+def chat_pieces(rendered: str, messages: list[dict]) -> list[tuple[str, bool]]:
+    """``rendered`` split at each message's content (found in order): (text, is_template) pieces,
+    the template's own pieces flagged True (their control tokens are meant), the contents False."""
+    pieces: list[tuple[str, bool]] = []
     at = 0
     for i, message in enumerate(messages):
         content = message.get("content")
@@ -24,9 +24,18 @@ def chat_ids(rendered: str, messages: list[dict], with_control, as_text) -> list
                 hint="the template rewrites message text; send it without leading/trailing markup",
             )
         if start > at:
-            ids += with_control(rendered[at:start])
-        ids += as_text(content)
+            pieces.append((rendered[at:start], True))
+        pieces.append((content, False))
         at = start + len(content)
     if at < len(rendered):
-        ids += with_control(rendered[at:])
+        pieces.append((rendered[at:], True))
+    return pieces
+
+
+def chat_ids(rendered: str, messages: list[dict], with_control, as_text) -> list[int]:
+    """The ids of ``chat_pieces``: template pieces through ``with_control(text)`` (control tokens
+    parsed), the contents through ``as_text(text)``."""
+    ids: list[int] = []
+    for text, is_template in chat_pieces(rendered, messages):
+        ids += with_control(text) if is_template else as_text(text)
     return ids

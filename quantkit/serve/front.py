@@ -29,6 +29,7 @@ class Front:
     def __init__(self, upstream: tuple[str, int], options, model: str, page: bytes, api_key: str | None, alive=lambda: True):
         self.upstream, self.options, self.model, self.page, self.api_key = upstream, options, model, page, api_key
         self.alive = alive  # is llama-server still running
+        self.control_text = None  # serve.control_text.ControlText: chat text holding control tokens kept plain
         self.in_flight = 0
         self.statuses: Counter = Counter()
         self.counters: Counter = Counter()
@@ -54,6 +55,10 @@ class Front:
                         return
                     self.authorize(headers, path)
                     body = self.checked(method, path, body)
+                    if self.control_text is not None and self.control_text.applies(path, body):
+                        from quantkit.serve.control_text import serve_as_text
+
+                        return await serve_as_text(self, writer, path, body)
                 except Reject as reject:
                     await self.send_error(writer, path, reject.error)
                     return

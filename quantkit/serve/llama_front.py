@@ -69,9 +69,11 @@ def serve_llama_server(path: Path, options, engine_options, on_ready=print, say=
 
 
 async def run_front(sock, server, options, model: str, page: bytes, api_key, on_ready) -> None:
+    from quantkit.serve.control_text import ControlText
     from quantkit.serve.front import Front
 
     front = Front(("127.0.0.1", server.settings.port), options, model, page, api_key, alive=lambda: server.proc.poll() is None)
+    front.control_text = ControlText.of_gguf(server.settings.gguf)
     listener = await asyncio.start_server(front.handle, sock=sock, limit=1 << 16)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
