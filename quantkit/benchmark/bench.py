@@ -39,6 +39,7 @@ from quantkit.core.manifest import library_versions, read_manifest
 from quantkit.core.memory import PeakRSS, cuda_memory, device_memory, llamacpp_device_memory
 from quantkit.core.settings import option, validate
 from quantkit.engines import EngineOptions, engine_entry, engine_for, load_engine
+from quantkit.engines.base import engine_option
 
 VERSIONED = (
     "torch",
@@ -61,9 +62,9 @@ class BenchOptions:
     gen_tokens: int = option(128, "Decode length (tg).", minimum=1, short="-n")
     repetitions: int = option(5, "Timed repetitions of pp and tg.", minimum=1)
     warmup: int = option(1, "Untimed warm-up runs.", minimum=0)
-    device: str = option("auto", "Where to run (auto: a GPU when there is one).", choices=("auto", "cpu", "cuda"))
-    threads: int | None = option(None, "Compute threads (llama.cpp n_threads, torch threads).", minimum=1)
-    n_gpu_layers: int = option(0, "llama.cpp layers to offload (-1: all; with device cuda, 0 means all).")
+    device: str = engine_option("device")  # declared once, with the engine's settings (engines/base.py)
+    threads: int | None = engine_option("threads")
+    n_gpu_layers: int = engine_option("n_gpu_layers")
     smoke: bool = option(True, "Run the smoke chat.")
     quality: bool = option(True, "Compare with the base model (PPL, KL divergence, top-1).")
     eval_tokens: int = option(1024, "Tokens of the evaluation text for quality (chunks of 512).", minimum=16)

@@ -2,29 +2,34 @@ import click
 
 from quantkit.engines import ENGINES
 
+# Chat and serve turn flash attention on, as llama-server and llama-cli do (bench keeps it off).
+CHAT_DEFAULTS = {"flash_attn": True}
+
 
 def engine_flags(func):
-    """The engine options chat and serve share."""
-    for decorator in reversed(
-        [
-            click.option("--engine", type=click.Choice(list(ENGINES)), help="Engine (default: from the artifact)."),
-            click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
-            click.option("--threads", type=int, help="CPU threads for the engine."),
-            click.option(
-                "--n-gpu-layers", type=int, default=0, show_default=True, help="llama.cpp: layers on the GPU (-1 = all)."
-            ),
-            click.option("--n-ctx", type=int, default=4096, show_default=True, help="Context length in tokens."),
-            click.option("--trust-remote-code", is_flag=True, help="Allow the model's own Python code to run."),
-            click.option(
-                "--flash-attn/--no-flash-attn",
-                default=True,
-                show_default=True,
-                help="llama.cpp: flash attention (as llama-server and llama-cli use it).",
-            ),
-        ]
-    ):
-        func = decorator(func)
-    return func
+    """The engine options chat and serve share: --engine, and one flag per EngineOptions setting
+    (quantkit/engines/base.py declares them once)."""
+    from dataclasses import fields
+
+    from quantkit.core import settings as opts
+    from quantkit.engines import EngineOptions
+
+    for f in reversed(fields(EngineOptions)):
+        if not f.metadata.get("cli", True):
+            continue
+        flag, kind = opts.flag_of(f), opts.kind_of(f).rstrip("?")
+        default = CHAT_DEFAULTS.get(f.name, opts.default_of(f))
+        kwargs = {"default": default, "help": f.metadata["help"], "show_default": default is not None and default is not False}
+        if kind == "bool":
+            decls = [flag] if default is False else [f"{flag}/--no-{flag[2:]}"]
+            if default is False:
+                kwargs["is_flag"] = True
+        elif f.metadata.get("choices"):
+            decls, kwargs["type"] = [flag], click.Choice(list(f.metadata["choices"]))
+        else:
+            decls, kwargs["type"] = [flag], {"int": int, "float": float}.get(kind, str)
+        func = click.option(*decls, f.name, **kwargs)(func)
+    return click.option("--engine", type=click.Choice(list(ENGINES)), help="Engine (default: from the artifact).")(func)
 
 
 def engine_options(**flags):

@@ -21,6 +21,8 @@ RESULTS_END = "<!-- quantkit:results:end -->"
 HUB_URLS = {"hf": "https://huggingface.co", "modelscope": "https://modelscope.cn/models"}
 # How runtimes are written for people (the method declares which load its format).
 RUNTIME_NAMES = {"transformers": "transformers", "vllm": "vLLM", "llama.cpp": "llama.cpp", "ollama": "Ollama"}
+# A folder artifact's serve command per runtime that has one (a card shows those its method declares).
+SERVE_COMMANDS = {"vllm": "vllm serve {where}"}
 
 
 # model-index metric types; the dataset is quantkit's evaluation text scored against the base
@@ -65,13 +67,18 @@ def artifact_format(manifest: dict) -> str:
     return str(manifest.get("format") or manifest.get("method") or "unknown")
 
 
+# The Hub library of a manifest written before quantize recorded it (from its method's format, or
+# its engine's when the format names none: quantkit.quantization.base.artifact_facts).
+OLD_LIBRARY_NAMES = {"gguf": "gguf"}
+
+
 def declared(manifest: dict) -> dict:
     """What the method declared for this artifact (``quantkit.json``'s ``card``, written at
     quantize); a manifest from before those declarations gets its method and format as tags."""
     card = manifest.get("card") or {}
     fmt = artifact_format(manifest)
     return {
-        "library_name": card.get("library_name") or ("gguf" if fmt == "gguf" else "transformers"),
+        "library_name": card.get("library_name") or OLD_LIBRARY_NAMES.get(fmt, "transformers"),
         "tags": card.get("tags") or [str(manifest.get("method") or fmt), fmt],
         "needs": card.get("needs", ""),
     }
@@ -249,8 +256,14 @@ def hub_usage(manifest: dict, files: list[str], repo_id: str, source: str) -> st
     ]
     if source == "modelscope":
         lines[0:0] = ["Fetch it:", "", fetch, ""]
-    if "vllm" in (manifest.get("runtimes") or []):
-        lines += ["vLLM:", "", f"```bash\nvllm serve {where}\n```", ""]
+    for runtime in manifest.get("runtimes") or []:  # the servers the method declares that load it
+        if runtime in SERVE_COMMANDS:
+            lines += [
+                f"{RUNTIME_NAMES.get(runtime, runtime)}:",
+                "",
+                f"```bash\n{SERVE_COMMANDS[runtime].format(where=where)}\n```",
+                "",
+            ]
     return "\n".join(lines + [quantkit_text])
 
 

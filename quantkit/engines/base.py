@@ -2,23 +2,42 @@
 chat and the server all run on it, so each works for every artifact kind."""
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Protocol
+
+from quantkit.core.settings import option
 
 
 @dataclass
 class EngineOptions:
-    device: str = "auto"  # auto | cpu | cuda
-    threads: int | None = None  # llama.cpp threads (None: the engine's default)
-    n_gpu_layers: int = 0  # llama.cpp offload; -1 = all
-    n_ctx: int = 4096
-    # llama.cpp flash attention. Off by default so measurements match llama.cpp's tools run with
-    # -fa off (llama-perplexity, llama-bench); chat and serve turn it on (~20% faster decode on CPU).
-    flash_attn: bool = False
-    trust_remote_code: bool = False
-    allow_pickle: bool = False  # transformers: load .bin (pickle) weights when no safetensors exist
-    dtype: str | None = None  # transformers: torch dtype name; None = float32 on CPU, the checkpoint's on CUDA
+    """An engine's settings, declared once (quantkit/core/settings.py): chat's and serve's flags
+    (quantkit/cli/chat_cmd.py), bench's device, threads and GPU layers (``engine_option``) and the
+    API's parameters come from these fields. A new engine's setting is one more field here."""
+
+    device: str = option("auto", "Where to run (auto: a GPU when there is one).", choices=("auto", "cpu", "cuda"))
+    threads: int | None = option(None, "Compute threads (llama.cpp n_threads, torch threads).", minimum=1)
+    n_gpu_layers: int = option(0, "llama.cpp layers to offload (-1: all; with device cuda, 0 means all).")
+    n_ctx: int = option(4096, "Context length in tokens.", minimum=1)
+    # Off by default so measurements match llama.cpp's tools run with -fa off (llama-perplexity,
+    # llama-bench); chat and serve turn it on (~20% faster decode on CPU).
+    flash_attn: bool = option(False, "llama.cpp: flash attention (as llama-server and llama-cli use it).")
+    trust_remote_code: bool = option(False, "Allow the model's own Python code to run.")
+    allow_pickle: bool = option(
+        False, "transformers: load .bin (pickle) weights when no safetensors exist.", cli=False, recipe=False
+    )
+    dtype: str | None = option(
+        None, "transformers: torch dtype name (None: float32 on CPU, the checkpoint's on CUDA).", cli=False, recipe=False
+    )
+
+
+def engine_option(name: str, **changes):
+    """A field declared as EngineOptions' ``name`` (its help, bounds, choices), for another settings
+    dataclass that passes it on to the engine (bench's device, threads, GPU layers); ``changes``
+    replace its default or metadata."""
+    declared = {f.name: f for f in fields(EngineOptions)}[name]
+    default = changes.pop("default", declared.default)
+    return field(default=default, metadata={**declared.metadata, **changes})
 
 
 @dataclass

@@ -130,21 +130,26 @@ def artifact_manifest(outcome: dict) -> dict:
 
 
 def runtimes_of(method: str | None, fmt: str | None, manifest: dict) -> set[str]:
-    """Where the artifact runs: its manifest's record of the method's declaration, else what the
-    registered method declares for that format today."""
+    """Where the artifact runs: its manifest's record of the method's declaration (else what the
+    registered method declares for that format today), and every registered engine that declares
+    the format among those it runs (quantkit.engines)."""
+    from quantkit.engines import ENGINES
     from quantkit.quantization.registry import format_facts
 
     if manifest.get("runtimes"):
-        return set(manifest["runtimes"])
-    facts = format_facts(method, fmt)
-    return set(facts.runtimes) if facts else set()
+        declared = set(manifest["runtimes"])
+    else:
+        facts = format_facts(method, fmt)
+        declared = set(facts.runtimes) if facts else set()
+    return declared | {name for name, entry in ENGINES.items() if fmt in entry.formats}
 
 
 def engines() -> list[str]:
-    """Every runtime some registered method declares (pick's --engine choices)."""
+    """Every runtime some registered method declares and every registered engine (pick's --engine choices)."""
+    from quantkit.engines import ENGINES
     from quantkit.quantization.registry import engine_formats
 
-    return sorted(engine_formats())
+    return sorted(set(engine_formats()) | set(ENGINES))
 
 
 def candidates(data: dict, kv: int, engine: str | None) -> tuple[list[Candidate], list[Candidate]]:

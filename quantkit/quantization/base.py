@@ -45,7 +45,7 @@ class FormatFacts:
     """What one artifact format is to the world outside quantkit, declared by the method that
     writes it: the card's library and tags, and the runtimes that load it without quantkit."""
 
-    library_name: str  # the Hub's library_name
+    library_name: str | None  # the Hub's library_name (None: that of the engine that runs it)
     tags: tuple[str, ...]  # card tags for the format (the method's own come from Method.tags)
     runtimes: tuple[str, ...]  # what loads it as is: transformers, vllm, llama.cpp, ollama (pick's engines)
     needs: str = ""  # what transformers needs installed to load it
@@ -98,11 +98,13 @@ def artifact_facts(method: Method, result: MethodResult) -> dict:
             f"method {method.name} wrote format {result.format!r}, which it does not declare",
             hint=f"add {result.format!r} to {type(method).__name__}.formats (its card tags and runtimes)",
         )
+    from quantkit.engines import engine_entry
+
     bits = result.settings.get("bits")
     bit_tag = [f"{bits}-bit"] if facts.bits_tag and isinstance(bits, int) and bits < 16 else []
     return {
         "label": method.label,
-        "library_name": facts.library_name,
+        "library_name": facts.library_name or engine_entry(result.engine).library_name,
         "tags": list(dict.fromkeys([method.name, *method.tags, *facts.tags, *bit_tag])),
         "runtimes": list(facts.runtimes),
         "needs": facts.needs,

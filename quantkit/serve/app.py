@@ -18,6 +18,7 @@ from pathlib import Path
 
 from quantkit.core.errors import InputError, missing_extra
 from quantkit.engines import EngineOptions, load_engine
+from quantkit.engines.base import engine_option
 from quantkit.serve.completion import Completion, api_error, cancel_on_disconnect, pieces
 from quantkit.serve.openai_api import APIError, field, job_from, messages_from, stops_from, unencodable_field
 from quantkit.serve.worker import EngineWorker, Job, QueueFull
@@ -32,7 +33,7 @@ class ServeOptions:
     port: int = 8000
     api_key: str | None = None  # None: QUANTKIT_API_KEY if set, else no auth
     model_name: str | None = None  # the id clients pass as "model"; default: the artifact's name
-    n_ctx: int = 4096
+    n_ctx: int = engine_option("n_ctx")  # per slot; the engine's setting (engines/base.py)
     max_tokens_limit: int = 2048  # larger max_tokens is a 400; an omitted one means up to this
     queue_size: int = 32  # waiting requests beyond this get 429
     parallel: int = 4  # requests decoded together (continuous batching); 1: one at a time
