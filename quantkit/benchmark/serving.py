@@ -1,12 +1,14 @@
-"""Bench in the deployment engine: ``quantkit bench ARTIFACT --engine llama-server`` starts that
-server on the artifact (quantkit.engines.llama_server, the settings ``quantkit serve`` would choose)
+"""Bench in the deployment engine: ``quantkit bench ARTIFACT --engine llama-server|vllm`` starts that
+server on the artifact (quantkit.engines.servers' table, the settings ``quantkit serve`` would choose)
 and load-tests it with quantkit's one load generator (quantkit.benchmark.loadtest: TTFT, TPOT,
 throughput as vLLM's ``bench serve`` defines them) at the given concurrencies, every request
 generating exactly ``max_tokens`` (ignore_eos), so the numbers sit beside the in-process ones."""
 
 from pathlib import Path
 
-SERVING_ENGINES = ("llama-server",)
+from quantkit.engines.servers import SERVERS
+
+SERVING_ENGINES = tuple(SERVERS)
 COLUMNS = ("artifact", "engine", "concurrency", "output tok/s", "TTFT p50 ms", "TPOT p50 ms", "E2EL p50 ms", "errors")
 
 
@@ -19,25 +21,28 @@ def serving_bench(
     threads: int | None = None,
     n_gpu_layers: int = 0,
     device: str = "auto",
+    tensor_parallel: int = 1,
+    pipeline_parallel: int = 1,
 ) -> dict:
     """One serving record: the engine, its command (key hidden), and one load-test result per level."""
     from quantkit.benchmark.loadtest import load_test
-    from quantkit.core.errors import InputError
-    from quantkit.engines.llama_server import LlamaServer, choose_settings
+    from quantkit.engines.servers import choose_server, server_module
 
-    if engine not in SERVING_ENGINES:
-        raise InputError(f"unknown serving engine {engine!r}", hint=f"choose one of {', '.join(SERVING_ENGINES)}")
+    module = server_module(engine)
+    choose_server(Path(path), engine)  # refuses a format the engine does not run, or an engine not installed
     levels = sorted(set(concurrency or (1, 4, 8)))
     # One slot per concurrent request, each with room for the prompt set and the reply.
-    settings = choose_settings(
+    settings = module.choose_settings(
         Path(path),
         threads=threads,
         parallel=max(levels),
         n_ctx=max(512, max_tokens + 256),
         n_gpu_layers=n_gpu_layers,
         device=device,
+        tensor_parallel=tensor_parallel,
+        pipeline_parallel=pipeline_parallel,
     )
-    with LlamaServer(settings) as server:
+    with module.Server(settings) as server:
         results = load_test(
             server.url,
             model=settings.alias,
@@ -51,6 +56,11 @@ def serving_bench(
         "command": settings.shown(),
         "threads": settings.threads,
         "parallel": settings.parallel,
+        **(
+            {"tensor_parallel": tensor_parallel, "pipeline_parallel": pipeline_parallel}
+            if tensor_parallel * pipeline_parallel > 1
+            else {}
+        ),
         "results": [r.to_dict() for r in results],
     }
 

@@ -2,6 +2,7 @@ import click
 
 from quantkit.cli.bench_url import URL_PARAMS, url_options
 from quantkit.cli.settings_flags import setting_flags
+from quantkit.engines.servers import SERVERS
 
 
 def bench_options(given: dict):
@@ -36,6 +37,7 @@ Examples:
   quantkit bench model.Q4_K_M.gguf --base bundled:smollm2-135m-instruct --threads 2
   quantkit bench ./smollm2-135m-instruct-nf4 -p 128 -n 32 --repetitions 3 --no-smoke
   quantkit bench ./qwen-awq --device cuda --max-kld 0.1 --min-top1 0.85
+  quantkit bench ./smollm2-135m-instruct-awq --engine vllm -c 1 -c 4
   quantkit bench --url http://127.0.0.1:8000 -c 1 -c 4 -c 16 --json serve.json""",
 )
 @click.argument("artifact", required=False)
@@ -44,7 +46,7 @@ Examples:
 @click.option(
     "--engine",
     "serving_engine",
-    type=click.Choice(["llama-server"]),
+    type=click.Choice(tuple(SERVERS)),
     help="Also serve ARTIFACT in this deployment engine and load-test it at each -c level "
     "(default 1, 4, 8; --num-requests, --max-tokens), beside the in-process numbers.",
 )

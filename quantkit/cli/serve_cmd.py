@@ -1,6 +1,7 @@
 import click
 
 from quantkit.cli.chat_cmd import engine_flags, engine_options
+from quantkit.serve.server_front import BACKENDS
 
 
 @click.command(
@@ -10,6 +11,7 @@ Examples:
   quantkit serve bundled:smollm2-135m-instruct
   quantkit serve ./smollm2-135m-instruct-gguf/model-Q4_K_M.gguf --port 8080
   QUANTKIT_API_KEY=secret quantkit serve ./smollm2-135m-instruct-nf4 --queue-size 8
+  quantkit serve ./smollm2-135m-instruct-awq --backend vllm   (vLLM's venv: make vllm-venv)
 
 \b
 Then: open http://127.0.0.1:8000/ for the web chat, or point any OpenAI client at
@@ -40,12 +42,15 @@ http://127.0.0.1:8000/v1 (GET /health and /metrics show the queue).""",
 @click.option("--max-body-bytes", type=click.IntRange(1024), default=1 << 20, show_default=True, help="Largest request body.")
 @click.option(
     "--backend",
-    type=click.Choice(["auto", "llama-server", "in-process"]),
+    type=click.Choice(BACKENDS),
     default="auto",
     show_default=True,
-    help="Who runs the model: llama-server (GGUF, built by `make tools`) behind quantkit's front, or "
-    "quantkit's in-process server (auto: llama-server for a GGUF when built, said at start).",
+    help="Who runs the model behind quantkit's front: llama-server (GGUF, built by `make tools`), vllm "
+    "(what the method declares vLLM runs; its venv from `make vllm-venv` or QUANTKIT_VLLM_PYTHON), or "
+    "quantkit's in-process server (auto: the format's server when installed, else in-process; said at start).",
 )
+@click.option("--tensor-parallel", type=click.IntRange(1), default=1, show_default=True, help="vLLM: GPUs per pipeline stage.")
+@click.option("--pipeline-parallel", type=click.IntRange(1), default=1, show_default=True, help="vLLM: pipeline stages.")
 @click.option(
     "--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="warning", show_default=True
 )
@@ -61,6 +66,8 @@ def command(
     max_tokens_limit,
     max_body_bytes,
     backend,
+    tensor_parallel,
+    pipeline_parallel,
     log_level,
     engine,
     **engine_settings,
@@ -83,15 +90,17 @@ def command(
         max_body_bytes=max_body_bytes,
         log_level=log_level,
     )
-    from quantkit.serve.llama_front import backend_for, serve_llama_server
+    from quantkit.serve.server_front import IN_PROCESS, backend_for, serve_in_server
 
     chosen, why = backend_for(path, engine, backend)
     ready = lambda url: click.echo(f"serving {url}  (web chat: {url}/, OpenAI API: {url}/v1)", err=False)  # noqa: E731
-    if chosen == "llama-server":
-        return serve_llama_server(
-            path, options, engine_options(**engine_settings), ready, lambda line: click.echo(line, err=True)
+    say = lambda line: click.echo(line, err=True)  # noqa: E731
+    if chosen != IN_PROCESS:
+        say(f"{chosen} runs the model: {why}")
+        return serve_in_server(
+            chosen, path, options, engine_options(**engine_settings), ready, say, (tensor_parallel, pipeline_parallel)
         )
-    click.echo(f"quantkit's in-process server: {why}", err=True)
+    say(f"quantkit's in-process server: {why}")
     serve(
         path,
         options,

@@ -4,17 +4,11 @@ manifest and bench, started behind its ``/health``, bound to 127.0.0.1, killed w
 ``quantkit serve`` puts its front in front of it; ``quantkit bench --engine llama-server`` load-tests it."""
 
 import os
-import socket
-import subprocess
-import tempfile
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from quantkit.core.atomic import die_with_parent
-from quantkit.core.errors import EngineError
+from quantkit.core.errors import InputError
+from quantkit.engines.servers import ServerProcess
 
 
 @dataclass
@@ -70,10 +64,15 @@ def choose_settings(
     device: str = "auto",
     flash_attn: bool = True,
     api_key: str | None = None,
+    tensor_parallel: int = 1,
+    pipeline_parallel: int = 1,
 ) -> ServerSettings:
     """llama-server's settings for the artifact at ``path`` (.gguf file or GGUF artifact folder):
     what is given, else what its bench ran with, else the in-process engine's defaults."""
     from quantkit.engines.llamacpp import find_gguf
+
+    if tensor_parallel > 1 or pipeline_parallel > 1:
+        raise InputError("tensor/pipeline-parallel sizes are vLLM's", hint="llama-server spreads layers over GPUs with -ngl")
 
     path = Path(path)
     gguf = find_gguf(path)
@@ -103,85 +102,20 @@ def choose_settings(
     )
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+def require() -> Path:
+    """llama-server's binary (DependencyError with the fix when ``make tools`` has not built it)."""
+    from quantkit.engines.llamacpp_tools import tool
+
+    return tool("llama-server")
 
 
-class LlamaServer:
+class LlamaServer(ServerProcess):
     """One llama-server process: ``with LlamaServer(settings) as server: server.url``."""
 
-    def __init__(self, settings: ServerSettings, log: Path | None = None):
-        self.settings = settings
-        if not settings.port:
-            settings.port = free_port(settings.host)
-        self.own_log = log is None  # a temporary log, removed at stop (kept when loading failed)
-        self.log_path = log or Path(tempfile.mkdtemp(prefix="quantkit-llama-server-")) / "llama-server.log"
-        self.proc: subprocess.Popen | None = None
+    name = "llama-server"
 
-    @property
-    def url(self) -> str:
-        host = f"[{self.settings.host}]" if ":" in self.settings.host else self.settings.host
-        return f"http://{host}:{self.settings.port}"
+    def command(self) -> list[str]:
+        return [str(require()), *self.settings.args()]
 
-    def start(self, timeout: float = 300) -> "LlamaServer":
-        from quantkit.engines.llamacpp_tools import tool
 
-        binary = tool("llama-server")
-        log = open(self.log_path, "ab")  # noqa: SIM115 (the child writes it for its whole life)
-        try:
-            self.proc = subprocess.Popen(
-                [str(binary), *self.settings.args()],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent,  # never outlives quantkit, even after a SIGKILL
-            )
-        finally:
-            log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise EngineError(
-                    f"llama-server exited (code {self.proc.returncode}) while loading: {self.log_tail(1)}",
-                    hint=f"its log: {self.log_path}",
-                )
-            if self.healthy():
-                return self
-            time.sleep(0.1)
-        self.stop()
-        raise EngineError(f"llama-server was not healthy after {timeout:.0f} s", hint=f"its log: {self.log_path}")
-
-    def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False  # 503 while it loads, refused before it listens
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        return "\n".join(text[-lines:])
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        if self.own_log and self.proc is not None and self.proc.returncode in (0, -15):
-            import shutil
-
-            shutil.rmtree(self.log_path.parent, ignore_errors=True)
-
-    def __enter__(self) -> "LlamaServer":
-        return self.start() if self.proc is None else self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+Server = LlamaServer  # the name quantkit.engines.servers asks every server module for

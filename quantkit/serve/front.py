@@ -26,9 +26,19 @@ class Reject(Exception):
 
 
 class Front:
-    def __init__(self, upstream: tuple[str, int], options, model: str, page: bytes, api_key: str | None, alive=lambda: True):
+    def __init__(
+        self,
+        upstream: tuple[str, int],
+        options,
+        model: str,
+        page: bytes,
+        api_key: str | None,
+        alive=lambda: True,
+        engine="llama-server",
+    ):
         self.upstream, self.options, self.model, self.page, self.api_key = upstream, options, model, page, api_key
-        self.alive = alive  # is llama-server still running
+        self.alive = alive  # is the server still running
+        self.engine = engine  # which server runs the model (llama-server, vllm), as /health says
         self.control_text = None  # serve.control_text.ControlText: chat text holding control tokens kept plain
         self.in_flight = 0
         self.statuses: Counter = Counter()
@@ -238,7 +248,7 @@ class Front:
         return {
             "status": "ok" if alive else "error",
             "model": self.model,
-            "engine": "llama-server",
+            "engine": self.engine,
             "queue": {"waiting": self.in_flight - running, "running": running, "capacity": o.queue_size},
             "slots": {"parallel": o.parallel, "n_ctx_per_slot": o.n_ctx, "n_ctx_total": o.n_ctx * o.parallel},
         }
