@@ -247,7 +247,7 @@ def test_dequantized_awq_bandwidth_counts_dense_weights_only():
     """After decompression a compressed-tensors Linear is dense; its leftover scales are not read."""
     import torch
 
-    from quantkit.benchmark.bandwidth import torch_decode_bytes
+    from quantkit.engines.weights_read import torch_decode_bytes
 
     class Tiny(torch.nn.Module):
         def __init__(self):

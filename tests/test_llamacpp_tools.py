@@ -51,7 +51,7 @@ def test_decode_bytes_count_one_row_of_an_untied_input_embedding(tied):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from quantkit.benchmark.bandwidth import torch_decode_bytes
+    from quantkit.engines.weights_read import torch_decode_bytes
 
     config = LlamaConfig(
         vocab_size=1000,
@@ -75,7 +75,7 @@ def test_decode_bytes_count_one_row_of_an_untied_input_embedding(tied):
 def test_decode_bytes_of_a_tied_gguf_are_its_tensors():
     from gguf import GGUFReader
 
-    from quantkit.benchmark.bandwidth import gguf_decode_bytes
+    from quantkit.engines.weights_read import gguf_decode_bytes
     from quantkit.hub.bundled import bundled_gguf
 
     path = bundled_gguf("bundled:smollm2-135m-instruct")

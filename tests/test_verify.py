@@ -23,10 +23,14 @@ from quantkit.quantization.verify import SCRIPT, TOP1_MIN, judge, top1_min, veri
 
 
 def test_runtime_script_never_imports_quantkit():
-    tree = ast.parse(SCRIPT.read_text())
-    names = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
-    names += [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
-    assert names and not [n for n in names if n.split(".")[0] == "quantkit"], names
+    """Neither the script nor any engine's load recipe it runs (EngineEntry.verify.child)."""
+    from quantkit.engines import ENGINES
+
+    for path in [SCRIPT, *(entry.verify.child_path() for entry in ENGINES.values())]:
+        tree = ast.parse(path.read_text())
+        names = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+        names += [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+        assert names and not [n for n in names if n.split(".")[0] == "quantkit"], (path, names)
 
 
 def test_compare_scores_agreement_kl_and_non_finite_logits():

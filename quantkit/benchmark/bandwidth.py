@@ -11,7 +11,6 @@ from quantkit.core.atomic import read_json
 from quantkit.core.paths import cache_dir
 
 ARRAY_MB = 256  # well above any CPU cache
-QUANT_METADATA = ("weight_scale", "weight_zero_point", "weight_shape", "weight_g_idx", "weight_global_scale")
 
 
 def machine_key() -> str:
@@ -89,53 +88,18 @@ def measure_cuda_copy_gbps(size_mb: int = 1024, repeats: int = 5) -> float | Non
 def decode_bytes(engine) -> dict:
     """The weight bytes one batch-1 decode step reads: every weight once, but the input embedding
     table only one row (a lookup) unless it is tied to the output projection, which reads it all.
-    From the GGUF's tensors (llama.cpp) or the model's parameters (transformers); else the files."""
+    Counted as the engine declares (``EngineEntry.bytes_per_token``: the GGUF's tensors, the
+    model's parameters); else, or when that fails, the weight files."""
+    from importlib import import_module
+
+    from quantkit.engines import ENGINES
+
+    entry = ENGINES.get(getattr(engine, "name", ""))
+    target = entry.bytes_per_token if entry else None
     try:
-        if getattr(engine, "file", None) is not None and str(engine.file).endswith(".gguf"):
-            return gguf_decode_bytes(engine.file)
-        if getattr(engine, "model", None) is not None and hasattr(engine.model, "get_input_embeddings"):
-            return torch_decode_bytes(engine.model)
+        if target:
+            module, function = target.split(":")
+            return getattr(import_module(module), function)(engine)
     except (ImportError, OSError, ValueError, AttributeError):
         pass
     return {"bytes": engine.weights_bytes, "embedding_bytes": None, "tied": None, "counted": "weight files"}
-
-
-def gguf_decode_bytes(path) -> dict:
-    from gguf import GGUFReader
-
-    tensors = {t.name: t for t in GGUFReader(path).tensors}
-    total = sum(int(t.n_bytes) for t in tensors.values())
-    embd = tensors.get("token_embd.weight")
-    tied = "output.weight" not in tensors  # llama.cpp then reuses token_embd as the output projection
-    counted = total
-    if embd is not None and not tied:
-        rows = int(embd.n_elements) // int(embd.shape[0])
-        counted = total - int(embd.n_bytes) + int(embd.n_bytes) // rows
-    return {
-        "bytes": counted,
-        "embedding_bytes": int(embd.n_bytes) if embd is not None else None,
-        "tied": tied,
-        "counted": "GGUF tensors",
-    }
-
-
-def torch_decode_bytes(model) -> dict:
-    def nbytes(t):
-        return t.numel() * t.element_size()
-
-    seen, total = set(), 0
-    for module in model.modules():
-        # A decompressed compressed-tensors Linear keeps its scales and zero points beside the
-        # dense weight; its matmul reads only the weight.
-        dense = not hasattr(module, "weight_packed")
-        tensors = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
-        for name, t in tensors:
-            if dense and name in QUANT_METADATA or t.data_ptr() in seen:  # tied weights: one storage
-                continue
-            seen.add(t.data_ptr())
-            total += nbytes(t)
-    embd = model.get_input_embeddings().weight
-    out = model.get_output_embeddings()
-    tied = out is not None and out.weight.data_ptr() == embd.data_ptr()
-    counted = total if tied else total - nbytes(embd) + nbytes(embd) // embd.shape[0]
-    return {"bytes": counted, "embedding_bytes": nbytes(embd), "tied": tied, "counted": "model parameters"}

@@ -44,6 +44,9 @@ class EngineEntry:
     # Otherwise its GPU buffers are its own: the device's used memory is read before and after load.
     on_torch: bool = False
     library_name: str = "transformers"  # the Hub's library_name of the artifacts it runs
+    # "module:function" counting the bytes a decode step reads, given the loaded engine
+    # (quantkit/engines/weights_read.py); None: its weight files' size.
+    bytes_per_token: str | None = None
 
 
 ENGINES: dict[str, EngineEntry] = {
@@ -54,6 +57,7 @@ ENGINES: dict[str, EngineEntry] = {
         ("torch", "transformers"),
         formats=("compressed-tensors", "autoawq", "bitsandbytes"),
         on_torch=True,
+        bytes_per_token="quantkit.engines.weights_read:torch_model_bytes",
     ),
     "llama.cpp": EngineEntry(
         "quantkit.engines.llamacpp:LlamaCppEngine",
@@ -64,6 +68,7 @@ ENGINES: dict[str, EngineEntry] = {
         formats=("gguf",),
         file_suffix=".gguf",
         library_name="gguf",
+        bytes_per_token="quantkit.engines.weights_read:gguf_file_bytes",
     ),
 }
 

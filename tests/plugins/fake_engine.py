@@ -25,6 +25,7 @@ FAKE_ENGINE = EngineEntry(
     formats=("fake-format",),
     on_torch=True,
     library_name="fake-lib",
+    bytes_per_token="quantkit.engines.weights_read:torch_model_bytes",
 )
 
 
