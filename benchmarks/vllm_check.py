@@ -12,6 +12,7 @@ of the other's: a near-tie is a gap of a few hundredths, a bug is a gap of sever
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -137,8 +138,8 @@ def check(path: Path, name: str, manifest: dict, args) -> dict:
 def outcome(row: dict) -> str:
     if "timed_out" in row:
         return f"timed out after {row['timed_out']} s"
-    if "error" in row:
-        return f"refused: {row['error']}"
+    if "error" in row:  # vLLM's message, without its list of every method it knows
+        return "refused: " + re.sub(r"\. Must be one of \[.*?\]\.?", "", row["error"]).replace("|", "\\|")
     return "loads"
 
 
@@ -249,6 +250,7 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--logprobs", type=int, default=5)
     parser.add_argument("--only", nargs="*", help="artifact names (folder names, or 'base') to check")
+    parser.add_argument("--keep", action="store_true", help="keep --json's earlier rows for artifacts not checked now")
     parser.add_argument("--extra", nargs="*", type=Path, default=[], help="more artifact folders (outside the run)")
     args = parser.parse_args()
     if not args.vllm_python:
@@ -264,6 +266,10 @@ def main() -> int:
     args.logs = Path(tempfile.mkdtemp(prefix="quantkit-vllm-check-logs-"))
     print(f"vLLM logs: {args.logs}", flush=True)
     rows = [check(path, name, manifest, args) for name, path, manifest in items]
+    if args.keep and args.json and args.json.exists():  # an earlier run's rows for what was not checked now
+        fresh = {r["artifact"]: r for r in rows}
+        earlier = json.loads(args.json.read_text())
+        rows = [fresh.pop(r["artifact"], r) for r in earlier] + list(fresh.values())
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1, default=str))
     old = args.out.read_text() if args.out.exists() else ""

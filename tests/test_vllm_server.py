@@ -155,6 +155,14 @@ def test_a_vllm_that_fails_to_start_is_reported_in_one_line(smollm2, tmp_path, f
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "vllm exited (code 1) while loading: ValueError: fake vllm: this machine has no GPUs" in proc.stderr
+    # bench --engine vllm passes the sizes the same way (a recipe's bench names them for a GPU node).
+    from quantkit.benchmark.serving import serving_bench
+    from quantkit.core.errors import EngineError
+
+    with pytest.raises(EngineError, match="no GPUs for tensor/pipeline parallelism"):
+        serving_bench(smollm2, "vllm", (1,), tensor_parallel=2, pipeline_parallel=2)
+    argv = json.loads(fake_vllm.read_text())["argv"]
+    assert argv[argv.index("--tensor-parallel-size") + 1] == argv[argv.index("--pipeline-parallel-size") + 1] == "2"
 
 
 @pytest.mark.slow

@@ -50,9 +50,11 @@ Examples:
     help="Also serve ARTIFACT in this deployment engine and load-test it at each -c level "
     "(default 1, 4, 8; --num-requests, --max-tokens), beside the in-process numbers.",
 )
+@click.option("--tensor-parallel", type=click.IntRange(1), default=1, help="With --engine vllm: GPUs per pipeline stage.")
+@click.option("--pipeline-parallel", type=click.IntRange(1), default=1, help="With --engine vllm: pipeline stages.")
 @setting_flags(bench_settings_table)
 @url_options
-def command(artifact, base, json_file, url, serving_engine, **flags):
+def command(artifact, base, json_file, url, serving_engine, tensor_parallel, pipeline_parallel, **flags):
     """Benchmark ARTIFACT: load time, memory, prefill/decode speed, latency, bandwidth, smoke chat
     and quality against its base model; exits 3 when a gate fails.
 
@@ -91,6 +93,8 @@ def command(artifact, base, json_file, url, serving_engine, **flags):
                     threads=options.threads,
                     n_gpu_layers=options.n_gpu_layers,
                     device=options.device,
+                    tensor_parallel=tensor_parallel,
+                    pipeline_parallel=pipeline_parallel,
                 )
             ]
     render(data)
