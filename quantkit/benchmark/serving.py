@@ -6,9 +6,6 @@ generating exactly ``max_tokens`` (ignore_eos), so the numbers sit beside the in
 
 from pathlib import Path
 
-from quantkit.engines.servers import SERVERS
-
-SERVING_ENGINES = tuple(SERVERS)
 COLUMNS = ("artifact", "engine", "concurrency", "output tok/s", "TTFT p50 ms", "TPOT p50 ms", "E2EL p50 ms", "errors")
 
 
