@@ -64,12 +64,13 @@ def gguf_table(info: dict) -> None:
     table.add_row("layers / hidden / context", f"{info['num_layers']} / {info['hidden_size']} / {info['context_length']}")
     table.add_row("tensor types", ", ".join(f"{k} {v}" for k, v in info["tensor_types"].items()))
     table.add_row("chat template", "yes" if info["chat_template"] else "[yellow]none (a base model: completion only)[/]")
-    from quantkit.engines import engine_entry
+    from quantkit.engines import ENGINES
 
     for engine, verdict in info["engines"].items():
-        # An engine that loads a GGUF without declaring the format its own dequantizes it on load.
-        native = "gguf" in engine_entry(engine).formats
-        runs = "[green]runs it[/]" if native else "[green]loads it (dequantized to full precision)[/]"
+        # A registered engine that loads a GGUF without declaring the format its own dequantizes it
+        # on load (transformers); the others run it (llama.cpp, Ollama).
+        dequantizes = engine in ENGINES and "gguf" not in ENGINES[engine].formats
+        runs = "[green]loads it (dequantized to full precision)[/]" if dequantizes else "[green]runs it[/]"
         table.add_row(f"engine {engine}", runs if verdict is None else f"[yellow]{verdict}[/]")
     table.add_row("quantize", "already quantized: quantize methods take the Hugging Face checkpoint")
     console.print(table)
