@@ -1,9 +1,7 @@
 """Engines own their facts (quantkit/engines/__init__.py's registry): no code outside the engines
 package compares anything with an engine's name; it asks ``engine_entry(name)`` instead. Checked
 on the syntax tree, so a comparison is found however it is written (==, !=, in, not in a tuple).
-
-Not yet covered: quantkit/serve/ and quantkit/cli/serve_cmd.py, where the choice of serving backend
-(llama-server, vLLM) is being reworked; they join the check once that lands."""
+The deployment servers (llama-server, vLLM) count too: serve and bench ask engines/servers.py."""
 
 import ast
 from pathlib import Path
@@ -12,7 +10,7 @@ from quantkit.engines import ENGINES
 
 PACKAGE = Path(__file__).resolve().parents[1] / "quantkit"
 NAMES = set(ENGINES) | {"vllm", "llama-server"}  # the in-process engines and the servers
-EXEMPT = ("engines/", "serve/", "cli/serve_cmd.py")
+EXEMPT = ("engines/",)
 
 
 def strings(node) -> set[str]:
