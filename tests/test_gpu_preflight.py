@@ -185,13 +185,13 @@ def test_llamacpp_offload_on_cuda_means_all_layers():
     assert layers == 0 and "ran on the CPU" in warnings[0]
 
 
-def test_llamacpp_device_memory_comes_from_the_device_not_torch(monkeypatch):
+def test_an_engines_own_device_memory_comes_from_the_device_not_torch(monkeypatch):
     readings = iter([{"free": 20 * GiB, "total": 24 * GiB, "used": 4 * GiB, "source": "nvml"}])
     monkeypatch.setattr(memory, "device_memory", lambda create_context=False: next(readings))
-    stats = memory.llamacpp_device_memory({"free": 23 * GiB, "total": 24 * GiB, "used": 1 * GiB, "source": "nvml"})
+    stats = memory.own_device_memory({"free": 23 * GiB, "total": 24 * GiB, "used": 1 * GiB, "source": "nvml"})
     assert stats == {"device_used_mb": 4096.0, "source": "nvml", "model_device_mb": 3072.0}
     monkeypatch.setattr(memory, "device_memory", lambda create_context=False: None)
-    assert memory.llamacpp_device_memory(None) == {}
+    assert memory.own_device_memory(None) == {}
 
 
 def test_device_memory_never_creates_a_torch_context(monkeypatch):

@@ -36,7 +36,7 @@ from quantkit.benchmark.smoke import SmokeOptions
 from quantkit.core import events
 from quantkit.core.estimate import bench_n_ctx
 from quantkit.core.manifest import library_versions, read_manifest
-from quantkit.core.memory import PeakRSS, cuda_memory, device_memory, llamacpp_device_memory
+from quantkit.core.memory import PeakRSS, cuda_memory, device_memory, own_device_memory
 from quantkit.core.settings import option, validate
 from quantkit.engines import EngineOptions, engine_entry, engine_for, load_engine
 from quantkit.engines.base import engine_option
@@ -248,7 +248,7 @@ def bench(artifact: str | Path, *, base: str | Path | None = None, options: Benc
         if engine.device != "cuda":
             cuda = {}
         else:
-            cuda = cuda_memory() if torch_gpu else llamacpp_device_memory(device_before)
+            cuda = cuda_memory() if torch_gpu else own_device_memory(device_before)
         dequantized = bool(getattr(engine, "dequantized", False))
         if dequantized:  # the method's own account when it wrote one (w8a8, fp8: quantkit.json "runtime")
             notes.append(

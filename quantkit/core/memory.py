@@ -105,9 +105,9 @@ def device_memory(create_context: bool = False) -> dict | None:
     return {"free": free, "total": total, "used": total - free, "source": source}
 
 
-def llamacpp_device_memory(before: dict | None) -> dict:
-    """What llama.cpp took on the GPU: the device's used memory after load minus before (its
-    buffers are not torch's, so torch's allocator peaks would read ~0)."""
+def own_device_memory(before: dict | None) -> dict:
+    """What an engine with its own GPU buffers took (EngineEntry.on_torch False: llama.cpp): the
+    device's used memory after load minus before (torch's allocator peaks would read ~0)."""
     after = device_memory()
     if not after:
         return {}
