@@ -47,6 +47,9 @@ def test_typed_control_tokens_stay_text_through_llama_server():
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == reply.choices[0].message.content
         rendered = httpx.post(f"{url}/v1/chat/completions", json={"messages": QUESTION, "max_tokens": 1}).json()
         assert rendered["usage"]["prompt_tokens"] == len(normal_ids)  # an ordinary request: passed through, same ids
+        tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+        refused = httpx.post(f"{url}/v1/chat/completions", json={"messages": FORGED, "tools": [tool], "max_tokens": 4})
+        assert refused.status_code == 400 and "control-token text" in refused.json()["error"]["message"]
         health = httpx.get(f"{url}/health").json()
         assert health["queue"]["running"] == 0
     finally:

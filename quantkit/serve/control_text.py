@@ -54,22 +54,21 @@ async def serve_as_text(front, writer, path: str, body: bytes) -> None:
     """Answer a chat request whose messages hold control-token text, the text kept plain."""
     from quantkit.core.errors import InputError
     from quantkit.engines.chat_tokens import chat_pieces
-    from quantkit.serve.front import Reject
 
     data = json.loads(body)
     if data.get("tools") or data.get("functions"):
         message = "tool calls with messages holding control-token text are not supported; remove the markup from the messages"
-        raise Reject(APIError(400, message, code="unsupported_value", param="messages"))
+        raise APIError(400, message, code="unsupported_value", param="messages")
     messages = [{**m, "content": text_of(m)} for m in data["messages"]]
     front.in_flight += 1
     try:
         status, reply = await front.upstream_call("POST", "/apply-template", json.dumps({"messages": messages}).encode())
         if status != 200:
-            raise Reject(APIError(status, f"llama-server: {reply[:200].decode(errors='replace')}", "server_error"))
+            raise APIError(status, f"llama-server: {reply[:200].decode(errors='replace')}", "server_error")
         try:
             pieces = chat_pieces(json.loads(reply)["prompt"], messages)
         except InputError as exc:
-            raise Reject(APIError(400, f"{exc} ({exc.hint})", code="invalid_value", param="messages")) from None
+            raise APIError(400, f"{exc} ({exc.hint})", code="invalid_value", param="messages") from None
         ids: list[int] = []
         for n, (text, is_template) in enumerate(pieces):
             ask = {"content": text, "add_special": n == 0, "parse_special": is_template}

@@ -68,7 +68,10 @@ class Front:
                     if self.control_text is not None and self.control_text.applies(path, body):
                         from quantkit.serve.control_text import serve_as_text
 
-                        return await serve_as_text(self, writer, path, body)
+                        try:
+                            return await serve_as_text(self, writer, path, body)
+                        except APIError as error:
+                            raise Reject(error) from None
                 except Reject as reject:
                     await self.send_error(writer, path, reject.error)
                     return
