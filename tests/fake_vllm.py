@@ -15,8 +15,16 @@ def main(argv: list[str]) -> None:
     if argv[:2] != ["-m", "vllm.entrypoints.openai.api_server"]:
         sys.exit(f"fake vllm: expected -m vllm.entrypoints.openai.api_server, got {argv[:2]}")
     parser = argparse.ArgumentParser()
-    parser.add_argument("model")
-    for flag in ("--served-model-name", "--host", "--port", "--max-num-seqs", "--max-model-len", "--dtype", "--api-key"):
+    for flag in (
+        "--model",
+        "--served-model-name",
+        "--host",
+        "--port",
+        "--max-num-seqs",
+        "--max-model-len",
+        "--dtype",
+        "--api-key",
+    ):
         parser.add_argument(flag)
     parser.add_argument("--tensor-parallel-size", type=int, default=1)
     parser.add_argument("--pipeline-parallel-size", type=int, default=1)

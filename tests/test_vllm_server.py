@@ -81,8 +81,10 @@ def test_vllm_settings_come_from_the_artifact(smollm2, tmp_path):
     assert (s.n_ctx, s.dtype, s.eager, s.cpu) == (longest, "bfloat16", True, True)
     assert s.why["context"] == "the model's max_position_embeddings" and s.why["dtype"] == "the artifact's manifest"
     args = s.args()
-    assert args[0] == str(awq) and args[args.index("--max-num-seqs") + 1] == "3" and "--enforce-eager" in args
-    assert "--tensor-parallel-size" not in args and s.shown().startswith("vllm serve ") and "k" not in s.shown().split()
+    assert args[:2] == ["--model", str(awq)] and args[args.index("--max-num-seqs") + 1] == "3" and "--enforce-eager" in args
+    shown = s.shown()
+    assert "--tensor-parallel-size" not in args and shown.startswith("python -m vllm.entrypoints.openai.api_server ")
+    assert "k" not in shown.split() and "***" in shown.split()
     s = vllm_server.choose_settings(awq, device="cuda", tensor_parallel=2, pipeline_parallel=2)
     args = s.args()
     assert "--enforce-eager" not in args and args[args.index("--tensor-parallel-size") + 1] == "2"
@@ -139,14 +141,14 @@ def test_serve_runs_vllm_behind_quantkits_front(smollm2, tmp_path, fake_vllm):
         stop_server(proc)
         log.close()
     said = (tmp_path / "serve.log").read_text()
-    assert "vllm runs the model: it loads in transformers, vllm" in said and "vllm serve " in said
+    assert "vllm runs the model: it loads in transformers, vllm" in said and "-m vllm.entrypoints.openai.api_server " in said
     launched = json.loads(fake_vllm.read_text())
     argv = launched["argv"]
-    assert argv[:3] == ["-m", "vllm.entrypoints.openai.api_server", str(awq)]
+    assert argv[:4] == ["-m", "vllm.entrypoints.openai.api_server", "--model", str(awq)]
     assert argv[argv.index("--host") + 1] == "127.0.0.1" and argv[argv.index("--served-model-name") + 1] == "smol"
     assert argv[argv.index("--max-num-seqs") + 1] == "2" and argv[argv.index("--dtype") + 1] == "bfloat16"
     assert "--enforce-eager" in argv and argv[argv.index("--api-key") + 1] == KEY
-    assert launched["env"]["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    assert launched["env"]["VLLM_CPU_KVCACHE_SPACE"] == "1" and launched["env"]["HF_HUB_OFFLINE"] == "1"
 
 
 @pytest.mark.slow
@@ -175,7 +177,9 @@ def test_bench_engine_vllm_records_a_serving_row(smollm2, tmp_path, fake_vllm):
     assert proc.returncode in (0, 3), proc.stderr[-2000:]
     data = json.loads(out.read_text())
     (serving,) = data["serving"]
-    assert serving["engine"] == "vllm" and serving["command"].startswith(f"vllm serve {smollm2} ")
+    assert serving["engine"] == "vllm" and serving["command"].startswith(
+        f"python -m vllm.entrypoints.openai.api_server --model {smollm2} "
+    )
     (level,) = serving["results"]
     assert level["concurrency"] == 2 and level["completed"] == 2 and level["total_output_tokens"] == 16
     from quantkit.benchmark.report import write_report

@@ -61,7 +61,8 @@ class VllmSettings:
     why: dict = field(default_factory=dict)  # where each setting came from, said at start
 
     def args(self) -> list[str]:
-        args = [str(self.model), "--served-model-name", self.alias, "--host", self.host, "--port", str(self.port)]
+        # --model: the api_server module takes no positional model (that is `vllm serve`'s; it would load its default).
+        args = ["--model", str(self.model), "--served-model-name", self.alias, "--host", self.host, "--port", str(self.port)]
         args += ["--max-num-seqs", str(self.parallel), "--max-model-len", str(self.n_ctx), "--dtype", self.dtype]
         if self.tensor_parallel > 1:
             args += ["--tensor-parallel-size", str(self.tensor_parallel)]
@@ -72,7 +73,8 @@ class VllmSettings:
 
     def shown(self) -> str:
         """The command line with the key hidden, for logs and records."""
-        return " ".join("***" if self.api_key and a == self.api_key else a for a in ["vllm serve", *self.args()])
+        shown = ["python -m", ENTRYPOINT, *self.args()]
+        return " ".join("***" if self.api_key and a == self.api_key else a for a in shown)
 
 
 def model_config(path: Path) -> dict:
@@ -152,6 +154,7 @@ class VllmServer(ServerProcess):
 
     def environment(self) -> dict:
         env = dict(os.environ)
+        env.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: nothing to fetch (vLLM would try the hub for its config)
         if self.settings.cpu:  # GiB of KV cache; vLLM's CPU default (4) is more than a small box spares
             env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         if self.settings.threads:  # one OpenMP thread per core it may use
