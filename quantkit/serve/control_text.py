@@ -82,15 +82,8 @@ async def serve_as_text(front, writer, path: str, body: bytes) -> None:
 
 async def relay_as_chat(front, writer, path: str, body: bytes, stream: bool) -> None:
     """POST ``body`` to llama-server's /v1/completions; write its reply as a chat completion."""
-    key = f"Authorization: Bearer {front.api_key}\r\n" if front.api_key else ""
-    up_reader, up_writer = await asyncio.open_connection(*front.upstream)
+    up_reader, up_writer = await front.upstream_open("POST", "/v1/completions", body)
     try:
-        up_writer.write(
-            f"POST /v1/completions HTTP/1.1\r\nHost: llama-server\r\n{key}Content-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-            + body
-        )
-        await up_writer.drain()
         head = await up_reader.readuntil(b"\r\n\r\n")
         status, chunked = int(head.split(b" ", 2)[1]), b"transfer-encoding: chunked" in head.lower()
         front.statuses[(path, status)] += 1

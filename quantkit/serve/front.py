@@ -186,16 +186,21 @@ class Front:
         """One request of quantkit's own to llama-server (its /metrics, a seed-endpoint reply)."""
         return await self.upstream_call("GET", path, b"")
 
-    async def upstream_call(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
+    async def upstream_open(self, method: str, path: str, body: bytes):
+        """A request of quantkit's own sent upstream (with the API key): the connection's (reader, writer)."""
         key = f"Authorization: Bearer {self.api_key}\r\n" if self.api_key else ""
         up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        up_writer.write(
+            f"{method} {path} HTTP/1.1\r\nHost: llama-server\r\n{key}Content-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
+        await up_writer.drain()
+        return up_reader, up_writer
+
+    async def upstream_call(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
+        up_reader, up_writer = await self.upstream_open(method, path, body)
         try:
-            up_writer.write(
-                f"{method} {path} HTTP/1.1\r\nHost: llama-server\r\n{key}Content-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-                + body
-            )
-            await up_writer.drain()
             raw = await up_reader.read()
         finally:
             up_writer.close()
