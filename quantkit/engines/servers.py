@@ -89,6 +89,7 @@ class ServerProcess:
     and its command line; settings carry host, port and ``shown()``."""
 
     name = "server"
+    start_timeout = 300.0  # seconds to wait for /health
 
     def __init__(self, settings, log: Path | None = None):
         self.settings = settings
@@ -109,7 +110,8 @@ class ServerProcess:
         host = f"[{self.settings.host}]" if ":" in self.settings.host else self.settings.host
         return f"http://{host}:{self.settings.port}"
 
-    def start(self, timeout: float = 300) -> "ServerProcess":
+    def start(self, timeout: float | None = None) -> "ServerProcess":
+        timeout = timeout or self.start_timeout
         command = self.command()
         log = open(self.log_path, "ab")  # noqa: SIM115 (the child writes it for its whole life)
         try:

@@ -148,6 +148,7 @@ class VllmServer(ServerProcess):
     """One vLLM OpenAI server: ``with VllmServer(settings) as server: server.url``."""
 
     name = "vllm"
+    start_timeout = 900.0  # a CPU build loads a small model in 25-140 s, a large one on a GPU in minutes
 
     def command(self) -> list[str]:
         return [str(require()), "-m", ENTRYPOINT, *self.settings.args()]
