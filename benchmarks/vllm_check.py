@@ -119,6 +119,7 @@ def check(path: Path, name: str, manifest: dict, args) -> dict:
         "method": manifest.get("method", "-"),
         "format": manifest.get("format", "-"),
         "runtimes": manifest.get("runtimes") or ["transformers", "vllm"],  # a base is a plain HF model
+        **({"extra": True} if manifest.get("extra") else {}),
     }
     print(f"[{name}] transformers ...", flush=True)
     ours, detokenize = transformers_side(path, args.max_tokens, args.dtype)
@@ -178,7 +179,8 @@ def markdown(rows: list[dict], args, kept: str) -> str:
         "",
         "Where the tokens first differ, the gap is each side's logprob of its own token minus its logprob",
         "of the other side's token: a few hundredths is a near-tie that rounding tips either way, several",
-        "nats is a real difference.",
+        "nats is a real difference. A gap of 0.0 is an exact tie in that side's bf16 logits (its argmax",
+        "takes the lower token id), so the other side's choice is as right.",
         "",
         f"CPU: {cpu_flags()}. Per-artifact timeout {args.timeout} s.",
         "",
@@ -189,11 +191,13 @@ def markdown(rows: list[dict], args, kept: str) -> str:
         p = r.get("prompts") or {}
         text = (p.get("completion") or {}).get("vllm_text", "-").replace("\n", "\\n").replace("|", "\\|")
         lines.append(
-            f"| {r['artifact']} | {r['method']} / {r['format']} | {', '.join(r['runtimes'])} | {outcome(r)} "
+            f"| {r['artifact']}{' *' if r.get('extra') else ''} | {r['method']} / {r['format']} | {', '.join(r['runtimes'])} | {outcome(r)} "
             f"| {r.get('quantization') or '-'} | {prompt_cell(p.get('chat'), args.max_tokens)} "
             f"| {prompt_cell(p.get('completion'), args.max_tokens)} | {prompt_cell(p.get('smoke turn'), args.max_tokens)} "
             f"| {text if p else '-'} | {r.get('seconds', '-')} |"
         )
+    if any(r.get("extra") for r in rows):
+        lines += ["", "\\* not in the run: quantized from the same base with `quantkit quantize` (`--extra FOLDER`)."]
     lines += [
         "",
         "## How to run",
@@ -217,7 +221,9 @@ def markdown(rows: list[dict], args, kept: str) -> str:
         '- bitsandbytes (nf4, int8) is not a quantization method of vLLM at all ("Unknown quantization',
         "  method: bitsandbytes\"): quantkit's own server serves them, and `pick --engine vllm` never picks",
         "  them.",
-        "- FP8 (FP8_DYNAMIC) has no CPU kernel: it loads but generates far too slowly to be useful.",
+        "- FP8 (FP8_DYNAMIC): vLLM 0.32's CPU build loads and runs it here (the table's fp8 row, its time",
+        "  with the load); an earlier try on another machine (issue 26: 2 prompts x 24 tokens not done in",
+        "  10 min) is why the check has a per-artifact timeout.",
         "- GGUF in vLLM needs vllm-gguf-plugin, whose kernels are CUDA-only: llama-server serves GGUF.",
         "",
     ]
@@ -259,7 +265,7 @@ def main() -> int:
 
     run = Path(args.run)
     args.run_label = args.run
-    items = artifacts_of(run) + [(p.name, p, read_manifest(p) or {}) for p in args.extra]
+    items = artifacts_of(run) + [(p.name, p, (read_manifest(p) or {}) | {"extra": True}) for p in args.extra]
     if not items:
         parser.error(f"{run} has no transformers-format artifacts (a `quantkit run` output folder)")
     items = [i for i in items if not args.only or i[0] in args.only]
