@@ -82,7 +82,7 @@ def scored_logprobs(engine, ids: list[int], options: QualityOptions):
     """For every scored position: (log-probs over the vocab, the correct next token), per chunk."""
     for chunk in chunks(ids, options.ctx):
         first = len(chunk) // 2
-        logp = log_softmax(engine.logits(chunk)[first:-1])
+        logp = log_softmax(engine.logits(chunk, first)[:-1])  # only the scored rows are computed
         yield logp, np.asarray(chunk[first + 1 :])
 
 

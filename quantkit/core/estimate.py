@@ -43,7 +43,6 @@ CPU_RAM_FACTOR = {"calibrate": 2.0, "load": 2.0, "convert": 1.2}
 AWQ_GPU_RAM_FACTOR = 1.3
 # FP8 (data-free): the checkpoint-dtype model in RAM, compressed module by module when saved.
 DATAFREE_RAM_FACTOR = 1.1
-VERIFY_FP32_BELOW = 8 * 2**30  # verification runs a base smaller than this in fp32 on a CPU
 # llama.cpp's compute buffers on the device beside weights and KV cache (n_batch 512).
 LLAMACPP_COMPUTE_BYTES = 512 * 2**20
 CONFIG_DIR_ENV = "QUANTKIT_CONFIG_DIR"  # a folder of NAME.json configs for offline dry runs (tests, CI)
@@ -244,14 +243,22 @@ def with_verification(config: dict, fp: Footprint, need: Need, verify_on: str = 
     quantkit.quantization.verify falls back to when they do not fit the GPU)."""
     runtime, _ = runtime_bytes(config, fp, "cuda")  # the artifact in its own dtype (bf16 when dense)
     if verify_on == "cpu":
-        n = estimate_params(config)
-        base = n * (4 if n * 2 < VERIFY_FP32_BELOW else 2)  # verify_runtime.base_dtype: fp32 below 8 GiB
+        base = cpu_reference_bytes(config)  # the base in its own dtype, fp32 one module at a time
         ram = max(base, runtime) + LIBRARY_ALLOWANCE_BYTES
         return Need(max(need.ram_bytes, ram), need.gpu_bytes, f"{need.why}; verification in RAM")
     base = estimate_params(config) * dtype_bytes(None, config)
     verify = verify_gpu_bytes(base, runtime, shape(config)["vocab"])
     why = f"{need.why}; verification on the GPU {human_size(verify)}" if verify > need.gpu_bytes else need.why
     return Need(need.ram_bytes, max(need.gpu_bytes, verify), why)
+
+
+def cpu_reference_bytes(config: dict) -> int:
+    """RAM of an unquantized model computing in fp32 on the CPU (bench's base pass, verification):
+    its weights stay in the checkpoint's dtype and each module is upcast for its own forward
+    (quantkit/engines/upcast.py), so the checkpoint plus the largest weight (lm_head) in fp32."""
+    s = shape(config)
+    largest = max(s["vocab"] * s["hidden"], s["inter"] * s["hidden"]) * 4
+    return estimate_params(config) * dtype_bytes(None, config) + largest
 
 
 def runtime_bytes(config: dict, fp: Footprint | None, device: str, file: int = 0) -> tuple[int, bool]:
@@ -264,7 +271,7 @@ def runtime_bytes(config: dict, fp: Footprint | None, device: str, file: int = 0
         return dense, True
     if fp is not None:
         return artifact_bytes(config, fp, file), False
-    return (dense if device == "cpu" else n * dtype_bytes(None, config)), False  # an unquantized model
+    return (cpu_reference_bytes(config) if device == "cpu" else n * dtype_bytes(None, config)), False  # unquantized
 
 
 def bench_need(

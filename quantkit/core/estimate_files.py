@@ -4,7 +4,15 @@ only config.json: the artifact's size where it runs and its base's, read from th
 from pathlib import Path
 
 from quantkit.core.atomic import read_json
-from quantkit.core.estimate import LIBRARY_ALLOWANCE_BYTES, LLAMACPP_COMPUTE_BYTES, Footprint, Need, bench_need, dtype_bytes
+from quantkit.core.estimate import (
+    LIBRARY_ALLOWANCE_BYTES,
+    LLAMACPP_COMPUTE_BYTES,
+    Footprint,
+    Need,
+    bench_need,
+    cpu_reference_bytes,
+    dtype_bytes,
+)
 
 
 def folder_config(path: Path) -> dict | None:
@@ -52,11 +60,11 @@ def bench_need_for(
         elif method or device != "cpu":
             runtime = files_bytes(path) if method else estimate_params(config) * dtype_bytes(None, config)
         else:
-            runtime = estimate_params(config) * 4  # fp32 on the CPU
+            runtime = cpu_reference_bytes(config)  # fp32 on the CPU, one module upcast at a time
     base_runtime = None
     if base_config is not None:
-        per = 4 if device == "cpu" else dtype_bytes(None, base_config)
-        base_runtime = estimate_params(base_config) * per
+        on_gpu = estimate_params(base_config) * dtype_bytes(None, base_config)
+        base_runtime = cpu_reference_bytes(base_config) if device == "cpu" else on_gpu
     if shape_config is None:  # a lone .gguf: its file, no KV estimate
         return Need(
             runtime + LIBRARY_ALLOWANCE_BYTES if device == "cpu" else LIBRARY_ALLOWANCE_BYTES,

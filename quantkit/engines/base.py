@@ -80,9 +80,9 @@ class Engine(Protocol):
         """Generate after ``prompt_ids``; stops at an eos id (not yielded) or ``max_tokens``
         (``ignore_eos``: only at ``max_tokens``, as benchmarks of servers ask)."""
 
-    def logits(self, ids: list[int]):
-        """float32 numpy array [len(ids), vocab]: next-token logits at every position
-        (teacher forced, one sequence)."""
+    def logits(self, ids: list[int], first: int = 0):
+        """float32 numpy array [len(ids) - first, vocab]: next-token logits at every position
+        from ``first`` on (teacher forced, one sequence; the earlier ones only as context)."""
 
     def reset(self) -> None:
         """Forget the running context (KV cache) that ``forward`` appends to."""

@@ -37,8 +37,12 @@ class TransformersEngine:
                 f"{self.path} has no .safetensors weights",
                 hint="pickle weights can run code on load; pass `allow_pickle` if you trust them",
             )
-        # bf16/fp16 matmuls are slow on CPUs without native support: compute in float32 there.
+        # bf16/fp16 matmuls are slow on CPUs without native support: compute in float32 there;
+        # a 16-bit unquantized checkpoint keeps its own weights and upcasts one module at a time.
         dtype = options.dtype or ("float32" if self.device == "cpu" else "auto")
+        upcast = options.dtype is None and self.device == "cpu" and sixteen_bit_dense(self.path)
+        if upcast:
+            dtype = upcast
         logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # int8 warns on every matmul
         from transformers.utils import logging as hf_logging
 
@@ -55,6 +59,10 @@ class TransformersEngine:
         except (OSError, ValueError, RuntimeError) as exc:
             raise EngineError(f"transformers could not load {self.path}: {exc}") from exc
         self.model.eval()
+        if upcast:
+            from quantkit.engines.upcast import upcast_per_module
+
+            upcast_per_module(self.model)
         self.eos_ids = self._eos_ids()
         self.special_tokens = set(self.tokenizer.all_special_tokens) | COMMON_SPECIAL
         self.special_tokens |= {
@@ -129,12 +137,19 @@ class TransformersEngine:
             self._cache = out.past_key_values
             return out.logits[0, -1].float().cpu().numpy()  # .cpu() waits for the GPU
 
-    def logits(self, ids: list[int]):
+    def logits(self, ids: list[int], first: int = 0):
         torch = self.torch
+        # lm_head only over the rows asked for (a 512-token chunk scores its second half).
+        keep = {"logits_to_keep": len(ids) - first} if first and self._keeps_logits() else {}
         with torch.inference_mode(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=False)
-            return out.logits[0].float().cpu().numpy()
+            out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=False, **keep)
+            return out.logits[0, first - len(ids) :].float().cpu().numpy()
+
+    def _keeps_logits(self) -> bool:
+        import inspect
+
+        return "logits_to_keep" in inspect.signature(self.model.forward).parameters
 
     def synchronize(self) -> None:
         if self.device == "cuda":
@@ -157,6 +172,18 @@ def quant_method(config) -> str | None:
     qc = getattr(config, "quantization_config", None)
     method = qc.get("quant_method") if isinstance(qc, dict) else getattr(qc, "quant_method", None)
     return str(getattr(method, "value", method)) if method is not None else None
+
+
+def sixteen_bit_dense(path: Path) -> str | None:
+    """The checkpoint's dtype when it is bfloat16/float16 and unquantized (config.json), else None."""
+    from quantkit.core.atomic import read_json
+    from quantkit.core.modelinfo import config_dtype
+
+    config = read_json(path / "config.json") if (path / "config.json").is_file() else {}
+    if not config or config.get("quantization_config"):
+        return None
+    dtype = config_dtype(config).replace("torch.", "")
+    return dtype if dtype in ("bfloat16", "float16") else None
 
 
 def count_parameters(model) -> int:

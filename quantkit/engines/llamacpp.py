@@ -167,8 +167,9 @@ class LlamaCppEngine:
         self.llm._ctx.kv_cache_seq_rm(-1, 0, -1)
         self._n_past = 0
 
-    def _decode(self, ids: list[int], all_logits: bool):
-        """Run ``ids`` after the current context in n_batch chunks; return their logits rows."""
+    def _decode(self, ids: list[int], all_logits: bool, first: int = 0):
+        """Run ``ids`` after the current context in n_batch chunks; return their logits rows
+        (``all_logits``: of every position from ``first`` on, as llama-perplexity asks for)."""
         np = self.np
         n_ctx = self.llm._n_ctx  # fixed when the context was made (Llama keeps it)
         if self._n_past + len(ids) > n_ctx:
@@ -180,12 +181,16 @@ class LlamaCppEngine:
         for start in range(0, len(ids), step):
             chunk = ids[start : start + step]
             self.llm._batch.set_batch(batch=chunk, n_past=self._n_past, logits_all=all_logits)
+            for j in range(min(max(first - start, 0), len(chunk))):
+                self.llm._batch.batch.logits[j] = False  # an unscored position: no output row
             try:
                 self.llm._ctx.decode(self.llm._batch)
             except RuntimeError as exc:
                 raise EngineError(f"llama.cpp decode failed: {exc}") from exc
             self._n_past += len(chunk)
-            n_out = len(chunk) if all_logits else 1
+            n_out = len(chunk) - min(max(first - start, 0), len(chunk)) if all_logits else 1
+            if n_out == 0:
+                continue
             pointer = self.llm._ctx.get_logits()
             rows.append(
                 np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(n_out, self.n_vocab)).copy()
@@ -209,10 +214,10 @@ class LlamaCppEngine:
         row = llama_cpp.llama_get_logits(self.llm._ctx.ctx)
         return self.np.ctypeslib.as_array(row, shape=(self.n_vocab,)).copy()
 
-    def logits(self, ids: list[int]):
+    def logits(self, ids: list[int], first: int = 0):
         self.reset()
         try:
-            return self.np.concatenate(self._decode(list(ids), all_logits=True))
+            return self.np.concatenate(self._decode(list(ids), all_logits=True, first=first))
         finally:
             self.reset()
 

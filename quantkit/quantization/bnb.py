@@ -95,14 +95,14 @@ print(tokenizer.decode(model.generate(**inputs, max_new_tokens=32)[0]))
     def quantize(self, model_dir: Path, out_dir: Path, options) -> MethodResult:
         quiet_bitsandbytes()
         import torch
-        from transformers import AutoModelForCausalLM
 
         from quantkit.quantization.llmc import free_accelerator_memory
+        from quantkit.quantization.pread_load import from_pretrained_pread
 
         device = preflight.resolve_device(options.device)
         dtype = getattr(torch, options.dtype) if options.dtype and options.dtype != "auto" else "auto"
         try:
-            model = AutoModelForCausalLM.from_pretrained(
+            model = from_pretrained_pread(  # no mapped file pages held beside the quantized model
                 model_dir,
                 quantization_config=self.quant_config(options, device),
                 device_map=device,

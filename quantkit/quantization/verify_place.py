@@ -19,6 +19,13 @@ def release_quantize_memory() -> None:
     import sys
 
     gc.collect()
+    try:  # glibc keeps freed tensors below its mmap threshold in its arenas: give them back too
+        import ctypes
+        import ctypes.util
+
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
     torch = sys.modules.get("torch")  # never import torch (and make a context) just for this
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
