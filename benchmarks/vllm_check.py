@@ -182,7 +182,12 @@ def markdown(rows: list[dict], args, kept: str) -> str:
         "nats is a real difference. A gap of 0.0 is an exact tie in that side's bf16 logits (its argmax",
         "takes the lower token id), so the other side's choice is as right.",
         "",
-        f"CPU: {cpu_flags()}. Per-artifact timeout {args.timeout} s.",
+        f"CPU: {cpu_flags()}. Per-artifact timeout {args.timeout} s."
+        + (
+            ""
+            if "avx512f" in cpu_flags()
+            else " **No AVX-512 here: vLLM's CPU W4A16 kernel is missing, the awq rows cannot load.**"
+        ),
         "",
         "| artifact | method / format | declared runtimes | vLLM | vLLM quantization | chat | completion | smoke turn | completion text (vLLM) | s |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -199,6 +204,15 @@ def markdown(rows: list[dict], args, kept: str) -> str:
     if any(r.get("extra") for r in rows):
         lines += ["", "\\* not in the run: quantized from the same base with `quantkit quantize` (`--extra FOLDER`)."]
     lines += [
+        "",
+        "## Reading the divergences",
+        "",
+        "quantkit's transformers engine decompresses compressed-tensors weights to dense bf16 ones and",
+        "runs bf16 activations; vLLM runs the quantized kernels. For weight-only formats (awq, autoawq)",
+        "the two compute the same function and the tokens match. Where the format also quantizes",
+        "activations (W8A8: int8 per token; FP8_DYNAMIC: fp8 per token), vLLM does and transformers does",
+        "not, so greedy paths part where that shifts a close call: gaps under 1 nat on both sides, at a",
+        "near-tie, not a broken artifact (a broken one diverges at token 1 by several nats).",
         "",
         "## How to run",
         "",
@@ -221,6 +235,7 @@ def markdown(rows: list[dict], args, kept: str) -> str:
         '- bitsandbytes (nf4, int8) is not a quantization method of vLLM at all ("Unknown quantization',
         "  method: bitsandbytes\"): quantkit's own server serves them, and `pick --engine vllm` never picks",
         "  them.",
+        "- W8A8 (int8 weights and activations) loads and runs on vLLM's CPU build here (the w8a8 row).",
         "- FP8 (FP8_DYNAMIC): vLLM 0.32's CPU build loads and runs it here (the table's fp8 row, its time",
         "  with the load); an earlier try on another machine (issue 26: 2 prompts x 24 tokens not done in",
         "  10 min) is why the check has a per-artifact timeout.",
