@@ -36,9 +36,8 @@ DECODE_BANDWIDTH = {"cpu": 10e9, "cuda": 1.5e12}  # bytes/s actually achieved in
 HF_CPU_DECODE_CAP = 20.0  # tok/s: transformers' decode loop on CPU is Python-bound (FACTS)
 SMOKE_TOKENS = 3 * 128  # three turns of the smoke chat, a typical reply length each
 # Peak RAM of quantizing on the CPU, as a multiple of the model's size in the dtype it is held in:
-# AWQ calibrates in fp32 and saves a 16-bit copy; bitsandbytes' quantize-at-load peaks under 2x its
-# load dtype (SmolLM2); llama.cpp's lazy converter holds about one F16 copy.
-CPU_RAM_FACTOR = {"calibrate": 2.0, "load": 2.0, "convert": 1.2}
+# AWQ calibrates in fp32 and saves a 16-bit copy; llama.cpp's lazy converter holds about one F16 copy.
+CPU_RAM_FACTOR = {"calibrate": 2.0, "convert": 1.2}
 # AWQ on a GPU: the model stays in RAM in bf16 (+ the compressed copy save_pretrained builds).
 AWQ_GPU_RAM_FACTOR = 1.3
 # FP8 (data-free): the checkpoint-dtype model in RAM, compressed module by module when saved.
@@ -230,8 +229,11 @@ def quantize_need(config: dict, fp: Footprint, device: str, verify_on: str = "cu
             ram = quantized + LIBRARY_ALLOWANCE_BYTES  # save_pretrained brings the state dict back to RAM
             need = Need(ram, quantized + largest + CUDA_OVERHEAD_BYTES, "quantized weights on the GPU")
             return with_verification(config, fp, need, verify_on)
-        load = n * dtype_bytes(fp.dtype, config)
-        return Need(int(load * CPU_RAM_FACTOR["load"]) + LIBRARY_ALLOWANCE_BYTES, 0, "quantize at load in RAM")
+        # Read with pread (quantization/pread_load.py): the quantized model and one 16-bit tensor on
+        # its way; then the verification child's base, fp32 one module at a time, beside the idle parent.
+        loading = artifact_bytes(config, fp) + max(s["vocab"] * s["hidden"], s["inter"] * s["hidden"]) * 2
+        verifying = cpu_reference_bytes(config) + LIBRARY_ALLOWANCE_BYTES
+        return Need(max(loading, verifying) + LIBRARY_ALLOWANCE_BYTES, 0, "quantize at load, then verification, in RAM")
     # llama.cpp's converter and quantizer run on the CPU
     return Need(int(n * 2 * CPU_RAM_FACTOR["convert"]) + LIBRARY_ALLOWANCE_BYTES, 0, "F16 conversion in RAM")
 
