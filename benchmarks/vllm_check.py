@@ -208,7 +208,7 @@ def markdown(rows: list[dict], args, kept: str) -> str:
         "## Reading the divergences",
         "",
         "quantkit's transformers engine decompresses compressed-tensors weights to dense bf16 ones and",
-        "runs bf16 activations; vLLM runs the quantized kernels. For weight-only formats (awq, autoawq)",
+        "runs bf16 activations; vLLM runs the quantized kernels. For weight-only formats (awq, autoawq, gptq)",
         "the two compute the same function and the tokens match. Where the format also quantizes",
         "activations (W8A8: int8 per token; FP8_DYNAMIC: fp8 per token), vLLM does and transformers does",
         "not, so greedy paths part where that shifts a close call: gaps under 1 nat on both sides, at a",
