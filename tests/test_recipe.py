@@ -40,6 +40,7 @@ WRONG = {
     "bool?": '"maybe"',
     "path?": "7",
     "list[str]": "just-one",
+    "list[int]": "just-one",
     "gates": "5",
     "str|list[str]": "5",
 }
@@ -54,6 +55,7 @@ EXPECT = {
     "bool?": "expected bool",
     "path?": "expected path",
     "list[str]": "expected a list of strings",
+    "list[int]": "expected a list of integers",
     "gates": "expected a mapping",
     "str|list[str]": "expected str",
 }
@@ -403,3 +405,30 @@ def test_force_is_an_artifact_key_that_does_not_change_the_artifact(tmp_path):
 
     recipe = Recipe(name="t", model=ModelSpec(id="x/y"), artifacts=[forced])
     assert quantize_options(recipe, forced).force is True
+
+
+def test_bench_names_deployment_engines_and_vllms_sizes(tmp_path):
+    bench = "  serving: [llama-server, vllm]\n  concurrency: [1, 2]\n  tensor_parallel: 2\n  pipeline_parallel: 2\n"
+    recipe = load_recipe(write(tmp_path, recipe_text(bench=bench)))
+    s = recipe.serving
+    assert s.serving == ["llama-server", "vllm"] and s.concurrency == [1, 2] and s.gpus == 4
+    assert recipe.bench.gen_tokens == 128  # the in-process bench keeps its own defaults
+    assert load_recipe(write(tmp_path, recipe_text(), "plain.yaml")).serving.serving == []
+
+
+@pytest.mark.parametrize(
+    "bench,fragment,key,problem",
+    [
+        ("  serving: [llama-server, sglang]\n", "serving:", "bench.serving[1]", "'sglang' is not one of llama-server, vllm"),
+        ("  serving: [vllm, vllm]\n", "serving:", "bench.serving", "listed twice"),
+        ("  serving: vllm\n", "serving:", "bench.serving", "expected a list of strings"),
+        ("  serving: [vllm]\n  concurrency: [1, 0]\n", "concurrency:", "bench.concurrency[1]", "must be at least 1"),
+        ("  serving: [vllm]\n  concurrency: []\n", "concurrency:", "bench.concurrency", "at least one level"),
+        ("  concurrency: [1, 4]\n", "concurrency:", "bench.concurrency", "no deployment engine to use it"),
+        ("  serving: [llama-server]\n  tensor_parallel: 2\n", "tensor_parallel:", "bench.tensor_parallel", "only vllm"),
+        ("  serving: [vllm]\n  pipeline_parallel: 0\n", "pipeline_parallel:", "bench.pipeline_parallel", "at least 1"),
+    ],
+)
+def test_bench_serving_errors_name_the_line(tmp_path, bench, fragment, key, problem):
+    text = recipe_text(bench="  gen_tokens: 8\n" + bench)
+    assert_error(write(tmp_path, text), text, fragment, key, problem)

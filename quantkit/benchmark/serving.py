@@ -4,9 +4,30 @@ and load-tests it with quantkit's one load generator (quantkit.benchmark.loadtes
 throughput as vLLM's ``bench serve`` defines them) at the given concurrencies, every request
 generating exactly ``max_tokens`` (ignore_eos), so the numbers sit beside the in-process ones."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
+from quantkit.core.settings import option
+from quantkit.engines.servers import SERVERS
+
 COLUMNS = ("artifact", "engine", "concurrency", "output tok/s", "TTFT p50 ms", "TPOT p50 ms", "E2EL p50 ms", "errors")
+
+
+@dataclass
+class ServingOptions:
+    """A recipe's serving bench, declared once: the ``bench:`` keys that name deployment engines
+    (``serving: [llama-server, vllm]``) and the load test each artifact they run gets in them."""
+
+    serving: list[str] = option([], "Deployment engines to serve each artifact in and load-test.", choices=tuple(SERVERS))
+    concurrency: list[int] = option([1, 4, 8], "Concurrent requests of each load-test level.", minimum=1, recipe_kind="list[int]")
+    num_requests: int = option(16, "Requests per concurrency level.", minimum=1)
+    max_tokens: int = option(64, "Tokens each request generates (ignore_eos).", minimum=1)
+    tensor_parallel: int = option(1, "GPUs per pipeline stage (vLLM).", minimum=1)
+    pipeline_parallel: int = option(1, "Pipeline stages (vLLM; across nodes beyond one machine).", minimum=1)
+
+    @property
+    def gpus(self) -> int:
+        return self.tensor_parallel * self.pipeline_parallel
 
 
 def serving_bench(
@@ -66,7 +87,7 @@ def serving_rows(results: list[dict], name=lambda r: Path(r.get("artifact", "?")
     rows = []
     for result in results:
         for serving in result.get("serving") or []:
-            for level in serving["results"]:
+            for level in serving.get("results") or []:  # none when the engine skipped the artifact
                 rows.append(
                     [
                         name(result),
@@ -89,9 +110,15 @@ def median(summary: dict) -> str:
 def serving_markdown(results: list[dict], name=lambda r: Path(r.get("artifact", "?")).name) -> list[str]:
     """The report's serving section: one row per artifact, engine and concurrency; [] when none ran."""
     rows = serving_rows(results, name)
-    if not rows:
+    skipped = [
+        f"- {s['engine']} skipped {name(r)}: {s['skipped']}" for r in results for s in r.get("serving") or [] if "skipped" in s
+    ]
+    if not rows and not skipped:
         return []
-    lines = ["## In the deployment engine", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    commands = {s["command"] for r in results for s in r.get("serving") or []}
-    return [*lines, "", *[f"`{c}`" for c in sorted(commands)], ""]
+    lines = ["## In the deployment engine", ""]
+    if rows:
+        lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines.append("")
+    commands = {s["command"] for r in results for s in r.get("serving") or [] if "command" in s}
+    return [*lines, *[f"`{c}`" for c in sorted(commands)], *([""] if commands else []), *skipped, *([""] if skipped else [])]

@@ -23,11 +23,12 @@ class ServerEntry:
     module: str  # declares choose_settings, Server, require
     runtime: str  # the runtime name methods declare for their formats (FormatFacts.runtimes)
     summary: str  # said at start: why this server runs the artifact
+    parallel_sizes: bool = False  # takes tensor/pipeline-parallel sizes (one model across GPUs and nodes)
 
 
 SERVERS: dict[str, ServerEntry] = {
     "llama-server": ServerEntry("quantkit.engines.llama_server", "llama.cpp", "llama-server built from the runtime's sdist"),
-    "vllm": ServerEntry("quantkit.engines.vllm_server", "vllm", "vLLM's OpenAI server (its own venv)"),
+    "vllm": ServerEntry("quantkit.engines.vllm_server", "vllm", "vLLM's OpenAI server (its own venv)", parallel_sizes=True),
 }
 
 

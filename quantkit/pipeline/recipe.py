@@ -13,6 +13,7 @@ import yaml
 
 from quantkit.benchmark.bench import BenchOptions
 from quantkit.benchmark.gates import Gates
+from quantkit.benchmark.serving import ServingOptions
 from quantkit.core.errors import InputError
 from quantkit.pipeline.recipe_schema import (
     NAME_RE,
@@ -70,10 +71,11 @@ def _typed(ctx: _Ctx, node: yaml.Node, key: str, kind: str, choices=None):
         return _typed(ctx, node, key, "list[str]" if isinstance(node, yaml.SequenceNode) else "str?", choices)
     optional = kind.endswith("?")
     kind = kind.rstrip("?")
-    if kind == "list[str]":
+    if kind in ("list[str]", "list[int]"):
+        item_kind = kind[5:-1]
         if not isinstance(node, yaml.SequenceNode):
-            raise ctx.fail(node, key, "expected a list of strings")
-        items = [_typed(ctx, item, f"{key}[{i}]", "str", choices) for i, item in enumerate(node.value)]
+            raise ctx.fail(node, key, f"expected a list of {'strings' if item_kind == 'str' else 'integers'}")
+        items = [_typed(ctx, item, f"{key}[{i}]", item_kind, choices) for i, item in enumerate(node.value)]
         return items
     value = ctx.scalar(node, key)
     if value is None and optional:
@@ -99,6 +101,10 @@ def _typed(ctx: _Ctx, node: yaml.Node, key: str, kind: str, choices=None):
 def _bounds(ctx, node, key, f, value):
     """A declared setting's bounds (``option(minimum=, maximum=)``), reported at its line."""
     low, high = f.metadata.get("minimum"), f.metadata.get("maximum")
+    if isinstance(value, list):  # each item of a list (bench.concurrency: [1, 4, 8])
+        for i, item in enumerate(value):
+            _bounds(ctx, node.value[i], f"{key}[{i}]", f, item)
+        return
     if value is not None and low is not None and value < low:
         raise ctx.fail(node, key, f"must be at least {low}, got {value}")
     if value is not None and high is not None and value > high:
@@ -127,7 +133,8 @@ def derived_keys(cls) -> dict:
 
 
 GATE_KEYS = derived_keys(Gates)
-BENCH_KEYS = derived_keys(BenchOptions)
+SERVING_KEYS = derived_keys(ServingOptions)  # bench's keys for the deployment engines
+BENCH_KEYS = {**derived_keys(BenchOptions), **SERVING_KEYS}
 PUSH_KEYS = {
     "repo": ("str", None),
     "source": ("str", SOURCES),
@@ -176,6 +183,40 @@ def _section(ctx, node, key, table, cls, defaults=None):
 def _gates(ctx, node, key, base: Gates) -> Gates:
     gates, _nodes = _section(ctx, node, key, GATE_KEYS, Gates, asdict(base))
     return gates
+
+
+def _bench(ctx, node) -> tuple[BenchOptions, ServingOptions, dict]:
+    """``bench:``: BenchOptions' keys for the in-process bench, ServingOptions' for the deployment
+    engines it names (each known to the servers table; the sizes only for a server that takes them)."""
+    from quantkit.engines.servers import SERVERS
+
+    values, nodes = {BenchOptions: {}, ServingOptions: {}}, {}
+    for name, (_key_node, value_node) in _mapping(ctx, node, "bench", BENCH_KEYS).items():
+        cls = ServingOptions if name in SERVING_KEYS else BenchOptions
+        kind, choices = BENCH_KEYS[name]
+        value = _typed(ctx, value_node, f"bench.{name}", kind, choices)
+        _bounds(ctx, value_node, f"bench.{name}", cls.__dataclass_fields__[name], value)
+        values[cls][name], nodes[name] = value, value_node
+    serving = ServingOptions(**values[ServingOptions])
+    if len(set(serving.serving)) != len(serving.serving):
+        raise ctx.fail(nodes["serving"], "bench.serving", "an engine is listed twice")
+    if "concurrency" in nodes and not serving.concurrency:
+        raise ctx.fail(nodes["concurrency"], "bench.concurrency", "expected at least one level", hint="e.g. [1, 4, 8]")
+    for name in SERVING_KEYS:  # a setting nothing would use is a lie: say so
+        if name != "serving" and name in nodes and not serving.serving:
+            raise ctx.fail(
+                nodes[name], f"bench.{name}", "no deployment engine to use it", hint="name them: serving: [llama-server]"
+            )
+    takers = [e for e in SERVERS if SERVERS[e].parallel_sizes]
+    for name in ("tensor_parallel", "pipeline_parallel"):
+        if getattr(serving, name) > 1 and not any(SERVERS[e].parallel_sizes for e in serving.serving):
+            raise ctx.fail(
+                nodes[name],
+                f"bench.{name}",
+                f"only {', '.join(takers)} takes this size",
+                hint=f"add {takers[0]} to bench.serving",
+            )
+    return BenchOptions(**values[BenchOptions]), serving, nodes
 
 
 def _artifact(ctx, node, key, gates: Gates) -> tuple[list[ArtifactSpec], dict]:
@@ -291,9 +332,9 @@ def parse_recipe(text: str, file: Path | str = "<recipe>") -> Recipe:
     if model.source == "modelscope" and model.id.startswith("bundled:"):
         raise ctx.fail(top["model"][1], "model.source", "a bundled model comes from no hub")
     gates = _gates(ctx, top["gates"][1], "gates", Gates()) if "gates" in top else Gates()
-    bench, bench_nodes = BenchOptions(), {}
+    bench, serving, bench_nodes = BenchOptions(), ServingOptions(), {}
     if "bench" in top:
-        bench, bench_nodes = _section(ctx, top["bench"][1], "bench", BENCH_KEYS, BenchOptions)
+        bench, serving, bench_nodes = _bench(ctx, top["bench"][1])
     art_node = top["artifacts"][1]
     if not isinstance(art_node, yaml.SequenceNode) or not art_node.value:
         raise ctx.fail(art_node, "artifacts", "expected a non-empty list of artifacts")
@@ -336,7 +377,15 @@ def parse_recipe(text: str, file: Path | str = "<recipe>") -> Recipe:
     description = _typed(ctx, top["description"][1], "description", "str") if "description" in top else ""
     push = _push(ctx, top["push"][1], artifacts) if "push" in top else None
     return Recipe(
-        name=name, model=model, artifacts=artifacts, description=description, runner=runner, bench=bench, path=file, push=push
+        name=name,
+        model=model,
+        artifacts=artifacts,
+        description=description,
+        runner=runner,
+        bench=bench,
+        path=file,
+        push=push,
+        serving=serving,
     )
 
 

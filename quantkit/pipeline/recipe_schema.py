@@ -1,6 +1,7 @@
 """What a recipe holds, as dataclasses: the model, the artifacts with their settings (each
 method's own options) and gates (bench's ``Gates``), the bench settings (bench's ``BenchOptions``),
-the push section. quantkit/pipeline/recipe.py loads YAML into them, strictly."""
+the deployment engines bench serves them in (``ServingOptions``), the push section.
+quantkit/pipeline/recipe.py loads YAML into them, strictly."""
 
 import hashlib
 import json
@@ -11,6 +12,7 @@ from typing import Any
 
 from quantkit.benchmark.bench import BenchOptions
 from quantkit.benchmark.gates import Gates
+from quantkit.benchmark.serving import ServingOptions
 from quantkit.core.errors import InputError
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
@@ -82,6 +84,7 @@ class Recipe:
     bench: BenchOptions = field(default_factory=BenchOptions)
     path: Path | None = None
     push: PushSettings | None = None
+    serving: ServingOptions = field(default_factory=ServingOptions)  # bench: serving: the deployment engines
 
     def artifact(self, name: str) -> ArtifactSpec:
         for spec in self.artifacts:

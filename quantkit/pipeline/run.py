@@ -209,6 +209,12 @@ def run_artifact(recipe, spec, model_dir, out_dir, stages, force) -> ArtifactOut
         stage = "bench"
         outcome.results, measured = stage_bench(recipe, spec, artifact, model_dir, out_dir, stages, force or rebuilt)
         outcome.stages["bench"] = "done" if measured else "skipped"
+        if recipe.serving.serving:  # bench: serving: the deployment engines, beside the in-process numbers
+            from quantkit.pipeline.serving import stage_serving
+
+            stage = "serving"
+            served = stage_serving(recipe, spec, outcome.results, out_dir, stages, force or measured)
+            outcome.stages["serving"] = "done" if served else "skipped"
     except Exception as exc:  # one artifact failing must not stop the others
         outcome.status, outcome.failed_stage = "failed", stage
         outcome.stages[stage] = "failed"
