@@ -91,3 +91,34 @@ def test_an_engine_not_installed_here_is_a_skip_with_the_fix(smollm2, tmp_path, 
     monkeypatch.setenv("QUANTKIT_VLLM_PYTHON", "")  # vLLM turned off
     record = serve_one(awq, "vllm", load_recipe(recipe_file(tmp_path, smollm2)))
     assert record["engine"] == "vllm" and "QUANTKIT_VLLM_PYTHON" in record["skipped"]
+
+
+def test_dry_run_prices_vllm_per_gpu_for_tensor_parallel_2(tmp_path, monkeypatch):
+    """Each of tp x pp GPUs holds 1/(tp x pp) of the weights and of the load test's KV cache."""
+    from quantkit.core.estimate import artifact_bytes, kv_cache_bytes
+    from quantkit.core.estimate_gpu import CUDA_OVERHEAD_BYTES
+    from quantkit.pipeline.plan import plan
+    from quantkit.quantization.registry import get_method
+
+    monkeypatch.setenv("QUANTKIT_CONFIG_DIR", str(Path(__file__).parent / "fixtures" / "configs"))
+    text = (
+        "name: tp\nrunner: gpu\nmodel:\n  id: meta-llama/Llama-3.1-8B-Instruct\n"
+        "bench:\n  device: cuda\n  serving: [vllm, llama-server]\n  concurrency: [1, 8]\n  max_tokens: 256\n{sizes}"
+        "artifacts:\n  - name: awq\n    method: awq\n"
+    )
+    rows = {}
+    for tp in (1, 2):
+        path = tmp_path / f"tp{tp}.yaml"
+        path.write_text(text.format(sizes=f"  tensor_parallel: {tp}\n"))
+        recipe = load_recipe(path)
+        rows[tp] = [r for r in plan(recipe, recipe.artifacts, tmp_path / "o", force=False) if r.stage == "serving"]
+    (vllm, llama), (vllm1, _) = rows[2], rows[1]
+    assert llama.action == "n/a" and "llama-server does not run it" in llama.note
+    config = json.loads((Path(__file__).parent / "fixtures" / "configs" / "llama-3.1-8b-instruct.json").read_text())
+    weights = artifact_bytes(config, get_method("awq").footprint(recipe.artifacts[0].options))
+    kv = kv_cache_bytes(config, 8 * 512)  # 8 sequences of the prompt set plus a 256-token reply
+    assert vllm.action == "run" and vllm.cost.gpu_bytes == -(-weights // 2) + -(-kv // 2) + CUDA_OVERHEAD_BYTES
+    assert vllm1.cost.gpu_bytes == weights + kv + CUDA_OVERHEAD_BYTES
+    assert 4 * 2**30 < weights < 7 * 2**30 and vllm.cost.gpu_bytes < vllm1.cost.gpu_bytes
+    assert "tp2 x pp1 = 2 GPUs, each" in vllm.note and "/2 + KV cache" in vllm.note
+    assert "GPUs" not in vllm1.note

@@ -22,7 +22,7 @@ def plan_table(rows) -> None:
         cost = row.cost
         gpu = (human_size(cost.gpu_bytes) if cost.gpu_bytes else "-") if cost else "?"
         cells = (human_size(cost.memory_bytes), gpu, human_size(cost.disk_bytes), duration(cost.seconds)) if cost else ("?",) * 4
-        style = {"skip": "dim", "blocked": "red"}.get(row.action)
+        style = {"skip": "dim", "n/a": "dim", "blocked": "red"}.get(row.action)
         action = "skip (up to date)" if row.action == "skip" else row.action
         table.add_row(row.stage, row.artifact or "-", action, *cells, row.note, style=style)
     console.print(table)

@@ -11,9 +11,9 @@ from quantkit.quantization.registry import get_method
 
 @dataclass
 class PlanRow:
-    stage: str  # model | quantize | bench
+    stage: str  # model | quantize | bench | serving
     artifact: str | None
-    action: str  # run | skip (up to date) | blocked
+    action: str  # run | skip (up to date) | blocked | n/a (a serving engine that does not run the format)
     cost: Cost | None
     note: str = ""
 
@@ -43,6 +43,7 @@ def device_of(recipe: Recipe, spec: ArtifactSpec | None = None) -> str:
 
 
 def plan(recipe: Recipe, specs: list[ArtifactSpec], out_dir: Path, force: bool) -> list[PlanRow]:
+    from quantkit.pipeline.serving import serving_settings
     from quantkit.pipeline.stages import Stages, bench_settings, model_settings, quantize_settings
 
     stages = Stages(out_dir)
@@ -90,7 +91,50 @@ def plan(recipe: Recipe, specs: list[ArtifactSpec], out_dir: Path, force: bool) 
                 bench_note(recipe, spec, footprint),
             )
         )
+        s_action = "run" if b_action == "run" else action(f"{spec.name}.serving", serving_settings(recipe, spec))
+        rows += [serving_row(recipe, spec, engine, config, footprint, s_action) for engine in recipe.serving.serving]
     return rows
+
+
+def serving_row(recipe: Recipe, spec: ArtifactSpec, engine: str, config: dict | None, footprint, s_action: str) -> PlanRow:
+    """One deployment engine's load test of the artifact, priced per device: a server that takes
+    tensor/pipeline-parallel sizes splits the weights and the KV cache over tp x pp GPUs (vLLM
+    shards each layer over tp and the layers over pp), so each holds 1/(tp x pp) of both."""
+    from quantkit.core.estimate import DECODE_BANDWIDTH, DISK_BYTES_PER_S, LIBRARY_ALLOWANCE_BYTES, artifact_bytes, kv_cache_bytes
+    from quantkit.core.estimate_gpu import CUDA_OVERHEAD_BYTES
+    from quantkit.core.modelinfo import human_size
+    from quantkit.engines.servers import SERVERS
+    from quantkit.quantization.registry import format_facts
+
+    s, entry = recipe.serving, SERVERS[engine]
+    facts = format_facts(spec.method, getattr(spec.options, "format", None))
+    if facts is not None and entry.runtime not in facts.runtimes:
+        return PlanRow("serving", spec.name, "n/a", None, f"{engine} does not run it (it loads in {', '.join(facts.runtimes)})")
+    gpus = s.gpus if entry.parallel_sizes else 1
+    levels = f"c={','.join(map(str, sorted(set(s.concurrency))))} x{s.num_requests} requests of {s.max_tokens} tokens"
+    if not config:
+        return PlanRow("serving", spec.name, s_action, None, f"{engine} {levels}")
+    weights = max(artifact_bytes(config, footprint, i) for i in range(len(footprint.bits)))
+    # The load test's sequences: one slot per concurrent request, the prompt set plus the reply.
+    kv = kv_cache_bytes(config, max(s.concurrency) * max(512, s.max_tokens + 256))
+    device = device_of(recipe)
+    per_gpu = -(-weights // gpus) + -(-kv // gpus)
+    seconds = (
+        weights / DISK_BYTES_PER_S
+        + 30
+        + len(set(s.concurrency)) * s.num_requests * s.max_tokens * per_gpu / DECODE_BANDWIDTH[device]
+    )
+    note = f"{engine} {levels}"
+    if gpus > 1:
+        note += (
+            f"; tp{s.tensor_parallel} x pp{s.pipeline_parallel} = {gpus} GPUs, each {human_size(per_gpu)}: "
+            f"weights {human_size(weights)}/{gpus} + KV cache {human_size(kv)}/{gpus}"
+        )
+    if device == "cuda":
+        return PlanRow(
+            "serving", spec.name, s_action, Cost(LIBRARY_ALLOWANCE_BYTES, 0, seconds, per_gpu + CUDA_OVERHEAD_BYTES), note
+        )
+    return PlanRow("serving", spec.name, s_action, Cost(weights + kv + LIBRARY_ALLOWANCE_BYTES, 0, seconds), note)
 
 
 def calibration_key(spec: ArtifactSpec) -> str:
