@@ -12,7 +12,8 @@ beside quantkit's own estimate for it (quantkit.core.estimate, what the prefligh
 
 Stages: nf4, int8, gguf (Q4_K_M) quantize; bench-base: `quantkit bench` of the int8 artifact
 against its base with a fresh base-logits cache (the base's reference pass, then the artifact), a
-short eval (1024 tokens), no smoke chat, one short pp/tg repetition.
+short eval (1024 tokens), no smoke chat, one short pp/tg repetition; run: the two as one
+`quantkit run` of a recipe (int8 on the CPU, the same bench settings): the whole pipeline.
 """
 
 import argparse
@@ -52,7 +53,7 @@ SIZES = {
         "num_key_value_heads": 32,
     },
 }
-STAGES = ("nf4", "int8", "gguf", "bench-base")
+STAGES = ("nf4", "int8", "gguf", "bench-base", "run")
 TARGET = 1.2  # the issue's bound: peak RAM / checkpoint size
 
 
@@ -151,6 +152,8 @@ def estimate(folder: Path, stage: str, artifact: Path | None) -> int:
     from quantkit.core.estimate import quantize_need
 
     config = read_json(folder / "config.json")
+    if stage == "run":  # its stages run one after another: the larger of the two
+        return max(estimate(folder, "int8", artifact), estimate(folder, "bench-base", artifact))
     if stage == "bench-base":
         from quantkit.benchmark.bench import BenchOptions
         from quantkit.core.estimate import bench_n_ctx
@@ -165,8 +168,34 @@ def estimate(folder: Path, stage: str, artifact: Path | None) -> int:
     return quantize_need(config, method.footprint(options), "cpu", verify_on="cpu").ram_bytes
 
 
+# The run stage's recipe: bench-base's settings, int8 quantized (and verified) on the CPU.
+RUN_RECIPE = """name: random-llama-{size}
+runner: cpu
+model:
+  id: {folder}
+bench:
+  prompt_tokens: 64
+  gen_tokens: 8
+  repetitions: 1
+  warmup: 0
+  device: cpu
+  eval_tokens: 1024
+  smoke: false
+gates:
+  smoke: false
+artifacts:
+  - name: int8
+    method: int8
+    device: cpu
+"""
+
+
 def stage_command(stage: str, folder: Path, out: Path, bench_json: Path) -> list[str]:
     quantkit = [sys.executable, "-m", "quantkit"]
+    if stage == "run":
+        recipe = out / "run-recipe.yaml"
+        recipe.write_text(RUN_RECIPE.format(size=folder.name.rsplit("-", 1)[-1], folder=folder))
+        return [*quantkit, "run", str(recipe), "-o", str(out / "run"), "--force"]
     if stage == "bench-base":
         return [
             *quantkit,
@@ -208,7 +237,7 @@ def run_size(size: str, stages: list[str], out_root: Path) -> list[dict]:
         bench_json = out / f"{stage}.bench.json"
         result = measure(stage_command(stage, folder, out, bench_json), env, out / f"{stage}.log")
         try:
-            est = estimate(folder, stage, out / "int8")
+            est = estimate(folder, stage, out / "run" / "artifacts" / "int8" if stage == "run" else out / "int8")
         except Exception as exc:  # an estimate the code cannot make is a result too
             est, result["estimate_error"] = 0, repr(exc)
         row = {
