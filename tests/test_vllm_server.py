@@ -14,9 +14,12 @@ import httpx
 import openai
 import pytest
 from test_serve import QUESTION, start_server, stop_server
+from test_serve_control_text import FORGED
+from transformers import AutoTokenizer
 
 from quantkit.core.errors import DependencyError, InputError
 from quantkit.engines import vllm_server
+from quantkit.engines.chat_tokens import tokenizer_chat_ids
 from quantkit.engines.servers import choose_server
 from quantkit.serve.server_front import backend_for
 
@@ -137,6 +140,27 @@ def test_serve_runs_vllm_behind_quantkits_front(smollm2, tmp_path, fake_vllm):
         assert page.status_code == 200 and "smol" in page.text and "<html" in page.text.lower()
         seed = httpx.post(f"{url}/", json={"prompt": "What is the capital of France?", "max_tokens": 16}, headers=headers)
         assert seed.status_code == 200 and seed.json()["response"]
+        # Typed control-token text stays text: vLLM would parse it in the rendered prompt, so the front
+        # sends the ids the transformers engine builds (template pieces parsed, message text plain) to
+        # /v1/completions, and answers in the chat format.
+        forged = client.chat.completions.create(model="smol", messages=FORGED, max_tokens=8, temperature=0)
+        tokenizer = AutoTokenizer.from_pretrained(awq)
+        assert forged.object == "chat.completion" and forged.choices[0].message.role == "assistant"
+        assert forged.usage.prompt_tokens == len(tokenizer_chat_ids(tokenizer, FORGED))
+        rendered = tokenizer.apply_chat_template(FORGED, tokenize=False, add_generation_prompt=True)
+        parsed = tokenizer(rendered, add_special_tokens=False)["input_ids"]  # as vLLM tokenizes a rendered chat
+        assert forged.usage.prompt_tokens > len(parsed)  # what vLLM itself would have run: 4 forged control tokens
+        chunks = list(client.chat.completions.create(model="smol", messages=FORGED, max_tokens=8, temperature=0, stream=True))
+        assert chunks[0].choices[0].delta.role == "assistant"
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == forged.choices[0].message.content
+        upstream = httpx.get(f"{url}/metrics", headers=headers).text
+        assert 'quantkit_http_responses_total{route="/v1/completions",status="200"} 2' in upstream  # the server's own count
+        # A completion given as token ids (OpenAI's other prompt form) passes through; ids beyond the vocabulary: 400.
+        ids = client.completions.create(model="smol", prompt=parsed, max_tokens=4, temperature=0)
+        assert ids.usage.prompt_tokens == len(parsed)
+        out_of_range = {"model": "smol", "prompt": [tokenizer.vocab_size + 10**6], "max_tokens": 4}
+        refused = httpx.post(f"{url}/v1/completions", json=out_of_range, headers=headers)
+        assert refused.status_code == 400 and "out of range" in refused.json()["error"]["message"]
     finally:
         stop_server(proc)
         log.close()

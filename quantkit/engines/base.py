@@ -56,6 +56,7 @@ class Engine(Protocol):
     device: str  # where it runs: cpu | cuda
     threads: int  # compute threads in use
     n_params: int | None  # parameter count (None when unknown)
+    n_vocab: int  # token ids are 0 .. n_vocab - 1 (a prompt given as ids is checked against it)
     weights_bytes: int  # bytes of weight files loaded (read per decoded token, roughly)
     # Optional, for serve's continuous batching: batch_decoder(n_seq, n_ctx_seq) returns an object with
     # step({seq: ids}) -> {seq: next-token logits}, free(seq) and close() (engines/hf_batch.py, llamacpp_batch.py).

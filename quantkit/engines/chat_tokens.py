@@ -39,3 +39,18 @@ def chat_ids(rendered: str, messages: list[dict], with_control, as_text) -> list
     for text, is_template in chat_pieces(rendered, messages):
         ids += with_control(text) if is_template else as_text(text)
     return ids
+
+
+def tokenizer_chat_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """A transformers tokenizer's chat prompt ids (its template, generation prompt appended), the
+    messages' text as plain text (``split_special_tokens``): the transformers engine's prompt, and
+    the one serve sends vLLM for a request whose text holds a control token's spelling."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def with_control(piece):  # the template already writes any BOS it wants: no specials added
+        return list(tokenizer(piece, add_special_tokens=False)["input_ids"])
+
+    def as_text(piece):
+        return list(tokenizer(piece, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+
+    return chat_ids(text, messages, with_control, as_text)

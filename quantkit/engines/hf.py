@@ -69,6 +69,7 @@ class TransformersEngine:
             t.content for t in getattr(self.tokenizer, "added_tokens_decoder", {}).values() if getattr(t, "special", False)
         }
         self.n_params = count_parameters(self.model) or None
+        self.n_vocab = self.model.get_input_embeddings().weight.shape[0]  # rows of the embedding: valid ids
         self.weights_bytes = sum(p.stat().st_size for p in self.path.iterdir() if p.suffix in WEIGHT_SUFFIXES)
         # compressed-tensors (AWQ pack-quantized) decompresses every layer to dense weights on the
         # first forward: it then runs, and reads per token, as the dense model does.
@@ -107,14 +108,9 @@ class TransformersEngine:
     def chat_prompt(self, messages: list[dict]) -> list[int]:
         if not self.tokenizer.chat_template:
             raise InputError(f"{self.path} has no chat template", hint="add chat_template.jinja to the folder")
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        from quantkit.engines.chat_tokens import chat_ids
+        from quantkit.engines.chat_tokens import tokenizer_chat_ids
 
-        def as_text(piece):  # message text: control-token spellings stay plain characters
-            return list(self.tokenizer(piece, add_special_tokens=False, split_special_tokens=True)["input_ids"])
-
-        # The template already writes any BOS it wants; adding specials again would double it.
-        return chat_ids(text, messages, lambda piece: self.tokenize(piece, add_special=False), as_text)
+        return tokenizer_chat_ids(self.tokenizer, messages)
 
     def batch_decoder(self, n_seq: int, n_ctx_seq: int):
         """``n_seq`` sequences decoded together: one padded forward per step (the serve batch)."""

@@ -204,8 +204,9 @@ def create_app(engine, options: ServeOptions | None = None):
         prompt = body.get("prompt")
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
             prompt = prompt[0]
-        if not isinstance(prompt, str):
-            raise APIError(400, "'prompt' must be a string", code="invalid_type", param="prompt")
+        token_ids = isinstance(prompt, list) and prompt and all(type(i) is int and i >= 0 for i in prompt)
+        if not (isinstance(prompt, str) or token_ids):  # OpenAI's prompt: a string, or one prompt's token ids
+            raise APIError(400, "'prompt' must be a string or a list of token ids", code="invalid_type", param="prompt")
         return await respond(request, body, job_from(body, options.max_tokens_limit, prompt=prompt), "completion")
 
     @app.post("/")

@@ -1,9 +1,10 @@
 """Chat messages that hold a control token's text (a user who types ``<|im_end|><|im_start|>system``):
-llama-server renders the chat template and parses control tokens in the whole prompt, so that text
-would become real turn markers. For those requests only (every other request passes through
+llama-server and vLLM render the chat template and parse control tokens in the whole prompt, so that
+text would become real turn markers. For those requests only (every other request passes through
 untouched), the front builds the prompt's ids as quantkit's own engines do (engines/chat_tokens.py):
-the template's pieces parse control tokens, the messages' text does not (llama-server's
-/apply-template and /tokenize), sends the ids to /v1/completions and answers in the chat format."""
+the template's pieces parse control tokens, the messages' text does not (for a GGUF through
+llama-server's /apply-template and /tokenize, for a transformers folder with its own tokenizer
+here), sends the ids to /v1/completions and answers in the chat format."""
 
 import asyncio
 import json
@@ -19,9 +20,32 @@ PARSED_TYPES = (2, 3, 4)
 
 
 class ControlText:
-    def __init__(self, texts: list[str]):
+    def __init__(self, texts: list[str], ids_of=None):
         texts = sorted({t for t in texts if t}, key=len, reverse=True)
         self.pattern = re.compile("|".join(map(re.escape, texts))) if texts else None
+        self.ids_of = ids_of  # messages -> prompt ids, built here; None: asked of llama-server
+
+    @classmethod
+    def for_server(cls, settings) -> "ControlText | None":
+        """From what the server runs: a GGUF's vocabulary, or a transformers folder's tokenizer."""
+        gguf, model = getattr(settings, "gguf", None), getattr(settings, "model", None)
+        if gguf:
+            return cls.of_gguf(gguf)
+        return cls.of_folder(Path(model)) if model and Path(model).is_dir() else None
+
+    @classmethod
+    def of_folder(cls, folder: Path) -> "ControlText":
+        """A transformers folder's added tokens (its tokenizer, vLLM's included, parses them in any
+        text); the prompt ids are built here with that tokenizer."""
+        from transformers import AutoTokenizer
+
+        from quantkit.engines.chat_tokens import tokenizer_chat_ids
+
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        if not tokenizer.chat_template:
+            return cls([])
+        texts = [t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values()]
+        return cls(texts, ids_of=lambda messages: tokenizer_chat_ids(tokenizer, messages))
 
     @classmethod
     def of_gguf(cls, gguf: Path) -> "ControlText":
@@ -53,7 +77,6 @@ def text_of(message: dict) -> str:
 async def serve_as_text(front, writer, path: str, body: bytes) -> None:
     """Answer a chat request whose messages hold control-token text, the text kept plain."""
     from quantkit.core.errors import InputError
-    from quantkit.engines.chat_tokens import chat_pieces
 
     data = json.loads(body)
     if data.get("tools") or data.get("functions"):
@@ -62,26 +85,40 @@ async def serve_as_text(front, writer, path: str, body: bytes) -> None:
     messages = [{**m, "content": text_of(m)} for m in data["messages"]]
     front.in_flight += 1
     try:
-        status, reply = await front.upstream_call("POST", "/apply-template", json.dumps({"messages": messages}).encode())
-        if status != 200:
-            raise APIError(status, f"llama-server: {reply[:200].decode(errors='replace')}", "server_error")
         try:
-            pieces = chat_pieces(json.loads(reply)["prompt"], messages)
+            if front.control_text.ids_of is not None:
+                ids = front.control_text.ids_of(messages)
+            else:
+                ids = await llama_server_ids(front, messages)
         except InputError as exc:
             raise APIError(400, f"{exc} ({exc.hint})", code="invalid_value", param="messages") from None
-        ids: list[int] = []
-        for n, (text, is_template) in enumerate(pieces):
-            ask = {"content": text, "add_special": n == 0, "parse_special": is_template}
-            status, reply = await front.upstream_call("POST", "/tokenize", json.dumps(ask).encode())
-            ids += json.loads(reply)["tokens"]
-        completion = {k: v for k, v in data.items() if k not in ("messages", "model")} | {"prompt": ids}
+        completion = {k: v for k, v in data.items() if k not in ("messages", "max_completion_tokens")}
+        if data.get("max_completion_tokens") is not None:  # the chat API's name for it; completions know max_tokens
+            completion["max_tokens"] = data["max_completion_tokens"]
+        completion |= {"prompt": ids, "model": front.model}
         await relay_as_chat(front, writer, path, json.dumps(completion).encode(), bool(data.get("stream")))
     finally:
         front.in_flight -= 1
 
 
+async def llama_server_ids(front, messages: list[dict]) -> list[int]:
+    """The prompt ids from llama-server: its rendering of the template, then each piece tokenized
+    with control tokens parsed (template) or not (the messages' text)."""
+    from quantkit.engines.chat_tokens import chat_pieces
+
+    status, reply = await front.upstream_call("POST", "/apply-template", json.dumps({"messages": messages}).encode())
+    if status != 200:
+        raise APIError(status, f"llama-server: {reply[:200].decode(errors='replace')}", "server_error")
+    ids: list[int] = []
+    for n, (text, is_template) in enumerate(chat_pieces(json.loads(reply)["prompt"], messages)):
+        ask = {"content": text, "add_special": n == 0, "parse_special": is_template}
+        status, reply = await front.upstream_call("POST", "/tokenize", json.dumps(ask).encode())
+        ids += json.loads(reply)["tokens"]
+    return ids
+
+
 async def relay_as_chat(front, writer, path: str, body: bytes, stream: bool) -> None:
-    """POST ``body`` to llama-server's /v1/completions; write its reply as a chat completion."""
+    """POST ``body`` to the server's /v1/completions; write its reply as a chat completion."""
     up_reader, up_writer = await front.upstream_open("POST", "/v1/completions", body)
     try:
         head = await up_reader.readuntil(b"\r\n\r\n")

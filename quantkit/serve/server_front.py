@@ -71,8 +71,7 @@ async def run_front(sock, server, options, model: str, page: bytes, api_key, on_
 
     alive = lambda: server.proc.poll() is None  # noqa: E731
     front = Front(("127.0.0.1", server.settings.port), options, model, page, api_key, alive=alive, engine=server.name)
-    gguf = getattr(server.settings, "gguf", None)  # typed control-token text kept plain needs the GGUF's vocabulary
-    front.control_text = ControlText.of_gguf(gguf) if gguf else None
+    front.control_text = ControlText.for_server(server.settings)  # typed control-token text kept plain
     listener = await asyncio.start_server(front.handle, sock=sock, limit=1 << 16)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -35,7 +35,7 @@ class Job:
     """One generation: ``messages`` (chat) or ``prompt`` (completion), tokenized on the worker."""
 
     messages: list[dict] | None = None
-    prompt: str | None = None
+    prompt: str | list[int] | None = None  # text, or token ids as given (OpenAI's completions take both)
     max_tokens: int | None = None  # None: as many as the context leaves
     temperature: float = 1.0
     top_p: float = 1.0
@@ -182,6 +182,15 @@ class EngineWorker:
         engine = self.engine
         if job.messages is not None:
             ids = engine.chat_prompt(job.messages)
+        elif isinstance(job.prompt, list):
+            ids = list(job.prompt)
+            n_vocab = getattr(engine, "n_vocab", None)
+            if n_vocab is not None and max(ids) >= n_vocab:
+                raise RequestRejected(
+                    f"token id {max(ids)} is out of range: this model's ids are 0 to {n_vocab - 1}",
+                    code="invalid_value",
+                    param="prompt",
+                )
         else:
             ids = engine.tokenize(job.prompt, add_special=True)
         room = self.n_ctx - len(ids)
