@@ -281,16 +281,18 @@ def test_default_base_is_the_recorded_source(tiny_llama, tmp_path):
 
 # Peak RSS of a fresh process: SmolLM2 loaded once (the larger of base and artifact, here the same)...
 ONE_MODEL = """
-import resource, sys
+import sys
+from quantkit.core.memory import own_peak_rss
 from quantkit.engines import EngineOptions, load_engine
 engine = load_engine(sys.argv[1], EngineOptions(threads=1))
 engine.logits(list(range(100, 164)))
 engine.close()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+print(own_peak_rss() // 2**20)
 """
 # ... and a bench of it against itself, base side (smoke and logits) computed first, nothing cached.
 BENCH_BOTH = """
-import resource, sys
+import sys
+from quantkit.core.memory import own_peak_rss
 from quantkit.benchmark.bench import BenchOptions, bench
 from quantkit.benchmark.quality import QualityOptions
 from quantkit.benchmark.smoke import SmokeOptions
@@ -298,7 +300,7 @@ result = bench(sys.argv[1], base=sys.argv[1], options=BenchOptions(
     prompt_tokens=8, gen_tokens=2, repetitions=1, warmup=0, threads=1, bandwidth=False,
     smoke_options=SmokeOptions(max_tokens=4), eval_tokens=64, quality_options=QualityOptions(ctx=64)))
 assert result.quality["base_cached"] and result.smoke["against_base"], result
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, result.n_params)
+print(own_peak_rss() // 2**20, result.n_params)
 """
 
 

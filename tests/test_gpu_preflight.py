@@ -298,7 +298,7 @@ def test_nf4_quantize_peak_rss_within_the_estimate(tmp_path):
         "q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4', bnb_4bit_use_double_quant=True)\n"
         "m = AutoModelForCausalLM.from_pretrained(sys.argv[1], quantization_config=q, device_map='cpu', dtype='auto')\n"
         "m.save_pretrained(sys.argv[2])\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)\n"
+        "from quantkit.core.memory import own_peak_rss\nprint(own_peak_rss())\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, str(model), str(tmp_path / "nf4")], capture_output=True, text=True, timeout=600

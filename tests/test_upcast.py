@@ -20,12 +20,13 @@ RANDOM_SHAPE = {
     "num_key_value_heads": 4,
 }
 CHILD = """
-import json, resource, sys
+import json, sys
 from pathlib import Path
 import torch, transformers
 from transformers.models.llama import modeling_llama  # the libraries, before any weight
 from quantkit.benchmark.quality import QualityOptions, base_reference
 from quantkit.engines import EngineOptions
+from quantkit.core.memory import own_peak_rss
 from quantkit.engines.hf import TransformersEngine
 
 def rss():
@@ -34,7 +35,7 @@ def rss():
 
 before = rss()
 ref, cached = base_reference(Path(sys.argv[1]), QualityOptions(max_tokens=1024), EngineOptions(device="cpu"))
-print(json.dumps({"before": before, "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+print(json.dumps({"before": before, "peak": own_peak_rss(),
                   "cached": cached, "rows": len(ref["target_logp"])}))
 """
 

@@ -92,14 +92,14 @@ def test_bnb_quantize_frees_its_model_before_returning(tiny_llama, tmp_path, mon
     from quantkit.quantization.registry import get_method, make_options
 
     refs = []
-    original = transformers.AutoModelForCausalLM.from_pretrained
+    original = transformers.PreTrainedModel.from_pretrained.__func__
 
-    def tracked(*args, **kwargs):
-        model = original(*args, **kwargs)
+    def tracked(cls, *args, **kwargs):  # every model class's load (the Auto class's and a direct one)
+        model = original(cls, *args, **kwargs)
         refs.extend(weakref.ref(m) for m in model.modules() if type(m).__name__ == "Linear4bit")
         return model
 
-    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", tracked)
+    monkeypatch.setattr(transformers.PreTrainedModel, "from_pretrained", classmethod(tracked))
     gc.disable()  # only the method's own free may collect it
     try:
         out = tmp_path / "nf4"

@@ -8,6 +8,16 @@ import time
 import psutil
 
 
+def own_peak_rss() -> int:
+    """This process's peak RSS in bytes since it started its program (VmHWM). Not ru_maxrss: a
+    child started with vfork + exec (Python's subprocess) keeps its parent's high-water mark there."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("/proc/self/status has no VmHWM")
+
+
 class PeakRSS:
     """``with PeakRSS() as peak: ...`` then ``peak.mb``: the highest RSS seen, in MiB."""
 
