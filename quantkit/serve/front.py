@@ -2,7 +2,7 @@
 It answers the web chat page at ``/``, ``/health`` (with the queue) and ``/metrics`` (quantkit's
 lines, then llama-server's), checks the API key, body size, model name and max_tokens limit,
 refuses with 429 beyond ``parallel + queue_size`` requests, and passes everything else through
-as raw bytes (plain asyncio streams, no framework per chunk), so serving speed is llama-server's.
+as raw bytes (an asyncio protocol writes each chunk on as it arrives), so serving speed is llama-server's.
 Each forwarded request gets its own upstream connection and ``Connection: close``; a client that
 leaves closes it, and llama-server stops that slot."""
 
@@ -150,8 +150,9 @@ class Front:
         self.in_flight += generating
         up_writer = None
         try:
+            loop = asyncio.get_running_loop()
             try:
-                up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+                up_writer, relay = await loop.create_connection(lambda: Relay(writer.transport), *self.upstream)
             except OSError:
                 await self.send_error(writer, path, APIError(502, "llama-server is not reachable", "server_error"))
                 return
@@ -159,23 +160,21 @@ class Front:
             up_writer.write(
                 f"{method} {target} HTTP/1.1\r\n{kept}Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
             )
-            await up_writer.drain()
-            head = await up_reader.readuntil(b"\r\n\r\n")
-            status = int(head.split(b" ", 2)[1])
-            self.statuses[(route_of(path), status)] += 1
-            lines = [line for line in head.split(b"\r\n")[:-2] if not line.lower().startswith((b"connection:", b"keep-alive:"))]
-            writer.write(b"\r\n".join([*lines, b"Connection: close", b"", b""]))
             # A client that leaves mid-reply closes the upstream connection: llama-server frees the slot.
-            # One await per chunk on the hot path: the watcher closes the upstream, which ends the read.
             gone = asyncio.ensure_future(reader.read(1))
             gone.add_done_callback(lambda _: up_writer.close())
             try:
-                while data := await up_reader.read(65536):
-                    writer.write(data)
-                    await writer.drain()
+                head = await relay.head
+                if head is not None:
+                    status = int(head.split(b" ", 2)[1])
+                    self.statuses[(route_of(path), status)] += 1
+                    skip = (b"connection:", b"keep-alive:")
+                    lines = [line for line in head.split(b"\r\n")[:-2] if not line.lower().startswith(skip)]
+                    relay.start(b"\r\n".join([*lines, b"Connection: close", b"", b""]))
+                    await relay.done
             finally:
                 gone.cancel()
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except ConnectionError:
             pass
         finally:
             self.in_flight -= generating
@@ -286,6 +285,58 @@ class Front:
         head += f"Content-Length: {len(payload)}\r\n" + ("Connection: close\r\n" if close else "") + "\r\n"
         writer.write(head.encode() + payload)
         await writer.drain()
+
+
+class Relay(asyncio.Protocol):
+    """The upstream side of a forwarded request: its reply's head is handed to the front (which
+    rewrites it), then each chunk goes to the client's transport from the callback that received
+    it: no coroutine switch per streamed token, the front's whole cost on the hot path. The server's
+    cores are busy generating; each wake-up of the front takes from them."""
+
+    HIGH_WATER = 1 << 22  # bytes waiting for a slow client before reading upstream pauses
+
+    def __init__(self, client: asyncio.Transport):
+        loop = asyncio.get_running_loop()
+        self.client, self.head, self.done = client, loop.create_future(), loop.create_future()
+        self.pending, self.started = bytearray(), False
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.started:
+            self.client.write(data)
+            if self.client.get_write_buffer_size() > self.HIGH_WATER:
+                self.transport.pause_reading()
+                asyncio.get_running_loop().create_task(self._resume_when_drained())
+            return
+        self.pending += data
+        end = self.pending.find(b"\r\n\r\n")
+        if end >= 0 and not self.head.done():
+            self.transport.pause_reading()  # until the front has written the rewritten head
+            self.head.set_result(bytes(self.pending[: end + 4]))
+            del self.pending[: end + 4]
+
+    def start(self, head: bytes) -> None:
+        """Write the rewritten head and what came after it; relay the rest as it arrives."""
+        self.client.write(head + bytes(self.pending))
+        self.pending, self.started = bytearray(), True
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
+        elif not self.done.done():
+            self.done.set_result(None)
+
+    async def _resume_when_drained(self) -> None:
+        while self.client.get_write_buffer_size() > self.HIGH_WATER // 2 and not self.client.is_closing():
+            await asyncio.sleep(0.01)
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def connection_lost(self, exc) -> None:
+        if not self.head.done():
+            self.head.set_result(None)  # no reply head: the client's connection just closes
+        if self.started and not self.done.done():
+            self.done.set_result(None)
 
 
 def route_of(path: str) -> str:
