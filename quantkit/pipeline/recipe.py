@@ -26,90 +26,9 @@ from quantkit.pipeline.recipe_schema import (
     Recipe,
     RecipeError,
 )
+from quantkit.pipeline.recipe_yaml import YamlCtx, declared_bounds, yaml_mapping, yaml_typed
 
-# --- strict loading --------------------------------------------------------------------------
-
-
-class _Ctx:
-    """Where we are: the file and the key path, for error messages."""
-
-    def __init__(self, file: Path, loader: yaml.SafeLoader):
-        self.file, self.loader = file, loader
-
-    def fail(self, node: yaml.Node, key: str, problem: str, hint: str | None = None) -> RecipeError:
-        line = node.start_mark.line + 1
-        return RecipeError(f"{self.file}:{line}: {key}: {problem}", hint=hint)
-
-    def scalar(self, node: yaml.Node, key: str):
-        if not isinstance(node, yaml.ScalarNode):
-            kind = "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
-            raise self.fail(node, key, f"expected a single value, got {kind}")
-        return self.loader.construct_object(node)
-
-
-def _mapping(ctx: _Ctx, node: yaml.Node, key: str, allowed) -> dict[str, tuple[yaml.Node, yaml.Node]]:
-    """The mapping's entries as name -> (key node, value node); unknown or repeated keys fail."""
-    if not isinstance(node, yaml.MappingNode):
-        raise ctx.fail(node, key or "recipe", "expected a mapping of settings")
-    entries = {}
-    for key_node, value_node in node.value:
-        name = str(ctx.scalar(key_node, key or "recipe"))
-        where = f"{key}.{name}" if key else name
-        if name not in allowed:
-            close = [a for a in allowed if a.replace("_", "") == name.replace("_", "").replace("-", "")]
-            hint = f"did you mean {close[0]!r}?" if close else f"allowed keys: {', '.join(allowed)}"
-            raise ctx.fail(key_node, where, "unknown key", hint=hint)
-        if name in entries:
-            raise ctx.fail(key_node, where, "key given twice")
-        entries[name] = (key_node, value_node)
-    return entries
-
-
-def _typed(ctx: _Ctx, node: yaml.Node, key: str, kind: str, choices=None):
-    """One value of ``kind`` (str, int, float, bool, path, str?, int?, float?, list[str])."""
-    if kind == "str|list[str]":  # one value, or several (format: [compressed-tensors, autoawq])
-        return _typed(ctx, node, key, "list[str]" if isinstance(node, yaml.SequenceNode) else "str?", choices)
-    optional = kind.endswith("?")
-    kind = kind.rstrip("?")
-    if kind in ("list[str]", "list[int]"):
-        item_kind = kind[5:-1]
-        if not isinstance(node, yaml.SequenceNode):
-            raise ctx.fail(node, key, f"expected a list of {'strings' if item_kind == 'str' else 'integers'}")
-        items = [_typed(ctx, item, f"{key}[{i}]", item_kind, choices) for i, item in enumerate(node.value)]
-        return items
-    value = ctx.scalar(node, key)
-    if value is None and optional:
-        return None
-    ok = {
-        "str": isinstance(value, str),
-        "path": isinstance(value, str),
-        "bool": isinstance(value, bool),
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-    }[kind]
-    if not ok:
-        raise ctx.fail(node, key, f"expected {kind}, got {type(value).__name__} {value!r}")
-    if choices is not None and value not in choices:
-        raise ctx.fail(node, key, f"{value!r} is not one of {', '.join(map(str, choices))}")
-    if kind == "float":
-        value = float(value)
-    if kind == "path":
-        value = (ctx.file.parent / Path(value).expanduser()).resolve()
-    return value
-
-
-def _bounds(ctx, node, key, f, value):
-    """A declared setting's bounds (``option(minimum=, maximum=)``), reported at its line."""
-    low, high = f.metadata.get("minimum"), f.metadata.get("maximum")
-    if isinstance(value, list):  # each item of a list (bench.concurrency: [1, 4, 8])
-        for i, item in enumerate(value):
-            _bounds(ctx, node.value[i], f"{key}[{i}]", f, item)
-        return
-    if value is not None and low is not None and value < low:
-        raise ctx.fail(node, key, f"must be at least {low}, got {value}")
-    if value is not None and high is not None and value > high:
-        raise ctx.fail(node, key, f"must be at most {high}, got {value}")
-
+# --- the schema tables ----------------------------------------------------------------------
 
 # key -> (type, choices); the dataclasses above hold the defaults
 MODEL_KEYS = {
@@ -164,14 +83,14 @@ def _section(ctx, node, key, table, cls, defaults=None):
     """Build dataclass ``cls`` from a mapping node using the ``table`` of allowed keys."""
     values = dict(defaults or {})
     nodes = {}
-    for name, (_key_node, value_node) in _mapping(ctx, node, key, table).items():
+    for name, (_key_node, value_node) in yaml_mapping(ctx, node, key, table).items():
         kind, choices = table[name]
         where = f"{key}.{name}"
         if kind == "gates":
             values[name] = _gates(ctx, value_node, where, values.get("gates") or Gates())
             continue
-        value = _typed(ctx, value_node, where, kind, choices)
-        _bounds(ctx, value_node, where, cls.__dataclass_fields__[name], value)
+        value = yaml_typed(ctx, value_node, where, kind, choices)
+        declared_bounds(ctx, value_node, where, cls.__dataclass_fields__[name], value)
         values[name] = value
         nodes[name] = value_node
     missing = [n for n, f in cls.__dataclass_fields__.items() if n not in values and f.default is f.default_factory is MISSING]
@@ -191,11 +110,11 @@ def _bench(ctx, node) -> tuple[BenchOptions, ServingOptions, dict]:
     from quantkit.engines.servers import SERVERS
 
     values, nodes = {BenchOptions: {}, ServingOptions: {}}, {}
-    for name, (_key_node, value_node) in _mapping(ctx, node, "bench", BENCH_KEYS).items():
+    for name, (_key_node, value_node) in yaml_mapping(ctx, node, "bench", BENCH_KEYS).items():
         cls = ServingOptions if name in SERVING_KEYS else BenchOptions
         kind, choices = BENCH_KEYS[name]
-        value = _typed(ctx, value_node, f"bench.{name}", kind, choices)
-        _bounds(ctx, value_node, f"bench.{name}", cls.__dataclass_fields__[name], value)
+        value = yaml_typed(ctx, value_node, f"bench.{name}", kind, choices)
+        declared_bounds(ctx, value_node, f"bench.{name}", cls.__dataclass_fields__[name], value)
         values[cls][name], nodes[name] = value, value_node
     serving = ServingOptions(**values[ServingOptions])
     if len(set(serving.serving)) != len(serving.serving):
@@ -227,15 +146,15 @@ def _artifact(ctx, node, key, gates: Gates) -> tuple[list[ArtifactSpec], dict]:
 
     table = artifact_keys()
     values, nodes = {"gates": gates}, {}
-    for name, (_key_node, value_node) in _mapping(ctx, node, key, table).items():
+    for name, (_key_node, value_node) in yaml_mapping(ctx, node, key, table).items():
         kind, choices = table[name]
         where = f"{key}.{name}"
         if kind == "gates":
             values[name] = _gates(ctx, value_node, where, gates)
             continue
-        value = _typed(ctx, value_node, where, kind, choices)
+        value = yaml_typed(ctx, value_node, where, kind, choices)
         if name in settings_table():
-            _bounds(ctx, value_node, where, settings_table()[name][0], value)
+            declared_bounds(ctx, value_node, where, settings_table()[name][0], value)
         values[name], nodes[name] = value, value_node
     for required in ("name", "method"):
         if required not in values:
@@ -309,7 +228,7 @@ def parse_recipe(text: str, file: Path | str = "<recipe>") -> Recipe:
     """A Recipe from YAML text; ``file`` is used for messages and relative paths."""
     file = Path(file)
     loader = yaml.SafeLoader(text)
-    ctx = _Ctx(file, loader)
+    ctx = YamlCtx(file, loader)
     try:
         root = loader.get_single_node()
     except yaml.YAMLError as exc:
@@ -320,12 +239,12 @@ def parse_recipe(text: str, file: Path | str = "<recipe>") -> Recipe:
         loader.dispose()
     if root is None:
         raise RecipeError(f"{file}:1: recipe: the file is empty")
-    top = _mapping(ctx, root, "", TOP_KEYS)
+    top = yaml_mapping(ctx, root, "", TOP_KEYS)
     for required in ("name", "model", "artifacts"):
         if required not in top:
             raise ctx.fail(root, required, "required key is missing")
     name_node = top["name"][1]
-    name = _typed(ctx, name_node, "name", "str")
+    name = yaml_typed(ctx, name_node, "name", "str")
     if not NAME_RE.match(name):
         raise ctx.fail(name_node, "name", f"{name!r} must be lower case letters, digits, '.', '_' or '-'")
     model, _ = _section(ctx, top["model"][1], "model", MODEL_KEYS, ModelSpec)
@@ -347,7 +266,7 @@ def parse_recipe(text: str, file: Path | str = "<recipe>") -> Recipe:
                 raise ctx.fail(item, f"artifacts[{i}].name", f"artifact name {spec.name!r} is used twice")
             seen.add(spec.name)
             artifacts.append(spec)
-    runner = _typed(ctx, top["runner"][1], "runner", "str", RUNNERS) if "runner" in top else "cpu"
+    runner = yaml_typed(ctx, top["runner"][1], "runner", "str", RUNNERS) if "runner" in top else "cpu"
     if runner == "cpu":
         for spec, (i, device_node) in zip(artifacts, device_nodes):
             if getattr(spec.options, "device", "auto") == "cuda":
@@ -374,7 +293,7 @@ def parse_recipe(text: str, file: Path | str = "<recipe>") -> Recipe:
                 f"artifact {spec.name} has quality gates",
                 hint="drop its quality thresholds or measure quality",
             )
-    description = _typed(ctx, top["description"][1], "description", "str") if "description" in top else ""
+    description = yaml_typed(ctx, top["description"][1], "description", "str") if "description" in top else ""
     push = _push(ctx, top["push"][1], artifacts) if "push" in top else None
     return Recipe(
         name=name,
